@@ -1,0 +1,69 @@
+"""The `imagenet-zoo` command line. Exit codes: 0 all done, 1 some input or weights failed, 2 usage error."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from imagenet_zoo.cli import commands
+from imagenet_zoo.errors import ImagenetZooError, UsageError
+from imagenet_zoo.registry import default_registry
+
+
+def _model_name(value: str) -> str:
+    try:
+        return default_registry().get(value).spec.name
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value!r}")
+    return int(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imagenet-zoo", description="Classify photos with ImageNet CNNs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    classify = sub.add_parser("classify", help="top-k ImageNet labels for photos (files or folders)")
+    classify.add_argument("photos", nargs="+", metavar="PHOTO", help="image files, or folders of them")
+    classify.add_argument("--model", type=_model_name, default="efficientnet_lite0")
+    classify.add_argument("--top", type=_positive, default=5, help="how many labels per photo (default 5)")
+    classify.add_argument("--format", choices=("table", "json"), default="table")
+    classify.add_argument("--annotate", metavar="OUT", help="write labelled images: a file for one photo, else a folder")
+    classify.add_argument(
+        "--resize", choices=("crop", "squash"), default="crop",
+        help="crop: shorter side + centre crop (standard); squash: whole photo to the input size",
+    )
+    classify.add_argument("--batch-size", type=_positive, default=8)
+    classify.set_defaults(run=commands.classify)
+
+    models = sub.add_parser("models", help="every model, its input, size, accuracy and cached weights")
+    models.add_argument("--format", choices=("table", "json"), default="table")
+    models.set_defaults(run=commands.models)
+
+    weights = sub.add_parser("weights", help="fetch, verify, locate or import weights files")
+    weights.add_argument("action", choices=("fetch", "verify", "path", "import"))
+    weights.add_argument("model", type=_model_name, metavar="NAME")
+    weights.add_argument("file", nargs="?", metavar="FILE", help="with import: the file obtained elsewhere")
+    weights.add_argument("--notop", action="store_true", help="the feature-extractor file (include_top=False)")
+    weights.set_defaults(run=commands.weights)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except UsageError as exc:
+        parser.error(str(exc))  # exits with 2
+    except ImagenetZooError as exc:
+        print(f"imagenet-zoo: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,110 @@
+"""What each subcommand does; output formatting lives in `cli/output.py`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from imagenet_zoo.annotate import annotate
+from imagenet_zoo.api import load
+from imagenet_zoo.classifier import Classification
+from imagenet_zoo.cli import output
+from imagenet_zoo.errors import UsageError
+from imagenet_zoo.images import decode_image
+from imagenet_zoo.registry import default_registry
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".jfif"}
+)
+
+
+def expand_inputs(photos: list[str]) -> list[str]:
+    """Files as given; folders become their image files (by suffix, recursively, sorted)."""
+    expanded: list[str] = []
+    for photo in photos:
+        path = Path(photo)
+        if path.is_dir():
+            expanded.extend(
+                str(p) for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+        else:
+            expanded.append(photo)
+    return expanded
+
+
+def classify(args: argparse.Namespace) -> int:
+    sources = expand_inputs(args.photos)
+    if not sources:
+        raise UsageError("no image files found in the given folders")
+    classifier = load(args.model, resize=args.resize, batch_size=args.batch_size)
+    results = classifier.classify_many(sources, top=args.top)
+    if args.annotate:
+        write_annotations(results, Path(args.annotate))
+    if args.format == "json":
+        json.dump([r.to_dict() for r in results], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(output.results_table(results))
+    failed = sum(not r.ok for r in results)
+    if failed:
+        print(f"imagenet-zoo: {failed} of {len(results)} inputs could not be classified", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def write_annotations(results: list[Classification], out: Path) -> None:
+    """One labelled image per classified input: `out` itself for a single input, else files in it."""
+    single = len(results) == 1
+    if not single:
+        out.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    for result in results:
+        if not result.ok:
+            continue
+        image = annotate(decode_image(result.source).image, result.top)
+        target = out if single else out / _unique_name(Path(result.source).stem, used)
+        image.save(target if target.suffix else target.with_suffix(".jpg"))
+
+
+def _unique_name(stem: str, used: set[str]) -> str:
+    name, n = f"{stem}.jpg", 1
+    while name in used:
+        n += 1
+        name = f"{stem}-{n}.jpg"
+    used.add(name)
+    return name
+
+
+def models(args: argparse.Namespace) -> int:
+    rows = output.model_rows(default_registry())
+    if args.format == "json":
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(output.models_table(rows))
+    return 0
+
+
+def weights(args: argparse.Namespace) -> int:
+    model = default_registry().get(args.model)
+    include_top = not args.notop
+    if args.action != "import" and args.file:
+        raise UsageError(f"weights {args.action} takes no FILE")
+    if args.action == "fetch":
+        path = model.weights.fetch(model.spec, include_top=include_top)
+    elif args.action == "verify":
+        path = model.weights.verify(model.spec, include_top=include_top)
+        print(f"ok: {path}", file=sys.stderr)
+    elif args.action == "import":
+        if not args.file:
+            raise UsageError("weights import needs the FILE to import")
+        path = model.weights.import_file(model.spec, Path(args.file), include_top=include_top)
+    else:
+        path = model.weights.path(model.spec, include_top=include_top)
+        if not model.weights.is_present(model.spec, include_top=include_top):
+            print(path)
+            print(f"imagenet-zoo: not present yet; `imagenet-zoo weights fetch {model.spec.name}`", file=sys.stderr)
+            return 1
+    print(path)
+    return 0

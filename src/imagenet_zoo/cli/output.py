@@ -1,0 +1,67 @@
+"""Human-readable tables for the CLI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from imagenet_zoo.classifier import Classification
+from imagenet_zoo.registry import Registry
+from imagenet_zoo.specs import PREPROCESS_MODES
+
+
+def results_table(results: list[Classification]) -> str:
+    lines: list[str] = []
+    for result in results:
+        if result.error is not None:
+            lines.append(f"{result.source}  ERROR {result.error.type}: {result.error.message}")
+        else:
+            info = result.input
+            described = f"{info.format or 'array'} {info.width}x{info.height} {info.mode}" if info else ""
+            lines.append(f"{result.source}  [{result.model}; {described}]")
+            lines.extend(
+                f"  {p.rank:>2}  {p.score:7.2%}  {p.label:<32} {p.synset}  {p.index:>3}" for p in result.predictions
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def model_rows(registry: Registry) -> list[dict[str, Any]]:
+    rows = []
+    for model in registry:
+        spec = model.spec
+        rows.append(
+            {
+                "name": spec.name,
+                "aliases": list(spec.aliases),
+                "input_size": spec.data_config.input_size,
+                "preprocessing": spec.data_config.describe(),
+                "params": spec.num_params,
+                "weights_bytes": spec.weights.size,
+                "top1": spec.accuracy.top1,
+                "top5": spec.accuracy.top5,
+                "weights_present": model.weights.is_present(spec),
+                "license": spec.license,
+            }
+        )
+    return rows
+
+
+def models_table(rows: list[dict[str, Any]]) -> str:
+    header = ("model", "input", "preprocessing", "params", "weights", "top-1", "top-5", "cached")
+    body = [
+        (
+            row["name"],
+            f"{row['input_size']}x{row['input_size']}",
+            row["preprocessing"],
+            f"{row['params'] / 1e6:.1f}M",
+            f"{row['weights_bytes'] / 2**20:.0f} MiB",
+            f"{row['top1']:.1f}",
+            "-" if row["top5"] is None else f"{row['top5']:.1f}",
+            "yes" if row["weights_present"] else "no",
+        )
+        for row in rows
+    ]
+    widths = [max(len(str(r[i])) for r in (header, *body)) for i in range(len(header))]
+    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in (header, *body)]
+    legend = "; ".join(f"{mode} = {text}" for mode, text in PREPROCESS_MODES.items())
+    return "\n".join([*lines, "", f"preprocessing modes: {legend}", ""])

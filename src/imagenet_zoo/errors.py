@@ -1,0 +1,59 @@
+"""Typed errors. Every failure a user can cause maps to one of these, never to a traceback.
+
+The CLI turns `UsageError` into exit code 2 and every other `ImagenetZooError` into exit code 1; the
+class name is what `--format json` reports as an input's `error.type`.
+"""
+
+from __future__ import annotations
+
+
+class ImagenetZooError(Exception):
+    """Base class of every error imagenet-zoo raises on purpose."""
+
+
+class UsageError(ImagenetZooError):
+    """The call itself is wrong (unknown model, bad option): exit code 2."""
+
+
+class UnknownModelError(UsageError):
+    """No model is registered under this name or alias."""
+
+
+class ImageError(ImagenetZooError):
+    """One input could not be turned into pixels; the rest of a batch goes on."""
+
+
+class ImageNotFoundError(ImageError):
+    """The path does not exist or is not a regular file."""
+
+
+class EmptyImageError(ImageError):
+    """The file or buffer holds zero bytes."""
+
+
+class UnsupportedImageError(ImageError):
+    """Not an image, or a format/mode Pillow cannot decode."""
+
+
+class CorruptImageError(ImageError):
+    """A recognised image whose data is truncated or broken."""
+
+
+class ImageTooLargeError(ImageError):
+    """More pixels than the configured cap: refused before the pixels are allocated."""
+
+
+class WeightsError(ImagenetZooError):
+    """Weights could not be obtained, verified or read."""
+
+
+class WeightsUnavailableError(WeightsError):
+    """Weights are not cached and could not be downloaded (offline, mirror missing, HTTP error)."""
+
+
+class WeightsIntegrityError(WeightsError):
+    """A weights file does not match its published hash; it has been removed."""
+
+
+class WeightsFormatError(WeightsError):
+    """A weights file is not in the expected layout, or asks to run code we refuse to run."""

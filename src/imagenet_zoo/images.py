@@ -1,0 +1,164 @@
+"""Decoding whatever a real folder holds into one RGB image, or one typed error.
+
+Handles EXIF orientation (applied once), grayscale, palette, alpha (composited on a fixed white
+background), CMYK, 16-bit and float images, and animated files (first frame). Refuses decompression
+bombs from the header, before any pixel is allocated.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from imagenet_zoo.errors import (
+    CorruptImageError,
+    EmptyImageError,
+    ImageError,
+    ImageNotFoundError,
+    ImageTooLargeError,
+    UnsupportedImageError,
+)
+
+ImageSource = Union[str, os.PathLike[str], bytes, Image.Image, np.ndarray]  # noqa: UP007 (runtime alias)
+
+# 64 megapixels: above any camera photo a classifier needs (it downsizes to 224-299 px anyway), far
+# below the ~1 GB of RGB pixels a hostile 50,000 x 50,000 header would ask for.
+DEFAULT_MAX_PIXELS = 64_000_000
+ALPHA_BACKGROUND = (255, 255, 255)
+_EXIF_ORIENTATION = 0x0112
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    """What the input was, and what decoding did to it (reported with every classification)."""
+
+    format: str | None
+    width: int
+    height: int
+    mode: str
+    exif_transposed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    image: Image.Image  # RGB, orientation applied
+    info: InputInfo
+
+
+def describe_source(source: ImageSource) -> str:
+    """A short name for an input, used in results and error messages."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return f"<{type(source).__name__}>"
+
+
+def decode_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Decode `source` (path, bytes, PIL image or uint8 array) to RGB, or raise an `ImageError`."""
+    if isinstance(source, np.ndarray):
+        return _from_array(source, max_pixels)
+    if isinstance(source, Image.Image):
+        return _normalize(source, max_pixels)
+    if isinstance(source, bytes):
+        if not source:
+            raise EmptyImageError("the image data is empty (0 bytes)")
+        return _open_and_normalize(lambda: Image.open(io.BytesIO(source)), max_pixels)
+    path = Path(os.fspath(source))
+    if not path.is_file():
+        raise ImageNotFoundError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise EmptyImageError(f"{path}: the file is empty (0 bytes)")
+    return _open_and_normalize(lambda: Image.open(path), max_pixels)
+
+
+def _open_and_normalize(opener: Callable[[], Image.Image], max_pixels: int) -> DecodedImage:
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns about large images at open time; `_check_size` refuses them properly below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with opener() as image:
+                return _normalize(image, max_pixels)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"refused: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise UnsupportedImageError("not an image, or an image format Pillow cannot read") from exc
+    except OSError as exc:
+        raise CorruptImageError(f"broken or truncated image data: {exc}") from exc
+    except Exception as exc:  # Pillow's decoders raise assorted types on hostile data; all mean corrupt
+        raise CorruptImageError(f"broken image data: {type(exc).__name__}: {exc}") from exc
+
+
+def _check_size(width: int, height: int, max_pixels: int) -> None:
+    if width <= 0 or height <= 0:
+        raise CorruptImageError(f"invalid image size {width}x{height}")
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"{width}x{height} is {width * height:,} pixels, above the limit of {max_pixels:,}"
+        )
+
+
+def _normalize(image: Image.Image, max_pixels: int) -> DecodedImage:
+    _check_size(image.width, image.height, max_pixels)
+    fmt, mode = image.format, image.mode
+    if getattr(image, "n_frames", 1) > 1:
+        image.seek(0)
+    image.load()
+    orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+    transposed = ImageOps.exif_transpose(image) if orientation not in (None, 1) else image
+    rgb = _to_rgb(transposed)
+    info = InputInfo(fmt, rgb.width, rgb.height, mode, exif_transposed=orientation not in (None, 1))
+    return DecodedImage(rgb, info)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    mode = image.mode
+    if mode == "RGB":
+        return image.copy()
+    if mode == "P" and "transparency" in image.info:
+        image, mode = image.convert("RGBA"), "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*ALPHA_BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode.startswith("I") or mode == "F":
+        return _high_depth_to_rgb(image)
+    try:
+        return image.convert("RGB")
+    except (ValueError, OSError) as exc:
+        raise UnsupportedImageError(f"cannot convert image mode {mode} to RGB") from exc
+
+
+def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
+    """16-bit integer (modes I;16*, I) and float (F) images to 8-bit, by their nominal range."""
+    pixels = np.asarray(image)
+    if image.mode == "F":
+        eight_bit = np.clip(pixels, 0.0, 255.0)
+    else:
+        # 16-bit samples (Pillow stores 16-bit PNG/TIFF as I;16 or I) span 0..65535.
+        eight_bit = np.clip(pixels.astype(np.float64) / 257.0, 0, 255)
+    return Image.fromarray(np.round(eight_bit).astype(np.uint8), "L").convert("RGB")
+
+
+def _from_array(array: np.ndarray, max_pixels: int) -> DecodedImage:
+    if array.dtype != np.uint8:
+        raise UnsupportedImageError(f"arrays must be uint8 RGB pixels, got dtype {array.dtype}")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
+        raise UnsupportedImageError(f"arrays must be HxW, HxWx3 or HxWx4, got shape {array.shape}")
+    _check_size(array.shape[1], array.shape[0], max_pixels)
+    image = Image.fromarray(np.ascontiguousarray(array))  # uint8 HxW / HxWx3 / HxWx4 -> L / RGB / RGBA
+    info = InputInfo(None, image.width, image.height, image.mode, exif_transposed=False)
+    return DecodedImage(_to_rgb(image), info)

@@ -1,0 +1,34 @@
+"""The shared builder for families that use Keras's own `keras.applications` architectures unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from imagenet_zoo.models._keras import import_keras
+from imagenet_zoo.registry import ModelBuilder, Pooling
+
+KERAS_WEIGHTS_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+
+def keras_application(constructor: str) -> ModelBuilder:
+    """A builder for `keras.applications.<constructor>`, loading a legacy-HDF5 weights file if given."""
+
+    def build(
+        *,
+        weights: Path | None,
+        include_top: bool,
+        pooling: Pooling,
+        input_shape: tuple[int, int, int] | None,
+    ) -> Any:
+        keras = import_keras()
+        return getattr(keras.applications, constructor)(
+            weights=None if weights is None else str(weights),
+            include_top=include_top,
+            pooling=pooling,
+            input_shape=input_shape,
+            # Logits out: softmax happens in post-processing, the same way for every model and engine.
+            classifier_activation=None,
+        )
+
+    return build

@@ -1,0 +1,57 @@
+"""Model input from decoded images, derived entirely from a model's `DataConfig`.
+
+Every function returns a new array; the caller's pixels are never modified (unlike Keras's
+`preprocess_input`, which may scale a float array in place).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from imagenet_zoo.specs import DataConfig, PreprocessMode
+
+_PIL_FILTERS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+}
+# The ImageNet mean in BGR order, as subtracted by the Caffe-trained VGG and ResNet weights.
+CAFFE_BGR_MEAN = np.array([103.939, 116.779, 123.68], dtype=np.float32)
+
+
+def resize_and_crop(image: Image.Image, config: DataConfig) -> np.ndarray:
+    """RGB uint8 pixels of shape (size, size, 3): shorter-side resize + centre crop, or a squash."""
+    size = config.input_size
+    resample = _PIL_FILTERS[config.interpolation]
+    if config.resize_mode == "squash":
+        return np.asarray(image.resize((size, size), resample))
+    width, height = image.size
+    short = config.resize_shorter_to
+    # The longer side is rounded (as timm does; torchvision truncates): this reproduces the
+    # EfficientNet-Lite0 reference inputs exactly, pixel for pixel.
+    if width <= height:
+        new_size = (short, round(short * height / width))
+    else:
+        new_size = (round(short * width / height), short)
+    resized = image.resize(new_size, resample)
+    left = round((new_size[0] - size) / 2.0)
+    top = round((new_size[1] - size) / 2.0)
+    return np.asarray(resized.crop((left, top, left + size, top + size)))
+
+
+def normalize(pixels: np.ndarray, mode: PreprocessMode) -> np.ndarray:
+    """Scale RGB pixels (..., 3) in [0, 255] as a model's weights expect; returns new float32 data."""
+    x = np.asarray(pixels, dtype=np.float32)
+    if mode == "caffe":
+        return x[..., ::-1] - CAFFE_BGR_MEAN
+    if mode == "tf":
+        return x / np.float32(127.5) - np.float32(1.0)
+    if mode == "lite":
+        return (x - np.float32(127.0)) / np.float32(128.0)
+    raise ValueError(f"unknown preprocessing mode {mode!r}")
+
+
+def preprocess(image: Image.Image, config: DataConfig) -> np.ndarray:
+    """One model input, float32 (size, size, 3), from an RGB image."""
+    return normalize(resize_and_crop(image, config), config.mode)

@@ -1,0 +1,85 @@
+"""Which models exist: name and aliases -> spec, Keras builder and weights provider."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from imagenet_zoo.errors import UnknownModelError
+from imagenet_zoo.specs import ModelSpec
+from imagenet_zoo.weights.store import WeightsProvider
+
+Pooling = Literal["avg", "max"] | None
+
+
+class ModelBuilder(Protocol):
+    """One signature for every model (as `keras.applications`): returns a `keras.Model` producing logits."""
+
+    def __call__(
+        self,
+        *,
+        weights: Path | None,
+        include_top: bool,
+        pooling: Pooling,
+        input_shape: tuple[int, int, int] | None,
+    ) -> Any: ...
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    spec: ModelSpec
+    build: ModelBuilder
+    weights: WeightsProvider
+
+
+def _normalize(name: str) -> str:
+    return name.strip().lower().replace("-", "_")
+
+
+class Registry:
+    """A set of models addressable by name or alias (case-insensitive, `-` and `_` alike)."""
+
+    def __init__(self, models: Iterable[RegisteredModel] = ()) -> None:
+        self._models: dict[str, RegisteredModel] = {}
+        self._aliases: dict[str, str] = {}
+        for model in models:
+            self.register(model)
+
+    def register(self, model: RegisteredModel) -> None:
+        name = model.spec.name
+        for key in (name, *model.spec.aliases):
+            owner = self._aliases.get(_normalize(key))
+            if owner is not None and owner != name:
+                raise ValueError(f"{key!r} already names {owner}")
+            self._aliases[_normalize(key)] = name
+        self._models[name] = model
+
+    def get(self, name: str) -> RegisteredModel:
+        try:
+            return self._models[self._aliases[_normalize(name)]]
+        except KeyError:
+            known = ", ".join(self._models)
+            raise UnknownModelError(f"unknown model {name!r}; choose one of: {known}") from None
+
+    def __iter__(self) -> Iterator[RegisteredModel]:
+        return iter(self._models.values())
+
+
+@cache
+def default_registry() -> Registry:
+    from imagenet_zoo.models import ALL_MODELS
+
+    return Registry(ALL_MODELS)
+
+
+def list_models() -> list[str]:
+    """Names of every registered model."""
+    return [model.spec.name for model in default_registry()]
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """The spec of a model, by name or alias."""
+    return default_registry().get(name).spec

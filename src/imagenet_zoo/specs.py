@@ -1,0 +1,96 @@
+"""Model metadata as typed data: what a network expects as input and where its weights come from.
+
+Preprocessing is derived from `DataConfig` alone (see `preprocess.py`), so a model's input contract lives
+in one place instead of being hidden in function bodies.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+PreprocessMode = Literal["caffe", "tf", "lite"]
+Interpolation = Literal["nearest", "bilinear", "bicubic"]
+ResizeMode = Literal["crop", "squash"]
+
+PREPROCESS_MODES: dict[str, str] = {
+    "caffe": "BGR, minus ImageNet mean (Keras 'caffe')",
+    "tf": "RGB scaled to [-1, 1] (Keras 'tf')",
+    "lite": "RGB, (x - 127) / 128",
+}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Everything needed to turn a decoded RGB image into a model's input tensor.
+
+    `crop` resizes the shorter side to `floor(input_size / crop_pct)` and takes the centre
+    `input_size` square (the standard ImageNet evaluation protocol); `squash` resizes the whole
+    image to `input_size` x `input_size`, ignoring aspect ratio, as the classic Keras tutorial did.
+    """
+
+    input_size: int
+    mode: PreprocessMode
+    interpolation: Interpolation = "bilinear"
+    crop_pct: float = 0.875
+    resize_mode: ResizeMode = "crop"
+
+    @property
+    def resize_shorter_to(self) -> int:
+        return math.floor(self.input_size / self.crop_pct)
+
+    def describe(self) -> str:
+        if self.resize_mode == "crop":
+            resize = f"shorter side {self.resize_shorter_to} {self.interpolation}, centre crop"
+        else:
+            resize = f"squash {self.interpolation}"
+        return f"{resize}; {self.mode}"
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """One weights file: where it is published and how to recognise it.
+
+    `url` is None for weights that ship inside a Python package. `sha256` or `md5` (Keras publishes
+    MD5 for its application weights) is checked on every download and import.
+    """
+
+    filename: str
+    hash: str
+    size: int
+    url: str | None = None
+
+    @property
+    def hash_algorithm(self) -> str:
+        return {32: "md5", 64: "sha256"}[len(self.hash)]
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """Published single-crop ImageNet-1k validation accuracy, in percent."""
+
+    top1: float
+    top5: float | None = None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: its input contract, weights, size and provenance."""
+
+    name: str
+    family: str
+    data_config: DataConfig
+    weights: WeightsFile
+    num_params: int
+    accuracy: Accuracy
+    license: str
+    source: str
+    weights_notop: WeightsFile | None = None
+    aliases: tuple[str, ...] = ()
+    num_classes: int = 1000
+
+    def weights_file(self, *, include_top: bool = True) -> WeightsFile:
+        if include_top or self.weights_notop is None:
+            return self.weights
+        return self.weights_notop

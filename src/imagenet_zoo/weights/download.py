@@ -1,0 +1,105 @@
+"""Hash-checked, atomic, lock-protected downloads.
+
+The file is streamed into a temporary file beside its destination while being hashed, then renamed
+into place only if the hash matches, so a crash or a tampered mirror never leaves a file that looks
+valid. An exclusive lock next to the destination makes two processes that want the same file wait
+for each other instead of downloading it twice into the same place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from imagenet_zoo.errors import WeightsIntegrityError, WeightsUnavailableError
+from imagenet_zoo.specs import WeightsFile
+
+_CHUNK = 1 << 20
+_TIMEOUT_S = 60
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, algorithm).hexdigest()
+
+
+@contextlib.contextmanager
+def exclusive_lock(target: Path) -> Iterator[None]:
+    """Hold an advisory lock on `target`'s sibling `.lock` file (released when the process dies)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(target.name + ".lock"), "a+b") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+class _Progress:
+    """A one-line progress bar on stderr, shown only to a person at a terminal."""
+
+    def __init__(self, label: str, total: int, stream: IO[str]) -> None:
+        self._label, self._total, self._stream = label, total, stream
+        self._enabled = stream.isatty()
+        self._done = 0
+
+    def update(self, n: int) -> None:
+        self._done += n
+        if self._enabled:
+            fraction = self._done / self._total if self._total else 0.0
+            bar = "#" * int(30 * min(fraction, 1.0))
+            mib = self._done / 2**20
+            self._stream.write(f"\r{self._label} [{bar:<30}] {mib:7.1f} MiB {fraction:6.1%}")
+            self._stream.flush()
+
+    def close(self) -> None:
+        if self._enabled:
+            self._stream.write("\n")
+
+
+def download(url: str, dest: Path, expected: WeightsFile, *, progress: bool = True) -> None:
+    """Download `url` to `dest`, verifying `expected.hash`; `dest` appears only when it is valid."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            digest = _stream_to(url, out, expected, progress=progress)
+            out.flush()
+            os.fsync(out.fileno())
+        if digest != expected.hash:
+            raise WeightsIntegrityError(
+                f"{url} does not match its published {expected.hash_algorithm} "
+                f"(expected {expected.hash}, got {digest}); the download was discarded"
+            )
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _stream_to(url: str, out: IO[bytes], expected: WeightsFile, *, progress: bool) -> str:
+    hasher = hashlib.new(expected.hash_algorithm)
+    try:
+        with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
+            total = int(response.headers.get("Content-Length") or expected.size)
+            bar = _Progress(f"Downloading {expected.filename}", total, sys.stderr) if progress else None
+            while chunk := response.read(_CHUNK):
+                hasher.update(chunk)
+                out.write(chunk)
+                if bar:
+                    bar.update(len(chunk))
+            if bar:
+                bar.close()
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise WeightsUnavailableError(f"could not download {url}: {reason}") from exc
+    return hasher.hexdigest()

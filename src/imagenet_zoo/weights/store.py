@@ -1,0 +1,206 @@
+"""The weights cache and the two kinds of weights providers.
+
+Cache layout: `$IMAGENET_ZOO_HOME/weights/<filename>` (default `~/.cache/imagenet-zoo`). Beside each
+verified file sits `<filename>.verified`, recording the size, mtime and hash that were checked, so a
+load re-hashes a file only when it changed on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from collections.abc import Callable
+from typing import Protocol
+
+from imagenet_zoo.errors import UsageError, WeightsIntegrityError, WeightsUnavailableError
+from imagenet_zoo.specs import ModelSpec, WeightsFile
+from imagenet_zoo.weights.download import download, exclusive_lock, file_digest
+
+HOME_ENV = "IMAGENET_ZOO_HOME"
+MIRROR_ENV = "IMAGENET_ZOO_MIRROR"
+
+
+def cache_dir() -> Path:
+    if home := os.environ.get(HOME_ENV):
+        return Path(home).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(xdg) / "imagenet-zoo"
+
+
+def weights_dir() -> Path:
+    return cache_dir() / "weights"
+
+
+def source_url(weights: WeightsFile) -> str:
+    """The URL to fetch: the published one, or `$IMAGENET_ZOO_MIRROR/<filename>` on air-gapped sites."""
+    if mirror := os.environ.get(MIRROR_ENV):
+        return f"{mirror.rstrip('/')}/{weights.filename}"
+    if weights.url is None:
+        raise WeightsUnavailableError(f"{weights.filename} has no download URL")
+    return weights.url
+
+
+def _stamp_path(path: Path) -> Path:
+    return path.with_name(path.name + ".verified")
+
+
+def _stamp_text(path: Path, weights: WeightsFile) -> str:
+    st = path.stat()
+    return f"{st.st_size} {st.st_mtime_ns} {weights.hash}"
+
+
+def is_verified(path: Path, weights: WeightsFile) -> bool:
+    """True when `path` exists and was hash-checked since it last changed."""
+    stamp = _stamp_path(path)
+    return path.is_file() and stamp.is_file() and stamp.read_text() == _stamp_text(path, weights)
+
+
+def verify_file(path: Path, weights: WeightsFile) -> None:
+    """Hash-check `path`; a mismatching file is removed so nothing ever loads it."""
+    if not path.is_file():
+        raise WeightsUnavailableError(f"{path} does not exist")
+    digest = file_digest(path, weights.hash_algorithm)
+    if digest != weights.hash:
+        path.unlink(missing_ok=True)
+        _stamp_path(path).unlink(missing_ok=True)
+        raise WeightsIntegrityError(
+            f"{path.name} does not match its published {weights.hash_algorithm} "
+            f"(expected {weights.hash}, got {digest}); the file was removed"
+        )
+    _stamp_path(path).write_text(_stamp_text(path, weights))
+
+
+class WeightsProvider(Protocol):
+    """How one model's weights are obtained; the CLI's `weights` commands speak only to this."""
+
+    def path(self, spec: ModelSpec, *, include_top: bool = True) -> Path:
+        """Where the loadable weights file is (or will be) on this machine."""
+        ...
+
+    def is_present(self, spec: ModelSpec, *, include_top: bool = True) -> bool: ...
+
+    def fetch(self, spec: ModelSpec, *, include_top: bool = True, progress: bool = True) -> Path:
+        """Make the weights present and verified; return the loadable file."""
+        ...
+
+    def verify(self, spec: ModelSpec, *, include_top: bool = True) -> Path: ...
+
+    def import_file(self, spec: ModelSpec, file: Path, *, include_top: bool = True) -> Path: ...
+
+
+class DownloadedWeights:
+    """Weights published at a URL (the official Keras files), cached after a verified download."""
+
+    def path(self, spec: ModelSpec, *, include_top: bool = True) -> Path:
+        return weights_dir() / spec.weights_file(include_top=include_top).filename
+
+    def is_present(self, spec: ModelSpec, *, include_top: bool = True) -> bool:
+        return self.path(spec, include_top=include_top).is_file()
+
+    def fetch(self, spec: ModelSpec, *, include_top: bool = True, progress: bool = True) -> Path:
+        weights = spec.weights_file(include_top=include_top)
+        dest = self.path(spec, include_top=include_top)
+        with exclusive_lock(dest):
+            # Another process may have finished the same download while we waited for the lock.
+            if is_verified(dest, weights):
+                return dest
+            if dest.is_file():
+                verify_file(dest, weights)
+                return dest
+            url = source_url(weights)
+            try:
+                download(url, dest, weights, progress=progress)
+            except WeightsUnavailableError as exc:
+                raise WeightsUnavailableError(
+                    f"{exc}. Without internet, get {weights.filename} (from {weights.url}) elsewhere and run "
+                    f"`imagenet-zoo weights import {spec.name} FILE`, or set {MIRROR_ENV} to a mirror "
+                    "that serves it"
+                ) from exc
+            verify_file(dest, weights)
+        return dest
+
+    def verify(self, spec: ModelSpec, *, include_top: bool = True) -> Path:
+        dest = self.path(spec, include_top=include_top)
+        verify_file(dest, spec.weights_file(include_top=include_top))
+        return dest
+
+    def import_file(self, spec: ModelSpec, file: Path, *, include_top: bool = True) -> Path:
+        """Copy a file obtained elsewhere into the cache, after checking it is the published one."""
+        weights = spec.weights_file(include_top=include_top)
+        if not file.is_file():
+            raise WeightsUnavailableError(f"{file} does not exist")
+        digest = file_digest(file, weights.hash_algorithm)
+        if digest != weights.hash:
+            raise WeightsIntegrityError(
+                f"{file} is not {weights.filename}: its {weights.hash_algorithm} is {digest}, "
+                f"expected {weights.hash}"
+            )
+        dest = self.path(spec, include_top=include_top)
+        with exclusive_lock(dest):
+            tmp = dest.with_name(f".{dest.name}.import")
+            shutil.copyfile(file, tmp)
+            os.replace(tmp, dest)
+            verify_file(dest, weights)
+        return dest
+
+
+class ConvertedPackageWeights:
+    """Weights shipped inside a Python package in a foreign format, converted into the cache on first use.
+
+    `locate` finds the shipped file; `convert(source, dest)` writes the loadable file. The converted
+    file's name carries the source hash, so a new source release never reuses a stale conversion.
+    """
+
+    def __init__(
+        self, locate: Callable[[], Path], convert: Callable[[Path, Path], None], *, package: str
+    ) -> None:
+        self._locate, self._convert, self._package = locate, convert, package
+
+    def path(self, spec: ModelSpec, *, include_top: bool = True) -> Path:
+        stem = spec.weights.filename.rsplit(".", 1)[0]
+        return weights_dir() / f"{stem}-{spec.weights.hash[:12]}.weights.h5"
+
+    def is_present(self, spec: ModelSpec, *, include_top: bool = True) -> bool:
+        return self.path(spec).is_file()
+
+    def fetch(self, spec: ModelSpec, *, include_top: bool = True, progress: bool = True) -> Path:
+        dest = self.path(spec)
+        with exclusive_lock(dest):
+            if dest.is_file():
+                return dest
+            source = self.verify(spec)
+            tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp.weights.h5")
+            try:
+                self._convert(source, tmp)
+                os.replace(tmp, dest)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return dest
+
+    def verify(self, spec: ModelSpec, *, include_top: bool = True) -> Path:
+        """Hash-check the shipped source file (the converted cache file derives from it)."""
+        try:
+            source = self._locate()
+        except ImportError as exc:
+            raise WeightsUnavailableError(
+                f"{spec.name} weights ship in the Python package {self._package}, which is not installed"
+            ) from exc
+        if not is_verified(source, spec.weights):
+            verify_packaged_file(source, spec.weights)
+        return source
+
+    def import_file(self, spec: ModelSpec, file: Path, *, include_top: bool = True) -> Path:
+        raise UsageError(
+            f"{spec.name} weights ship in the Python package {self._package}; install it instead of importing a file"
+        )
+
+
+def verify_packaged_file(path: Path, weights: WeightsFile) -> None:
+    """Like `verify_file`, but never deletes: the file belongs to another package."""
+    digest = file_digest(path, weights.hash_algorithm)
+    if digest != weights.hash:
+        raise WeightsIntegrityError(
+            f"{path} does not match its published {weights.hash_algorithm} (expected {weights.hash}, got "
+            f"{digest}); reinstall the package that ships it"
+        )

@@ -1,0 +1,156 @@
+"""Read a PyTorch state dict into numpy arrays without torch and without running pickled code.
+
+A `.pth` file is a pickle: loading it with `pickle` or `torch.load(weights_only=False)` runs whatever
+callables the file names. This reader maps exactly the four globals a plain state dict needs and refuses
+every other one, so a hostile file fails with `WeightsFormatError` instead of executing code.
+
+Supported layout: the legacy (pre-1.6, non-zip) serialization. One stream holds, in order, pickles of the
+magic number, the protocol version, a system-info dict, the state dict (tensors refer to storages by
+persistent id), and the list of storage keys; then each storage's raw bytes, prefixed by an 8-byte
+little-endian element count, in that list's order.
+"""
+
+from __future__ import annotations
+
+import collections
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from imagenet_zoo.errors import WeightsFormatError
+
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_LEGACY_PROTOCOL = 1001
+_STORAGE_DTYPES = {"FloatStorage": np.dtype("<f4"), "LongStorage": np.dtype("<i8")}
+
+
+@dataclass
+class _Storage:
+    dtype: np.dtype[Any]
+    numel: int
+    data: np.ndarray[Any, Any] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class _TensorRef:
+    """A tensor as the pickle describes it; its bytes arrive after the pickle, so it is resolved later."""
+
+    storage: _Storage
+    offset: int
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
+
+    def materialize(self) -> np.ndarray[Any, Any]:
+        data = self.storage.data
+        if data is None:
+            raise WeightsFormatError("a tensor refers to a storage whose bytes are missing")
+        if any(s < 0 for s in self.size) or any(s < 0 for s in self.stride) or self.offset < 0:
+            raise WeightsFormatError("negative tensor size, stride or offset")
+        # Bounds-check before as_strided, which would otherwise read outside the buffer.
+        last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride, strict=True) if n > 0)
+        if 0 not in self.size and last >= data.size:
+            raise WeightsFormatError("a tensor reaches beyond its storage")
+        itemsize = data.dtype.itemsize
+        view = np.lib.stride_tricks.as_strided(
+            data[self.offset :], shape=self.size, strides=[s * itemsize for s in self.stride], writeable=False
+        )
+        return np.array(view)
+
+
+def _rebuild_tensor_v2(
+    storage: _Storage, offset: int, size: tuple[int, ...], stride: tuple[int, ...], *_rest: object
+) -> _TensorRef:
+    if not isinstance(storage, _Storage):
+        raise WeightsFormatError("_rebuild_tensor_v2 called without a storage")
+    return _TensorRef(storage, int(offset), tuple(size), tuple(stride))
+
+
+class _StorageType:
+    def __init__(self, name: str) -> None:
+        self.dtype = _STORAGE_DTYPES[name]
+
+
+_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+    ("torch", "FloatStorage"): _StorageType("FloatStorage"),
+    ("torch", "LongStorage"): _StorageType("LongStorage"),
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file: IO[bytes], storages: dict[str, _Storage] | None = None) -> None:
+        super().__init__(file, encoding="utf-8")
+        self._storages = storages
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise WeightsFormatError(f"refusing to load {module}.{name}: not part of a plain state dict") from None
+
+    def persistent_load(self, pid: Any) -> _Storage:
+        if self._storages is None or not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
+            raise WeightsFormatError(f"unexpected persistent id {pid!r}")
+        storage_type, key, _location, numel = pid[1:5]
+        if not isinstance(storage_type, _StorageType) or not isinstance(numel, int) or numel < 0:
+            raise WeightsFormatError(f"unsupported storage {pid!r}")
+        key = str(key)
+        existing = self._storages.get(key)
+        if existing is None:
+            existing = self._storages[key] = _Storage(storage_type.dtype, numel)
+        return existing
+
+
+def _load(stream: IO[bytes], storages: dict[str, _Storage] | None = None) -> Any:
+    try:
+        return _RestrictedUnpickler(stream, storages).load()
+    except WeightsFormatError:
+        raise
+    except Exception as exc:  # a malformed pickle can fail in many ways; all mean "not a state dict"
+        raise WeightsFormatError(f"malformed pickle: {exc}") from exc
+
+
+def load_state_dict(path: Path) -> dict[str, np.ndarray[Any, Any]]:
+    """Every tensor of a legacy-format PyTorch state dict, as numpy arrays, keyed like the file."""
+    if zipfile.is_zipfile(path):
+        raise WeightsFormatError(f"{path} uses PyTorch's zip serialization; only the legacy format is supported")
+    with path.open("rb") as f:
+        if _load(f) != _LEGACY_MAGIC:
+            raise WeightsFormatError(f"{path} is not a legacy PyTorch file (bad magic number)")
+        if _load(f) != _LEGACY_PROTOCOL:
+            raise WeightsFormatError(f"{path}: unsupported PyTorch protocol version")
+        sys_info = _load(f)
+        if not (isinstance(sys_info, dict) and sys_info.get("little_endian", False)):
+            raise WeightsFormatError(f"{path}: only little-endian files are supported")
+        storages: dict[str, _Storage] = {}
+        state = _load(f, storages)
+        keys = _load(f)
+        if not isinstance(state, dict) or not isinstance(keys, list):
+            raise WeightsFormatError(f"{path} does not hold a state dict")
+        for key in keys:
+            _read_storage(f, storages.get(str(key)), str(key))
+    return {str(name): _materialize(name, value) for name, value in state.items()}
+
+
+def _read_storage(f: IO[bytes], storage: _Storage | None, key: str) -> None:
+    if storage is None:
+        raise WeightsFormatError(f"storage {key} is listed but never used")
+    count = int.from_bytes(f.read(8), "little")
+    if count != storage.numel:
+        raise WeightsFormatError(f"storage {key} holds {count} elements, expected {storage.numel}")
+    raw = f.read(count * storage.dtype.itemsize)
+    if len(raw) != count * storage.dtype.itemsize:
+        raise WeightsFormatError(f"storage {key} is truncated")
+    storage.data = np.frombuffer(raw, dtype=storage.dtype)
+
+
+def _materialize(name: object, value: object) -> np.ndarray[Any, Any]:
+    if not isinstance(value, _TensorRef):
+        raise WeightsFormatError(f"state dict entry {name!r} is not a tensor")
+    return value.materialize()
+

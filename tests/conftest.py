@@ -1,0 +1,110 @@
+"""Shared fixtures. Tests never touch the network or the user's cache: every test gets its own
+`IMAGENET_ZOO_HOME`, and the EfficientNet-Lite0 conversion is done once per session into its own."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SAMPLE_DIR = SHARED / "data" / "imagenet-sample"
+REFERENCE_IO = SHARED / "data" / "efficientnet_lite0_reference_io.npz"
+
+
+def skimage_photo(name: str) -> Path:
+    import skimage
+
+    return Path(skimage.__file__).parent / "data" / name
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    assert SAMPLE_DIR.is_dir(), f"test data missing: {SAMPLE_DIR} (../shared must sit beside the checkout)"
+    return SHARED / "data"
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "zoo-home"
+    monkeypatch.setenv("IMAGENET_ZOO_HOME", str(home))
+    monkeypatch.delenv("IMAGENET_ZOO_MIRROR", raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def lite0_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache holding the converted EfficientNet-Lite0 weights, made once for the whole session."""
+    from imagenet_zoo.registry import default_registry
+
+    home = tmp_path_factory.mktemp("lite0-home")
+    previous = os.environ.get("IMAGENET_ZOO_HOME")
+    os.environ["IMAGENET_ZOO_HOME"] = str(home)
+    try:
+        model = default_registry().get("efficientnet_lite0")
+        model.weights.fetch(model.spec, progress=False)
+    finally:
+        if previous is None:
+            del os.environ["IMAGENET_ZOO_HOME"]
+        else:
+            os.environ["IMAGENET_ZOO_HOME"] = previous
+    return home
+
+
+@pytest.fixture
+def with_lite0(lite0_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("IMAGENET_ZOO_HOME", str(lite0_home))
+    return lite0_home
+
+
+@pytest.fixture(scope="session")
+def lite0_classifier(lite0_home: Path):  # type: ignore[no-untyped-def]
+    import imagenet_zoo
+
+    os.environ["IMAGENET_ZOO_HOME"] = str(lite0_home)
+    try:
+        return imagenet_zoo.load("efficientnet_lite0", progress=False, batch_size=16)
+    finally:
+        del os.environ["IMAGENET_ZOO_HOME"]
+
+
+class FileServer:
+    """A loopback HTTP server for files a test made; counts GET requests per path."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+                super().__init__(*args, directory=str(root), **kwargs)
+
+            def do_GET(self) -> None:
+                server.requests.append(self.path)
+                super().do_GET()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+@pytest.fixture
+def file_server(tmp_path: Path) -> Iterator[FileServer]:
+    root = tmp_path / "served"
+    root.mkdir()
+    server = FileServer(root)
+    yield server
+    server.close()
