@@ -25,11 +25,19 @@ def _save(image: Image.Image, path: Path, **kwargs: object) -> Path:
     return path
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims `width` x `height` RGB pixels, with no pixel data at all."""
+    """A 60-byte PNG whose header claims `width` x `height` RGB pixels, with almost no pixel data."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = b"IHDR" + ihdr
-    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", zlib.compress(b"\x00"))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def test_rgb_jpeg(tmp_path: Path) -> None:
@@ -57,7 +65,7 @@ def test_exif_orientation_is_applied_once(tmp_path: Path) -> None:
     [("L", 128), ("1", 1), ("CMYK", (0, 255, 255, 0)), ("I;16", 65535), ("I", 32896), ("F", 100.0)],
 )
 def test_other_modes_become_rgb(tmp_path: Path, mode: str, color: object) -> None:
-    suffix = {"CMYK": "jpg", "F": "tiff", "I": "png", "I;16": "png"}.get(mode, "png")
+    suffix = {"CMYK": "jpg", "F": "tiff", "I": "tiff"}.get(mode, "png")
     decoded = decode_image(_save(Image.new(mode, (8, 6), color), tmp_path / f"x.{suffix}"))  # type: ignore[arg-type]
     assert decoded.image.mode == "RGB" and decoded.image.size == (8, 6)
     value = np.asarray(decoded.image)[0, 0]

@@ -30,8 +30,10 @@ def test_the_packaged_file_reads_completely() -> None:
     assert state["_conv_stem.weight"].shape == (32, 3, 3, 3) and state["_conv_stem.weight"].dtype == np.float32
     assert state["_fc.weight"].shape == (1000, 1280)
     assert state["_bn0.num_batches_tracked"].dtype == np.int64
-    # BatchNorm variances of a trained network are positive: the bytes landed in the right tensors.
-    assert all((v > 0).all() for k, v in state.items() if k.endswith("running_var"))
+    # BatchNorm variances are never negative (a few dead channels are exactly 0 in this checkpoint):
+    # misplaced bytes would break this. The reference-logits test proves every value end to end.
+    variances = [v for k, v in state.items() if k.endswith("running_var")]
+    assert all((v >= 0).all() and np.median(v) > 0 for v in variances)
 
 
 class _RunsCode:

@@ -99,6 +99,8 @@ def _stream_to(url: str, out: IO[bytes], expected: WeightsFile, *, progress: boo
                     bar.update(len(chunk))
             if bar:
                 bar.close()
+    except urllib.error.HTTPError as exc:
+        raise WeightsUnavailableError(f"could not download {url}: HTTP {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
         reason = getattr(exc, "reason", exc)
         raise WeightsUnavailableError(f"could not download {url}: {reason}") from exc

@@ -1,0 +1,115 @@
+"""The real download path against a loopback server: hash checks, atomic writes, locking, offline."""
+
+import hashlib
+import multiprocessing
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from imagenet_zoo.errors import WeightsIntegrityError, WeightsUnavailableError
+from imagenet_zoo.registry import default_registry
+from imagenet_zoo.specs import ModelSpec, WeightsFile
+from imagenet_zoo.weights.store import DownloadedWeights, is_verified, weights_dir
+from tests.conftest import FileServer
+
+PAYLOAD = os.urandom(3 * 2**20 + 17)
+
+
+def _spec_for(payload: bytes, filename: str = "resnet50_weights_tf_dim_ordering_tf_kernels.h5") -> ModelSpec:
+    """resnet50's spec, pointing at a file the test made (MD5, as Keras publishes)."""
+    spec = default_registry().get("resnet50").spec
+    weights = WeightsFile(filename, hashlib.md5(payload).hexdigest(), len(payload), url=f"https://example.invalid/{filename}")
+    return replace(spec, weights=weights)
+
+
+def _serve(server: FileServer, name: str, payload: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    (server.root / name).write_bytes(payload)
+    monkeypatch.setenv("IMAGENET_ZOO_MIRROR", server.url + "/")
+
+
+def test_fetch_downloads_verifies_and_caches(file_server: FileServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = _spec_for(PAYLOAD)
+    _serve(file_server, spec.weights.filename, PAYLOAD, monkeypatch)
+    path = DownloadedWeights().fetch(spec, progress=False)
+    assert path == weights_dir() / spec.weights.filename and path.read_bytes() == PAYLOAD
+    assert is_verified(path, spec.weights)
+    assert DownloadedWeights().fetch(spec, progress=False) == path
+    assert file_server.requests == [f"/{spec.weights.filename}"]  # the second fetch used the cache
+    assert [p.name for p in weights_dir().iterdir() if p.name.endswith(".part")] == []
+
+
+def test_a_tampered_download_is_rejected_and_nothing_is_left(
+    file_server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = _spec_for(PAYLOAD)
+    tampered = bytearray(PAYLOAD)
+    tampered[1000] ^= 0xFF
+    _serve(file_server, spec.weights.filename, bytes(tampered), monkeypatch)
+    with pytest.raises(WeightsIntegrityError, match="md5"):
+        DownloadedWeights().fetch(spec, progress=False)
+    assert sorted(p.name for p in weights_dir().iterdir()) == [f"{spec.weights.filename}.lock"]
+
+
+def test_a_tampered_cached_file_is_removed_on_verify(
+    file_server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = _spec_for(PAYLOAD)
+    _serve(file_server, spec.weights.filename, PAYLOAD, monkeypatch)
+    path = DownloadedWeights().fetch(spec, progress=False)
+    with path.open("r+b") as f:
+        f.seek(10)
+        f.write(b"\x00\x01\x02")
+    assert not is_verified(path, spec.weights)
+    with pytest.raises(WeightsIntegrityError):
+        DownloadedWeights().verify(spec)
+    assert not path.exists()
+
+
+def test_offline_says_how_to_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = _spec_for(PAYLOAD)
+    monkeypatch.setenv("IMAGENET_ZOO_MIRROR", "http://127.0.0.1:9")  # discard port: nothing listens
+    with pytest.raises(WeightsUnavailableError, match=r"imagenet-zoo weights import resnet50 FILE"):
+        DownloadedWeights().fetch(spec, progress=False)
+
+
+def test_http_404_is_unavailable(file_server: FileServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGENET_ZOO_MIRROR", file_server.url)
+    with pytest.raises(WeightsUnavailableError, match="404"):
+        DownloadedWeights().fetch(_spec_for(PAYLOAD), progress=False)
+
+
+def test_import_checks_the_hash(tmp_path: Path) -> None:
+    spec = _spec_for(PAYLOAD)
+    good, bad = tmp_path / "good.h5", tmp_path / "bad.h5"
+    good.write_bytes(PAYLOAD)
+    bad.write_bytes(PAYLOAD[:-1])
+    with pytest.raises(WeightsIntegrityError):
+        DownloadedWeights().import_file(spec, bad)
+    path = DownloadedWeights().import_file(spec, good)
+    assert path.read_bytes() == PAYLOAD and is_verified(path, spec.weights)
+
+
+def _fetch_in_child(spec: ModelSpec, home: str, mirror: str) -> None:
+    os.environ["IMAGENET_ZOO_HOME"], os.environ["IMAGENET_ZOO_MIRROR"] = home, mirror
+    DownloadedWeights().fetch(spec, progress=False)
+
+
+def test_two_processes_fetching_at_once_download_once(
+    file_server: FileServer, monkeypatch: pytest.MonkeyPatch, isolated_home: Path
+) -> None:
+    payload = os.urandom(40 * 2**20)  # large enough that the two fetches overlap
+    spec = _spec_for(payload)
+    _serve(file_server, spec.weights.filename, payload, monkeypatch)
+    context = multiprocessing.get_context("spawn")
+    children = [
+        context.Process(target=_fetch_in_child, args=(spec, str(isolated_home), file_server.url)) for _ in range(2)
+    ]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(timeout=120)
+        assert child.exitcode == 0
+    assert file_server.requests == [f"/{spec.weights.filename}"]
+    assert (weights_dir() / spec.weights.filename).read_bytes() == payload

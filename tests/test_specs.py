@@ -1,0 +1,73 @@
+"""The metadata schema: every registered model is fully and consistently described."""
+
+import re
+
+import pytest
+
+from imagenet_zoo import list_models
+from imagenet_zoo.errors import UnknownModelError
+from imagenet_zoo.registry import Registry, default_registry
+from imagenet_zoo.weights.store import DownloadedWeights
+
+EXPECTED = {"vgg16", "vgg19", "resnet50", "inception_v3", "xception", "efficientnet_lite0"}
+
+
+def test_the_six_models_are_registered() -> None:
+    assert set(list_models()) == EXPECTED
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_spec_schema(name: str) -> None:
+    model = default_registry().get(name)
+    spec = model.spec
+    assert re.fullmatch(r"[a-z0-9_]+", spec.name)
+    assert spec.data_config.input_size in (224, 299)
+    assert spec.data_config.mode in ("caffe", "tf", "lite")
+    assert 0.5 < spec.data_config.crop_pct <= 1.0
+    assert spec.num_params > 1_000_000 and spec.num_classes == 1000
+    assert 50 < spec.accuracy.top1 < 100 and spec.license and spec.source.startswith("https://")
+    for weights in filter(None, (spec.weights, spec.weights_notop)):
+        assert re.fullmatch(r"[0-9a-f]{32}|[0-9a-f]{64}", weights.hash)
+        assert weights.size > 1_000_000 and "/" not in weights.filename
+    if isinstance(model.weights, DownloadedWeights):
+        assert spec.weights.url and spec.weights.url.startswith("https://") and spec.weights.url.endswith(spec.weights.filename)
+        assert spec.weights_notop is not None and spec.weights_notop.url
+
+
+def test_input_contract_per_family() -> None:
+    registry = default_registry()
+    for name in ("vgg16", "vgg19", "resnet50"):
+        assert (registry.get(name).spec.data_config.input_size, registry.get(name).spec.data_config.mode) == (224, "caffe")
+    for name in ("inception_v3", "xception"):
+        assert (registry.get(name).spec.data_config.input_size, registry.get(name).spec.data_config.mode) == (299, "tf")
+
+
+@pytest.mark.parametrize(
+    ("alias", "name"),
+    [("VGG", "vgg16"), ("inception", "inception_v3"), ("Inception-V3", "inception_v3"),
+     ("resnet", "resnet50"), ("lite0", "efficientnet_lite0"), ("efficientnet-lite0", "efficientnet_lite0")],
+)
+def test_aliases(alias: str, name: str) -> None:
+    assert default_registry().get(alias).spec.name == name
+
+
+def test_unknown_model_is_a_typed_error() -> None:
+    with pytest.raises(UnknownModelError, match="choose one of"):
+        default_registry().get("alexnet")
+
+
+def test_an_alias_cannot_name_two_models() -> None:
+    vgg16 = default_registry().get("vgg16")
+    with pytest.raises(ValueError, match="already names"):
+        Registry([vgg16, vgg16.__class__(vgg16.spec.__class__(**{**vgg16.spec.__dict__, "name": "other"}),
+                                         vgg16.build, vgg16.weights)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(EXPECTED - {"efficientnet_lite0"}))
+def test_parameter_counts_match_the_keras_builders(name: str) -> None:
+    model = default_registry().get(name)
+    built = model.build(weights=None, include_top=True, pooling=None, input_shape=None)
+    assert built.count_params() - sum(
+        2 * layer.moving_mean.shape[0] for layer in built.layers if hasattr(layer, "moving_mean")
+    ) == model.spec.num_params
