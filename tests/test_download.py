@@ -20,7 +20,9 @@ PAYLOAD = os.urandom(3 * 2**20 + 17)
 def _spec_for(payload: bytes, filename: str = "resnet50_weights_tf_dim_ordering_tf_kernels.h5") -> ModelSpec:
     """resnet50's spec, pointing at a file the test made (MD5, as Keras publishes)."""
     spec = default_registry().get("resnet50").spec
-    weights = WeightsFile(filename, hashlib.md5(payload).hexdigest(), len(payload), url=f"https://example.invalid/{filename}")
+    weights = WeightsFile(
+        filename, hashlib.md5(payload).hexdigest(), len(payload), url=f"https://example.invalid/{filename}"
+    )
     return replace(spec, weights=weights)
 
 
@@ -29,7 +31,9 @@ def _serve(server: FileServer, name: str, payload: bytes, monkeypatch: pytest.Mo
     monkeypatch.setenv("IMAGENET_ZOO_MIRROR", server.url + "/")
 
 
-def test_fetch_downloads_verifies_and_caches(file_server: FileServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fetch_downloads_verifies_and_caches(
+    file_server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec = _spec_for(PAYLOAD)
     _serve(file_server, spec.weights.filename, PAYLOAD, monkeypatch)
     path = DownloadedWeights().fetch(spec, progress=False)
@@ -104,7 +108,8 @@ def test_two_processes_fetching_at_once_download_once(
     _serve(file_server, spec.weights.filename, payload, monkeypatch)
     context = multiprocessing.get_context("spawn")
     children = [
-        context.Process(target=_fetch_in_child, args=(spec, str(isolated_home), file_server.url)) for _ in range(2)
+        context.Process(target=_fetch_in_child, args=(spec, str(isolated_home), file_server.url))
+        for _ in range(2)
     ]
     for child in children:
         child.start()

@@ -17,9 +17,14 @@ def test_port_reproduces_the_reference_logits(with_lite0: Path, shared_data: Pat
     model = imagenet_zoo.create_model("efficientnet_lite0")
     logits = np.asarray(model.predict_on_batch(reference["x_nhwc"]))
     assert np.abs(logits - reference["logits"]).max() < 1e-4
-    assert model.count_params() - 2 * sum(  # BatchNorm moving statistics are not learnable parameters
-        layer.moving_mean.shape[0] for layer in model.layers if hasattr(layer, "moving_mean")
-    ) == default_registry().get("efficientnet_lite0").spec.num_params
+    assert (
+        model.count_params()
+        - 2
+        * sum(  # BatchNorm moving statistics are not learnable parameters
+            layer.moving_mean.shape[0] for layer in model.layers if hasattr(layer, "moving_mean")
+        )
+        == default_registry().get("efficientnet_lite0").spec.num_params
+    )
 
 
 def test_conversion_is_cached_and_keyed_by_the_source_hash(with_lite0: Path) -> None:
@@ -38,7 +43,9 @@ def test_feature_extractor_for_transfer_learning(with_lite0: Path) -> None:
 
 
 def test_the_bundled_photos(lite0_classifier: imagenet_zoo.Classifier) -> None:
-    coffee, chelsea = lite0_classifier.classify([str(skimage_photo("coffee.png")), str(skimage_photo("chelsea.png"))])
+    coffee, chelsea = lite0_classifier.classify(
+        [str(skimage_photo("coffee.png")), str(skimage_photo("chelsea.png"))]
+    )
     assert coffee.top.index == 967 and coffee.top.label == "espresso" and coffee.top.score > 0.9
     assert chelsea.top.index in {281, 282, 285}
 
@@ -52,7 +59,9 @@ def test_accuracy_on_the_shared_imagenet_photos_through_the_cli(
     assert len(results) == 200
     truth = [Path(r["path"]).name.split("_", 1)[0] for r in results]
     top1 = np.mean([r["predictions"][0]["synset"] == t for r, t in zip(results, truth, strict=True)])
-    top5 = np.mean([t in {p["synset"] for p in r["predictions"]} for r, t in zip(results, truth, strict=True)])
+    top5 = np.mean(
+        [t in {p["synset"] for p in r["predictions"]} for r, t in zip(results, truth, strict=True)]
+    )
     print(f"EfficientNet-Lite0 on {len(results)} shared photos: top-1 {top1:.1%}, top-5 {top5:.1%}")
     assert top1 >= 0.88 and top5 >= 0.97
 

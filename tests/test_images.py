@@ -115,7 +115,9 @@ def test_bad_bytes_give_typed_errors(tmp_path: Path, content: bytes, error: type
 
 def test_truncated_jpeg_is_corrupt(tmp_path: Path) -> None:
     buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+        buffer, "JPEG"
+    )
     with pytest.raises(CorruptImageError):
         decode_image(buffer.getvalue()[: len(buffer.getvalue()) // 2])
 

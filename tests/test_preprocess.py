@@ -24,10 +24,17 @@ def test_modes_match_keras_preprocess_input(mode: str, pixels: np.ndarray) -> No
 
 @pytest.mark.parametrize(
     ("name", "keras_module"),
-    [("vgg16", "vgg16"), ("vgg19", "vgg19"), ("resnet50", "resnet50"),
-     ("inception_v3", "inception_v3"), ("xception", "xception")],
+    [
+        ("vgg16", "vgg16"),
+        ("vgg19", "vgg19"),
+        ("resnet50", "resnet50"),
+        ("inception_v3", "inception_v3"),
+        ("xception", "xception"),
+    ],
 )
-def test_each_keras_model_uses_its_own_modules_preprocess_input(name: str, keras_module: str, pixels: np.ndarray) -> None:
+def test_each_keras_model_uses_its_own_modules_preprocess_input(
+    name: str, keras_module: str, pixels: np.ndarray
+) -> None:
     import keras
 
     reference = getattr(keras.applications, keras_module).preprocess_input(pixels.copy())

@@ -30,22 +30,38 @@ def test_spec_schema(name: str) -> None:
         assert re.fullmatch(r"[0-9a-f]{32}|[0-9a-f]{64}", weights.hash)
         assert weights.size > 1_000_000 and "/" not in weights.filename
     if isinstance(model.weights, DownloadedWeights):
-        assert spec.weights.url and spec.weights.url.startswith("https://") and spec.weights.url.endswith(spec.weights.filename)
+        assert (
+            spec.weights.url
+            and spec.weights.url.startswith("https://")
+            and spec.weights.url.endswith(spec.weights.filename)
+        )
         assert spec.weights_notop is not None and spec.weights_notop.url
 
 
 def test_input_contract_per_family() -> None:
     registry = default_registry()
     for name in ("vgg16", "vgg19", "resnet50"):
-        assert (registry.get(name).spec.data_config.input_size, registry.get(name).spec.data_config.mode) == (224, "caffe")
+        assert (registry.get(name).spec.data_config.input_size, registry.get(name).spec.data_config.mode) == (
+            224,
+            "caffe",
+        )
     for name in ("inception_v3", "xception"):
-        assert (registry.get(name).spec.data_config.input_size, registry.get(name).spec.data_config.mode) == (299, "tf")
+        assert (registry.get(name).spec.data_config.input_size, registry.get(name).spec.data_config.mode) == (
+            299,
+            "tf",
+        )
 
 
 @pytest.mark.parametrize(
     ("alias", "name"),
-    [("VGG", "vgg16"), ("inception", "inception_v3"), ("Inception-V3", "inception_v3"),
-     ("resnet", "resnet50"), ("lite0", "efficientnet_lite0"), ("efficientnet-lite0", "efficientnet_lite0")],
+    [
+        ("VGG", "vgg16"),
+        ("inception", "inception_v3"),
+        ("Inception-V3", "inception_v3"),
+        ("resnet", "resnet50"),
+        ("lite0", "efficientnet_lite0"),
+        ("efficientnet-lite0", "efficientnet_lite0"),
+    ],
 )
 def test_aliases(alias: str, name: str) -> None:
     assert default_registry().get(alias).spec.name == name
@@ -59,8 +75,16 @@ def test_unknown_model_is_a_typed_error() -> None:
 def test_an_alias_cannot_name_two_models() -> None:
     vgg16 = default_registry().get("vgg16")
     with pytest.raises(ValueError, match="already names"):
-        Registry([vgg16, vgg16.__class__(vgg16.spec.__class__(**{**vgg16.spec.__dict__, "name": "other"}),
-                                         vgg16.build, vgg16.weights)])
+        Registry(
+            [
+                vgg16,
+                vgg16.__class__(
+                    vgg16.spec.__class__(**{**vgg16.spec.__dict__, "name": "other"}),
+                    vgg16.build,
+                    vgg16.weights,
+                ),
+            ]
+        )
 
 
 @pytest.mark.slow
@@ -68,6 +92,8 @@ def test_an_alias_cannot_name_two_models() -> None:
 def test_parameter_counts_match_the_keras_builders(name: str) -> None:
     model = default_registry().get(name)
     built = model.build(weights=None, include_top=True, pooling=None, input_shape=None)
-    assert built.count_params() - sum(
-        2 * layer.moving_mean.shape[0] for layer in built.layers if hasattr(layer, "moving_mean")
-    ) == model.spec.num_params
+    assert (
+        built.count_params()
+        - sum(2 * layer.moving_mean.shape[0] for layer in built.layers if hasattr(layer, "moving_mean"))
+        == model.spec.num_params
+    )

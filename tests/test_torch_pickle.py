@@ -25,9 +25,13 @@ def _legacy_file(path: Path, state: object, keys: object = ()) -> Path:
 def test_the_packaged_file_reads_completely() -> None:
     state = load_state_dict(_packaged_pth())
     assert len(state) == 296
-    learnable = [v for k, v in state.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    learnable = [
+        v for k, v in state.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    ]
     assert sum(v.size for v in learnable) == 4_652_008
-    assert state["_conv_stem.weight"].shape == (32, 3, 3, 3) and state["_conv_stem.weight"].dtype == np.float32
+    assert (
+        state["_conv_stem.weight"].shape == (32, 3, 3, 3) and state["_conv_stem.weight"].dtype == np.float32
+    )
     assert state["_fc.weight"].shape == (1000, 1280)
     assert state["_bn0.num_batches_tracked"].dtype == np.int64
     # BatchNorm variances are never negative (a few dead channels are exactly 0 in this checkpoint):

@@ -1,7 +1,7 @@
 """imagenet-zoo: classify photos with ImageNet-pretrained CNNs.
 
-    >>> import imagenet_zoo
-    >>> imagenet_zoo.load("resnet50").classify("cat.jpg", top=5).top.label
+>>> import imagenet_zoo
+>>> imagenet_zoo.load("resnet50").classify("cat.jpg", top=5).top.label
 """
 
 from imagenet_zoo.api import DEFAULT_MODEL, create_model, load

@@ -17,7 +17,7 @@ def annotate(image: Image.Image, prediction: Prediction) -> Image.Image:
     draw = ImageDraw.Draw(out)
     font = ImageFont.load_default(size=max(12, out.height // 20))
     text = label_text(prediction)
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    left, top, _right, bottom = draw.textbbox((0, 0), text, font=font)
     pad = max(4, (bottom - top) // 4)
     draw.rectangle((0, 0, out.width, bottom + 2 * pad), fill=(0, 0, 0))
     draw.text((pad - left, pad), text, fill=(255, 255, 0), font=font)

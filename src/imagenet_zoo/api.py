@@ -45,7 +45,9 @@ def create_model(
         if weights == "imagenet"
         else weights
     )
-    return model.build(weights=weights_path, include_top=include_top, pooling=pooling, input_shape=input_shape)
+    return model.build(
+        weights=weights_path, include_top=include_top, pooling=pooling, input_shape=input_shape
+    )
 
 
 def load(
@@ -67,7 +69,9 @@ def load(
         raise UsageError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
     spec = _lookup(name, registry).spec
     keras_model = create_model(spec.name, progress=progress, registry=registry)
-    data_config = spec.data_config if resize is None else dataclasses.replace(spec.data_config, resize_mode=resize)
+    data_config = (
+        spec.data_config if resize is None else dataclasses.replace(spec.data_config, resize_mode=resize)
+    )
     return Classifier(
         spec, KerasEngine(keras_model), data_config=data_config, batch_size=batch_size, max_pixels=max_pixels
     )

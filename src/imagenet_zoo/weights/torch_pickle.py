@@ -25,7 +25,7 @@ from imagenet_zoo.errors import WeightsFormatError
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
-_STORAGE_DTYPES = {"FloatStorage": np.dtype("<f4"), "LongStorage": np.dtype("<i8")}
+_STORAGE_DTYPES: dict[str, np.dtype[Any]] = {"FloatStorage": np.dtype("<f4"), "LongStorage": np.dtype("<i8")}
 
 
 @dataclass
@@ -91,7 +91,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
-            raise WeightsFormatError(f"refusing to load {module}.{name}: not part of a plain state dict") from None
+            raise WeightsFormatError(
+                f"refusing to load {module}.{name}: not part of a plain state dict"
+            ) from None
 
     def persistent_load(self, pid: Any) -> _Storage:
         if self._storages is None or not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
@@ -118,7 +120,9 @@ def _load(stream: IO[bytes], storages: dict[str, _Storage] | None = None) -> Any
 def load_state_dict(path: Path) -> dict[str, np.ndarray[Any, Any]]:
     """Every tensor of a legacy-format PyTorch state dict, as numpy arrays, keyed like the file."""
     if zipfile.is_zipfile(path):
-        raise WeightsFormatError(f"{path} uses PyTorch's zip serialization; only the legacy format is supported")
+        raise WeightsFormatError(
+            f"{path} uses PyTorch's zip serialization; only the legacy format is supported"
+        )
     with path.open("rb") as f:
         if _load(f) != _LEGACY_MAGIC:
             raise WeightsFormatError(f"{path} is not a legacy PyTorch file (bad magic number)")
@@ -153,4 +157,3 @@ def _materialize(name: object, value: object) -> np.ndarray[Any, Any]:
     if not isinstance(value, _TensorRef):
         raise WeightsFormatError(f"state dict entry {name!r} is not a tensor")
     return value.materialize()
-

@@ -1,0 +1,194 @@
+"""The `imagenet-zoo` command: output formats, exit codes, broken inputs, annotation, weights."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imagenet_zoo.cli import main
+from tests.conftest import skimage_photo
+from tests.test_images import png_header_only
+
+COFFEE = str(skimage_photo("coffee.png"))
+CHELSEA = str(skimage_photo("chelsea.png"))
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse usage errors
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def broken_files(tmp_path: Path) -> dict[str, Path]:
+    files = {
+        "EmptyImageError": tmp_path / "empty.jpg",
+        "UnsupportedImageError": tmp_path / "notes.txt",
+        "CorruptImageError": tmp_path / "truncated.jpg",
+        "ImageTooLargeError": tmp_path / "bomb.png",
+        "ImageNotFoundError": tmp_path / "missing.jpg",
+    }
+    files["EmptyImageError"].write_bytes(b"")
+    files["UnsupportedImageError"].write_text("not a photo")
+    jpeg = Path(COFFEE).with_suffix(".png")
+    Image.open(jpeg).convert("RGB").save(tmp_path / "full.jpg")
+    data = (tmp_path / "full.jpg").read_bytes()
+    files["CorruptImageError"].write_bytes(data[: len(data) // 3])
+    files["ImageTooLargeError"].write_bytes(png_header_only(50_000, 50_000))
+    return files
+
+
+def test_json_output_keeps_input_order_and_reports_each_broken_file(
+    with_lite0: Path, broken_files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = list(broken_files.items())
+    argv = [
+        "classify",
+        COFFEE,
+        *(str(p) for _, p in bad[:3]),
+        CHELSEA,
+        *(str(p) for _, p in bad[3:]),
+        "--format",
+        "json",
+    ]
+    code, out, err = _run(argv, capsys)
+    assert code == 1
+    results = json.loads(out)
+    assert [r["path"] for r in results] == argv[1:-2]
+    coffee, chelsea = results[0], results[4]
+    assert coffee["model"] == "efficientnet_lite0" and len(coffee["predictions"]) == 5
+    assert coffee["predictions"][0] == {
+        "rank": 1,
+        "index": 967,
+        "synset": "n07920052",
+        "label": "espresso",
+        "score": pytest.approx(0.957, abs=0.01),
+    }
+    assert coffee["input"] == {
+        "format": "PNG",
+        "width": 600,
+        "height": 400,
+        "mode": "RGB",
+        "exif_transposed": False,
+    }
+    assert chelsea["predictions"][0]["index"] in {281, 282, 285}
+    errors = {r["path"]: r["error"] for r in results if "error" in r}
+    for error_type, path in broken_files.items():
+        assert errors[str(path)]["type"] == error_type and errors[str(path)]["message"]
+    assert "5 of 7 inputs could not be classified" in err and "Traceback" not in err
+
+
+def test_table_output_and_top_k(with_lite0: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(["classify", COFFEE, "--top", "3"], capsys)
+    assert code == 0
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert lines[0].startswith(COFFEE) and "PNG 600x400 RGB" in lines[0]
+    assert len(lines) == 4 and "espresso" in lines[1] and "n07920052" in lines[1]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["classify", "x.jpg", "--model", "alexnet"],
+        ["classify", "x.jpg", "--top", "0"],
+        ["classify", "x.jpg", "--format", "xml"],
+        ["classify"],
+        ["weights", "fetch", "nosuchmodel"],
+        ["frobnicate"],
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(argv, capsys)
+    assert code == 2 and out == "" and "Traceback" not in err
+
+
+def test_annotate_one_file(with_lite0: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_file = tmp_path / "labelled.png"
+    assert _run(["classify", COFFEE, "--annotate", str(out_file)], capsys)[0] == 0
+    with Image.open(out_file) as labelled, Image.open(COFFEE) as original:
+        assert labelled.size == original.size
+        pixels = np.asarray(labelled.convert("RGB"))
+    assert (pixels[:5, -100:] == 0).all()  # the banner is drawn (text sits at its left end)
+    assert (pixels[:5, :200] > 200).any()  # and the label is written on it
+
+
+def test_annotate_a_batch_into_a_folder(
+    with_lite0: Path, tmp_path: Path, broken_files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "labelled"
+    code, _, _ = _run(
+        ["classify", COFFEE, CHELSEA, str(broken_files["EmptyImageError"]), "--annotate", str(out_dir)],
+        capsys,
+    )
+    assert code == 1
+    assert sorted(p.name for p in out_dir.iterdir()) == ["chelsea.jpg", "coffee.jpg"]
+
+
+def test_folders_are_expanded(with_lite0: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    Image.open(COFFEE).save(folder / "b.png")
+    Image.open(CHELSEA).save(folder / "sub" / "a.jpg")
+    (folder / "readme.txt").write_text("skip me")
+    code, out, _ = _run(["classify", str(folder), "--format", "json", "--top", "1"], capsys)
+    assert code == 0
+    assert [Path(r["path"]).name for r in json.loads(out)] == ["b.png", "a.jpg"]
+
+
+def test_models_table(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(["models"], capsys)
+    assert code == 0
+    for name in ("vgg16", "vgg19", "resnet50", "inception_v3", "xception", "efficientnet_lite0"):
+        assert name in out
+    assert "299x299" in out and "138.4M" in out and "528 MiB" in out
+
+
+def test_models_json_reports_cached_weights(with_lite0: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = {row["name"]: row for row in json.loads(_run(["models", "--format", "json"], capsys)[1])}
+    assert rows["efficientnet_lite0"]["weights_present"] is True
+    assert rows["vgg16"]["weights_present"] is False and rows["vgg16"]["top5"] == 90.1
+
+
+def test_weights_commands(with_lite0: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(["weights", "path", "lite0"], capsys)
+    assert code == 0 and Path(out.strip()).is_file()
+    assert _run(["weights", "verify", "efficientnet_lite0"], capsys)[0] == 0
+    code, out, _ = _run(["weights", "path", "vgg16"], capsys)
+    assert code == 1 and out.strip().endswith("vgg16_weights_tf_dim_ordering_tf_kernels.h5")
+    assert _run(["weights", "path", "vgg16", "--notop"], capsys)[1].strip().endswith("_notop.h5")
+    bogus = tmp_path / "bogus.h5"
+    bogus.write_bytes(b"not the weights")
+    code, _, err = _run(["weights", "import", "vgg16", str(bogus)], capsys)
+    assert code == 1 and "WeightsIntegrityError" in err
+    assert _run(["weights", "import", "vgg16"], capsys)[0] == 2
+    assert _run(["weights", "import", "lite0", str(bogus)], capsys)[0] == 2
+
+
+def test_offline_fetch_explains_weights_import(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("IMAGENET_ZOO_MIRROR", "http://127.0.0.1:9")
+    code, _, err = _run(["weights", "fetch", "resnet50"], capsys)
+    assert code == 1 and "weights import resnet50 FILE" in err and "Traceback" not in err
+
+
+def test_the_installed_command_prints_only_json_on_stdout(with_lite0: Path) -> None:
+    command = Path(sys.executable).parent / "imagenet-zoo"
+    proc = subprocess.run(
+        [str(command), "classify", COFFEE, "--format", "json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)[0]["predictions"][0]["label"] == "espresso"
