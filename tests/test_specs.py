@@ -1,7 +1,9 @@
 """The metadata schema: every registered model is fully and consistently described."""
 
 import re
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from imagenet_zoo import list_models
@@ -92,8 +94,18 @@ def test_an_alias_cannot_name_two_models() -> None:
 def test_parameter_counts_match_the_keras_builders(name: str) -> None:
     model = default_registry().get(name)
     built = model.build(weights=None, include_top=True, pooling=None, input_shape=None)
-    assert (
-        built.count_params()
-        - sum(2 * layer.moving_mean.shape[0] for layer in built.layers if hasattr(layer, "moving_mean"))
-        == model.spec.num_params
-    )
+    assert sum(int(np.prod(w.shape)) for w in built.trainable_weights) == model.spec.num_params
+
+
+def test_the_readme_model_table_matches_the_registry() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in readme.splitlines() if line.startswith("| `")}
+    for model in default_registry():
+        spec = model.spec
+        row = next(line for key, line in rows.items() if key.startswith(f"`{spec.name}`"))
+        cells = [cell.strip() for cell in row.split("|")[2:-1]]
+        assert cells[0] == str(spec.data_config.input_size)
+        assert cells[2] == f"{spec.num_params / 1e6:.1f}M"
+        assert cells[3].startswith(f"{spec.weights.size / 2**20:.0f} MiB")
+        assert cells[4] == f"{spec.accuracy.top1:.1f}"
+        assert cells[5] == ("-" if spec.accuracy.top5 is None else f"{spec.accuracy.top5:.1f}")

@@ -82,7 +82,7 @@ class ModelSpec:
     family: str
     data_config: DataConfig
     weights: WeightsFile
-    num_params: int
+    num_params: int  # learnable parameters (BatchNorm moving statistics are not counted)
     accuracy: Accuracy
     license: str
     source: str

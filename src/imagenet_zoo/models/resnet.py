@@ -24,7 +24,7 @@ RESNET50 = ModelSpec(
         94_765_736,
         url=f"{_URL}resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
     ),
-    num_params=25_636_712,
+    num_params=25_583_592,
     accuracy=Accuracy(74.9, 92.1),
     license="MIT (Kaiming He's weights)",
     source="https://arxiv.org/abs/1512.03385",

@@ -24,7 +24,7 @@ XCEPTION = ModelSpec(
         83_683_744,
         url=f"{_URL}xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
     ),
-    num_params=22_910_480,
+    num_params=22_855_952,
     accuracy=Accuracy(79.0, 94.5),
     license="Apache-2.0",
     source="https://arxiv.org/abs/1610.02357",
