@@ -99,6 +99,7 @@ def test_table_output_and_top_k(with_lite0: Path, capsys: pytest.CaptureFixture[
     [
         ["classify", "x.jpg", "--model", "alexnet"],
         ["classify", "x.jpg", "--top", "0"],
+        ["classify", "x.jpg", "--top", "1001"],
         ["classify", "x.jpg", "--format", "xml"],
         ["classify"],
         ["weights", "fetch", "nosuchmodel"],
@@ -192,3 +193,10 @@ def test_the_installed_command_prints_only_json_on_stdout(with_lite0: Path) -> N
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)[0]["predictions"][0]["label"] == "espresso"
+
+
+def test_a_bad_annotation_path_is_a_usage_error_after_the_results(
+    with_lite0: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _run(["classify", COFFEE, "--annotate", str(tmp_path / "out.unknownext")], capsys)
+    assert code == 2 and "espresso" in out and "cannot write the annotated image" in err

@@ -118,3 +118,14 @@ def test_two_processes_fetching_at_once_download_once(
         assert child.exitcode == 0
     assert file_server.requests == [f"/{spec.weights.filename}"]
     assert (weights_dir() / spec.weights.filename).read_bytes() == payload
+
+
+def test_a_damaged_cached_file_is_downloaded_again(
+    file_server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = _spec_for(PAYLOAD)
+    _serve(file_server, spec.weights.filename, PAYLOAD, monkeypatch)
+    path = DownloadedWeights().fetch(spec, progress=False)
+    path.write_bytes(b"damaged")
+    assert DownloadedWeights().fetch(spec, progress=False).read_bytes() == PAYLOAD
+    assert len(file_server.requests) == 2

@@ -1,6 +1,7 @@
 """Decoding what real folders contain, and refusing what they should not."""
 
 import io
+import os
 import resource
 import struct
 import zlib
@@ -155,3 +156,14 @@ def test_arrays_and_pil_images() -> None:
     with pytest.raises(UnsupportedImageError):
         decode_image(np.zeros((4, 6, 2), np.uint8))
     assert decode_image(Image.new("L", (3, 3))).image.mode == "RGB"
+
+
+def test_an_unreadable_file_is_reported_as_such(tmp_path: Path) -> None:
+    path = _save(Image.new("RGB", (4, 4)), tmp_path / "secret.png")
+    path.chmod(0)
+    if os.access(path, os.R_OK):  # root reads anything: make it unreadable another way
+        path.chmod(0o644)
+        path.unlink()
+        path.mkdir()  # a folder named like a photo
+    with pytest.raises(ImageNotFoundError):
+        decode_image(path)

@@ -24,7 +24,7 @@ class ImageError(ImagenetZooError):
 
 
 class ImageNotFoundError(ImageError):
-    """The path does not exist or is not a regular file."""
+    """The path does not exist, is not a regular file, or cannot be read."""
 
 
 class EmptyImageError(ImageError):

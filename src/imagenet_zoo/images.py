@@ -78,7 +78,12 @@ def decode_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -
         raise ImageNotFoundError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise EmptyImageError(f"{path}: the file is empty (0 bytes)")
-    return _open_and_normalize(lambda: Image.open(path), max_pixels)
+    try:
+        file = path.open("rb")
+    except OSError as exc:
+        raise ImageNotFoundError(f"{path}: cannot read: {exc.strerror}") from exc
+    with file:
+        return _open_and_normalize(lambda: Image.open(file), max_pixels)
 
 
 def _open_and_normalize(opener: Callable[[], Image.Image], max_pixels: int) -> DecodedImage:

@@ -10,6 +10,8 @@ from imagenet_zoo.cli import commands
 from imagenet_zoo.errors import ImagenetZooError, UsageError
 from imagenet_zoo.registry import default_registry
 
+NUM_CLASSES = 1000
+
 
 def _model_name(value: str) -> str:
     try:
@@ -24,6 +26,13 @@ def _positive(value: str) -> int:
     return int(value)
 
 
+def _top_k(value: str) -> int:
+    k = _positive(value)
+    if k > NUM_CLASSES:
+        raise argparse.ArgumentTypeError(f"there are only {NUM_CLASSES} classes, got {k}")
+    return k
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imagenet-zoo", description="Classify photos with ImageNet CNNs.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -31,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify = sub.add_parser("classify", help="top-k ImageNet labels for photos (files or folders)")
     classify.add_argument("photos", nargs="+", metavar="PHOTO", help="image files, or folders of them")
     classify.add_argument("--model", type=_model_name, default="efficientnet_lite0")
-    classify.add_argument("--top", type=_positive, default=5, help="how many labels per photo (default 5)")
+    classify.add_argument("--top", type=_top_k, default=5, help="how many labels per photo (default 5)")
     classify.add_argument("--format", choices=("table", "json"), default="table")
     classify.add_argument(
         "--annotate", metavar="OUT", help="write labelled images: a file for one photo, else a folder"

@@ -40,13 +40,14 @@ def classify(args: argparse.Namespace) -> int:
         raise UsageError("no image files found in the given folders")
     classifier = load(args.model, resize=args.resize, batch_size=args.batch_size)
     results = classifier.classify_many(sources, top=args.top)
-    if args.annotate:
-        write_annotations(results, Path(args.annotate))
     if args.format == "json":
         json.dump([r.to_dict() for r in results], sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         sys.stdout.write(output.results_table(results))
+    sys.stdout.flush()  # results are out before annotation, which may still fail on a bad OUT path
+    if args.annotate:
+        write_annotations(results, Path(args.annotate))
     failed = sum(not r.ok for r in results)
     if failed:
         print(f"imagenet-zoo: {failed} of {len(results)} inputs could not be classified", file=sys.stderr)
@@ -57,14 +58,21 @@ def write_annotations(results: list[Classification], out: Path) -> None:
     """One labelled image per classified input: `out` itself for a single input, else files in it."""
     single = len(results) == 1
     if not single:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create the annotation folder {out}: {exc}") from exc
     used: set[str] = set()
     for result in results:
         if not result.ok:
             continue
         image = annotate(decode_image(result.source).image, result.top)
         target = out if single else out / _unique_name(Path(result.source).stem, used)
-        image.save(target if target.suffix else target.with_suffix(".jpg"))
+        target = target if target.suffix else target.with_suffix(".jpg")
+        try:
+            image.save(target)
+        except (ValueError, OSError) as exc:  # unknown extension, missing folder, no permission
+            raise UsageError(f"cannot write the annotated image {target}: {exc}") from exc
 
 
 def _unique_name(stem: str, used: set[str]) -> str:

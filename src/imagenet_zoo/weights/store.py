@@ -106,8 +106,11 @@ class DownloadedWeights:
             if is_verified(dest, weights):
                 return dest
             if dest.is_file():
-                verify_file(dest, weights)
-                return dest
+                try:
+                    verify_file(dest, weights)
+                    return dest
+                except WeightsIntegrityError:
+                    pass  # the damaged file was removed: download a good copy, as Keras does
             url = source_url(weights)
             try:
                 download(url, dest, weights, progress=progress)
@@ -186,8 +189,7 @@ class ConvertedPackageWeights:
             raise WeightsUnavailableError(
                 f"{spec.name} weights ship in the Python package {self._package}, which is not installed"
             ) from exc
-        if not is_verified(source, spec.weights):
-            verify_packaged_file(source, spec.weights)
+        verify_packaged_file(source, spec.weights)
         return source
 
     def import_file(self, spec: ModelSpec, file: Path, *, include_top: bool = True) -> Path:
