@@ -51,10 +51,13 @@ def test_the_bundled_photos(lite0_classifier: imagenet_zoo.Classifier) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("engine", ["keras", "openvino"])
 def test_accuracy_on_the_shared_imagenet_photos_through_the_cli(
-    with_lite0: Path, capsys: pytest.CaptureFixture[str]
+    engine: str, with_lite0: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["classify", str(SAMPLE_DIR), "--format", "json", "--batch-size", "16"]) == 0
+    assert (
+        main(["classify", str(SAMPLE_DIR), "--format", "json", "--batch-size", "16", "--engine", engine]) == 0
+    )
     results = json.loads(capsys.readouterr().out)
     assert len(results) == 200
     truth = [Path(r["path"]).name.split("_", 1)[0] for r in results]
@@ -62,7 +65,9 @@ def test_accuracy_on_the_shared_imagenet_photos_through_the_cli(
     top5 = np.mean(
         [t in {p["synset"] for p in r["predictions"]} for r, t in zip(results, truth, strict=True)]
     )
-    print(f"EfficientNet-Lite0 on {len(results)} shared photos: top-1 {top1:.1%}, top-5 {top5:.1%}")
+    print(
+        f"EfficientNet-Lite0 ({engine}) on {len(results)} shared photos: top-1 {top1:.1%}, top-5 {top5:.1%}"
+    )
     assert top1 >= 0.88 and top5 >= 0.97
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import imagenet_zoo
+from imagenet_zoo.engines.openvino import IR_FILE, gflops_per_image, ir_dir
 from imagenet_zoo.errors import WeightsIntegrityError
 from imagenet_zoo.images import decode_image
 from imagenet_zoo.preprocess import resize_and_crop
@@ -86,7 +87,7 @@ def test_predictions_equal_keras_applications(
 
     registry = registry_serving(name, file_server, monkeypatch)
     spec = registry.get(name).spec
-    classifier = imagenet_zoo.load(name, registry=registry, progress=False)
+    classifier = imagenet_zoo.load(name, engine="keras", registry=registry, progress=False)
     assert file_server.requests == [f"/{spec.weights.filename}"]
     results = classifier.classify([str(p) for p in PHOTOS], top=5)
 
@@ -106,6 +107,16 @@ def test_predictions_equal_keras_applications(
     for result, row in zip(results, expected, strict=True):
         assert [p.index for p in result.predictions] == list(np.argsort(-row, kind="stable")[:5])
         assert result.predictions[0].score == pytest.approx(float(row.max()), rel=1e-4)
+
+    # The OpenVINO engine, converted from the same Keras model, must give the same answers.
+    fast = imagenet_zoo.load(name, engine="openvino", registry=registry, progress=False)
+    openvino = fast.predict_proba([decode_image(p).image for p in PHOTOS])
+    assert np.abs(openvino - expected).max() < 1e-4
+    assert (
+        np.argsort(-openvino, kind="stable")[:, :5].tolist()
+        == np.argsort(-expected, kind="stable")[:, :5].tolist()
+    )
+    assert gflops_per_image(ir_dir(registry.get(name)) / IR_FILE) == pytest.approx(spec.gflops, rel=0.01)
 
 
 @pytest.mark.slow
@@ -141,6 +152,6 @@ def test_a_tampered_official_file_is_rejected_and_removed(
     data[len(data) // 2] ^= 0x01  # one flipped bit inside a kernel
     served.write_bytes(bytes(data))
     with pytest.raises(WeightsIntegrityError):
-        imagenet_zoo.load("resnet50", registry=registry, progress=False)
+        imagenet_zoo.load("resnet50", engine="keras", registry=registry, progress=False)
     assert not (weights_dir() / served.name).exists()
     assert [p.name for p in weights_dir().iterdir() if not p.name.endswith(".lock")] == []

@@ -6,7 +6,9 @@ never costs the other files their predictions.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, overload
 
@@ -16,7 +18,6 @@ from imagenet_zoo.engines.base import Engine
 from imagenet_zoo.errors import ImageError
 from imagenet_zoo.images import (
     DEFAULT_MAX_PIXELS,
-    DecodedImage,
     ImageSource,
     InputInfo,
     decode_image,
@@ -143,33 +144,49 @@ class Classifier:
         return result
 
     def classify_many(self, inputs: Iterable[ImageSource], *, top: int = 5) -> list[Classification]:
+        """Classify in batches of `batch_size`, decoding the next batch while the engine runs this one."""
         if not 1 <= top <= self.spec.num_classes:
             raise ValueError(f"top must be between 1 and {self.spec.num_classes}")
         sources = list(inputs)
+        chunks = [sources[i : i + self.batch_size] for i in range(0, len(sources), self.batch_size)]
         results: list[Classification] = []
-        for start in range(0, len(sources), self.batch_size):
-            results.extend(self._classify_chunk(sources[start : start + self.batch_size], top))
+        # Pillow releases the GIL while decoding and resizing, so threads overlap with inference.
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            upcoming = [pool.submit(self._prepare, s) for s in chunks[0]] if chunks else []
+            for k, chunk in enumerate(chunks):
+                prepared = [future.result() for future in upcoming]
+                upcoming = (
+                    [pool.submit(self._prepare, s) for s in chunks[k + 1]] if k + 1 < len(chunks) else []
+                )
+                results.extend(self._finish(chunk, prepared, top))
         return results
 
-    def _classify_chunk(self, sources: Sequence[ImageSource], top: int) -> list[Classification]:
-        decoded: list[DecodedImage | ErrorInfo] = [self._decode(s) for s in sources]
-        good = [d for d in decoded if isinstance(d, DecodedImage)]
-        probabilities = iter(self.predict_proba([d.image for d in good]) if good else [])
+    def _prepare(self, source: ImageSource) -> tuple[InputInfo, np.ndarray] | ErrorInfo:
+        """Pre-processing of one input: decode, then resize/crop/scale; a bad input becomes its error."""
+        try:
+            decoded = decode_image(source, max_pixels=self.max_pixels)
+        except ImageError as exc:
+            return ErrorInfo.of(exc)
+        return decoded.info, preprocess(decoded.image, self.data_config)
+
+    def _finish(
+        self,
+        sources: Sequence[ImageSource],
+        prepared: list[tuple[InputInfo, np.ndarray] | ErrorInfo],
+        top: int,
+    ) -> list[Classification]:
+        """Core (one engine call for the chunk's good inputs) and post-processing (softmax, top-k)."""
+        good = [item[1] for item in prepared if not isinstance(item, ErrorInfo)]
+        probabilities = iter(self._probabilities(np.stack(good)) if good else [])
         results = []
-        for source, item in zip(sources, decoded, strict=True):
+        for source, item in zip(sources, prepared, strict=True):
             base = Classification(describe_source(source), self.spec.name)
             if isinstance(item, ErrorInfo):
                 results.append(replace(base, error=item))
             else:
                 predictions = top_k(next(probabilities), top, self.labels)
-                results.append(replace(base, predictions=predictions, input=item.info))
+                results.append(replace(base, predictions=predictions, input=item[0]))
         return results
-
-    def _decode(self, source: ImageSource) -> DecodedImage | ErrorInfo:
-        try:
-            return decode_image(source, max_pixels=self.max_pixels)
-        except ImageError as exc:
-            return ErrorInfo.of(exc)
 
     def preprocess(self, images: Sequence[Any]) -> np.ndarray:
         """The float32 NHWC batch the engine receives for these RGB PIL images."""
@@ -177,4 +194,7 @@ class Classifier:
 
     def predict_proba(self, images: Sequence[Any]) -> np.ndarray:
         """Softmax probabilities (N, 1000) for RGB PIL images."""
-        return softmax(self.engine.infer(self.preprocess(images)).astype(np.float64)).astype(np.float32)
+        return self._probabilities(self.preprocess(images))
+
+    def _probabilities(self, batch: np.ndarray) -> np.ndarray:
+        return softmax(self.engine.infer(batch).astype(np.float64)).astype(np.float32)

@@ -19,6 +19,14 @@ class UnknownModelError(UsageError):
     """No model is registered under this name or alias."""
 
 
+class UnsupportedPrecisionError(UsageError):
+    """The requested precision is not available for this engine or on this CPU."""
+
+
+class QuantizedModelMissingError(ImagenetZooError):
+    """int8 was requested but no quantized model is cached yet (`imagenet-zoo quantize` makes one)."""
+
+
 class ImageError(ImagenetZooError):
     """One input could not be turned into pixels; the rest of a batch goes on."""
 

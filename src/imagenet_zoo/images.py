@@ -56,6 +56,25 @@ class DecodedImage:
     info: InputInfo
 
 
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".jfif"}
+)
+
+
+def find_images(paths: list[str]) -> list[str]:
+    """Files as given; folders become their image files (by suffix, recursively, sorted)."""
+    found: list[str] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            found.extend(
+                str(p) for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+        else:
+            found.append(given)
+    return found
+
+
 def describe_source(source: ImageSource) -> str:
     """A short name for an input, used in results and error messages."""
     if isinstance(source, (str, os.PathLike)):

@@ -83,6 +83,7 @@ class ModelSpec:
     data_config: DataConfig
     weights: WeightsFile
     num_params: int  # learnable parameters (BatchNorm moving statistics are not counted)
+    gflops: float  # 2 x multiply-adds per image (convolutions and matrix multiplies)
     accuracy: Accuracy
     license: str
     source: str

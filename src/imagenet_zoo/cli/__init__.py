@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from imagenet_zoo.api import DEFAULT_ENGINE, ENGINES, PRECISIONS
 from imagenet_zoo.cli import commands
 from imagenet_zoo.errors import ImagenetZooError, UsageError
 from imagenet_zoo.registry import default_registry
@@ -33,6 +34,21 @@ def _top_k(value: str) -> int:
     return k
 
 
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=DEFAULT_ENGINE,
+        help="openvino (default, fast; converted once from Keras and cached) or keras (the reference)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="openvino only: fp32 (default), bf16 (CPUs with bf16), int8 (after `imagenet-zoo quantize`)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imagenet-zoo", description="Classify photos with ImageNet CNNs.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -52,7 +68,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="crop: shorter side + centre crop (standard); squash: whole photo to the input size",
     )
     classify.add_argument("--batch-size", type=_positive, default=8)
+    _add_engine_options(classify)
     classify.set_defaults(run=commands.classify)
+
+    quantize = sub.add_parser("quantize", help="int8-quantize a model for --precision int8 (NNCF)")
+    quantize.add_argument("model", type=_model_name, metavar="MODEL")
+    quantize.add_argument(
+        "--calibration", required=True, metavar="DIR", help="a folder of representative photos"
+    )
+    quantize.add_argument(
+        "--samples", type=_positive, default=300, help="calibration photos to use (default 300)"
+    )
+    quantize.set_defaults(run=commands.quantize)
+
+    selftest = sub.add_parser("selftest", help="check every engine and precision on this machine")
+    selftest.set_defaults(run=commands.selftest)
 
     models = sub.add_parser("models", help="every model, its input, size, accuracy and cached weights")
     models.add_argument("--format", choices=("table", "json"), default="table")

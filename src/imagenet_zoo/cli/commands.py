@@ -12,33 +12,21 @@ from imagenet_zoo.api import load
 from imagenet_zoo.classifier import Classification
 from imagenet_zoo.cli import output
 from imagenet_zoo.errors import UsageError
-from imagenet_zoo.images import decode_image
+from imagenet_zoo.images import decode_image, find_images
 from imagenet_zoo.registry import default_registry
-
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".jfif"}
-)
-
-
-def expand_inputs(photos: list[str]) -> list[str]:
-    """Files as given; folders become their image files (by suffix, recursively, sorted)."""
-    expanded: list[str] = []
-    for photo in photos:
-        path = Path(photo)
-        if path.is_dir():
-            expanded.extend(
-                str(p) for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            )
-        else:
-            expanded.append(photo)
-    return expanded
 
 
 def classify(args: argparse.Namespace) -> int:
-    sources = expand_inputs(args.photos)
+    sources = find_images(args.photos)
     if not sources:
         raise UsageError("no image files found in the given folders")
-    classifier = load(args.model, resize=args.resize, batch_size=args.batch_size)
+    classifier = load(
+        args.model,
+        engine=args.engine,
+        precision=args.precision,
+        resize=args.resize,
+        batch_size=args.batch_size,
+    )
     results = classifier.classify_many(sources, top=args.top)
     if args.format == "json":
         json.dump([r.to_dict() for r in results], sys.stdout, indent=2)
@@ -119,3 +107,26 @@ def weights(args: argparse.Namespace) -> int:
             return 1
     print(path)
     return 0
+
+
+def quantize(args: argparse.Namespace) -> int:
+    from imagenet_zoo.quantize import quantize as quantize_model
+
+    report = quantize_model(default_registry().get(args.model), Path(args.calibration), samples=args.samples)
+    for path in report.skipped:
+        print(f"imagenet-zoo: skipped unreadable calibration file {path}", file=sys.stderr)
+    print(f"{report.model}: int8 model calibrated on {report.samples} photos: {report.path}")
+    return 0
+
+
+def selftest(args: argparse.Namespace) -> int:
+    from imagenet_zoo.selftest import run
+
+    checks = []
+    print(output.selftest_header())
+    for check in run():
+        checks.append(check)
+        print(output.selftest_row(check), flush=True)
+    failed = [c for c in checks if not c.passed]
+    print(f"{len(checks) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0

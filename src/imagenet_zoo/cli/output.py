@@ -6,6 +6,7 @@ from typing import Any
 
 from imagenet_zoo.classifier import Classification
 from imagenet_zoo.registry import Registry
+from imagenet_zoo.selftest import Check
 from imagenet_zoo.specs import PREPROCESS_MODES
 
 
@@ -69,3 +70,25 @@ def models_table(rows: list[dict[str, Any]]) -> str:
     ]
     legend = "; ".join(f"{mode} = {text}" for mode, text in PREPROCESS_MODES.items())
     return "\n".join([*lines, "", f"preprocessing modes: {legend}", ""])
+
+
+_SELFTEST_FORMAT = "{:<20} {:<9} {:<9} {:<17} {:>11} {:>6} {:>6}  {}"
+
+
+def selftest_header() -> str:
+    return _SELFTEST_FORMAT.format(
+        "model", "engine", "precision", "compared with", "max |dp|", "top-1", "top-5", "result"
+    )
+
+
+def selftest_row(check: Check) -> str:
+    return _SELFTEST_FORMAT.format(
+        check.model,
+        check.engine,
+        check.precision,
+        check.reference,
+        f"{check.max_abs_diff:.2e}",
+        "same" if check.top1_match else "DIFF",
+        "same" if check.top5_match else "diff",
+        "PASS" if check.passed else "FAIL",
+    )

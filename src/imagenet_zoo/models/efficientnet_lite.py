@@ -205,6 +205,7 @@ EFFICIENTNET_LITE0 = ModelSpec(
         18_826_032,
     ),
     num_params=4_652_008,
+    gflops=0.770,
     accuracy=Accuracy(75.1),
     license="Apache-2.0",
     source="https://github.com/tensorflow/tpu/tree/master/models/official/efficientnet/lite",

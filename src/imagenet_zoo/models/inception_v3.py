@@ -25,6 +25,7 @@ INCEPTION_V3 = ModelSpec(
         url=f"{_URL}inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
     ),
     num_params=23_817_352,
+    gflops=11.426,
     accuracy=Accuracy(77.9, 93.7),
     license="Apache-2.0",
     source="https://arxiv.org/abs/1512.00567",

@@ -25,6 +25,7 @@ RESNET50 = ModelSpec(
         url=f"{_URL}resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
     ),
     num_params=25_583_592,
+    gflops=7.716,
     accuracy=Accuracy(74.9, 92.1),
     license="MIT (Kaiming He's weights)",
     source="https://arxiv.org/abs/1512.03385",

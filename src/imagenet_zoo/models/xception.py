@@ -25,6 +25,7 @@ XCEPTION = ModelSpec(
         url=f"{_URL}xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
     ),
     num_params=22_855_952,
+    gflops=16.715,
     accuracy=Accuracy(79.0, 94.5),
     license="Apache-2.0",
     source="https://arxiv.org/abs/1610.02357",

@@ -1,0 +1,174 @@
+"""The fast CPU engine: OpenVINO running an IR converted once from the Keras model.
+
+Conversion (Keras -> TensorFlow SavedModel -> OpenVINO IR) needs TensorFlow and happens once per
+model; the IR is cached under `$IMAGENET_ZOO_HOME/openvino/`, in a folder whose name is a digest of
+everything that determines it (weights hash, input contract, OpenVINO version). Later runs compile the
+cached IR directly and never import TensorFlow or Keras, which is what makes a cold `classify` fast.
+
+Precisions: `fp32` (the reference), `bf16` (same IR, compiled with a bf16 inference hint where the CPU
+supports it) and `int8` (a separate IR, post-training quantized by NNCF; see `quantize.py`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from imagenet_zoo.errors import QuantizedModelMissingError, UnsupportedPrecisionError
+from imagenet_zoo.registry import RegisteredModel
+from imagenet_zoo.weights.download import exclusive_lock
+from imagenet_zoo.weights.store import cache_dir
+
+Precision = Literal["fp32", "bf16", "int8"]
+PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "int8")
+IR_FILE = "model.xml"
+# Bumped when the conversion itself changes in a way that invalidates cached IRs.
+_CONVERSION_VERSION = 1
+
+
+def _openvino() -> Any:
+    import openvino
+
+    return openvino
+
+
+def ir_dir(model: RegisteredModel, precision: Precision = "fp32") -> Path:
+    """The cache folder of a model's IR: fp32 (also compiled as bf16) or int8."""
+    spec = model.spec
+    key = json.dumps(
+        [
+            _CONVERSION_VERSION,
+            spec.weights.hash,
+            repr(spec.data_config),
+            spec.num_classes,
+            _openvino().get_version(),
+        ]
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    variant = "int8" if precision == "int8" else "fp32"
+    return cache_dir() / "openvino" / spec.name / f"{digest}-{variant}"
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: Path) -> Iterator[Path]:
+    """A temporary sibling folder that replaces `dest` only if the block completes."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    try:
+        yield tmp
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_ir(ov_model: Any, dest: Path, meta: dict[str, Any]) -> None:
+    with atomic_dir(dest) as tmp:
+        # compress_to_fp16 defaults to True and would silently round every fp32 weight.
+        _openvino().save_model(ov_model, str(tmp / IR_FILE), compress_to_fp16=False)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
+def convert_to_ir(model: RegisteredModel, *, progress: bool = True) -> Path:
+    """The fp32 IR of `model`, converting it from Keras (with its pretrained weights) if not cached."""
+    dest = ir_dir(model)
+    with exclusive_lock(dest):
+        if not (dest / IR_FILE).is_file():
+            weights = model.weights.fetch(model.spec, progress=progress)
+            ov_model = keras_to_openvino(
+                lambda: model.build(weights=weights, include_top=True, pooling=None, input_shape=None)
+            )
+            write_ir(ov_model, dest, {"model": model.spec.name, "weights_hash": model.spec.weights.hash})
+    return dest / IR_FILE
+
+
+def keras_to_openvino(build: Callable[[], Any]) -> Any:
+    """Keras -> TensorFlow SavedModel -> OpenVINO model.
+
+    The Keras model is released before OpenVINO reads the SavedModel, so the weights are never held three
+    times at once (VGG19's are 550 MB). Keras's ONNX export of VGG16 needed over 21 GB; this path does not.
+    """
+    from imagenet_zoo.models._keras import import_keras
+
+    keras = import_keras()
+    with tempfile.TemporaryDirectory(prefix="imagenet-zoo-savedmodel-") as saved_model:
+        keras_model = build()
+        keras_model.export(saved_model, format="tf_saved_model", verbose=False)
+        del keras_model
+        keras.backend.clear_session()
+        gc.collect()
+        return _openvino().convert_model(saved_model)
+
+
+def cpu_supports_bf16() -> bool:
+    return "BF16" in _openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+class OpenVinoEngine:
+    name = "openvino"
+
+    def __init__(self, xml: Path, precision: Precision) -> None:
+        if precision == "bf16" and not cpu_supports_bf16():
+            raise UnsupportedPrecisionError("bf16 needs a CPU with native bf16 support (AVX512_BF16 or AMX)")
+        self.precision = precision
+        self.xml = xml
+        hint = "bf16" if precision == "bf16" else "f32"
+        self._compiled = (
+            _openvino()
+            .Core()
+            .compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"})
+        )
+        self._request = self._compiled.create_infer_request()
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        result = self._request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+        return np.array(result[0], dtype=np.float32)
+
+
+def load_engine(
+    model: RegisteredModel, precision: Precision = "fp32", *, progress: bool = True
+) -> OpenVinoEngine:
+    """An engine for `model`, from the cached IR (converted now if needed; int8 must be quantized first)."""
+    if precision not in PRECISIONS:
+        raise UnsupportedPrecisionError(
+            f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}"
+        )
+    if precision == "int8":
+        xml = ir_dir(model, "int8") / IR_FILE
+        if not xml.is_file():
+            raise QuantizedModelMissingError(
+                f"no int8 model for {model.spec.name} yet: run "
+                f"`imagenet-zoo quantize {model.spec.name} --calibration DIR` with a folder of your photos"
+            )
+    else:
+        xml = convert_to_ir(model, progress=progress)
+    return OpenVinoEngine(xml, precision)
+
+
+def gflops_per_image(xml: Path) -> float:
+    """2 x multiply-adds of every convolution and matrix multiply in the IR, per image, in GFLOPs."""
+    ov_model = _openvino().Core().read_model(str(xml))
+    flops = 0
+    for op in ov_model.get_ordered_ops():
+        kind = op.get_type_name()
+        if kind in ("Convolution", "GroupConvolution"):
+            out_shape = op.get_output_partial_shape(0).get_min_shape()
+            kernel = op.input(1).get_partial_shape().get_min_shape()
+            # Convolution kernel: (out, in, kh, kw); GroupConvolution: (groups, out/g, in/g, kh, kw).
+            per_output = int(np.prod(kernel[1:])) if kind == "Convolution" else int(np.prod(kernel[2:]))
+            flops += 2 * int(np.prod(out_shape[1:])) * per_output
+        elif kind == "MatMul":
+            weights = op.input(1).get_partial_shape().get_min_shape()
+            flops += 2 * int(np.prod(weights))
+    return flops / 1e9

@@ -1,0 +1,115 @@
+"""`imagenet-zoo selftest`: prove on this machine that every engine and precision gives the right answers.
+
+Every check runs the whole pipeline (decode the packaged PNGs, preprocess, infer, softmax), because a
+preprocessing mismatch is the most common silent failure. EfficientNet-Lite0 is compared with reference
+probabilities shipped in the package; every OpenVINO variant of every model whose weights are on this
+machine is compared with the Keras engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib.resources import as_file, files
+
+import numpy as np
+from PIL import Image
+
+from imagenet_zoo.api import load_engine
+from imagenet_zoo.classifier import Classifier
+from imagenet_zoo.engines.openvino import IR_FILE, cpu_supports_bf16, ir_dir
+from imagenet_zoo.images import decode_image
+from imagenet_zoo.registry import RegisteredModel, Registry, default_registry
+
+PHOTOS = ("coffee.png", "chelsea.png")
+LITE0_REFERENCE = "efficientnet_lite0.npz"
+# Largest allowed softmax-probability difference. fp32 must match to float noise; bf16 and int8 round
+# by design, so they must agree on the top-1 class and stay close.
+TOLERANCE = {"fp32": 1e-4, "bf16": 0.05, "int8": 0.1}
+
+
+@dataclass(frozen=True)
+class Check:
+    model: str
+    engine: str
+    precision: str
+    reference: str
+    max_abs_diff: float
+    top1_match: bool
+    top5_match: bool
+
+    @property
+    def passed(self) -> bool:
+        strict = self.precision == "fp32"
+        return (
+            self.max_abs_diff < TOLERANCE[self.precision]
+            and self.top1_match
+            and (self.top5_match or not strict)
+        )
+
+
+def reference_photos() -> list[Image.Image]:
+    folder = files(__package__)
+    images = []
+    for name in PHOTOS:
+        with as_file(folder.joinpath(name)) as path:
+            images.append(decode_image(path).image)
+    return images
+
+
+def stored_lite0_probabilities() -> np.ndarray:
+    with as_file(files(__package__).joinpath(LITE0_REFERENCE)) as path, np.load(path) as data:
+        return np.asarray(data["probabilities"])
+
+
+def probabilities(model: RegisteredModel, engine: str, precision: str, registry: Registry) -> np.ndarray:
+    runner = load_engine(
+        model.spec.name, engine=engine, precision=precision, progress=False, registry=registry
+    )
+    return Classifier(model.spec, runner).predict_proba(reference_photos())
+
+
+def compare(
+    model: str, engine: str, precision: str, reference: str, ours: np.ndarray, expected: np.ndarray
+) -> Check:
+    def top(p: np.ndarray, k: int) -> list[list[int]]:
+        return np.argsort(-p, axis=1, kind="stable")[:, :k].tolist()  # type: ignore[no-any-return]
+
+    return Check(
+        model,
+        engine,
+        precision,
+        reference,
+        float(np.abs(ours - expected).max()),
+        top(ours, 1) == top(expected, 1),
+        top(ours, 5) == top(expected, 5),
+    )
+
+
+def openvino_precisions(model: RegisteredModel) -> list[str]:
+    available = ["fp32"]
+    if cpu_supports_bf16():
+        available.append("bf16")
+    if (ir_dir(model, "int8") / IR_FILE).is_file():
+        available.append("int8")
+    return available
+
+
+def runnable(model: RegisteredModel) -> bool:
+    """Packaged weights are always at hand; downloaded ones only when already cached."""
+    return model.spec.weights.url is None or model.weights.is_present(model.spec)
+
+
+def run(registry: Registry | None = None) -> Iterator[Check]:
+    registry = registry or default_registry()
+    for model in registry:
+        if not runnable(model):
+            continue
+        keras = probabilities(model, "keras", "fp32", registry)
+        if model.spec.name == "efficientnet_lite0":
+            yield compare(
+                model.spec.name, "keras", "fp32", "stored reference", keras, stored_lite0_probabilities()
+            )
+        for precision in openvino_precisions(model):
+            ours = probabilities(model, "openvino", precision, registry)
+            yield compare(model.spec.name, "openvino", precision, "keras fp32", ours, keras)
