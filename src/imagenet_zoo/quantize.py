@@ -52,14 +52,20 @@ def calibration_batches(
 
 
 def quantize(
-    model: RegisteredModel, calibration: Path, *, samples: int = DEFAULT_SAMPLES, progress: bool = True
+    model: RegisteredModel,
+    calibration: Path,
+    *,
+    samples: int = DEFAULT_SAMPLES,
+    progress: bool = True,
+    random_weights: bool = False,
 ) -> QuantizeReport:
     """Quantize the model's fp32 IR to int8 and cache it where `--precision int8` looks for it."""
     import nncf
     import openvino
 
     inputs, skipped = calibration_batches(model, calibration, samples)
-    fp32 = openvino.Core().read_model(str(convert_to_ir(model, progress=progress)))
+    fp32_xml = convert_to_ir(model, progress=progress, random_weights=random_weights)
+    fp32 = openvino.Core().read_model(str(fp32_xml))
     nncf.set_log_level(logging.ERROR)
     quantized = nncf.quantize(
         fp32,
@@ -68,7 +74,7 @@ def quantize(
         preset=nncf.QuantizationPreset.PERFORMANCE,
         fast_bias_correction=True,
     )
-    dest = ir_dir(model, "int8")
+    dest = ir_dir(model, "int8", random_weights=random_weights)
     meta = {"model": model.spec.name, "calibration": str(calibration), "samples": len(inputs)}
     write_ir(quantized, dest, meta)
     return QuantizeReport(model.spec.name, dest / IR_FILE, len(inputs), skipped)

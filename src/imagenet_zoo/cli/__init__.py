@@ -84,6 +84,24 @@ def build_parser() -> argparse.ArgumentParser:
     selftest = sub.add_parser("selftest", help="check every engine and precision on this machine")
     selftest.set_defaults(run=commands.selftest)
 
+    bench = sub.add_parser("bench", help="images/s and latency per engine, as ratios to Keras predict")
+    bench.add_argument("--model", nargs="+", type=_model_name, default=["resnet50"], metavar="M")
+    bench.add_argument("--engine", nargs="+", choices=ENGINES, default=list(ENGINES), metavar="E")
+    bench.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["fp32"], metavar="P")
+    bench.add_argument("--batch-size", nargs="+", type=_positive, default=[1], metavar="B")
+    bench.add_argument(
+        "--seconds", type=float, default=5.0, help="timed seconds per configuration (default 5)"
+    )
+    bench.add_argument("--calibration", metavar="DIR", help="photos to quantize with when int8 is not cached")
+    bench.add_argument(
+        "--end-to-end", metavar="DIR", help="decode + preprocess + infer over the photos in DIR"
+    )
+    bench.add_argument(
+        "--no-cold-start", action="store_true", help="skip timing a cold `classify` per engine"
+    )
+    bench.add_argument("--format", choices=("table", "json", "markdown"), default="table")
+    bench.set_defaults(run=commands.bench)
+
     models = sub.add_parser("models", help="every model, its input, size, accuracy and cached weights")
     models.add_argument("--format", choices=("table", "json"), default="table")
     models.set_defaults(run=commands.models)

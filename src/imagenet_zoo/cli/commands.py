@@ -130,3 +130,35 @@ def selftest(args: argparse.Namespace) -> int:
     failed = [c for c in checks if not c.passed]
     print(f"{len(checks) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0
+
+
+def bench(args: argparse.Namespace) -> int:
+    from imagenet_zoo import bench as benchmark
+
+    if args.seconds <= 0:
+        raise UsageError("--seconds must be positive")
+    plan = benchmark.BenchPlan(
+        models=args.model,
+        engines=args.engine,
+        precisions=args.precision,
+        batch_sizes=args.batch_size,
+        seconds=args.seconds,
+        calibration=args.calibration,
+        end_to_end=Path(args.end_to_end) if args.end_to_end else None,
+        cold_start=not args.no_cold_start,
+    )
+    sgemm = benchmark.measure_sgemm_gflops()
+    env = benchmark.environment(sgemm)
+    live = args.format == "table"
+    if live:
+        print(output.bench_preamble(env))
+        print(output.bench_header())
+    rows = benchmark.run_plan(
+        plan, sgemm, report=lambda row: print(output.bench_row(row), flush=True) if live else None
+    )
+    if args.format == "json":
+        json.dump([output.bench_dict(row) for row in rows], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif args.format == "markdown":
+        sys.stdout.write(output.bench_markdown(env, rows))
+    return 0

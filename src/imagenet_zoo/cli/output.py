@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
+from imagenet_zoo.bench import Row
 from imagenet_zoo.classifier import Classification
 from imagenet_zoo.registry import Registry
 from imagenet_zoo.selftest import Check
@@ -92,3 +94,76 @@ def selftest_row(check: Check) -> str:
         "same" if check.top5_match else "diff",
         "PASS" if check.passed else "FAIL",
     )
+
+
+_BENCH_COLUMNS = (
+    ("model", "{:<18}"),
+    ("engine", "{:<13}"),
+    ("prec", "{:<5}"),
+    ("weights", "{:<10}"),
+    ("batch", "{:>5}"),
+    ("img/s", "{:>8}"),
+    ("p50 ms", "{:>8}"),
+    ("p95 ms", "{:>8}"),
+    ("GFLOP/img", "{:>9}"),
+    ("of fp32 peak", "{:>12}"),
+    ("x keras.predict", "{:>15}"),
+    ("peak MB", "{:>8}"),
+    ("cold s", "{:>7}"),
+)
+
+
+def _bench_cells(row: Row) -> list[str]:
+    def number(value: float | None, fmt: str) -> str:
+        return "-" if value is None or value != value else format(value, fmt)  # NaN: not measured
+
+    return [
+        row.model,
+        row.engine if row.mode == "inference" else f"{row.engine} e2e",
+        row.precision,
+        row.weights,
+        str(row.batch_size),
+        number(row.images_per_second, ".1f"),
+        number(row.latency_ms_p50, ".1f"),
+        number(row.latency_ms_p95, ".1f"),
+        number(row.gflops_per_image, ".2f"),
+        number(row.fraction_of_fp32_peak, ".0%"),
+        number(row.ratio_to_keras, ".2f"),
+        f"{row.peak_memory_mb:.0f}" + ("*" if row.converted_in_run else ""),
+        number(row.cold_start_s, ".2f"),
+    ]
+
+
+def bench_preamble(env: dict[str, Any]) -> str:
+    return (
+        f"imagenet-zoo bench, {env['date']}: {env['cpu']}, {env['cores']} cores, OpenVINO {env['openvino']}; "
+        f"fp32 sgemm {env['fp32_sgemm_gflops']} GFLOP/s\n"
+        "peak MB: the worker process's peak resident memory (* includes converting the model this run)"
+    )
+
+
+def bench_header() -> str:
+    return " ".join(fmt.format(name) for name, fmt in _BENCH_COLUMNS)
+
+
+def bench_row(row: Row) -> str:
+    return " ".join(
+        fmt.format(cell) for (_, fmt), cell in zip(_BENCH_COLUMNS, _bench_cells(row), strict=True)
+    )
+
+
+def bench_dict(row: Row) -> dict[str, Any]:
+    data = asdict(row)
+    return {k: (None if isinstance(v, float) and v != v else v) for k, v in data.items()}  # NaN -> null
+
+
+def bench_markdown(env: dict[str, Any], rows: list[Row]) -> str:
+    names = [name for name, _ in _BENCH_COLUMNS]
+    lines = [
+        bench_preamble(env).replace("\n", "  \n"),
+        "",
+        "| " + " | ".join(names) + " |",
+        "|" + "|".join("---" for _ in names) + "|",
+        *("| " + " | ".join(_bench_cells(row)) + " |" for row in rows),
+    ]
+    return "\n".join(lines) + "\n"

@@ -42,20 +42,23 @@ def _openvino() -> Any:
     return openvino
 
 
-def ir_dir(model: RegisteredModel, precision: Precision = "fp32") -> Path:
-    """The cache folder of a model's IR: fp32 (also compiled as bf16) or int8."""
+def ir_dir(model: RegisteredModel, precision: Precision = "fp32", *, random_weights: bool = False) -> Path:
+    """The cache folder of a model's IR: fp32 (also compiled as bf16) or int8.
+
+    `random_weights` IRs (for benchmarking models whose weights are not on this machine) live under
+    their own key, so they can never be mistaken for the pretrained ones.
+    """
     spec = model.spec
-    key = json.dumps(
-        [
-            _CONVERSION_VERSION,
-            spec.weights.hash,
-            repr(spec.data_config),
-            spec.num_classes,
-            _openvino().get_version(),
-        ]
-    )
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    variant = "int8" if precision == "int8" else "fp32"
+    weights_key = "random" if random_weights else spec.weights.hash
+    key = [
+        _CONVERSION_VERSION,
+        weights_key,
+        repr(spec.data_config),
+        spec.num_classes,
+        _openvino().get_version(),
+    ]
+    digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
+    variant = ("int8" if precision == "int8" else "fp32") + ("-random" if random_weights else "")
     return cache_dir() / "openvino" / spec.name / f"{digest}-{variant}"
 
 
@@ -80,16 +83,20 @@ def write_ir(ov_model: Any, dest: Path, meta: dict[str, Any]) -> None:
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
-def convert_to_ir(model: RegisteredModel, *, progress: bool = True) -> Path:
+def convert_to_ir(model: RegisteredModel, *, progress: bool = True, random_weights: bool = False) -> Path:
     """The fp32 IR of `model`, converting it from Keras (with its pretrained weights) if not cached."""
-    dest = ir_dir(model)
+    dest = ir_dir(model, random_weights=random_weights)
     with exclusive_lock(dest):
         if not (dest / IR_FILE).is_file():
-            weights = model.weights.fetch(model.spec, progress=progress)
+            weights = None if random_weights else model.weights.fetch(model.spec, progress=progress)
             ov_model = keras_to_openvino(
                 lambda: model.build(weights=weights, include_top=True, pooling=None, input_shape=None)
             )
-            write_ir(ov_model, dest, {"model": model.spec.name, "weights_hash": model.spec.weights.hash})
+            meta = {
+                "model": model.spec.name,
+                "weights_hash": None if random_weights else model.spec.weights.hash,
+            }
+            write_ir(ov_model, dest, meta)
     return dest / IR_FILE
 
 
@@ -137,22 +144,25 @@ class OpenVinoEngine:
 
 
 def load_engine(
-    model: RegisteredModel, precision: Precision = "fp32", *, progress: bool = True
+    model: RegisteredModel,
+    precision: Precision = "fp32",
+    *,
+    progress: bool = True,
+    random_weights: bool = False,
 ) -> OpenVinoEngine:
     """An engine for `model`, from the cached IR (converted now if needed; int8 must be quantized first)."""
     if precision not in PRECISIONS:
-        raise UnsupportedPrecisionError(
-            f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}"
-        )
+        choices = ", ".join(PRECISIONS)
+        raise UnsupportedPrecisionError(f"unknown precision {precision!r}; choose one of: {choices}")
     if precision == "int8":
-        xml = ir_dir(model, "int8") / IR_FILE
+        xml = ir_dir(model, "int8", random_weights=random_weights) / IR_FILE
         if not xml.is_file():
             raise QuantizedModelMissingError(
                 f"no int8 model for {model.spec.name} yet: run "
                 f"`imagenet-zoo quantize {model.spec.name} --calibration DIR` with a folder of your photos"
             )
     else:
-        xml = convert_to_ir(model, progress=progress)
+        xml = convert_to_ir(model, progress=progress, random_weights=random_weights)
     return OpenVinoEngine(xml, precision)
 
 

@@ -1,0 +1,309 @@
+"""`imagenet-zoo bench`: throughput and latency of every engine, as ratios to Keras `predict` in one run.
+
+Each (model, engine, precision) is measured in a fresh worker process, so its peak memory is its own
+(including the one-time conversion when the IR was not cached yet) and no engine's thread pools disturb
+another's. The parent measures the machine's fp32 matrix-multiply rate first, so every row also says
+what fraction of that ceiling it reaches, and always measures Keras `predict` (the tutorial's way), so
+every row gets a ratio to it. Models whose weights are not on this machine run with random weights
+(speed does not depend on weight values) and are labelled so.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
+from importlib.resources import as_file, files
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imagenet_zoo.errors import QuantizedModelMissingError, UsageError
+from imagenet_zoo.registry import RegisteredModel, default_registry
+
+BASELINE = "keras.predict"
+ENGINES = ("keras", "openvino")
+WARMUP_RUNS = 3
+MIN_TIMED_RUNS = 5
+
+
+@dataclass(frozen=True)
+class Job:
+    """One worker's work: a model on one engine and precision, at several batch sizes."""
+
+    model: str
+    engine: str  # "keras.predict" (the baseline), "keras" or "openvino"
+    precision: str
+    batch_sizes: tuple[int, ...]
+    seconds: float
+    random_weights: bool
+    calibration: str | None = None
+
+
+@dataclass
+class Row:
+    model: str
+    engine: str
+    precision: str
+    batch_size: int
+    weights: str  # "pretrained" or "random"
+    images_per_second: float
+    latency_ms_p50: float
+    latency_ms_p95: float
+    gflops_per_image: float
+    peak_memory_mb: float
+    converted_in_run: bool
+    fraction_of_fp32_peak: float | None = None
+    ratio_to_keras: float | None = None
+    cold_start_s: float | None = None
+    mode: str = "inference"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def measure_sgemm_gflops() -> float:
+    """fp32 matrix-multiply rate of this machine (numpy sgemm 4096^2, all cores), in GFLOP/s.
+
+    Runs in a child without OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE, which some machines set to work around
+    old OpenBLAS bugs and which make a current numpy pick slower kernels than the CPU can run.
+    """
+    code = (
+        "import numpy as np, time\n"
+        "a = np.random.default_rng(0).random((4096, 4096), dtype=np.float32); b = a.T.copy(); a @ b\n"
+        "times = []\n"
+        "for _ in range(3):\n"
+        "    t = time.perf_counter(); a @ b; times.append(time.perf_counter() - t)\n"
+        "print(2 * 4096**3 / min(times) / 1e9)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return float(out.stdout.strip())
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def time_runs(run: Callable[[], object], seconds: float) -> list[float]:
+    """Latencies in seconds: warm-up first, then at least `seconds` (and MIN_TIMED_RUNS runs) of calls."""
+    for _ in range(WARMUP_RUNS):
+        run()
+    latencies: list[float] = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds or len(latencies) < MIN_TIMED_RUNS:
+        t = time.perf_counter()
+        run()
+        latencies.append(time.perf_counter() - t)
+    return latencies
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def _runner(job: Job, model: RegisteredModel) -> tuple[Callable[[np.ndarray], object], bool]:
+    """The call to time for `job`, and whether a conversion happened while preparing it."""
+    if job.engine in (BASELINE, "keras"):
+        weights = None if job.random_weights else model.weights.fetch(model.spec, progress=False)
+        keras_model = model.build(weights=weights, include_top=True, pooling=None, input_shape=None)
+        if job.engine == BASELINE:
+            return (lambda x: keras_model.predict(x, verbose=0)), False
+        return keras_model.predict_on_batch, False
+    from imagenet_zoo.engines.openvino import IR_FILE, ir_dir, load_engine
+
+    converted = not (ir_dir(model, random_weights=job.random_weights) / IR_FILE).is_file()
+    if (
+        job.precision == "int8"
+        and not (ir_dir(model, "int8", random_weights=job.random_weights) / IR_FILE).is_file()
+    ):
+        if job.calibration is None:
+            raise QuantizedModelMissingError(
+                f"no int8 model for {model.spec.name}: pass --calibration DIR to quantize one first"
+            )
+        from imagenet_zoo.quantize import quantize
+
+        quantize(model, Path(job.calibration), progress=False, random_weights=job.random_weights)
+        converted = True
+    engine = load_engine(model, job.precision, progress=False, random_weights=job.random_weights)  # type: ignore[arg-type]
+    return engine.infer, converted
+
+
+def run_job(job: Job) -> list[Row]:
+    """Measure one job in this process (the worker side)."""
+    model = default_registry().get(job.model)
+    run, converted = _runner(job, model)
+    size = model.spec.data_config.input_size
+    rows = []
+    for batch_size in job.batch_sizes:
+        batch = np.random.default_rng(0).uniform(-1, 1, size=(batch_size, size, size, 3)).astype(np.float32)
+        latencies = time_runs(partial(run, batch), job.seconds)
+        rows.append(
+            Row(
+                model=job.model,
+                engine=job.engine,
+                precision=job.precision,
+                batch_size=batch_size,
+                weights="random" if job.random_weights else "pretrained",
+                images_per_second=batch_size * len(latencies) / sum(latencies),
+                latency_ms_p50=1000 * statistics.median(latencies),
+                latency_ms_p95=1000 * _percentile(latencies, 95),
+                gflops_per_image=model.spec.gflops,
+                peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                converted_in_run=converted,
+            )
+        )
+    return rows
+
+
+def run_end_to_end(job: Job, folder: Path) -> list[Row]:
+    """Decode + preprocess + infer over real files with the classifier's overlapped pipeline (worker side)."""
+    from imagenet_zoo.classifier import Classifier
+    from imagenet_zoo.images import find_images
+
+    model = default_registry().get(job.model)
+    run, converted = _runner(job, model)
+    engine = _CallableEngine(job.engine, run)
+    paths = find_images([str(folder)])
+    if not paths:
+        raise UsageError(f"no image files in {folder}")
+    rows = []
+    for batch_size in job.batch_sizes:
+        classifier = Classifier(model.spec, engine, batch_size=batch_size)
+        classifier.classify_many(paths[: 2 * batch_size])  # warm-up
+        start = time.perf_counter()
+        results = classifier.classify_many(paths)
+        elapsed = time.perf_counter() - start
+        rows.append(
+            Row(
+                model=job.model,
+                engine=job.engine,
+                precision=job.precision,
+                batch_size=batch_size,
+                weights="random" if job.random_weights else "pretrained",
+                images_per_second=len(paths) / elapsed,
+                latency_ms_p50=float("nan"),
+                latency_ms_p95=float("nan"),
+                gflops_per_image=model.spec.gflops,
+                peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                converted_in_run=converted,
+                mode="end_to_end",
+                extra={"files": len(paths), "failed": sum(not r.ok for r in results)},
+            )
+        )
+    return rows
+
+
+@dataclass
+class _CallableEngine:
+    name: str
+    run: Callable[[np.ndarray], object]
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self.run(batch), dtype=np.float32)
+
+
+def _worker_command(job: Job, end_to_end: Path | None) -> list[str]:
+    payload = json.dumps({"job": asdict(job), "end_to_end": str(end_to_end) if end_to_end else None})
+    return [sys.executable, "-m", "imagenet_zoo.bench", payload]
+
+
+def run_in_worker(job: Job, end_to_end: Path | None) -> list[Row]:
+    proc = subprocess.run(_worker_command(job, end_to_end), capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        message = (
+            proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
+        )
+        raise UsageError(f"benchmark of {job.model} on {job.engine} {job.precision} failed: {message}")
+    return [Row(**row) for row in json.loads(proc.stdout.strip().splitlines()[-1])]
+
+
+def cold_start_seconds(model: str, engine: str, precision: str) -> float:
+    """Wall time of `imagenet-zoo classify PHOTO` in a new process (the IR being cached already)."""
+    with as_file(files("imagenet_zoo.selftest").joinpath("coffee.png")) as photo:
+        argv = ["classify", str(photo), "--model", model, "--engine", engine, "--precision", precision]
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "imagenet_zoo", *argv], capture_output=True, check=True)
+        return time.perf_counter() - start
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    models: list[str]
+    engines: list[str]
+    precisions: list[str]
+    batch_sizes: list[int]
+    seconds: float
+    calibration: str | None = None
+    end_to_end: Path | None = None
+    cold_start: bool = True
+
+    def jobs(self) -> Iterator[Job]:
+        registry = default_registry()
+        for name in self.models:
+            model = registry.get(name)
+            random = model.spec.weights.url is not None and not model.weights.is_present(model.spec)
+            base = Job(
+                name, BASELINE, "fp32", tuple(self.batch_sizes), self.seconds, random, self.calibration
+            )
+            yield base
+            for engine in self.engines:
+                for precision in self.precisions if engine == "openvino" else ["fp32"]:
+                    yield replace(base, engine=engine, precision=precision)
+
+
+def run_plan(plan: BenchPlan, sgemm_gflops: float, report: Callable[[Row], None]) -> list[Row]:
+    """Run every job of `plan` in its own worker; rows get their ratio and peak fraction as they come."""
+    rows: list[Row] = []
+    baseline: dict[tuple[str, int], float] = {}
+    for job in plan.jobs():
+        for row in run_in_worker(job, plan.end_to_end if job.engine != BASELINE else None):
+            if job.engine == BASELINE:
+                baseline[(row.model, row.batch_size)] = row.images_per_second
+            row.fraction_of_fp32_peak = row.images_per_second * row.gflops_per_image / sgemm_gflops
+            if row.mode == "inference":
+                row.ratio_to_keras = row.images_per_second / baseline[(row.model, row.batch_size)]
+            first_batch = row.batch_size == min(plan.batch_sizes)
+            real = row.weights == "pretrained" and row.mode == "inference"
+            if plan.cold_start and first_batch and real and job.engine == "openvino":
+                row.cold_start_s = cold_start_seconds(job.model, job.engine, job.precision)
+            rows.append(row)
+            report(row)
+    return rows
+
+
+def environment(sgemm_gflops: float) -> dict[str, Any]:
+    import openvino
+
+    return {
+        "date": datetime.date.today().isoformat(),
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "fp32_sgemm_gflops": round(sgemm_gflops, 1),
+        "openvino": openvino.get_version().split("-")[0],
+    }
+
+
+def _worker_main(payload: str) -> None:
+    spec = json.loads(payload)
+    job = Job(**{**spec["job"], "batch_sizes": tuple(spec["job"]["batch_sizes"])})
+    rows = run_end_to_end(job, Path(spec["end_to_end"])) if spec["end_to_end"] else run_job(job)
+    sys.stdout.write("\n" + json.dumps([asdict(row) for row in rows]) + "\n")
+
+
+if __name__ == "__main__":
+    _worker_main(sys.argv[1])
