@@ -48,7 +48,9 @@ def test_the_ir_is_converted_once_and_reused(with_lite0: Path) -> None:
     mtime = xml.stat().st_mtime_ns
     imagenet_zoo.load("lite0")
     assert xml.stat().st_mtime_ns == mtime
-    assert [p.name for p in xml.parent.parent.iterdir() if p.name.startswith(".")] == []  # no temporary folders
+    assert [
+        p.name for p in xml.parent.parent.iterdir() if p.name.startswith(".")
+    ] == []  # no temporary folders
 
 
 def test_the_ir_key_covers_weights_input_contract_and_openvino_version(

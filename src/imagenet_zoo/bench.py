@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from imagenet_zoo.errors import QuantizedModelMissingError, UsageError
+from imagenet_zoo.errors import ImagenetZooError, QuantizedModelMissingError, UsageError
 from imagenet_zoo.registry import RegisteredModel, default_registry
 
 BASELINE = "keras.predict"
@@ -153,21 +153,31 @@ def run_job(job: Job) -> list[Row]:
         batch = np.random.default_rng(0).uniform(-1, 1, size=(batch_size, size, size, 3)).astype(np.float32)
         latencies = time_runs(partial(run, batch), job.seconds)
         rows.append(
-            Row(
-                model=job.model,
-                engine=job.engine,
-                precision=job.precision,
-                batch_size=batch_size,
-                weights="random" if job.random_weights else "pretrained",
+            _row(
+                job,
+                model,
+                batch_size,
                 images_per_second=batch_size * len(latencies) / sum(latencies),
                 latency_ms_p50=1000 * statistics.median(latencies),
                 latency_ms_p95=1000 * _percentile(latencies, 95),
-                gflops_per_image=model.spec.gflops,
-                peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 converted_in_run=converted,
             )
         )
     return rows
+
+
+def _row(job: Job, model: RegisteredModel, batch_size: int, **measured: Any) -> Row:
+    """A result row: the job's identity, the model's FLOPs and this process's peak memory so far."""
+    return Row(
+        model=job.model,
+        engine=job.engine,
+        precision=job.precision,
+        batch_size=batch_size,
+        weights="random" if job.random_weights else "pretrained",
+        gflops_per_image=model.spec.gflops,
+        peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        **measured,
+    )
 
 
 def run_end_to_end(job: Job, folder: Path) -> list[Row]:
@@ -189,17 +199,13 @@ def run_end_to_end(job: Job, folder: Path) -> list[Row]:
         results = classifier.classify_many(paths)
         elapsed = time.perf_counter() - start
         rows.append(
-            Row(
-                model=job.model,
-                engine=job.engine,
-                precision=job.precision,
-                batch_size=batch_size,
-                weights="random" if job.random_weights else "pretrained",
+            _row(
+                job,
+                model,
+                batch_size,
                 images_per_second=len(paths) / elapsed,
-                latency_ms_p50=float("nan"),
+                latency_ms_p50=float("nan"),  # one timed pass over the folder: no per-batch latencies
                 latency_ms_p95=float("nan"),
-                gflops_per_image=model.spec.gflops,
-                peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 converted_in_run=converted,
                 mode="end_to_end",
                 extra={"files": len(paths), "failed": sum(not r.ok for r in results)},
@@ -298,12 +304,17 @@ def environment(sgemm_gflops: float) -> dict[str, Any]:
     }
 
 
-def _worker_main(payload: str) -> None:
+def _worker_main(payload: str) -> int:
     spec = json.loads(payload)
     job = Job(**{**spec["job"], "batch_sizes": tuple(spec["job"]["batch_sizes"])})
-    rows = run_end_to_end(job, Path(spec["end_to_end"])) if spec["end_to_end"] else run_job(job)
+    try:
+        rows = run_end_to_end(job, Path(spec["end_to_end"])) if spec["end_to_end"] else run_job(job)
+    except ImagenetZooError as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     sys.stdout.write("\n" + json.dumps([asdict(row) for row in rows]) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    _worker_main(sys.argv[1])
+    sys.exit(_worker_main(sys.argv[1]))

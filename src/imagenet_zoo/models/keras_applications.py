@@ -7,8 +7,15 @@ from typing import Any
 
 from imagenet_zoo.models._keras import import_keras
 from imagenet_zoo.registry import ModelBuilder, Pooling
+from imagenet_zoo.specs import WeightsFile
 
 KERAS_WEIGHTS_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+
+def keras_weights_file(folder: str, model: str, md5: str, size: int, *, notop: bool = False) -> WeightsFile:
+    """An official Keras weights file, named and hosted as `keras.applications` names and hosts it."""
+    filename = f"{model}_weights_tf_dim_ordering_tf_kernels{'_notop' if notop else ''}.h5"
+    return WeightsFile(filename, md5, size, url=f"{KERAS_WEIGHTS_BASE}{folder}/{filename}")
 
 
 def keras_application(constructor: str) -> ModelBuilder:

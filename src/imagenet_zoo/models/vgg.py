@@ -1,25 +1,22 @@
 """VGG16 and VGG19 (Simonyan & Zisserman, 2014): Keras's builders and the official Keras weights."""
 
-from imagenet_zoo.models.keras_applications import KERAS_WEIGHTS_BASE, keras_application
+from imagenet_zoo.models.keras_applications import keras_application, keras_weights_file
 from imagenet_zoo.registry import RegisteredModel
-from imagenet_zoo.specs import Accuracy, DataConfig, ModelSpec, WeightsFile
+from imagenet_zoo.specs import Accuracy, DataConfig, ModelSpec
 from imagenet_zoo.weights.store import DownloadedWeights
 
 # Ported from Oxford's Caffe release: BGR input, ImageNet mean subtracted, no scaling.
 _DATA = DataConfig(input_size=224, mode="caffe")
 
 
-def _weights(name: str, md5: str, size: int, *, notop: bool = False) -> WeightsFile:
-    filename = f"{name}_weights_tf_dim_ordering_tf_kernels{'_notop' if notop else ''}.h5"
-    return WeightsFile(filename, md5, size, url=f"{KERAS_WEIGHTS_BASE}{name}/{filename}")
-
-
 VGG16 = ModelSpec(
     name="vgg16",
     family="vgg",
     data_config=_DATA,
-    weights=_weights("vgg16", "64373286793e3c8b2b4e3219cbf3544b", 553_467_096),
-    weights_notop=_weights("vgg16", "6d6bbae143d832006294945121d1f1fc", 58_889_256, notop=True),
+    weights=keras_weights_file("vgg16", "vgg16", "64373286793e3c8b2b4e3219cbf3544b", 553_467_096),
+    weights_notop=keras_weights_file(
+        "vgg16", "vgg16", "6d6bbae143d832006294945121d1f1fc", 58_889_256, notop=True
+    ),
     num_params=138_357_544,
     gflops=30.941,
     accuracy=Accuracy(71.3, 90.1),
@@ -32,8 +29,10 @@ VGG19 = ModelSpec(
     name="vgg19",
     family="vgg",
     data_config=_DATA,
-    weights=_weights("vgg19", "cbe5617147190e668d6c5d5026f83318", 574_710_816),
-    weights_notop=_weights("vgg19", "253f8cb515780f3b799900260a226db6", 80_134_624, notop=True),
+    weights=keras_weights_file("vgg19", "vgg19", "cbe5617147190e668d6c5d5026f83318", 574_710_816),
+    weights_notop=keras_weights_file(
+        "vgg19", "vgg19", "253f8cb515780f3b799900260a226db6", 80_134_624, notop=True
+    ),
     num_params=143_667_240,
     gflops=39.264,
     accuracy=Accuracy(71.3, 90.0),

@@ -1,28 +1,18 @@
 """Xception (Chollet, 2016): Keras's builder and the official Keras weights."""
 
-from imagenet_zoo.models.keras_applications import KERAS_WEIGHTS_BASE, keras_application
+from imagenet_zoo.models.keras_applications import keras_application, keras_weights_file
 from imagenet_zoo.registry import RegisteredModel
-from imagenet_zoo.specs import Accuracy, DataConfig, ModelSpec, WeightsFile
+from imagenet_zoo.specs import Accuracy, DataConfig, ModelSpec
 from imagenet_zoo.weights.store import DownloadedWeights
-
-_URL = f"{KERAS_WEIGHTS_BASE}xception/"
 
 XCEPTION = ModelSpec(
     name="xception",
     family="xception",
     # Trained by the Keras team in TensorFlow: RGB scaled to [-1, 1], 299x299.
     data_config=DataConfig(input_size=299, mode="tf"),
-    weights=WeightsFile(
-        "xception_weights_tf_dim_ordering_tf_kernels.h5",
-        "0a58e3b7378bc2990ea3b43d5981f1f6",
-        91_884_032,
-        url=f"{_URL}xception_weights_tf_dim_ordering_tf_kernels.h5",
-    ),
-    weights_notop=WeightsFile(
-        "xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        "b0042744bf5b25fce3cb969f33bebb97",
-        83_683_744,
-        url=f"{_URL}xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    weights=keras_weights_file("xception", "xception", "0a58e3b7378bc2990ea3b43d5981f1f6", 91_884_032),
+    weights_notop=keras_weights_file(
+        "xception", "xception", "b0042744bf5b25fce3cb969f33bebb97", 83_683_744, notop=True
     ),
     num_params=22_855_952,
     gflops=16.715,
