@@ -9,6 +9,7 @@ from typing import Any, Literal
 from imagenet_zoo.classifier import Classifier
 from imagenet_zoo.engines.base import Engine
 from imagenet_zoo.engines.keras import KerasEngine
+from imagenet_zoo.engines.openvino import PRECISIONS
 from imagenet_zoo.errors import UnsupportedPrecisionError, UsageError
 from imagenet_zoo.images import DEFAULT_MAX_PIXELS
 from imagenet_zoo.registry import Pooling, RegisteredModel, Registry, default_registry
@@ -18,7 +19,6 @@ DEFAULT_MODEL = "efficientnet_lite0"
 # OpenVINO is the default: same top-5 as Keras on the parity tests, 3-10x faster, no TensorFlow at run time.
 ENGINES = ("openvino", "keras")
 DEFAULT_ENGINE = "openvino"
-PRECISIONS = ("fp32", "bf16", "int8")
 
 
 def _lookup(name: str, registry: Registry | None) -> RegisteredModel:
@@ -78,7 +78,7 @@ def load_engine(
         return KerasEngine(create_model(model.spec.name, progress=progress, registry=registry))
     from imagenet_zoo.engines.openvino import load_engine as load_openvino
 
-    return load_openvino(model, precision, progress=progress)  # type: ignore[arg-type]
+    return load_openvino(model, precision, progress=progress)
 
 
 def load(

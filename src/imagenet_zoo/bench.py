@@ -32,7 +32,6 @@ from imagenet_zoo.errors import ImagenetZooError, QuantizedModelMissingError, Us
 from imagenet_zoo.registry import RegisteredModel, default_registry
 
 BASELINE = "keras.predict"
-ENGINES = ("keras", "openvino")
 WARMUP_RUNS = 3
 MIN_TIMED_RUNS = 5
 

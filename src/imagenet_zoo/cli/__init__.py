@@ -6,8 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from imagenet_zoo.api import DEFAULT_ENGINE, ENGINES, PRECISIONS
+from imagenet_zoo.api import DEFAULT_ENGINE, ENGINES
 from imagenet_zoo.cli import commands
+from imagenet_zoo.engines.openvino import PRECISIONS
 from imagenet_zoo.errors import ImagenetZooError, UsageError
 from imagenet_zoo.registry import default_registry
 
