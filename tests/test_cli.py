@@ -83,7 +83,7 @@ def test_json_output_keeps_input_order_and_reports_each_broken_file(
     errors = {r["path"]: r["error"] for r in results if "error" in r}
     for error_type, path in broken_files.items():
         assert errors[str(path)]["type"] == error_type and errors[str(path)]["message"]
-    assert "5 of 7 inputs could not be classified" in err and "Traceback" not in err
+    assert "classified 2 of 7 photos" in err and "5 could not be classified" in err and "Traceback" not in err
 
 
 def test_table_output_and_top_k(with_lite0: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -140,8 +140,9 @@ def test_folders_are_expanded(with_lite0: Path, tmp_path: Path, capsys: pytest.C
     Image.open(CHELSEA).save(folder / "sub" / "a.jpg")
     (folder / "readme.txt").write_text("skip me")
     code, out, _ = _run(["classify", str(folder), "--format", "json", "--top", "1"], capsys)
-    assert code == 0
-    assert [Path(r["path"]).name for r in json.loads(out)] == ["b.png", "a.jpg"]
+    assert code == 0 and [Path(r["path"]).name for r in json.loads(out)] == ["b.png"]
+    code, out, _ = _run(["classify", str(folder), "--recursive", "--format", "json", "--top", "1"], capsys)
+    assert code == 0 and [Path(r["path"]).name for r in json.loads(out)] == ["b.png", "a.jpg"]
 
 
 def test_models_table(capsys: pytest.CaptureFixture[str]) -> None:

@@ -89,6 +89,7 @@ def load(
     resize: ResizeMode | None = None,
     batch_size: int = 8,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    workers: int | None = None,
     progress: bool = True,
     registry: Registry | None = None,
 ) -> Classifier:
@@ -104,4 +105,6 @@ def load(
     data_config = (
         spec.data_config if resize is None else dataclasses.replace(spec.data_config, resize_mode=resize)
     )
-    return Classifier(spec, runner, data_config=data_config, batch_size=batch_size, max_pixels=max_pixels)
+    return Classifier(
+        spec, runner, data_config=data_config, batch_size=batch_size, max_pixels=max_pixels, workers=workers
+    )

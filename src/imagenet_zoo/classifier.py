@@ -6,8 +6,9 @@ never costs the other files their predictions.
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, overload
@@ -88,6 +89,11 @@ class Classification:
         }
 
 
+def _chunked(items: Iterator[ImageSource], size: int) -> Iterator[list[ImageSource]]:
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
@@ -114,9 +120,11 @@ class Classifier:
         data_config: DataConfig | None = None,
         batch_size: int = 8,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        workers: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        self.workers = workers or os.cpu_count() or 1
         self.spec = spec
         self.engine = engine
         self.data_config = data_config or spec.data_config
@@ -144,22 +152,27 @@ class Classifier:
         return result
 
     def classify_many(self, inputs: Iterable[ImageSource], *, top: int = 5) -> list[Classification]:
-        """Classify in batches of `batch_size`, decoding the next batch while the engine runs this one."""
+        """Classify every input, in input order (see `iter_classify`)."""
+        return list(self.iter_classify(inputs, top=top))
+
+    def iter_classify(self, inputs: Iterable[ImageSource], *, top: int = 5) -> Iterator[Classification]:
+        """Yield results in input order as each batch of `batch_size` completes.
+
+        The next batch is decoded by `workers` threads while the engine runs the current one (Pillow
+        releases the GIL while decoding and resizing), so decoding and inference overlap.
+        """
         if not 1 <= top <= self.spec.num_classes:
             raise ValueError(f"top must be between 1 and {self.spec.num_classes}")
-        sources = list(inputs)
-        chunks = [sources[i : i + self.batch_size] for i in range(0, len(sources), self.batch_size)]
-        results: list[Classification] = []
-        # Pillow releases the GIL while decoding and resizing, so threads overlap with inference.
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            upcoming = [pool.submit(self._prepare, s) for s in chunks[0]] if chunks else []
-            for k, chunk in enumerate(chunks):
+        chunks = _chunked(iter(inputs), self.batch_size)
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            chunk = next(chunks, None)
+            upcoming = [pool.submit(self._prepare, s) for s in chunk or []]
+            while chunk is not None:
                 prepared = [future.result() for future in upcoming]
-                upcoming = (
-                    [pool.submit(self._prepare, s) for s in chunks[k + 1]] if k + 1 < len(chunks) else []
-                )
-                results.extend(self._finish(chunk, prepared, top))
-        return results
+                following = next(chunks, None)
+                upcoming = [pool.submit(self._prepare, s) for s in following or []]
+                yield from self._finish(chunk, prepared, top)
+                chunk = following
 
     def _prepare(self, source: ImageSource) -> tuple[InputInfo, np.ndarray] | ErrorInfo:
         """Pre-processing of one input: decode, then resize/crop/scale; a bad input becomes its error."""

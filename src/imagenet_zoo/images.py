@@ -7,6 +7,7 @@ bombs from the header, before any pixel is allocated.
 
 from __future__ import annotations
 
+import glob
 import io
 import os
 import warnings
@@ -61,18 +62,36 @@ IMAGE_SUFFIXES = frozenset(
 )
 
 
-def find_images(paths: list[str]) -> list[str]:
-    """Files as given; folders become their image files (by suffix, recursively, sorted)."""
+def find_images(paths: list[str], *, recursive: bool = False) -> list[str]:
+    """Expand what a user typed into image files, in a stable order.
+
+    Files are kept as given (a broken one is reported later, not dropped); folders yield their image files
+    (by suffix), descending into sub-folders only with `recursive` and never through a symlinked folder, so
+    a symlink loop cannot trap the walk; a pattern such as `photos/*.jpg` or `**/*.png` that names no
+    existing path is expanded as a glob.
+    """
     found: list[str] = []
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            found.extend(
-                str(p) for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            )
+            found.extend(_images_in(path, recursive))
+        elif not path.exists() and any(c in given for c in "*?["):
+            found.extend(sorted(p for p in glob.glob(given, recursive=True) if Path(p).is_file()))
         else:
             found.append(given)
     return found
+
+
+def _images_in(folder: Path, recursive: bool) -> list[str]:
+    images: list[str] = []
+    for root, dirs, names in os.walk(folder, followlinks=False):
+        dirs.sort()
+        images.extend(
+            os.path.join(root, n) for n in sorted(names) if Path(n).suffix.lower() in IMAGE_SUFFIXES
+        )
+        if not recursive:
+            break
+    return images
 
 
 def describe_source(source: ImageSource) -> str:

@@ -54,13 +54,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imagenet-zoo", description="Classify photos with ImageNet CNNs.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    classify = sub.add_parser("classify", help="top-k ImageNet labels for photos (files or folders)")
-    classify.add_argument("photos", nargs="+", metavar="PHOTO", help="image files, or folders of them")
+    classify = sub.add_parser("classify", help="top-k ImageNet labels for photos, folders or globs")
+    classify.add_argument("photos", nargs="+", metavar="PHOTO", help="image files, folders or glob patterns")
+    classify.add_argument("--recursive", action="store_true", help="also classify photos in sub-folders")
+    classify.add_argument("--output", metavar="FILE", help="stream results to FILE (.csv, .jsonl or .json)")
+    classify.add_argument("--resume", action="store_true", help="skip photos already in --output")
+    classify.add_argument("--quiet", action="store_true", help="no progress bar")
+    classify.add_argument("--workers", type=_positive, help="decoding threads (default: one per core)")
     classify.add_argument("--model", type=_model_name, default="efficientnet_lite0")
     classify.add_argument("--top", type=_top_k, default=5, help="how many labels per photo (default 5)")
     classify.add_argument("--format", choices=("table", "json"), default="table")
     classify.add_argument(
         "--annotate", metavar="OUT", help="write labelled images: a file for one photo, else a folder"
+    )
+    classify.add_argument(
+        "--annotate-dir", metavar="DIR", help="write a labelled copy of every photo into DIR"
+    )
+    classify.add_argument(
+        "--sheet", metavar="FILE", help="write a contact sheet of labelled thumbnails to FILE"
     )
     classify.add_argument(
         "--resize",

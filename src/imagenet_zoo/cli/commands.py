@@ -5,71 +5,114 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
-from imagenet_zoo.annotate import annotate
+from imagenet_zoo.annotate import AnnotationWriter
 from imagenet_zoo.api import load
-from imagenet_zoo.classifier import Classification
+from imagenet_zoo.classifier import Classification, ErrorInfo
 from imagenet_zoo.cli import output
 from imagenet_zoo.errors import UsageError
-from imagenet_zoo.images import decode_image, find_images
+from imagenet_zoo.images import find_images
+from imagenet_zoo.progress import Progress
 from imagenet_zoo.registry import default_registry
+from imagenet_zoo.results_io import JsonArrayWriter, ResultsFile
 
 
 def classify(args: argparse.Namespace) -> int:
-    sources = find_images(args.photos)
+    sources = find_images(args.photos, recursive=args.recursive)
     if not sources:
-        raise UsageError("no image files found in the given folders")
+        raise UsageError("no image files found (use --recursive for sub-folders)")
+    if args.resume and not args.output:
+        raise UsageError("--resume needs --output")
+    results_file = ResultsFile(Path(args.output), top=args.top, resume=args.resume) if args.output else None
+    todo = [s for s in sources if results_file is None or s not in results_file.done]
+    annotations = _annotation_writer(args, single=len(sources) == 1)
     classifier = load(
         args.model,
         engine=args.engine,
         precision=args.precision,
         resize=args.resize,
         batch_size=args.batch_size,
+        workers=args.workers,
     )
-    results = classifier.classify_many(sources, top=args.top)
-    if args.format == "json":
-        json.dump([r.to_dict() for r in results], sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        sys.stdout.write(output.results_table(results))
-    sys.stdout.flush()  # results are out before annotation, which may still fail on a bad OUT path
-    if args.annotate:
-        write_annotations(results, Path(args.annotate))
-    failed = sum(not r.ok for r in results)
-    if failed:
-        print(f"imagenet-zoo: {failed} of {len(results)} inputs could not be classified", file=sys.stderr)
-    return 1 if failed else 0
+    sink = results_file or (_JsonStdout() if args.format == "json" else _TableStdout())
+    progress = Progress("Classifying", len(todo), unit="img", enabled=False if args.quiet else None)
+    failures: list[tuple[str, ErrorInfo]] = []
+    start = time.monotonic()
+    with sink:
+        for result in classifier.iter_classify(todo, top=args.top):
+            sink.write(result)
+            annotations.add(result)
+            progress.update()
+            if result.error is not None:
+                failures.append((result.source, result.error))
+    progress.close()
+    annotations.finish()
+    results_path = results_file.path if results_file else None
+    _summarize(len(todo), len(sources) - len(todo), failures, time.monotonic() - start, results_path)
+    return 1 if failures else 0
 
 
-def write_annotations(results: list[Classification], out: Path) -> None:
-    """One labelled image per classified input: `out` itself for a single input, else files in it."""
-    single = len(results) == 1
-    if not single:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"cannot create the annotation folder {out}: {exc}") from exc
-    used: set[str] = set()
-    for result in results:
-        if not result.ok:
-            continue
-        image = annotate(decode_image(result.source).image, result.top)
-        target = out if single else out / _unique_name(Path(result.source).stem, used)
-        target = target if target.suffix else target.with_suffix(".jpg")
-        try:
-            image.save(target)
-        except (ValueError, OSError) as exc:  # unknown extension, missing folder, no permission
-            raise UsageError(f"cannot write the annotated image {target}: {exc}") from exc
+def _annotation_writer(args: argparse.Namespace, *, single: bool) -> AnnotationWriter:
+    """`--annotate OUT`: a file for one photo, a folder for several. `--annotate-dir`: always a folder."""
+    folder = args.annotate_dir or (args.annotate if not single else None)
+    return AnnotationWriter(
+        file=Path(args.annotate) if args.annotate and single else None,
+        folder=Path(folder) if folder else None,
+        sheet=Path(args.sheet) if args.sheet else None,
+    )
 
 
-def _unique_name(stem: str, used: set[str]) -> str:
-    name, n = f"{stem}.jpg", 1
-    while name in used:
-        n += 1
-        name = f"{stem}-{n}.jpg"
-    used.add(name)
-    return name
+class _TableStdout:
+    def write(self, result: Classification) -> None:
+        sys.stdout.write(output.results_table([result]) + "\n")
+        sys.stdout.flush()
+
+    def __enter__(self) -> _TableStdout:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class _JsonStdout:
+    """Exactly one JSON array on stdout, streamed element by element."""
+
+    def __enter__(self) -> _JsonStdout:
+        self._array = JsonArrayWriter(sys.stdout, indent=2)
+        return self
+
+    def write(self, result: Classification) -> None:
+        self._array.write(result.to_dict())
+
+    def __exit__(self, *exc: object) -> None:
+        self._array.close()
+
+
+_MAX_LISTED_FAILURES = 20
+
+
+def _summarize(
+    done: int, skipped: int, failures: list[tuple[str, ErrorInfo]], seconds: float, results_path: Path | None
+) -> None:
+    """The end-of-run report on stderr: counts, rate and the files that could not be classified."""
+    if results_path is None and not failures:
+        return
+    rate = done / max(seconds, 1e-9)
+    lines = [
+        f"imagenet-zoo: classified {done - len(failures)} of {done} photos in {seconds:.1f} s ({rate:.1f}/s)"
+    ]
+    if skipped:
+        lines.append(f"  skipped {skipped} already in {results_path}")
+    if results_path:
+        lines.append(f"  results: {results_path}")
+    if failures:
+        lines.append(f"  {len(failures)} could not be classified:")
+        lines.extend(f"    {source}: {e.type}: {e.message}" for source, e in failures[:_MAX_LISTED_FAILURES])
+        if len(failures) > _MAX_LISTED_FAILURES:
+            lines.append(f"    ... and {len(failures) - _MAX_LISTED_FAILURES} more (each is in the results)")
+    print("\n".join(lines), file=sys.stderr)
 
 
 def models(args: argparse.Namespace) -> int:

@@ -12,7 +12,6 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import IO
 
 from imagenet_zoo.errors import WeightsIntegrityError, WeightsUnavailableError
+from imagenet_zoo.progress import Progress
 from imagenet_zoo.specs import WeightsFile
 
 _CHUNK = 1 << 20
@@ -42,28 +42,6 @@ def exclusive_lock(target: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
-
-
-class _Progress:
-    """A one-line progress bar on stderr, shown only to a person at a terminal."""
-
-    def __init__(self, label: str, total: int, stream: IO[str]) -> None:
-        self._label, self._total, self._stream = label, total, stream
-        self._enabled = stream.isatty()
-        self._done = 0
-
-    def update(self, n: int) -> None:
-        self._done += n
-        if self._enabled:
-            fraction = self._done / self._total if self._total else 0.0
-            bar = "#" * int(30 * min(fraction, 1.0))
-            mib = self._done / 2**20
-            self._stream.write(f"\r{self._label} [{bar:<30}] {mib:7.1f} MiB {fraction:6.1%}")
-            self._stream.flush()
-
-    def close(self) -> None:
-        if self._enabled:
-            self._stream.write("\n")
 
 
 def download(url: str, dest: Path, expected: WeightsFile, *, progress: bool = True) -> None:
@@ -91,14 +69,18 @@ def _stream_to(url: str, out: IO[bytes], expected: WeightsFile, *, progress: boo
     try:
         with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
             total = int(response.headers.get("Content-Length") or expected.size)
-            bar = _Progress(f"Downloading {expected.filename}", total, sys.stderr) if progress else None
+            bar = Progress(
+                f"Downloading {expected.filename}",
+                total,
+                unit="MiB",
+                scale=2**20,
+                enabled=None if progress else False,
+            )
             while chunk := response.read(_CHUNK):
                 hasher.update(chunk)
                 out.write(chunk)
-                if bar:
-                    bar.update(len(chunk))
-            if bar:
-                bar.close()
+                bar.update(len(chunk))
+            bar.close()
     except urllib.error.HTTPError as exc:
         raise WeightsUnavailableError(f"could not download {url}: HTTP {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:

@@ -1,0 +1,204 @@
+"""Folder jobs: streamed result files, resume, interruption, progress and hostile folders."""
+
+import csv
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from imagenet_zoo.classifier import Classifier
+from imagenet_zoo.cli import commands, main
+from imagenet_zoo.images import find_images
+from imagenet_zoo.progress import Progress
+from tests.conftest import SAMPLE_DIR
+from tests.test_images import png_header_only
+
+SAMPLE = sorted(SAMPLE_DIR.iterdir())
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for file in SAMPLE[:6]:
+        shutil.copy(file, folder / file.name)
+    (folder / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    return folder
+
+
+def _paths_in(output: Path) -> list[str]:
+    if output.suffix == ".csv":
+        with output.open(newline="") as f:
+            return [row["path"] for row in csv.DictReader(f)]
+    if output.suffix == ".json":
+        return [obj["path"] for obj in json.loads(output.read_text())]
+    return [json.loads(line)["path"] for line in output.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".json"])
+def test_results_stream_to_a_file_in_each_format(
+    with_lite0: Path, photos: Path, tmp_path: Path, suffix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / f"results{suffix}"
+    code, out, err = _run(["classify", str(photos), "--output", str(output), "--top", "3"], capsys)
+    assert code == 1 and out == ""  # one broken file; results went to the file, not stdout
+    assert _paths_in(output) == find_images([str(photos)])
+    assert "classified 6 of 7 photos" in err and "zz_broken.jpg: CorruptImageError" in err
+    if suffix == ".csv":
+        with output.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        tench = rows[0]
+        assert (
+            tench["top1_synset"] == "n01440764" and float(tench["top1_score"]) > 0.5 and tench["top3_label"]
+        )
+        assert rows[-1]["error_type"] == "CorruptImageError" and rows[-1]["top1_label"] == ""
+    else:
+        objects = (
+            json.loads(output.read_text())
+            if suffix == ".json"
+            else [json.loads(line) for line in output.read_text().splitlines()]
+        )
+        assert objects[0]["predictions"][0]["synset"] == "n01440764" and len(objects[0]["predictions"]) == 3
+        assert objects[-1]["error"]["type"] == "CorruptImageError"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".json"])
+def test_resume_skips_what_is_done_even_after_a_crash_mid_line(
+    with_lite0: Path, photos: Path, tmp_path: Path, suffix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / f"results{suffix}"
+    _run(["classify", str(photos), "--output", str(output)], capsys)
+    complete = output.read_bytes()
+    cut = complete[: complete.find(b"n01530575_bram") + 12]  # "crashed" while writing the third photo
+    output.write_bytes(cut)
+    code, _, err = _run(["classify", str(photos), "--output", str(output), "--resume"], capsys)
+    assert code == 1  # the broken file is classified again, and fails again
+    assert "skipped 2 already in" in err and "classified 4 of 5 photos" in err
+    assert _paths_in(output) == find_images([str(photos)])  # each photo exactly once, in order
+
+
+def test_resume_needs_an_output(photos: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(["classify", str(photos), "--resume"], capsys)[0] == 2
+    assert _run(["classify", str(photos), "--output", "results.txt"], capsys)[0] == 2
+
+
+def test_ctrl_c_keeps_everything_already_classified(
+    with_lite0: Path,
+    photos: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    real = Classifier.iter_classify
+
+    def interrupted(self, inputs, *, top=5):  # type: ignore[no-untyped-def]
+        for n, result in enumerate(real(self, inputs, top=top)):
+            if n == 3:
+                raise KeyboardInterrupt
+            yield result
+
+    monkeypatch.setattr(Classifier, "iter_classify", interrupted)
+    output = tmp_path / "results.json"
+    assert _run(["classify", str(photos), "--output", str(output), "--batch-size", "2"], capsys)[0] == 130
+    assert _paths_in(output) == find_images([str(photos)])[:3]  # still a valid JSON array
+
+
+def test_hostile_folder(
+    with_lite0: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "hostile"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(SAMPLE[0], folder / "a_good.jpg")
+    shutil.copy(SAMPLE[5], folder / "sub" / "b_good.jpg")
+    (folder / "sub" / "loop").symlink_to(folder, target_is_directory=True)  # a symlink loop
+    (folder / "c_bomb.png").write_bytes(png_header_only(50_000, 50_000))
+    (folder / "d_text.jpg").write_text("not a photo")
+    os.mkfifo(folder / "e_fifo.jpg")  # reading it would block forever
+    shutil.copy(SAMPLE[1], folder / "f_vanishes.jpg")
+    shutil.copy(SAMPLE[2], folder / "g_secret.jpg")
+    (folder / "notes.txt").write_text("ignored: not an image suffix")
+
+    real_find = commands.find_images
+
+    def find_then_delete(paths: list[str], *, recursive: bool = False) -> list[str]:
+        found = real_find(paths, recursive=recursive)
+        (folder / "f_vanishes.jpg").unlink()  # disappears between listing and decoding
+        return found
+
+    real_open = Path.open
+
+    def open_unless_secret(self: Path, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        if self.name == "g_secret.jpg":
+            raise PermissionError(13, "Permission denied")  # root reads anything, so simulate it
+        return real_open(self, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(commands, "find_images", find_then_delete)
+    monkeypatch.setattr(Path, "open", open_unless_secret)
+    code, out, err = _run(["classify", str(folder), "--recursive", "--format", "json", "--top", "1"], capsys)
+    assert code == 1 and "Traceback" not in err
+    results = {Path(r["path"]).name: r for r in json.loads(out)}
+    assert sorted(results) == [
+        "a_good.jpg",
+        "b_good.jpg",
+        "c_bomb.png",
+        "d_text.jpg",
+        "e_fifo.jpg",
+        "f_vanishes.jpg",
+        "g_secret.jpg",
+    ]
+    assert "predictions" in results["a_good.jpg"] and "predictions" in results["b_good.jpg"]
+    errors = {name: r["error"]["type"] for name, r in results.items() if "error" in r}
+    assert errors == {
+        "c_bomb.png": "ImageTooLargeError",
+        "d_text.jpg": "UnsupportedImageError",
+        "e_fifo.jpg": "ImageNotFoundError",
+        "f_vanishes.jpg": "ImageNotFoundError",
+        "g_secret.jpg": "ImageNotFoundError",
+    }
+    assert "cannot read: Permission denied" in results["g_secret.jpg"]["error"]["message"]
+
+
+def test_globs(with_lite0: Path, photos: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(["classify", str(photos / "n015*.JPEG"), "--format", "json", "--top", "1"], capsys)
+    assert code == 0
+    assert [Path(r["path"]).name for r in json.loads(out)] == [
+        f.name for f in SAMPLE[:6] if f.name.startswith("n015")
+    ]
+    assert _run(["classify", str(photos / "*.webp")], capsys)[0] == 2  # matches nothing
+
+
+def test_annotate_dir_and_contact_sheet(
+    with_lite0: Path, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    labelled, sheet = tmp_path / "labelled", tmp_path / "sheet.jpg"
+    argv = ["classify", str(photos), "--annotate-dir", str(labelled), "--sheet", str(sheet), "--quiet"]
+    assert _run(argv, capsys)[0] == 1
+    assert len(list(labelled.iterdir())) == 6  # the broken file gets no labelled copy
+    with Image.open(sheet) as image:
+        assert image.size == (3 * 192, 2 * (192 + 19))  # 6 tiles: 3 columns x 2 rows, with captions
+
+
+def test_progress_line_has_rate_and_eta() -> None:
+    stream = io.StringIO()
+    progress = Progress("Classifying", 10, unit="img", stream=stream, enabled=True)
+    for _ in range(10):
+        progress.update()
+    progress.close()
+    last = stream.getvalue().strip().split("\r")[-1]
+    assert "10/10 img" in last and "100.0%" in last and "ETA" in last and "img/s" in last
+    quiet = io.StringIO()
+    Progress("x", 3, stream=quiet, enabled=False).update(3)
+    assert quiet.getvalue() == ""
