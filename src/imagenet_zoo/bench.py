@@ -261,7 +261,7 @@ class BenchPlan:
         registry = default_registry()
         for name in self.models:
             model = registry.get(name)
-            random = model.spec.weights.url is not None and not model.weights.is_present(model.spec)
+            random = not model.weights_available
             base = Job(
                 name, BASELINE, "fp32", tuple(self.batch_sizes), self.seconds, random, self.calibration
             )

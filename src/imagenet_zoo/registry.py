@@ -34,6 +34,11 @@ class RegisteredModel:
     build: ModelBuilder
     weights: WeightsProvider
 
+    @property
+    def weights_available(self) -> bool:
+        """Packaged weights are always at hand; downloaded ones only once they are cached."""
+        return self.spec.weights.url is None or self.weights.is_present(self.spec)
+
 
 def _normalize(name: str) -> str:
     return name.strip().lower().replace("-", "_")

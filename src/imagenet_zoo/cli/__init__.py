@@ -83,6 +83,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_options(classify)
     classify.set_defaults(run=commands.classify)
 
+    evaluate = sub.add_parser("eval", help="top-1/top-5 accuracy on labelled photos (synset names or CSV)")
+    evaluate.add_argument(
+        "source", metavar="DIR_OR_CSV", help="labelled photos: a folder, or a CSV of path,label"
+    )
+    evaluate.add_argument("--model", nargs="+", type=_model_name, default=["efficientnet_lite0"], metavar="M")
+    evaluate.add_argument("--format", choices=("table", "json"), default="table")
+    evaluate.add_argument("--output", metavar="FILE", help="per-photo results (.jsonl or .csv)")
+    evaluate.add_argument("--batch-size", type=_positive, default=16)
+    evaluate.add_argument("--workers", type=_positive, help="decoding threads (default: one per core)")
+    _add_engine_options(evaluate)
+    evaluate.set_defaults(run=commands.evaluate)
+
+    compare = sub.add_parser("compare", help="several models on the same photos, side by side")
+    compare.add_argument("photos", nargs="+", metavar="PHOTO")
+    compare.add_argument("--models", default="all", help="all (default) or a comma-separated list")
+    compare.add_argument("--top", type=_top_k, default=3)
+    compare.add_argument("--format", choices=("table", "json"), default="table")
+    _add_engine_options(compare)
+    compare.set_defaults(run=commands.compare)
+
     quantize = sub.add_parser("quantize", help="int8-quantize a model for --precision int8 (NNCF)")
     quantize.add_argument("model", type=_model_name, metavar="MODEL")
     quantize.add_argument(

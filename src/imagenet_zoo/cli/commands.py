@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -13,6 +14,7 @@ from imagenet_zoo.api import load
 from imagenet_zoo.classifier import Classification, ErrorInfo
 from imagenet_zoo.cli import output
 from imagenet_zoo.errors import UsageError
+from imagenet_zoo.evaluate import LabelledPhoto
 from imagenet_zoo.images import find_images
 from imagenet_zoo.progress import Progress
 from imagenet_zoo.registry import default_registry
@@ -205,3 +207,126 @@ def bench(args: argparse.Namespace) -> int:
     elif args.format == "markdown":
         sys.stdout.write(output.bench_markdown(env, rows))
     return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from imagenet_zoo.evaluate import evaluate as evaluate_model
+    from imagenet_zoo.evaluate import labelled_photos
+
+    photos, unlabelled = labelled_photos(Path(args.source))
+    if not photos:
+        raise UsageError(
+            f"no labelled photos in {args.source} (file names or folders must start with a synset id)"
+        )
+    if unlabelled:
+        print(
+            f"imagenet-zoo: {len(unlabelled)} photos have no ImageNet label and were left out",
+            file=sys.stderr,
+        )
+    registry = default_registry()
+    rows: list[dict[str, object]] = []
+    with _EvalOutput(Path(args.output) if args.output else None) as per_photo:
+        for name in args.model:
+            model = registry.get(name)
+            if not model.weights_available:
+                rows.append({"model": name, "error": f"weights missing: imagenet-zoo weights fetch {name}"})
+                continue
+            classifier = load(
+                name,
+                engine=args.engine,
+                precision=args.precision,
+                batch_size=args.batch_size,
+                workers=args.workers,
+            )
+            accuracy = evaluate_model(
+                classifier, photos, engine=args.engine, precision=args.precision, on_result=per_photo.write
+            )
+            rows.append(output.accuracy_dict(accuracy))
+    if args.format == "json":
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(output.accuracy_table(rows))
+    return 1 if any("error" in row for row in rows) else 0
+
+
+class _EvalOutput:
+    """Per-photo evaluation results, streamed to .jsonl or .csv (or nowhere)."""
+
+    _FIELDS = (
+        "model",
+        "path",
+        "label",
+        "top1_index",
+        "top1_label",
+        "top1_score",
+        "correct_top1",
+        "correct_top5",
+        "error_type",
+    )
+
+    def __init__(self, path: Path | None) -> None:
+        if path and path.suffix.lower() not in (".jsonl", ".csv"):
+            raise UsageError(f"--output must end in .jsonl or .csv: {path}")
+        self.path = path
+
+    def __enter__(self) -> _EvalOutput:
+        try:
+            self._file = self.path.open("w", encoding="utf-8", newline="") if self.path else None
+        except OSError as exc:
+            raise UsageError(f"cannot write {self.path}: {exc}") from exc
+        self._csv = csv.writer(self._file) if self._file and self.path.suffix.lower() == ".csv" else None  # type: ignore[union-attr]
+        if self._csv:
+            self._csv.writerow(self._FIELDS)
+        return self
+
+    def write(self, result: Classification, photo: LabelledPhoto) -> None:
+        if self._file is None:
+            return
+        ranked = [p.index for p in result.predictions]
+        top = result.predictions[0] if result.predictions else None
+        row = {
+            "model": result.model,
+            "path": result.source,
+            "label": photo.label,
+            "top1_index": top.index if top else None,
+            "top1_label": top.label if top else None,
+            "top1_score": round(top.score, 6) if top else None,
+            "correct_top1": bool(ranked) and ranked[0] == photo.label,
+            "correct_top5": photo.label in ranked,
+            "error_type": result.error.type if result.error else None,
+        }
+        if self._csv:
+            self._csv.writerow(["" if row[k] is None else row[k] for k in self._FIELDS])
+        else:
+            self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file:
+            self._file.close()
+
+
+def compare(args: argparse.Namespace) -> int:
+    from imagenet_zoo.compare import compare as compare_models
+
+    registry = default_registry()
+    names = (
+        [m.spec.name for m in registry] if args.models == "all" else [n for n in args.models.split(",") if n]
+    )
+    models = [registry.get(name) for name in names]
+    photos = find_images(args.photos)
+    statuses, comparisons = compare_models(
+        photos, models, top=args.top, engine=args.engine, precision=args.precision
+    )
+    if args.format == "json":
+        report = {
+            "models": [{"model": s.name, "ready": s.ready, "fetch": s.fetch_command} for s in statuses],
+            "photos": [c.to_dict() for c in comparisons],
+        }
+        json.dump(report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(output.comparison_table(statuses, comparisons))
+    failed = any(not a.result.ok for c in comparisons for a in c.answers)
+    return 1 if failed or not any(s.ready for s in statuses) else 0

@@ -7,6 +7,8 @@ from typing import Any
 
 from imagenet_zoo.bench import Row
 from imagenet_zoo.classifier import Classification
+from imagenet_zoo.compare import ModelStatus, PhotoComparison
+from imagenet_zoo.evaluate import Accuracy
 from imagenet_zoo.registry import Registry
 from imagenet_zoo.selftest import Check
 from imagenet_zoo.specs import PREPROCESS_MODES
@@ -167,3 +169,53 @@ def bench_markdown(env: dict[str, Any], rows: list[Row]) -> str:
         *("| " + " | ".join(_bench_cells(row)) + " |" for row in rows),
     ]
     return "\n".join(lines) + "\n"
+
+
+def accuracy_dict(accuracy: Accuracy) -> dict[str, Any]:
+    return {
+        "model": accuracy.model,
+        "engine": accuracy.engine,
+        "precision": accuracy.precision,
+        "n": accuracy.n,
+        "top1": round(accuracy.top1, 4),
+        "top5": round(accuracy.top5, 4),
+        "failed": accuracy.failed,
+        "seconds": round(accuracy.seconds, 2),
+        "images_per_second": round(accuracy.images_per_second, 1),
+    }
+
+
+def accuracy_table(rows: list[dict[str, Any]]) -> str:
+    header = ("model", "engine", "prec", "n", "top-1", "top-5", "failed", "img/s")
+    lines = ["{:<20} {:<9} {:<5} {:>6} {:>7} {:>7} {:>6} {:>7}".format(*header)]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"{row['model']:<20} {row['error']}")
+        else:
+            lines.append(
+                f"{row['model']:<20} {row['engine']:<9} {row['precision']:<5} {row['n']:>6} "
+                f"{row['top1']:>7.1%} {row['top5']:>7.1%} {row['failed']:>6} {row['images_per_second']:>7.1f}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def comparison_table(statuses: list[ModelStatus], comparisons: list[PhotoComparison]) -> str:
+    lines: list[str] = []
+    for comparison in comparisons:
+        lines.append(comparison.path)
+        for answer in comparison.answers:
+            result = answer.result
+            if result.error is not None:
+                lines.append(f"  {result.model:<20} ERROR {result.error.type}: {result.error.message}")
+                continue
+            ranked = "  ".join(f"{p.label} {p.score:.1%}" for p in result.predictions)
+            lines.append(f"  {result.model:<20} {answer.latency_ms:8.1f} ms  {ranked}")
+        for status in statuses:
+            if not status.ready:
+                lines.append(f"  {status.name:<20} weights missing: {status.fetch_command}")
+        agreement = comparison.agreement()
+        if agreement["label"] is not None:
+            verdict = "all agree" if agreement["all_agree"] else "majority"
+            lines.append(f"  {verdict}: {agreement['label']} ({', '.join(agreement['models'])})")
+        lines.append("")
+    return "\n".join(lines)

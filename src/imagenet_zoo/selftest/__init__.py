@@ -95,15 +95,10 @@ def openvino_precisions(model: RegisteredModel) -> list[str]:
     return available
 
 
-def runnable(model: RegisteredModel) -> bool:
-    """Packaged weights are always at hand; downloaded ones only when already cached."""
-    return model.spec.weights.url is None or model.weights.is_present(model.spec)
-
-
 def run(registry: Registry | None = None) -> Iterator[Check]:
     registry = registry or default_registry()
     for model in registry:
-        if not runnable(model):
+        if not model.weights_available:
             continue
         keras = probabilities(model, "keras", "fp32", registry)
         if model.spec.name == "efficientnet_lite0":

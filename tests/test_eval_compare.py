@@ -1,0 +1,140 @@
+"""eval (accuracy of labelled photos, three ways of labelling) and compare (models side by side)."""
+
+import csv
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from imagenet_zoo.cli import main
+from imagenet_zoo.compare import compare
+from imagenet_zoo.evaluate import labelled_photos
+from imagenet_zoo.registry import Registry, default_registry
+from tests.conftest import SAMPLE_DIR, skimage_photo
+
+SAMPLE = sorted(SAMPLE_DIR.iterdir())
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_eval_reproduces_the_reference_accuracy_on_the_shared_sample(
+    with_lite0: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    per_photo = tmp_path / "per-photo.jsonl"
+    code, out, _ = _run(["eval", str(SAMPLE_DIR), "--format", "json", "--output", str(per_photo)], capsys)
+    assert code == 0
+    [row] = json.loads(out)
+    assert {"model", "n", "top1", "top5", "failed"} <= set(row)
+    assert (row["model"], row["n"], row["failed"]) == ("efficientnet_lite0", 200, 0)
+    assert row["top1"] >= 0.88 and row["top5"] >= 0.97
+    rows = [json.loads(line) for line in per_photo.read_text().splitlines()]
+    assert len(rows) == 200 and sum(r["correct_top1"] for r in rows) == round(row["top1"] * 200)
+    assert rows[0]["label"] == 0 and rows[0]["path"].endswith("n01440764_tench.JPEG")
+
+
+def test_labels_from_synset_folders_and_from_a_csv(tmp_path: Path) -> None:
+    val = tmp_path / "val"
+    for i, file in enumerate(SAMPLE[:4]):
+        synset_dir = val / file.name[:9]
+        synset_dir.mkdir(parents=True)
+        shutil.copy(file, synset_dir / f"ILSVRC2012_val_{i:08d}.JPEG")
+    (val / "stray.jpg").write_bytes(b"x")  # no label anywhere: left out, and reported
+    photos, unlabelled = labelled_photos(val)
+    assert [p.label for p in photos] == [0, 5, 10, 15] and unlabelled == [str(val / "stray.jpg")]
+
+    labels = tmp_path / "labels.csv"
+    with labels.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label"])
+        writer.writerow([str(SAMPLE[0]), "n01440764"])  # absolute path, synset label
+        writer.writerow(
+            ["val/n01496331/ILSVRC2012_val_00000001.JPEG", "5"]
+        )  # relative to the CSV, index label
+        writer.writerow(["val/stray.jpg", "not-a-class"])
+    photos, unlabelled = labelled_photos(labels)
+    assert [(Path(p.path).name, p.label) for p in photos] == [
+        ("n01440764_tench.JPEG", 0),
+        ("ILSVRC2012_val_00000001.JPEG", 5),
+    ]
+    assert unlabelled == [str(tmp_path / "val" / "stray.jpg")]
+
+
+def test_eval_counts_broken_photos_as_failed_and_wrong(
+    with_lite0: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "labelled"
+    folder.mkdir()
+    for file in SAMPLE[:3]:
+        shutil.copy(file, folder / file.name)
+    (folder / "n01440764_broken.JPEG").write_bytes(b"\xff\xd8\xff broken")
+    code, out, _ = _run(["eval", str(folder), "--format", "json"], capsys)
+    [row] = json.loads(out)
+    assert code == 0 and row["n"] == 4 and row["failed"] == 1 and row["top1"] <= 0.75
+
+
+def test_eval_reports_models_without_weights(with_lite0: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(["eval", str(SAMPLE_DIR), "--model", "resnet50", "--format", "json"], capsys)
+    assert code == 1
+    assert json.loads(out) == [
+        {"model": "resnet50", "error": "weights missing: imagenet-zoo weights fetch resnet50"}
+    ]
+
+
+def test_eval_needs_labelled_photos(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "cat.jpg").write_bytes(b"x")
+    assert _run(["eval", str(tmp_path)], capsys)[0] == 2
+    assert _run(["eval", str(tmp_path / "missing")], capsys)[0] == 2
+
+
+def test_compare_reports_missing_models_with_the_command_to_fetch_them(
+    with_lite0: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photos = [str(skimage_photo("coffee.png")), str(SAMPLE[0])]
+    code, out, _ = _run(["compare", *photos, "--format", "json", "--top", "2"], capsys)
+    assert code == 0
+    report = json.loads(out)
+    status = {m["model"]: m for m in report["models"]}
+    assert status["efficientnet_lite0"] == {"model": "efficientnet_lite0", "ready": True, "fetch": None}
+    assert status["vgg19"] == {"model": "vgg19", "ready": False, "fetch": "imagenet-zoo weights fetch vgg19"}
+    coffee = report["photos"][0]
+    [answer] = coffee["answers"]
+    assert answer["predictions"][0]["label"] == "espresso" and len(answer["predictions"]) == 2
+    assert answer["latency_ms"] > 0
+    assert coffee["agreement"] == {"label": "espresso", "models": ["efficientnet_lite0"], "all_agree": True}
+    code, out, _ = _run(["compare", photos[0], "--models", "lite0,vgg16"], capsys)
+    assert "weights missing: imagenet-zoo weights fetch vgg16" in out and "espresso" in out
+
+
+def test_compare_agreement_between_models(with_lite0: Path) -> None:
+    lite0 = default_registry().get("lite0")
+    squash = replace(
+        lite0,
+        spec=replace(
+            lite0.spec,
+            name="lite0_squash",
+            aliases=(),
+            data_config=replace(lite0.spec.data_config, resize_mode="squash"),
+        ),
+    )
+    registry = Registry([lite0, squash])
+    photos = [str(skimage_photo("coffee.png")), str(skimage_photo("chelsea.png"))]
+    statuses, comparisons = compare(
+        photos, list(registry), top=3, engine="openvino", precision="fp32", registry=registry
+    )
+    assert [s.ready for s in statuses] == [True, True]
+    coffee = comparisons[0].agreement()
+    assert coffee == {
+        "label": "espresso",
+        "models": ["efficientnet_lite0", "lite0_squash"],
+        "all_agree": True,
+    }
+    assert all(len(c.answers) == 2 for c in comparisons)
