@@ -1,6 +1,7 @@
 """The benchmark's plumbing and report (what it measures, not how fast: speed is never asserted)."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -107,7 +108,14 @@ def test_end_to_end_over_real_files(
     rows = json.loads(capsys.readouterr().out)
     end_to_end = [r for r in rows if r["mode"] == "end_to_end"]
     assert len(end_to_end) == 1 and end_to_end[0]["engine"] == "openvino"
-    assert end_to_end[0]["extra"] == {"files": 4, "failed": 1} and end_to_end[0]["images_per_second"] > 0
+    extra = end_to_end[0]["extra"]
+    assert (extra["files"], extra["failed"]) == (4, 1) and end_to_end[0]["images_per_second"] > 0
+    assert extra["decode_ms_per_image"] > 0 and extra["inference_ms_per_image"] > 0
+    cores = os.cpu_count() or 1
+    bound = 1000 / (extra["decode_ms_per_image"] / cores + extra["inference_ms_per_image"])
+    assert extra["bound_images_per_second"] == pytest.approx(bound, rel=0.02)
+    assert extra["fraction_of_bound"] == pytest.approx(end_to_end[0]["images_per_second"] / bound, rel=0.02)
+    assert extra["process_images_per_second"] > 0  # the whole `classify` process, timed as well
     assert end_to_end[0]["ratio_to_keras"] is None
 
 

@@ -166,15 +166,15 @@ class Classifier:
         chunks = _chunked(iter(inputs), self.batch_size)
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             chunk = next(chunks, None)
-            upcoming = [pool.submit(self._prepare, s) for s in chunk or []]
+            upcoming = [pool.submit(self.prepare, s) for s in chunk or []]
             while chunk is not None:
                 prepared = [future.result() for future in upcoming]
                 following = next(chunks, None)
-                upcoming = [pool.submit(self._prepare, s) for s in following or []]
+                upcoming = [pool.submit(self.prepare, s) for s in following or []]
                 yield from self._finish(chunk, prepared, top)
                 chunk = following
 
-    def _prepare(self, source: ImageSource) -> tuple[InputInfo, np.ndarray] | ErrorInfo:
+    def prepare(self, source: ImageSource) -> tuple[InputInfo, np.ndarray] | ErrorInfo:
         """Pre-processing of one input: decode, then resize/crop/scale; a bad input becomes its error."""
         try:
             decoded = decode_image(source, max_pixels=self.max_pixels)

@@ -206,6 +206,8 @@ def bench(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     elif args.format == "markdown":
         sys.stdout.write(output.bench_markdown(env, rows))
+    else:
+        sys.stdout.write(output.bench_end_to_end_notes(rows))
     return 0
 
 

@@ -168,7 +168,8 @@ def bench_markdown(env: dict[str, Any], rows: list[Row]) -> str:
         "|" + "|".join("---" for _ in names) + "|",
         *("| " + " | ".join(_bench_cells(row)) + " |" for row in rows),
     ]
-    return "\n".join(lines) + "\n"
+    notes = bench_end_to_end_notes(rows)
+    return "\n".join(lines) + "\n" + (f"\n{notes}" if notes else "")
 
 
 def accuracy_dict(accuracy: Accuracy) -> dict[str, Any]:
@@ -219,3 +220,26 @@ def comparison_table(statuses: list[ModelStatus], comparisons: list[PhotoCompari
             lines.append(f"  {verdict}: {agreement['label']} ({', '.join(agreement['models'])})")
         lines.append("")
     return "\n".join(lines)
+
+
+def bench_end_to_end_notes(rows: list[Row]) -> str:
+    """What bounds each end-to-end run, and how close the in-process and whole-process jobs come."""
+    lines = []
+    for row in rows:
+        if row.mode != "end_to_end":
+            continue
+        x = row.extra
+        line = (
+            f"{row.model} {row.engine} {row.precision} batch {row.batch_size}, {x['files']} files: "
+            f"decode + preprocess {x['decode_ms_per_image']} ms/photo on one core, "
+            f"inference {x['inference_ms_per_image']} ms/photo; "
+            f"bound {x['bound_images_per_second']} photos/s; "
+            f"in process {row.images_per_second:.1f}/s ({x['fraction_of_bound']:.0%} of bound)"
+        )
+        if "process_images_per_second" in x:
+            line += (
+                f"; whole `classify` process {x['process_images_per_second']}/s "
+                f"({x['process_fraction_of_bound']:.0%} of bound)"
+            )
+        lines.append(line)
+    return "\n".join(lines) + ("\n" if lines else "")
