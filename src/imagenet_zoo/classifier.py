@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -125,6 +126,9 @@ class Classifier:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.workers = workers or os.cpu_count() or 1
+        # Engines keep one inference request each: calls from several threads (a server) take turns,
+        # while decoding, the larger share of the work on small models, still runs in parallel.
+        self._engine_lock = threading.Lock()
         self.spec = spec
         self.engine = engine
         self.data_config = data_config or spec.data_config
@@ -210,4 +214,6 @@ class Classifier:
         return self._probabilities(self.preprocess(images))
 
     def _probabilities(self, batch: np.ndarray) -> np.ndarray:
-        return softmax(self.engine.infer(batch).astype(np.float64)).astype(np.float32)
+        with self._engine_lock:
+            logits = self.engine.infer(batch)
+        return softmax(logits.astype(np.float64)).astype(np.float32)

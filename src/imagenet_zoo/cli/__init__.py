@@ -103,6 +103,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_options(compare)
     compare.set_defaults(run=commands.compare)
 
+    serve = sub.add_parser("serve", help="the HTTP service and its web page")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--model",
+        nargs="+",
+        type=_model_name,
+        default=["efficientnet_lite0"],
+        metavar="M",
+        help="models to serve; the first is the default, loaded before the service is ready",
+    )
+    serve.add_argument("--max-upload-mb", type=float, default=20.0)
+    serve.add_argument(
+        "--max-queue", type=_positive, default=32, help="requests waiting for inference before 503"
+    )
+    serve.add_argument("--deadline", type=float, default=30.0, help="seconds before a request answers 504")
+    serve.add_argument(
+        "--drain-seconds", type=float, default=5.0, help="on SIGTERM: not-ready this long, then stop"
+    )
+    _add_engine_options(serve)
+    serve.set_defaults(run=commands.serve)
+
     quantize = sub.add_parser("quantize", help="int8-quantize a model for --precision int8 (NNCF)")
     quantize.add_argument("model", type=_model_name, metavar="MODEL")
     quantize.add_argument(

@@ -332,3 +332,21 @@ def compare(args: argparse.Namespace) -> int:
         sys.stdout.write(output.comparison_table(statuses, comparisons))
     failed = any(not a.result.ok for c in comparisons for a in c.answers)
     return 1 if failed or not any(s.ready for s in statuses) else 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    from imagenet_zoo.server import Settings
+    from imagenet_zoo.server.run import serve as run_server
+
+    if args.max_upload_mb <= 0 or args.deadline <= 0 or args.drain_seconds < 0:
+        raise UsageError("--max-upload-mb and --deadline must be positive, --drain-seconds not negative")
+    settings = Settings(
+        models=tuple(dict.fromkeys(args.model)),
+        engine=args.engine,
+        precision=args.precision,
+        max_upload_mb=args.max_upload_mb,
+        max_queue=args.max_queue,
+        deadline_s=args.deadline,
+    )
+    run_server(settings, host=args.host, port=args.port, drain_s=args.drain_seconds)
+    return 0

@@ -1,0 +1,297 @@
+"""The HTTP service: `create_app(settings)` builds the whole FastAPI app, so tests drive the real thing.
+
+Inference never runs on the event loop: requests wait in a bounded queue for a small thread pool (a full
+queue answers 503 at once; a request past its deadline answers 504). Bodies are limited before they are
+read whole, for declared and chunked lengths alike. What an upload is gets decided by its bytes, never by
+its declared type or file name, and file names are only echoed back, never used as paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
+
+from imagenet_zoo.classifier import Classification, Classifier
+from imagenet_zoo.errors import (
+    CorruptImageError,
+    EmptyImageError,
+    ImageError,
+    ImageTooLargeError,
+    UnknownModelError,
+    UnsupportedImageError,
+)
+from imagenet_zoo.server.metrics import Metrics
+from imagenet_zoo.server.models import ModelPool
+from imagenet_zoo.server.settings import Settings
+
+MAX_FILENAME = 200
+_IMAGE_ERROR_STATUS: dict[type[ImageError], int] = {
+    UnsupportedImageError: 415,
+    EmptyImageError: 422,
+    CorruptImageError: 422,
+    ImageTooLargeError: 422,
+}
+
+
+@dataclass
+class ApiError(Exception):
+    status: int
+    type: str
+    message: str
+    headers: dict[str, str] | None = None
+
+
+def error_response(
+    status: int, type_: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": {"type": type_, "message": message}}, status_code=status, headers=headers)
+
+
+ASGIApp = Callable[
+    [MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
+    Awaitable[None],
+]
+
+
+class DeclaredBodyLimit:
+    """Refuse a request whose declared Content-Length is over the limit, before reading any of it.
+
+    Bodies without a declared length (chunked) are counted as they are read, by `read_body`.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        too_large = declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes)
+        if scope["type"] == "http" and too_large:
+            response = error_response(413, "PayloadTooLarge", _too_large(self.max_bytes))
+            return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+def _too_large(max_bytes: int) -> str:
+    return f"the request body exceeds the limit of {max_bytes:,} bytes"
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The whole body, read chunk by chunk and refused (413) as soon as it passes `max_bytes`."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise ApiError(413, "PayloadTooLarge", _too_large(max_bytes))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class InferenceQueue:
+    """A bounded queue in front of the inference threads."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self._executor = ThreadPoolExecutor(
+            max_workers=settings.inference_threads, thread_name_prefix="inference"
+        )
+        self._settings, self._metrics = settings, metrics
+        self.pending = 0
+
+    async def run(self, work: Callable[[], Any]) -> Any:
+        if self.pending >= self._settings.max_queue:
+            raise ApiError(
+                503, "Overloaded", "the inference queue is full; retry shortly", {"Retry-After": "1"}
+            )
+        future = asyncio.get_running_loop().run_in_executor(self._executor, work)
+        self._track(+1)
+        future.add_done_callback(lambda _: self._track(-1))  # the slot frees when the work really ends
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self._settings.deadline_s)
+        except TimeoutError:
+            raise ApiError(
+                504, "DeadlineExceeded", f"no result within {self._settings.deadline_s:g} s"
+            ) from None
+
+    def _track(self, delta: int) -> None:
+        self.pending += delta
+        self._metrics.queue_depth.set(self.pending)
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+def _safe_name(filename: str | None) -> str:
+    """An uploaded file's name, reduced to something safe to echo (it is never used as a path)."""
+    name = (filename or "upload").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable())[:MAX_FILENAME]
+    return name or "upload"
+
+
+def _classify_bytes(
+    classifier: Classifier, uploads: list[tuple[str, bytes]], top: int
+) -> list[Classification]:
+    results = classifier.classify_many([data for _, data in uploads], top=top)
+    return [
+        Classification(name, r.model, r.predictions, r.input, r.error)
+        for (name, _), r in zip(uploads, results, strict=True)
+    ]
+
+
+def _as_api_error(result: Classification) -> ApiError:
+    assert result.error is not None
+    status = _IMAGE_ERROR_STATUS.get(type(result.error.exception), 422)
+    return ApiError(status, result.error.type, result.error.message)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics()
+    pool = ModelPool(settings)
+    queue = InferenceQueue(settings, metrics)
+    state = {"ready": False, "draining": False}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.get_running_loop().run_in_executor(None, _warm_up, pool, settings.default_model)
+        state["ready"] = True
+        yield
+        state["ready"] = False
+        queue.shutdown()
+
+    app = FastAPI(title="imagenet-zoo", version="0.1.0", lifespan=lifespan)
+    app.state.settings, app.state.pool, app.state.status = settings, pool, state
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.observe(request.method, path, response.status_code, time.perf_counter() - start)
+        return response
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        metrics.errors.labels(exc.type).inc()
+        return error_response(exc.status, exc.type, exc.message, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, "HTTPError", str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        metrics.errors.labels("InvalidParameter").inc()
+        details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return error_response(422, "InvalidParameter", details)
+
+    async def read_uploads(request: Request, *, many: bool) -> list[tuple[str, bytes]]:
+        body = await read_body(request, settings.max_upload_bytes)
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            return [("upload", body)]
+        request._body = body  # Starlette parses the form from the bounded bytes already read
+        try:
+            form = await request.form(
+                max_files=settings.max_batch_files if many else 1,
+                max_fields=max(settings.max_batch_files, 8),
+                max_part_size=64 * 1024,  # non-file fields: a model name fits in far less
+            )
+        except MultiPartException as exc:
+            raise ApiError(400, "MalformedRequest", str(exc)) from None
+        uploads = [
+            v for key, v in form.multi_items() if key in ("file", "files") and isinstance(v, UploadFile)
+        ]
+        if not uploads:
+            raise ApiError(
+                400, "MalformedRequest", "send the image as a multipart field named 'file' or as the body"
+            )
+        return [(_safe_name(u.filename), await u.read()) for u in uploads]
+
+    async def classify(
+        request: Request, model: str | None, top_k: int, *, many: bool
+    ) -> list[Classification]:
+        try:
+            name = pool.resolve(model or settings.default_model)
+        except UnknownModelError as exc:
+            raise ApiError(404, "UnknownModelError", str(exc)) from None
+        if name not in settings.models:
+            raise ApiError(
+                404, "UnknownModelError", f"{name} is not served here; served: {', '.join(settings.models)}"
+            )
+        uploads = await read_uploads(request, many=many)
+        return await queue.run(lambda: _classify_bytes(pool.get(name), uploads, top_k))  # type: ignore[no-any-return]
+
+    @app.post("/v1/classify", summary="Classify one image (multipart field `file`, or the raw body)")
+    async def classify_one(
+        request: Request, model: str | None = None, top_k: int = Query(5, ge=1, le=1000)
+    ) -> dict[str, Any]:
+        [result] = await classify(request, model, top_k, many=False)
+        if result.error is not None:
+            raise _as_api_error(result)
+        return result.to_dict()
+
+    @app.post("/v1/classify/batch", summary="Classify several images (multipart fields `file`)")
+    async def classify_batch(
+        request: Request, model: str | None = None, top_k: int = Query(5, ge=1, le=1000)
+    ) -> list[dict[str, Any]]:
+        return [r.to_dict() for r in await classify(request, model, top_k, many=True)]
+
+    @app.get("/v1/models", summary="Served models and whether each is loaded")
+    async def models() -> list[dict[str, Any]]:
+        loaded = pool.loaded()
+        rows = []
+        for name in settings.models:
+            spec = pool.registry().get(name).spec
+            rows.append(
+                {
+                    "name": spec.name,
+                    "default": spec.name == settings.default_model,
+                    "input_size": spec.data_config.input_size,
+                    "top1": spec.accuracy.top1,
+                    "loaded": spec.name in loaded,
+                    "ready": spec.name in loaded and state["ready"],
+                }
+            )
+        return rows
+
+    @app.get("/healthz", summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: the default model is loaded and warmed up, and not draining")
+    async def readyz() -> JSONResponse:
+        if state["ready"] and not state["draining"]:
+            return JSONResponse({"status": "ready"})
+        reason = "draining" if state["draining"] else "loading"
+        return error_response(503, "NotReady", reason)
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(files(__package__).joinpath("page.html").read_text(encoding="utf-8"))
+
+    app.add_middleware(DeclaredBodyLimit, max_bytes=settings.max_upload_bytes)  # outermost: nothing read yet
+    return app
+
+
+def _warm_up(pool: ModelPool, name: str) -> None:
+    """Load the default model and run it once, so the first request does not pay for compilation."""
+    classifier = pool.get(name)
+    size = classifier.data_config.input_size
+    classifier.classify(np.full((size, size, 3), 127, np.uint8), top=1)

@@ -1,0 +1,53 @@
+"""Loaded models shared by all requests: loaded lazily, at most `max_loaded_models` at once (LRU)."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+from imagenet_zoo.api import load
+from imagenet_zoo.classifier import Classifier
+from imagenet_zoo.registry import Registry, default_registry
+from imagenet_zoo.server.settings import Settings
+
+
+class ModelPool:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._registry: Registry = settings.registry or default_registry()
+        self._loaded: OrderedDict[str, Classifier] = OrderedDict()
+        self._lock = threading.Lock()  # guards _loaded; loading itself is serialised by it too
+
+    def resolve(self, name: str) -> str:
+        """The canonical name of a model (raises UnknownModelError)."""
+        return self._registry.get(name).spec.name
+
+    def get(self, name: str) -> Classifier:
+        name = self.resolve(name)
+        with self._lock:
+            if name in self._loaded:
+                self._loaded.move_to_end(name)
+                return self._loaded[name]
+            classifier = self._load(name)
+            self._loaded[name] = classifier
+            while len(self._loaded) > self._settings.max_loaded_models:
+                self._loaded.popitem(last=False)  # requests holding it keep their reference
+            return classifier
+
+    def _load(self, name: str) -> Classifier:
+        if self._settings.load_classifier is not None:
+            return self._settings.load_classifier(name)
+        return load(
+            name,
+            engine=self._settings.engine,
+            precision=self._settings.precision,
+            progress=False,
+            registry=self._settings.registry,
+        )
+
+    def loaded(self) -> list[str]:
+        with self._lock:
+            return list(self._loaded)
+
+    def registry(self) -> Registry:
+        return self._registry

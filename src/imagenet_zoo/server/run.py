@@ -1,0 +1,43 @@
+"""Running the service under uvicorn, with a graceful drain on SIGTERM.
+
+On SIGTERM the service first reports not-ready (so a load balancer stops sending), keeps serving for
+`drain_s`, then stops accepting, lets in-flight requests finish and exits 0. uvicorn by itself would
+re-raise the signal after shutting down, ending the process with a signal status instead of 0.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from imagenet_zoo.server.app import create_app
+from imagenet_zoo.server.settings import Settings
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, status: dict[str, bool], drain_s: float) -> None:
+        super().__init__(config)
+        self._status, self._drain_s = status, drain_s
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig != signal.SIGTERM or self._status["draining"]:
+            self.should_exit = True  # Ctrl-C, or a second SIGTERM: stop now (in-flight requests still finish)
+            return
+        self._status["draining"] = True
+        threading.Timer(self._drain_s, self._stop).start()
+
+    def _stop(self) -> None:
+        self.should_exit = True
+
+
+def serve(settings: Settings, *, host: str, port: int, drain_s: float, log_level: str = "info") -> None:
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=int(settings.deadline_s) + 1
+    )
+    status: Any = app.state.status
+    DrainingServer(config, status, drain_s).run()

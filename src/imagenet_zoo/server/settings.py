@@ -1,0 +1,33 @@
+"""Service settings: one immutable object handed to `create_app`, so tests build the real app their way."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from imagenet_zoo.classifier import Classifier
+from imagenet_zoo.registry import Registry
+
+
+@dataclass(frozen=True)
+class Settings:
+    models: tuple[str, ...] = ("efficientnet_lite0",)  # the first is the default, loaded before /readyz
+    engine: str = "openvino"
+    precision: str = "fp32"
+    max_upload_mb: float = 20.0
+    max_queue: int = 32  # requests waiting for or in inference; more get 503 at once
+    max_batch_files: int = 16
+    deadline_s: float = 30.0  # past this a request gets 504
+    max_loaded_models: int = 2  # least recently used models are unloaded beyond this
+    inference_threads: int = 2
+    registry: Registry | None = None
+    # Tests inject a classifier with a fake engine so API tests need no weights.
+    load_classifier: Callable[[str], Classifier] | None = None
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 2**20)
+
+    @property
+    def default_model(self) -> str:
+        return self.models[0]

@@ -1,0 +1,267 @@
+"""The HTTP service through the real app: API, errors for hostile input, queue, deadline, metrics."""
+
+import io
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from imagenet_zoo.classifier import Classifier
+from imagenet_zoo.registry import Registry, default_registry
+from imagenet_zoo.server import Settings, create_app
+from tests.conftest import SAMPLE_DIR, skimage_photo
+from tests.test_images import png_header_only
+
+LITE0 = default_registry().get("efficientnet_lite0")
+TENCH = (SAMPLE_DIR / "n01440764_tench.JPEG").read_bytes()
+
+
+class FakeEngine:
+    """Logits that depend on the input (class = mean brightness bucket); optionally slow or blocking."""
+
+    name = "fake"
+
+    def __init__(self, delay_s: float = 0.0, gate: threading.Event | None = None) -> None:
+        self.delay_s, self.gate, self.calls = delay_s, gate, 0
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.gate is not None:
+            self.gate.wait(10)
+        time.sleep(self.delay_s)
+        logits = np.zeros((len(batch), 1000), np.float32)
+        for i, x in enumerate(batch):
+            logits[i, int((x.mean() + 1) * 400) % 1000] = 10.0
+        return logits
+
+
+def fake_settings(engine: FakeEngine | None = None, **overrides: object) -> Settings:
+    fake = engine or FakeEngine()
+
+    def load(name: str) -> Classifier:
+        return Classifier(default_registry().get(name).spec, fake)
+
+    return replace(Settings(load_classifier=load), **overrides)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    with TestClient(create_app(fake_settings(max_upload_mb=0.5))) as c:
+        yield c
+
+
+def png_bytes(color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (64, 48)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _error(response) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"type", "message"} and body["error"]["message"]
+    return response.status_code, body["error"]["type"]
+
+
+def test_health_readiness_models_docs_and_page(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready"}
+    [model] = client.get("/v1/models").json()
+    assert model["name"] == "efficientnet_lite0" and model["default"] and model["loaded"] and model["ready"]
+    assert client.get("/docs").status_code == 200
+    assert "/v1/classify" in client.get("/openapi.json").json()["paths"]
+    page = client.get("/")
+    assert page.status_code == 200 and '<select id="model"' in page.text and "cdn" not in page.text.lower()
+
+
+def test_readiness_waits_for_the_default_model() -> None:
+    app = create_app(fake_settings())
+    with TestClient(app) as c:
+        assert c.get("/readyz").status_code == 200
+        app.state.status["draining"] = True
+        assert _error(c.get("/readyz")) == (503, "NotReady")
+
+
+def test_classify_multipart_and_raw_body(client: TestClient) -> None:
+    response = client.post("/v1/classify?top_k=3", files={"file": ("cat.png", png_bytes(), "image/png")})
+    assert response.status_code == 200
+    body = response.json()
+    assert (
+        body["path"] == "cat.png" and body["model"] == "efficientnet_lite0" and len(body["predictions"]) == 3
+    )
+    assert body["input"] == {
+        "format": "PNG",
+        "width": 64,
+        "height": 48,
+        "mode": "RGB",
+        "exif_transposed": False,
+    }
+    raw = client.post("/v1/classify", content=png_bytes(), headers={"content-type": "image/png"})
+    assert raw.status_code == 200 and raw.json()["predictions"][0]["index"] == body["predictions"][0]["index"]
+
+
+def test_media_type_is_decided_by_content(client: TestClient) -> None:
+    labelled_text = client.post("/v1/classify", content=png_bytes(), headers={"content-type": "text/plain"})
+    assert labelled_text.status_code == 200  # a PNG is a PNG, whatever it is called
+    fake_jpeg = client.post("/v1/classify", files={"file": ("photo.jpg", b"just some words", "image/jpeg")})
+    assert _error(fake_jpeg) == (415, "UnsupportedImageError")
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", (422, "EmptyImageError")),
+        (png_bytes()[:60], (422, "CorruptImageError")),
+        (png_header_only(50_000, 50_000), (422, "ImageTooLargeError")),
+        (b"%PDF-1.4 not an image", (415, "UnsupportedImageError")),
+    ],
+)
+def test_bad_images(client: TestClient, content: bytes, expected: tuple[int, str]) -> None:
+    assert _error(client.post("/v1/classify", content=content)) == expected
+    assert _error(client.post("/v1/classify", files={"file": ("x.png", content, "image/png")})) == expected
+
+
+def test_oversized_bodies_are_refused_declared_or_chunked(client: TestClient) -> None:
+    big = b"\x00" * (600 * 1024)  # over the 0.5 MB limit of this app
+    assert _error(client.post("/v1/classify", content=big)) == (413, "PayloadTooLarge")
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(100):
+            yield b"\x00" * 10_000  # 1 MB in total, no Content-Length
+
+    assert _error(client.post("/v1/classify", content=chunks())) == (413, "PayloadTooLarge")
+    lying = client.post("/v1/classify", content=b"x", headers={"content-length": "99999999999"})
+    assert lying.status_code == 413
+
+
+def test_hostile_multipart(client: TestClient) -> None:
+    many = [("file", (f"{i}.png", b"x", "image/png")) for i in range(40)]
+    assert _error(client.post("/v1/classify/batch", files=many))[0] == 400
+    two = [("file", ("a.png", png_bytes(), "image/png")), ("file", ("b.png", png_bytes(), "image/png"))]
+    assert _error(client.post("/v1/classify", files=two))[0] == 400  # one image per /v1/classify
+    huge_field = client.post(
+        "/v1/classify", data={"note": "x" * 200_000}, files={"file": ("a.png", png_bytes())}
+    )
+    assert _error(huge_field)[0] == 400
+    no_file = client.post("/v1/classify", files={"notes": ("notes.txt", b"hello", "text/plain")})
+    assert _error(no_file) == (400, "MalformedRequest")
+    form_encoded = client.post("/v1/classify", data={"model": "efficientnet_lite0"})
+    assert _error(form_encoded) == (415, "UnsupportedImageError")  # not multipart, and not an image
+
+
+def test_path_like_filenames_are_only_echoed(client: TestClient, tmp_path: Path) -> None:
+    for name in ("../../etc/passwd", "..\\..\\boot.ini", "/abs/path/x.png", "a\x00b\nc.png"):
+        response = client.post("/v1/classify", files={"file": (name, png_bytes(), "image/png")})
+        assert response.status_code == 200
+        echoed = response.json()["path"]
+        assert "/" not in echoed and "\\" not in echoed and "\x00" not in echoed and "\n" not in echoed
+
+
+def test_parameters_and_unknown_models(client: TestClient) -> None:
+    upload = {"file": ("a.png", png_bytes(), "image/png")}
+    assert _error(client.post("/v1/classify?model=alexnet", files=upload)) == (404, "UnknownModelError")
+    assert _error(client.post("/v1/classify?model=vgg16", files=upload)) == (
+        404,
+        "UnknownModelError",
+    )  # not served
+    assert _error(client.post("/v1/classify?top_k=0", files=upload)) == (422, "InvalidParameter")
+    assert _error(client.post("/v1/classify?top_k=abc", files=upload)) == (422, "InvalidParameter")
+    assert client.post("/v1/classify?model=lite0", files=upload).status_code == 200  # aliases work
+    assert _error(client.get("/v1/nothing-here"))[0] == 404
+
+
+def test_batch_reports_each_file(client: TestClient) -> None:
+    files = [
+        ("file", ("red.png", png_bytes((250, 0, 0)), "image/png")),
+        ("file", ("broken.jpg", TENCH[: len(TENCH) // 3], "image/jpeg")),
+        ("file", ("dark.png", png_bytes((5, 5, 5)), "image/png")),
+    ]
+    response = client.post("/v1/classify/batch?top_k=2", files=files)
+    assert response.status_code == 200
+    red, broken, dark = response.json()
+    assert red["path"] == "red.png" and len(red["predictions"]) == 2
+    assert broken == {
+        "path": "broken.jpg",
+        "error": {"type": "CorruptImageError", "message": broken["error"]["message"]},
+    }
+    assert dark["predictions"][0]["index"] != red["predictions"][0]["index"]
+
+
+def test_a_full_queue_answers_503_at_once() -> None:
+    gate = threading.Event()
+    settings = fake_settings(FakeEngine(gate=gate), max_queue=1, inference_threads=1)
+    with TestClient(create_app(settings)) as c:
+        gate.set()  # let the warm-up through, then hold the next inference
+        time.sleep(0.1)
+        gate.clear()
+        upload = {"file": ("a.png", png_bytes(), "image/png")}
+        first: dict[str, int] = {}
+        worker = threading.Thread(
+            target=lambda: first.update(code=c.post("/v1/classify", files=upload).status_code)
+        )
+        worker.start()
+        time.sleep(0.3)  # the first request now holds the only queue slot
+        start = time.perf_counter()
+        busy = c.post("/v1/classify", files=upload)
+        assert _error(busy) == (503, "Overloaded") and busy.headers["retry-after"] == "1"
+        assert time.perf_counter() - start < 1.0
+        metrics = c.get("/metrics").text
+        assert "imagenet_zoo_queue_depth 1.0" in metrics
+        gate.set()
+        worker.join(10)
+        assert first["code"] == 200
+
+
+def test_past_the_deadline_is_504() -> None:
+    with TestClient(create_app(fake_settings(FakeEngine(delay_s=0.5), deadline_s=0.2))) as c:
+        response = c.post("/v1/classify", files={"file": ("a.png", png_bytes(), "image/png")})
+        assert _error(response) == (504, "DeadlineExceeded")
+
+
+def test_metrics(client: TestClient) -> None:
+    client.post("/v1/classify", files={"file": ("a.png", png_bytes(), "image/png")})
+    client.post("/v1/classify", content=b"")
+    text = client.get("/metrics").text
+    assert 'imagenet_zoo_requests_total{method="POST",route="/v1/classify",status="200"} 1.0' in text
+    assert 'imagenet_zoo_requests_total{method="POST",route="/v1/classify",status="422"} 1.0' in text
+    assert 'imagenet_zoo_errors_total{type="EmptyImageError"} 1.0' in text
+    assert 'imagenet_zoo_request_seconds_bucket{le="0.005",route="/v1/classify"}' in text
+
+
+def test_models_load_lazily_and_the_least_recently_used_is_unloaded() -> None:
+    copies = [replace(LITE0, spec=replace(LITE0.spec, name=n, aliases=())) for n in ("m1", "m2", "m3")]
+    registry = Registry(copies)
+    loads: list[str] = []
+
+    def load(name: str) -> Classifier:
+        loads.append(name)
+        return Classifier(registry.get(name).spec, FakeEngine())
+
+    settings = Settings(
+        models=("m1", "m2", "m3"), registry=registry, load_classifier=load, max_loaded_models=2
+    )
+    with TestClient(create_app(settings)) as c:
+        assert loads == ["m1"]  # only the default, at start-up
+        upload = {"file": ("a.png", png_bytes(), "image/png")}
+        for name in ("m2", "m3", "m1"):
+            assert c.post(f"/v1/classify?model={name}", files=upload).status_code == 200
+        assert loads == ["m1", "m2", "m3", "m1"]  # m1 was unloaded when m3 arrived
+        assert {m["name"]: m["loaded"] for m in c.get("/v1/models").json()} == {
+            "m1": True,
+            "m2": False,
+            "m3": True,
+        }
+
+
+def test_with_the_real_model(with_lite0: Path) -> None:
+    with TestClient(create_app(Settings())) as c:
+        photo = skimage_photo("coffee.png").read_bytes()
+        body = c.post("/v1/classify", files={"file": ("coffee.png", photo, "image/png")}).json()
+        assert body["predictions"][0]["label"] == "espresso" and body["predictions"][0]["score"] > 0.9
+        tench = (SAMPLE_DIR / "n01440764_tench.JPEG").read_bytes()
+        assert c.post("/v1/classify", content=tench).json()["predictions"][0]["synset"] == "n01440764"
