@@ -1,0 +1,76 @@
+"""The web page in a real headless Chromium: upload a real photo and see its label; see errors in words."""
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from imagenet_zoo.server import Settings, create_app
+from tests.conftest import SAMPLE_DIR
+from tests.test_serve_process import free_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+@pytest.fixture
+def server_url(with_lite0: Path) -> Iterator[str]:
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(Settings()), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(30)
+
+
+@pytest.fixture
+def page(server_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    if not CHROMIUM.exists():
+        message = "Debian's chromium is needed for the browser test (apt-get install chromium)"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto(server_url)
+        yield page
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        browser.close()
+
+
+def test_upload_a_photo_and_see_its_label(page) -> None:  # type: ignore[no-untyped-def]
+    page.wait_for_selector("#model option", state="attached")
+    assert page.locator("label[for=model]").inner_text() == "Model"
+    assert page.locator("label[for=file]").inner_text() == "Photo"
+    page.set_input_files("#file", str(SAMPLE_DIR / "n01440764_tench.JPEG"))
+    first = page.locator("#results li").first
+    first.wait_for(timeout=60_000)
+    assert first.inner_text().startswith("1. tench")
+    assert page.locator("#results li").count() == 5
+    assert "answered in" in page.locator("#latency").inner_text()
+    assert page.locator("#results .bar").first.get_attribute("aria-label").startswith("tench:")
+
+
+def test_a_text_file_shows_the_error_in_words(page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("this is not a photo")
+    page.wait_for_selector("#model option", state="attached")
+    page.set_input_files("#file", str(notes))
+    error = page.locator("#error")
+    error.filter(has_text="That did not work").wait_for(timeout=30_000)
+    assert "not an image" in error.inner_text()
+    assert page.locator("#results li").count() == 0
