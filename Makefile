@@ -25,8 +25,8 @@ demo: install
 	$(BIN)/imagenet-zoo classify $(DEMO_PHOTOS)
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
 	$(BIN)/mypy
 
 test: lint

@@ -110,11 +110,14 @@ class InferenceQueue:
         self._settings, self._metrics = settings, metrics
         self.pending = 0
 
-    async def run(self, work: Callable[[], Any]) -> Any:
+    def check_capacity(self) -> None:
         if self.pending >= self._settings.max_queue:
             raise ApiError(
                 503, "Overloaded", "the inference queue is full; retry shortly", {"Retry-After": "1"}
             )
+
+    async def run(self, work: Callable[[], Any]) -> Any:
+        self.check_capacity()  # again: the queue may have filled while the upload was being read
         future = asyncio.get_running_loop().run_in_executor(self._executor, work)
         self._track(+1)
         future.add_done_callback(lambda _: self._track(-1))  # the slot frees when the work really ends
@@ -231,6 +234,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise ApiError(
                 404, "UnknownModelError", f"{name} is not served here; served: {', '.join(settings.models)}"
             )
+        queue.check_capacity()  # refuse before reading the upload: a full queue answers at once
         uploads = await read_uploads(request, many=many)
         return await queue.run(lambda: _classify_bytes(pool.get(name), uploads, top_k))  # type: ignore[no-any-return]
 

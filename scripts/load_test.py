@@ -1,0 +1,231 @@
+"""Load test of `imagenet-zoo serve` on loopback: latency and throughput, a full queue, memory under abuse.
+
+Starts its own servers on 127.0.0.1 (never another address), bounded in requests and seconds per phase:
+
+1. real photos at concurrency 1, 4 and 16: p50/p95/p99 latency and throughput, counting any 5xx;
+2. a server with a 2-slot queue flooded by 24 concurrent requests: the overflow must get 503 at once;
+3. 5,000 bad requests (empty, text, truncated JPEG, decompression bomb, oversized): the server's resident
+   memory is sampled along the way and must stay flat.
+
+Prints a markdown report. Usage: python scripts/load_test.py [--requests N] [--bad-requests N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
+PHASE_TIMEOUT_S = 300
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def server(*extra: str) -> Iterator[tuple[str, int]]:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "imagenet_zoo",
+        "serve",
+        "--port",
+        str(port),
+        "--drain-seconds",
+        "0",
+        *extra,
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        else:
+            raise SystemExit("the server did not become ready")
+        yield url, process.pid
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def timed_post(client: httpx.AsyncClient, url: str, **kwargs: object) -> tuple[int, float]:
+    start = time.perf_counter()
+    response = await client.post(url, **kwargs)  # type: ignore[arg-type]
+    return response.status_code, time.perf_counter() - start
+
+
+async def run_concurrently(
+    url: str, payloads: list[dict[str, object]], concurrency: int
+) -> list[tuple[int, float]]:
+    """Send every payload with `concurrency` requests in flight; returns (status, seconds) per request."""
+    queue: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+    for payload in payloads:
+        queue.put_nowait(payload)
+    results: list[tuple[int, float]] = []
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+
+        async def worker() -> None:
+            while not queue.empty():
+                results.append(await timed_post(client, url, **queue.get_nowait()))
+
+        await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), PHASE_TIMEOUT_S)
+    return results
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def photo_payloads(count: int) -> list[dict[str, object]]:
+    photos = sorted(SHARED.iterdir())
+    return [
+        {"files": {"file": (p.name, p.read_bytes(), "image/jpeg")}}
+        for p in (photos * (count // 200 + 1))[:count]
+    ]
+
+
+def bomb_png() -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", 50_000, 50_000, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00"))
+        + chunk(b"IEND", b"")
+    )
+
+
+def bad_payloads(count: int) -> list[dict[str, object]]:
+    jpeg = sorted(SHARED.iterdir())[0].read_bytes()
+    kinds: list[dict[str, object]] = [
+        {"content": b""},
+        {"content": b"definitely not an image " * 40},
+        {"files": {"file": ("x.jpg", jpeg[: len(jpeg) // 3], "image/jpeg")}},
+        {"content": bomb_png()},
+    ]
+    oversized = {"content": b"\x00" * (21 * 2**20)}  # over the default 20 MB limit; one request in a hundred
+    return [oversized if i % 100 == 99 else kinds[i % len(kinds)] for i in range(count)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=200, help="photo requests per concurrency level")
+    parser.add_argument("--bad-requests", type=int, default=5000)
+    args = parser.parse_args()
+    report = [
+        f"Load test of `imagenet-zoo serve` (EfficientNet-Lite0, OpenVINO fp32), {os.cpu_count()} cores:",
+        "",
+    ]
+    server_errors = 0
+
+    with server() as (url, pid):
+        report += [
+            "| concurrency | requests | throughput (req/s) | p50 ms | p95 ms | p99 ms | 5xx |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for concurrency in (1, 4, 16):
+            start = time.perf_counter()
+            results = asyncio.run(
+                run_concurrently(f"{url}/v1/classify", photo_payloads(args.requests), concurrency)
+            )
+            elapsed = time.perf_counter() - start
+            seconds = [s for _, s in results]
+            fivexx = sum(status >= 500 for status, _ in results)
+            server_errors += fivexx
+            p50, p95, p99 = (1000 * percentile(seconds, q) for q in (50, 95, 99))
+            rate = len(results) / elapsed
+            report.append(
+                f"| {concurrency} | {len(results)} | {rate:.1f} "
+                f"| {p50:.1f} | {p95:.1f} | {p99:.1f} | {fivexx} |"
+            )
+
+        rss = [rss_mb(pid)]
+        bad = bad_payloads(args.bad_requests)
+        statuses: dict[int, int] = {}
+        for part in range(5):
+            chunk = bad[part * len(bad) // 5 : (part + 1) * len(bad) // 5]
+            for status, _ in asyncio.run(run_concurrently(f"{url}/v1/classify", chunk, 8)):
+                statuses[status] = statuses.get(status, 0) + 1
+            rss.append(rss_mb(pid))
+        server_errors += sum(n for status, n in statuses.items() if status >= 500)
+        codes = ", ".join(f"{code}: {n}" for code, n in sorted(statuses.items()))
+        report += [
+            "",
+            f"{args.bad_requests:,} bad requests ({codes}); server RSS after each fifth: "
+            + " -> ".join(f"{r:.0f}" for r in rss)
+            + f" MB (growth {rss[-1] - rss[1]:+.0f} MB after the first fifth).",
+        ]
+
+    with server("--max-queue", "2", "--deadline", "120") as (url, _):
+        held, probes = asyncio.run(full_queue(url))
+        refused = [seconds for status, seconds in probes if status == 503]
+        server_errors += sum(status >= 500 and status != 503 for status, _ in probes)
+        report += [
+            "",
+            f"Full queue (2 slots, both held by 16-photo batches that took {held:.2f} s): "
+            f"{len(probes)} single-photo requests sent meanwhile, {len(refused)} refused with 503 "
+            f"(Retry-After) in median {1000 * statistics.median(refused or [0]):.1f} ms, "
+            f"at most {1000 * max(refused, default=0):.1f} ms.",
+        ]
+
+    report += ["", f"5xx other than the queue's 503: {server_errors}"]
+    print("\n".join(report))
+    sys.exit(1 if server_errors else 0)
+
+
+async def full_queue(url: str) -> tuple[float, list[tuple[int, float]]]:
+    """Hold both queue slots with large batches; meanwhile probe with small requests, one at a time."""
+    photos = sorted(SHARED.iterdir())[:16]
+    batch = [("file", (p.name, p.read_bytes(), "image/jpeg")) for p in photos]
+    small = photos[0].read_bytes()
+    probes: list[tuple[int, float]] = []
+    async with httpx.AsyncClient(timeout=120) as client:
+        start = time.perf_counter()
+        holders = [
+            asyncio.create_task(client.post(f"{url}/v1/classify/batch", files=batch)) for _ in range(2)
+        ]
+        await asyncio.sleep(0.05)  # let both batches reach the queue
+        while not all(h.done() for h in holders) and len(probes) < 500:
+            probes.append(await timed_post(client, f"{url}/v1/classify", content=small))
+        for holder in holders:
+            assert (await holder).status_code == 200
+        return time.perf_counter() - start, probes
+
+
+if __name__ == "__main__":
+    main()
