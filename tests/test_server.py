@@ -265,3 +265,23 @@ def test_with_the_real_model(with_lite0: Path) -> None:
         assert body["predictions"][0]["label"] == "espresso" and body["predictions"][0]["score"] > 0.9
         tench = (SAMPLE_DIR / "n01440764_tench.JPEG").read_bytes()
         assert c.post("/v1/classify", content=tench).json()["predictions"][0]["synset"] == "n01440764"
+
+
+def test_the_model_cache_is_bounded_by_weight_memory() -> None:
+    vgg = default_registry().get("vgg19")  # 143.7 M parameters: 548 MB in fp32
+    copies = [replace(vgg, spec=replace(vgg.spec, name=n, aliases=())) for n in ("big1", "big2", "big3")]
+    registry = Registry(copies)
+
+    def load(name: str) -> Classifier:
+        return Classifier(registry.get(name).spec, FakeEngine())
+
+    settings = Settings(
+        models=("big1", "big2", "big3"), registry=registry, load_classifier=load,
+        max_loaded_models=10, max_model_memory_mb=1200,
+    )  # fmt: skip
+    with TestClient(create_app(settings)) as c:
+        upload = {"file": ("a.png", png_bytes(), "image/png")}
+        for name in ("big2", "big3"):
+            assert c.post(f"/v1/classify?model={name}", files=upload).status_code == 200
+        loaded = {m["name"] for m in c.get("/v1/models").json() if m["loaded"]}
+        assert loaded == {"big2", "big3"}  # two fit in 1,200 MB, three do not: big1 went first

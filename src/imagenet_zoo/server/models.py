@@ -1,4 +1,5 @@
-"""Loaded models shared by all requests: loaded lazily, at most `max_loaded_models` at once (LRU)."""
+"""Loaded models shared by all requests: loaded lazily; least recently used ones are unloaded to stay
+within `max_loaded_models` and `max_model_memory_mb` (fp32 weights), always keeping the newest."""
 
 from __future__ import annotations
 
@@ -30,9 +31,14 @@ class ModelPool:
                 return self._loaded[name]
             classifier = self._load(name)
             self._loaded[name] = classifier
-            while len(self._loaded) > self._settings.max_loaded_models:
+            while len(self._loaded) > 1 and self._over_budget():
                 self._loaded.popitem(last=False)  # requests holding it keep their reference
             return classifier
+
+    def _over_budget(self) -> bool:
+        weights_mb = sum(c.spec.num_params * 4 for c in self._loaded.values()) / 2**20
+        too_many = len(self._loaded) > self._settings.max_loaded_models
+        return too_many or weights_mb > self._settings.max_model_memory_mb
 
     def _load(self, name: str) -> Classifier:
         if self._settings.load_classifier is not None:

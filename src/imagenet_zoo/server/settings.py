@@ -18,7 +18,8 @@ class Settings:
     max_queue: int = 32  # requests waiting for or in inference; more get 503 at once
     max_batch_files: int = 16
     deadline_s: float = 30.0  # past this a request gets 504
-    max_loaded_models: int = 2  # least recently used models are unloaded beyond this
+    max_loaded_models: int = 2  # least recently used models are unloaded beyond this many...
+    max_model_memory_mb: float = 2048.0  # ...or beyond this much weight memory (fp32 parameters)
     inference_threads: int = 2
     registry: Registry | None = None
     # Tests inject a classifier with a fake engine so API tests need no weights.
