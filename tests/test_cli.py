@@ -83,7 +83,7 @@ def test_json_output_keeps_input_order_and_reports_each_broken_file(
     errors = {r["path"]: r["error"] for r in results if "error" in r}
     for error_type, path in broken_files.items():
         assert errors[str(path)]["type"] == error_type and errors[str(path)]["message"]
-    assert "classified 2 of 7 photos" in err and "5 could not be classified" in err and "Traceback" not in err
+    assert "classified 2 of 7 photos" in err and "5 failed:" in err and "Traceback" not in err
 
 
 def test_table_output_and_top_k(with_lite0: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -59,10 +59,11 @@ def load_engine(
     *,
     engine: str = DEFAULT_ENGINE,
     precision: str = "fp32",
+    features: bool = False,
     progress: bool = True,
     registry: Registry | None = None,
 ) -> Engine:
-    """The `core` of a classifier alone: preprocessed NHWC float32 in, logits out."""
+    """The `core` of a classifier alone: preprocessed NHWC float32 in, logits (or pooled features) out."""
     model = _lookup(name, registry)
     if engine not in ENGINES:
         raise UsageError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
@@ -75,10 +76,14 @@ def load_engine(
             raise UnsupportedPrecisionError(
                 "the keras engine runs fp32 only; bf16 and int8 need --engine openvino"
             )
-        return KerasEngine(create_model(model.spec.name, progress=progress, registry=registry))
+        pooling: Pooling = "avg" if features else None
+        keras_model = create_model(
+            model.spec.name, include_top=not features, pooling=pooling, progress=progress, registry=registry
+        )
+        return KerasEngine(keras_model)
     from imagenet_zoo.engines.openvino import load_engine as load_openvino
 
-    return load_openvino(model, precision, progress=progress)
+    return load_openvino(model, precision, progress=progress, features=features)
 
 
 def load(
@@ -90,6 +95,7 @@ def load(
     batch_size: int = 8,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     workers: int | None = None,
+    features: bool = False,
     progress: bool = True,
     registry: Registry | None = None,
 ) -> Classifier:
@@ -98,10 +104,14 @@ def load(
     `engine="openvino"` (default) runs a cached OpenVINO model converted once from Keras, in `precision`
     fp32, bf16 or int8 (after `imagenet-zoo quantize`); `engine="keras"` runs Keras itself (fp32).
     `resize="squash"` resizes the whole photo to the input size (the classic tutorial); the default
-    is each model's own evaluation protocol (shorter side, then centre crop).
+    is each model's own evaluation protocol (shorter side, then centre crop). With `features=True` the
+    engine returns the global-average-pooled penultimate features instead of logits (use
+    `Classifier.iter_outputs`), as `include_top=False, pooling="avg"` does in Keras.
     """
     spec = _lookup(name, registry).spec
-    runner = load_engine(spec.name, engine=engine, precision=precision, progress=progress, registry=registry)
+    runner = load_engine(
+        spec.name, engine=engine, precision=precision, features=features, progress=progress, registry=registry
+    )
     data_config = (
         spec.data_config if resize is None else dataclasses.replace(spec.data_config, resize_mode=resize)
     )

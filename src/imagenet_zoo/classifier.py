@@ -134,7 +134,13 @@ class Classifier:
         self.data_config = data_config or spec.data_config
         self.batch_size = batch_size
         self.max_pixels = max_pixels
-        self.labels = imagenet1k()
+        self.labels = (
+            imagenet1k()
+            if spec.labels is None
+            else tuple(
+                ClassLabel(i, name, name) for i, name in enumerate(spec.labels)
+            )  # own classes: name as id
+        )
 
     @overload
     def classify(self, inputs: ImageSource, *, top: int = 5) -> Classification: ...
@@ -160,13 +166,26 @@ class Classifier:
         return list(self.iter_classify(inputs, top=top))
 
     def iter_classify(self, inputs: Iterable[ImageSource], *, top: int = 5) -> Iterator[Classification]:
-        """Yield results in input order as each batch of `batch_size` completes.
+        """Yield results in input order as each batch of `batch_size` completes (post: softmax, top-k)."""
+        if top < 1:
+            raise ValueError("top must be at least 1")
+        top = min(top, self.spec.num_classes)  # the top 5 of a 2-class model is its 2 classes
+        for source, item, logits in self.iter_outputs(inputs):
+            base = Classification(describe_source(source), self.spec.name)
+            if isinstance(item, ErrorInfo):
+                yield replace(base, error=item)
+            else:
+                probabilities = softmax(logits.astype(np.float64)).astype(np.float32)  # type: ignore[union-attr]
+                yield replace(base, predictions=top_k(probabilities, top, self.labels), input=item)
+
+    def iter_outputs(
+        self, inputs: Iterable[ImageSource]
+    ) -> Iterator[tuple[ImageSource, InputInfo | ErrorInfo, np.ndarray | None]]:
+        """The engine's raw output row for each input, in input order, or the input's error.
 
         The next batch is decoded by `workers` threads while the engine runs the current one (Pillow
         releases the GIL while decoding and resizing), so decoding and inference overlap.
         """
-        if not 1 <= top <= self.spec.num_classes:
-            raise ValueError(f"top must be between 1 and {self.spec.num_classes}")
         chunks = _chunked(iter(inputs), self.batch_size)
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             chunk = next(chunks, None)
@@ -175,7 +194,7 @@ class Classifier:
                 prepared = [future.result() for future in upcoming]
                 following = next(chunks, None)
                 upcoming = [pool.submit(self.prepare, s) for s in following or []]
-                yield from self._finish(chunk, prepared, top)
+                yield from self._run_engine(chunk, prepared)
                 chunk = following
 
     def prepare(self, source: ImageSource) -> tuple[InputInfo, np.ndarray] | ErrorInfo:
@@ -186,24 +205,17 @@ class Classifier:
             return ErrorInfo.of(exc)
         return decoded.info, preprocess(decoded.image, self.data_config)
 
-    def _finish(
-        self,
-        sources: Sequence[ImageSource],
-        prepared: list[tuple[InputInfo, np.ndarray] | ErrorInfo],
-        top: int,
-    ) -> list[Classification]:
-        """Core (one engine call for the chunk's good inputs) and post-processing (softmax, top-k)."""
+    def _run_engine(
+        self, sources: Sequence[ImageSource], prepared: list[tuple[InputInfo, np.ndarray] | ErrorInfo]
+    ) -> Iterator[tuple[ImageSource, InputInfo | ErrorInfo, np.ndarray | None]]:
+        """Core: one engine call for the chunk's good inputs."""
         good = [item[1] for item in prepared if not isinstance(item, ErrorInfo)]
-        probabilities = iter(self._probabilities(np.stack(good)) if good else [])
-        results = []
+        outputs = iter(self._infer(np.stack(good)) if good else [])
         for source, item in zip(sources, prepared, strict=True):
-            base = Classification(describe_source(source), self.spec.name)
             if isinstance(item, ErrorInfo):
-                results.append(replace(base, error=item))
+                yield source, item, None
             else:
-                predictions = top_k(next(probabilities), top, self.labels)
-                results.append(replace(base, predictions=predictions, input=item[0]))
-        return results
+                yield source, item[0], next(outputs)
 
     def preprocess(self, images: Sequence[Any]) -> np.ndarray:
         """The float32 NHWC batch the engine receives for these RGB PIL images."""
@@ -214,6 +226,8 @@ class Classifier:
         return self._probabilities(self.preprocess(images))
 
     def _probabilities(self, batch: np.ndarray) -> np.ndarray:
+        return softmax(self._infer(batch).astype(np.float64)).astype(np.float32)
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
         with self._engine_lock:
-            logits = self.engine.infer(batch)
-        return softmax(logits.astype(np.float64)).astype(np.float32)
+            return self.engine.infer(batch)

@@ -55,9 +55,14 @@ def _label_of(value: str, index: dict[str, int]) -> int | None:
     return index.get(value)
 
 
-def labelled_photos(source: Path) -> tuple[list[LabelledPhoto], list[str]]:
-    """The labelled photos of a folder or CSV, and the files whose label could not be found."""
-    index = _class_index()
+def labelled_photos(
+    source: Path, classes: tuple[str, ...] | None = None
+) -> tuple[list[LabelledPhoto], list[str]]:
+    """The labelled photos of a folder or CSV, and the files whose label could not be found.
+
+    With `classes` (a bundle's own classes) labels are those names: the photo's folder, or the CSV label.
+    """
+    index = _class_index() if classes is None else {name: i for i, name in enumerate(classes)}
     if source.suffix.lower() == ".csv" and source.is_file():
         return _from_csv(source, index)
     if not source.is_dir():
@@ -65,8 +70,11 @@ def labelled_photos(source: Path) -> tuple[list[LabelledPhoto], list[str]]:
     photos, unlabelled = [], []
     for path in find_images([str(source)], recursive=True):
         p = Path(path)
-        match = _SYNSET.match(p.name) or _SYNSET.fullmatch(p.parent.name)
-        label = index.get(match.group(1)) if match else None
+        if classes is not None:
+            label = index.get(p.parent.name)
+        else:
+            match = _SYNSET.match(p.name) or _SYNSET.fullmatch(p.parent.name)
+            label = index.get(match.group(1)) if match else None
         if label is None:
             unlabelled.append(path)
         else:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from imagenet_zoo.errors import UnknownModelError
+from imagenet_zoo.errors import UnknownModelError, UsageError
 from imagenet_zoo.specs import ModelSpec
 from imagenet_zoo.weights.store import WeightsProvider
 
@@ -63,11 +63,24 @@ class Registry:
         self._models[name] = model
 
     def get(self, name: str) -> RegisteredModel:
+        """A model by name or alias, or a bundle by its folder (registered on first use)."""
+        key = self._aliases.get(_normalize(name))
+        if key is not None:
+            return self._models[key]
+        from imagenet_zoo.bundles import is_bundle, load_bundle
+
+        if is_bundle(name):
+            return self._register_bundle(load_bundle(Path(name)), name)
+        known = ", ".join(self._models)
+        raise UnknownModelError(f"unknown model {name!r}; choose one of: {known}, or a bundle folder")
+
+    def _register_bundle(self, bundle: RegisteredModel, folder: str) -> RegisteredModel:
+        bundle = replace(bundle, spec=replace(bundle.spec, aliases=(folder,)))
         try:
-            return self._models[self._aliases[_normalize(name)]]
-        except KeyError:
-            known = ", ".join(self._models)
-            raise UnknownModelError(f"unknown model {name!r}; choose one of: {known}") from None
+            self.register(bundle)
+        except ValueError as exc:
+            raise UsageError(f"bundle {folder}: {exc}; rename the bundle folder") from None
+        return bundle
 
     def __iter__(self) -> Iterator[RegisteredModel]:
         return iter(self._models.values())

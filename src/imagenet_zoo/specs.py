@@ -90,6 +90,7 @@ class ModelSpec:
     weights_notop: WeightsFile | None = None
     aliases: tuple[str, ...] = ()
     num_classes: int = 1000
+    labels: tuple[str, ...] | None = None  # the model's own class names; None means the ImageNet-1k classes
 
     def weights_file(self, *, include_top: bool = True) -> WeightsFile:
         if include_top or self.weights_notop is None:

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from imagenet_zoo.api import DEFAULT_ENGINE, ENGINES
+from imagenet_zoo.bundles import is_bundle
 from imagenet_zoo.cli import commands
 from imagenet_zoo.engines.openvino import PRECISIONS
 from imagenet_zoo.errors import ImagenetZooError, UsageError
@@ -16,10 +17,12 @@ NUM_CLASSES = 1000
 
 
 def _model_name(value: str) -> str:
+    """A zoo model's canonical name, or a bundle's folder as given (other processes resolve it too)."""
     try:
-        return default_registry().get(value).spec.name
-    except UsageError as exc:
+        name = default_registry().get(value).spec.name
+    except ImagenetZooError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    return value if is_bundle(value) else name
 
 
 def _positive(value: str) -> int:
@@ -82,6 +85,45 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--batch-size", type=_positive, default=8)
     _add_engine_options(classify)
     classify.set_defaults(run=commands.classify)
+
+    extract = sub.add_parser("extract", help="pooled ImageNet features of photos, for transfer learning")
+    extract.add_argument("photos", nargs="+", metavar="PHOTO", help="image files, folders or glob patterns")
+    extract.add_argument("--model", type=_model_name, default="efficientnet_lite0")
+    extract.add_argument("--output", required=True, metavar="FILE", help="features.npz or features.parquet")
+    extract.add_argument(
+        "--layer",
+        choices=("pooled",),
+        default="pooled",
+        help="pooled: global-average-pooled penultimate features (Keras include_top=False)",
+    )
+    extract.add_argument("--recursive", action="store_true")
+    extract.add_argument("--batch-size", type=_positive, default=16)
+    extract.add_argument("--workers", type=_positive)
+    extract.add_argument("--quiet", action="store_true")
+    _add_engine_options(extract)
+    extract.set_defaults(run=commands.extract)
+
+    train = sub.add_parser(
+        "train", help="a classifier for your own classes on an ImageNet network (a bundle)"
+    )
+    train.add_argument("source", metavar="DIR", help="one sub-folder of photos per class")
+    train.add_argument("--base", type=_model_name, default="efficientnet_lite0", help="the ImageNet network")
+    train.add_argument("--output", required=True, metavar="BUNDLE_DIR", help="where the bundle is written")
+    train.add_argument("--epochs", type=_positive, default=30)
+    train.add_argument(
+        "--fine-tune-layers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after the head, also train the base's last N layers (default 0: head only)",
+    )
+    train.add_argument(
+        "--val-split", type=float, default=0.2, help="share of each class held out (default 0.2)"
+    )
+    train.add_argument("--augment", action="store_true", help="mirrored copies; random flips and shifts")
+    train.add_argument("--batch-size", type=_positive, default=32)
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(run=commands.train)
 
     evaluate = sub.add_parser("eval", help="top-1/top-5 accuracy on labelled photos (synset names or CSV)")
     evaluate.add_argument(

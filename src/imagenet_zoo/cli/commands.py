@@ -96,7 +96,12 @@ _MAX_LISTED_FAILURES = 20
 
 
 def _summarize(
-    done: int, skipped: int, failures: list[tuple[str, ErrorInfo]], seconds: float, results_path: Path | None
+    done: int,
+    skipped: int,
+    failures: list[tuple[str, ErrorInfo]],
+    seconds: float,
+    results_path: Path | None,
+    verb: str = "classified",
 ) -> None:
     """The end-of-run report on stderr: counts, rate and the files that could not be classified."""
     if results_path is None and not failures:
@@ -110,7 +115,7 @@ def _summarize(
     if results_path:
         lines.append(f"  results: {results_path}")
     if failures:
-        lines.append(f"  {len(failures)} could not be classified:")
+        lines.append(f"  {len(failures)} failed:")
         lines.extend(f"    {source}: {e.type}: {e.message}" for source, e in failures[:_MAX_LISTED_FAILURES])
         if len(failures) > _MAX_LISTED_FAILURES:
             lines.append(f"    ... and {len(failures) - _MAX_LISTED_FAILURES} more (each is in the results)")
@@ -215,21 +220,22 @@ def evaluate(args: argparse.Namespace) -> int:
     from imagenet_zoo.evaluate import evaluate as evaluate_model
     from imagenet_zoo.evaluate import labelled_photos
 
-    photos, unlabelled = labelled_photos(Path(args.source))
-    if not photos:
-        raise UsageError(
-            f"no labelled photos in {args.source} (file names or folders must start with a synset id)"
-        )
-    if unlabelled:
-        print(
-            f"imagenet-zoo: {len(unlabelled)} photos have no ImageNet label and were left out",
-            file=sys.stderr,
-        )
     registry = default_registry()
     rows: list[dict[str, object]] = []
     with _EvalOutput(Path(args.output) if args.output else None) as per_photo:
         for name in args.model:
             model = registry.get(name)
+            photos, unlabelled = labelled_photos(Path(args.source), model.spec.labels)
+            if not photos:
+                raise UsageError(
+                    f"no photos in {args.source} carry a label {name} knows (ImageNet: a synset id in the "
+                    "file or folder name; a bundle: a sub-folder named like one of its classes)"
+                )
+            if unlabelled:
+                print(
+                    f"imagenet-zoo: {len(unlabelled)} photos have no label for {name}; left out",
+                    file=sys.stderr,
+                )
             if not model.weights_available:
                 rows.append({"model": name, "error": f"weights missing: imagenet-zoo weights fetch {name}"})
                 continue
@@ -349,4 +355,58 @@ def serve(args: argparse.Namespace) -> int:
         deadline_s=args.deadline,
     )
     run_server(settings, host=args.host, port=args.port, drain_s=args.drain_seconds)
+    return 0
+
+
+def extract(args: argparse.Namespace) -> int:
+    from imagenet_zoo.features import FORMATS, extract_features, save_features
+
+    output_path = Path(args.output)
+    if output_path.suffix.lower() not in FORMATS:
+        raise UsageError(f"--output must end in one of {', '.join(FORMATS)}: {output_path}")
+    sources = find_images(args.photos, recursive=args.recursive)
+    if not sources:
+        raise UsageError("no image files found (use --recursive for sub-folders)")
+    extractor = load(
+        args.model, engine=args.engine, precision=args.precision, batch_size=args.batch_size,
+        workers=args.workers, features=True,
+    )  # fmt: skip
+    progress = Progress("Extracting", len(sources), unit="img", enabled=False if args.quiet else None)
+    start = time.monotonic()
+    feature_set, failures = extract_features(extractor, sources, on_item=lambda *_: progress.update())
+    progress.close()
+    save_features(feature_set, output_path)
+    shape = "x".join(map(str, feature_set.features.shape))
+    print(
+        f"imagenet-zoo: {shape} features from {feature_set.model} written to {output_path}", file=sys.stderr
+    )
+    _summarize(len(sources), 0, failures, time.monotonic() - start, output_path, verb="extracted features of")
+    return 1 if failures else 0
+
+
+def train(args: argparse.Namespace) -> int:
+    from imagenet_zoo.training import TrainConfig, confusion_text
+    from imagenet_zoo.training import train as train_bundle
+
+    if args.fine_tune_layers < 0:
+        raise UsageError("--fine-tune-layers cannot be negative")
+    config = TrainConfig(
+        base=args.base,
+        epochs=args.epochs,
+        fine_tune_layers=args.fine_tune_layers,
+        val_split=args.val_split,
+        augment=args.augment,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
+    report = train_bundle(
+        Path(args.source), Path(args.output), config, log=lambda line: print(line, flush=True)
+    )
+    for path in report.skipped:
+        print(f"imagenet-zoo: skipped unreadable photo {path}", file=sys.stderr)
+    print(
+        f"validation: accuracy {report.accuracy:.1%}, balanced accuracy {report.balanced_accuracy:.1%} "
+        f"on {report.val_size} photos\n{confusion_text(report.confusion, report.classes)}\n"
+        f"bundle: {report.bundle} (use it as --model {report.bundle})"
+    )
     return 0

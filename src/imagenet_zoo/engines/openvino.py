@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from imagenet_zoo.errors import QuantizedModelMissingError, UnsupportedPrecisionError
-from imagenet_zoo.registry import RegisteredModel
+from imagenet_zoo.registry import Pooling, RegisteredModel
 from imagenet_zoo.weights.download import exclusive_lock
 from imagenet_zoo.weights.store import cache_dir
 
@@ -42,7 +42,13 @@ def _openvino() -> Any:
     return openvino
 
 
-def ir_dir(model: RegisteredModel, precision: Precision = "fp32", *, random_weights: bool = False) -> Path:
+def ir_dir(
+    model: RegisteredModel,
+    precision: Precision = "fp32",
+    *,
+    random_weights: bool = False,
+    features: bool = False,
+) -> Path:
     """The cache folder of a model's IR: fp32 (also compiled as bf16) or int8.
 
     `random_weights` IRs (for benchmarking models whose weights are not on this machine) live under
@@ -59,6 +65,7 @@ def ir_dir(model: RegisteredModel, precision: Precision = "fp32", *, random_weig
     ]
     digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
     variant = ("int8" if precision == "int8" else "fp32") + ("-random" if random_weights else "")
+    variant += "-features" if features else ""  # include_top=False, pooling="avg": one vector per image
     return cache_dir() / "openvino" / spec.name / f"{digest}-{variant}"
 
 
@@ -83,14 +90,23 @@ def write_ir(ov_model: Any, dest: Path, meta: dict[str, Any]) -> None:
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
-def convert_to_ir(model: RegisteredModel, *, progress: bool = True, random_weights: bool = False) -> Path:
-    """The fp32 IR of `model`, converting it from Keras (with its pretrained weights) if not cached."""
-    dest = ir_dir(model, random_weights=random_weights)
+def convert_to_ir(
+    model: RegisteredModel, *, progress: bool = True, random_weights: bool = False, features: bool = False
+) -> Path:
+    """The fp32 IR of `model` (or of its pooled feature extractor), converted from Keras if not cached."""
+    dest = ir_dir(model, random_weights=random_weights, features=features)
     with exclusive_lock(dest):
         if not (dest / IR_FILE).is_file():
-            weights = None if random_weights else model.weights.fetch(model.spec, progress=progress)
+            weights = (
+                None
+                if random_weights
+                else model.weights.fetch(model.spec, include_top=not features, progress=progress)
+            )
+            pooling: Pooling = "avg" if features else None
             ov_model = keras_to_openvino(
-                lambda: model.build(weights=weights, include_top=True, pooling=None, input_shape=None)
+                lambda: model.build(
+                    weights=weights, include_top=not features, pooling=pooling, input_shape=None
+                )
             )
             meta = {
                 "model": model.spec.name,
@@ -149,12 +165,15 @@ def load_engine(
     *,
     progress: bool = True,
     random_weights: bool = False,
+    features: bool = False,
 ) -> OpenVinoEngine:
     """An engine for `model`, from the cached IR (converted now if needed; int8 must be quantized first)."""
     if precision not in PRECISIONS:
         choices = ", ".join(PRECISIONS)
         raise UnsupportedPrecisionError(f"unknown precision {precision!r}; choose one of: {choices}")
     if precision == "int8":
+        if features:
+            raise UnsupportedPrecisionError("feature extraction runs in fp32 or bf16")
         xml = ir_dir(model, "int8", random_weights=random_weights) / IR_FILE
         if not xml.is_file():
             raise QuantizedModelMissingError(
@@ -162,7 +181,7 @@ def load_engine(
                 f"`imagenet-zoo quantize {model.spec.name} --calibration DIR` with a folder of your photos"
             )
     else:
-        xml = convert_to_ir(model, progress=progress, random_weights=random_weights)
+        xml = convert_to_ir(model, progress=progress, random_weights=random_weights, features=features)
     return OpenVinoEngine(xml, precision)
 
 

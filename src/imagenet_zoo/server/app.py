@@ -163,12 +163,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()
     pool = ModelPool(settings)
+    served = [pool.resolve(name) for name in settings.models]  # canonical names (bundles are given by folder)
     queue = InferenceQueue(settings, metrics)
     state = {"ready": False, "draining": False}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await asyncio.get_running_loop().run_in_executor(None, _warm_up, pool, settings.default_model)
+        await asyncio.get_running_loop().run_in_executor(None, _warm_up, pool, served[0])
         state["ready"] = True
         yield
         state["ready"] = False
@@ -227,12 +228,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         request: Request, model: str | None, top_k: int, *, many: bool
     ) -> list[Classification]:
         try:
-            name = pool.resolve(model or settings.default_model)
+            name = pool.resolve(model or served[0])
         except UnknownModelError as exc:
             raise ApiError(404, "UnknownModelError", str(exc)) from None
-        if name not in settings.models:
+        if name not in served:
             raise ApiError(
-                404, "UnknownModelError", f"{name} is not served here; served: {', '.join(settings.models)}"
+                404, "UnknownModelError", f"{name} is not served here; served: {', '.join(served)}"
             )
         queue.check_capacity()  # refuse before reading the upload: a full queue answers at once
         uploads = await read_uploads(request, many=many)
@@ -257,12 +258,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def models() -> list[dict[str, Any]]:
         loaded = pool.loaded()
         rows = []
-        for name in settings.models:
+        for name in served:
             spec = pool.registry().get(name).spec
             rows.append(
                 {
                     "name": spec.name,
-                    "default": spec.name == settings.default_model,
+                    "default": spec.name == served[0],
                     "input_size": spec.data_config.input_size,
                     "top1": spec.accuracy.top1,
                     "loaded": spec.name in loaded,

@@ -28,7 +28,3 @@ class Settings:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 2**20)
-
-    @property
-    def default_model(self) -> str:
-        return self.models[0]

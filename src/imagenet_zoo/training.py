@@ -1,0 +1,312 @@
+"""Training a classifier for the user's own classes on top of an ImageNet network (transfer learning).
+
+First a new head (dropout + dense) is trained on the frozen base's pooled features, which are computed
+once with the fast engine; then, optionally, the last layers of the base are fine-tuned on the photos at a
+low learning rate. Both stop early on the validation loss and keep their best weights. The result is a
+bundle (see `bundles.py`) that every command accepts as a model.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from imagenet_zoo.api import create_model, load
+from imagenet_zoo.bundles import FEATURES_LAYER, save_bundle
+from imagenet_zoo.errors import UsageError
+from imagenet_zoo.features import extract_features
+from imagenet_zoo.images import decode_image, find_images
+from imagenet_zoo.models._keras import import_keras
+from imagenet_zoo.preprocess import preprocess
+from imagenet_zoo.registry import default_registry
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    base: str = "efficientnet_lite0"
+    epochs: int = 30
+    fine_tune_layers: int = 0
+    val_split: float = 0.2
+    augment: bool = False
+    batch_size: int = 32
+    patience: int = 5
+    seed: int = 0
+    engine: str = "openvino"
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    bundle: Path
+    classes: list[str]
+    train_size: int
+    val_size: int
+    accuracy: float
+    balanced_accuracy: float
+    confusion: list[list[int]]  # rows: true class, columns: predicted class
+    skipped: list[str]
+
+
+def class_folders(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
+    """Class names (the sub-folders, sorted) and every photo in them with its class index."""
+    if not root.is_dir():
+        raise UsageError(f"train needs a folder with one sub-folder of photos per class: {root}")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    items = [
+        (p, i) for i, name in enumerate(classes) for p in find_images([str(root / name)], recursive=True)
+    ]
+    counts = [sum(label == i for _, label in items) for i in range(len(classes))]
+    if len(classes) < 2 or min(counts, default=0) < 2:
+        raise UsageError(f"{root} needs at least two class sub-folders with at least two photos each")
+    return classes, items
+
+
+def stratified_split(
+    items: list[tuple[str, int]], val_split: float, seed: int
+) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """Each class split alike, so a rare class is in both parts."""
+    rng = random.Random(seed)
+    train, val = [], []
+    for label in sorted({label for _, label in items}):
+        members = [item for item in items if item[1] == label]
+        rng.shuffle(members)
+        n_val = min(len(members) - 1, max(1, round(val_split * len(members))))
+        val.extend(members[:n_val])
+        train.extend(members[n_val:])
+    return train, val
+
+
+def train(root: Path, output: Path, config: TrainConfig, log: Log = print) -> TrainReport:
+    if not 0 < config.val_split < 1:
+        raise UsageError("--val-split must be between 0 and 1")
+    classes, items = class_folders(root)
+    train_items, val_items = stratified_split(items, config.val_split, config.seed)
+    base = default_registry().get(config.base).spec
+    keras = import_keras()
+    keras.utils.set_random_seed(config.seed)
+
+    log(f"{len(train_items)} training and {len(val_items)} validation photos in {len(classes)} classes")
+    x_train, y_train, skipped = _features(config, train_items, mirrored=config.augment)
+    x_val, y_val, skipped_val = _features(config, val_items, mirrored=False)
+    head = _train_head(keras, x_train, y_train, x_val, y_val, len(classes), config, log)
+
+    model = _compose(keras, create_model(base.name, include_top=False, pooling="avg", progress=False), head)
+    val_images, val_labels = _pixels(base.data_config, [(p, y) for p, y in val_items if p not in skipped_val])
+    if config.fine_tune_layers > 0:
+        train_images, train_labels = _pixels(
+            base.data_config, [(p, y) for p, y in train_items if p not in skipped]
+        )
+        _fine_tune(keras, model, train_images, train_labels, val_images, val_labels, config, log)
+
+    predicted = np.asarray(model.predict(val_images, batch_size=config.batch_size, verbose=0)).argmax(axis=1)
+    confusion = np.zeros((len(classes), len(classes)), int)
+    for true, guess in zip(val_labels, predicted, strict=True):
+        confusion[true, guess] += 1
+    accuracy = float(np.trace(confusion) / confusion.sum())
+    recalls = [confusion[i, i] / max(1, confusion[i].sum()) for i in range(len(classes))]
+    balanced = float(np.mean(recalls))  # mean per-class recall: a rare class counts as much as a common one
+    validation = {"accuracy": accuracy, "balanced_accuracy": balanced, "confusion": confusion.tolist()}
+    training = {
+        "base": base.name,
+        "epochs": config.epochs,
+        "fine_tune_layers": config.fine_tune_layers,
+        "augment": config.augment,
+        "train_size": len(train_items),
+        "val_size": len(val_items),
+    }
+    save_bundle(
+        output, model, classes=classes, base=base, extra={"validation": validation, "training": training}
+    )
+    confusion_plot(confusion, classes).save(output / "confusion.png")
+    return TrainReport(
+        output,
+        classes,
+        len(train_items),
+        len(val_items),
+        accuracy,
+        balanced,
+        confusion.tolist(),
+        sorted(skipped | skipped_val),
+    )
+
+
+def _features(
+    config: TrainConfig, items: list[tuple[str, int]], *, mirrored: bool
+) -> tuple[np.ndarray, np.ndarray, set[str]]:
+    """Pooled base features of the photos (and of their mirror images with `mirrored`).
+
+    Unreadable photos are skipped and returned by path.
+    """
+    extractor = load(
+        config.base, engine=config.engine, batch_size=config.batch_size, features=True, progress=False
+    )
+    label_of = dict(items)
+    feature_set, failures = extract_features(extractor, [p for p, _ in items])
+    x, y = feature_set.features, np.array([label_of[p] for p in feature_set.paths])
+    if mirrored:
+        flipped = [ImageOps.mirror(decode_image(p).image) for p in feature_set.paths]
+        more, _ = extract_features(extractor, flipped)
+        x, y = np.concatenate([x, more.features]), np.concatenate([y, y])
+    return x, y, {path for path, _ in failures}
+
+
+def _class_weights(labels: np.ndarray, classes: int) -> dict[int, float]:
+    """Weights that make every class count as much in the loss: rare classes are not drowned out."""
+    counts = np.bincount(labels, minlength=classes)
+    return {i: len(labels) / (classes * max(1, int(c))) for i, c in enumerate(counts)}
+
+
+def _epoch_log(keras: Any, phase: str, epochs: int, log: Log) -> Any:
+    """A Keras callback printing one line per epoch."""
+
+    class EpochLog(keras.callbacks.Callback):  # type: ignore[misc]
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            shown = "  ".join(
+                f"{k} {v:.3f}" for k, v in sorted((logs or {}).items()) if "loss" in k or "acc" in k
+            )
+            log(f"{phase} epoch {epoch + 1}/{epochs}  {shown}")
+
+    return EpochLog()
+
+
+def _train_head(
+    keras: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    classes: int,
+    config: TrainConfig,
+    log: Log,
+) -> Any:
+    head = keras.Sequential(
+        [
+            keras.Input((x.shape[1],)),
+            keras.layers.Dropout(0.2, name="head_dropout"),
+            keras.layers.Dense(classes, name="predictions"),
+        ]
+    )
+    head.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=config.patience, restore_best_weights=True
+    )
+    head.fit(
+        x,
+        y,
+        validation_data=(x_val, y_val),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        class_weight=_class_weights(y, classes),
+        callbacks=[stop, _epoch_log(keras, "head", config.epochs, log)],
+        verbose=0,
+    )
+    return head
+
+
+def _compose(keras: Any, base: Any, head: Any) -> Any:
+    """Base (pooled features) + head as one network: photos in, logits out."""
+    inputs = keras.Input(base.input_shape[1:], name="pixels")
+    features = keras.layers.Identity(name=FEATURES_LAYER)(base(inputs))
+    logits = head.get_layer("predictions")(head.get_layer("head_dropout")(features))
+    return keras.Model(inputs, logits, name="bundle")
+
+
+def _pixels(config: Any, items: list[tuple[str, int]]) -> tuple[np.ndarray, np.ndarray]:
+    images = np.stack([preprocess(decode_image(p).image, config) for p, _ in items])
+    return images, np.array([label for _, label in items])
+
+
+def _fine_tune(
+    keras: Any,
+    model: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    config: TrainConfig,
+    log: Log,
+) -> None:
+    """Train the base's last layers too, at a low learning rate.
+
+    BatchNorm layers stay frozen: statistics from small batches would corrupt the pretrained ones.
+    """
+    base = model.layers[1]
+    base.trainable = True
+    for layer in base.layers[: -config.fine_tune_layers]:
+        layer.trainable = False
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+    trainer = model
+    if config.augment:
+        augment = keras.Sequential(
+            [keras.layers.RandomFlip("horizontal"), keras.layers.RandomTranslation(0.1, 0.1)]
+        )
+        inputs = keras.Input(model.input_shape[1:])
+        trainer = keras.Model(inputs, model(augment(inputs)))
+    trainer.compile(
+        optimizer=keras.optimizers.Adam(1e-5),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=config.patience, restore_best_weights=True
+    )
+    epochs = max(1, config.epochs // 3)
+    trainer.fit(
+        x,
+        y,
+        validation_data=(x_val, y_val),
+        epochs=epochs,
+        batch_size=min(config.batch_size, 16),
+        class_weight=_class_weights(y, int(y.max()) + 1),
+        callbacks=[stop, _epoch_log(keras, "fine-tune", epochs, log)],
+        verbose=0,
+    )
+
+
+def confusion_plot(confusion: np.ndarray, classes: list[str], cell: int = 64) -> Image.Image:
+    """The confusion matrix as a picture: rows are true classes, columns predicted ones."""
+    n = len(classes)
+    margin = 8 * max(len(c) for c in classes) + 16
+    image = Image.new("RGB", (margin + n * cell + 8, margin + n * cell + 8), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=14)
+    peak = max(1, int(confusion.max()))
+    for i in range(n):
+        draw.text((4, margin + i * cell + cell // 2 - 7), classes[i], fill="black", font=font)
+        draw.text((margin + i * cell + 4, margin - 20), classes[i][: cell // 8], fill="black", font=font)
+        for j in range(n):
+            shade = 255 - int(200 * confusion[i, j] / peak)
+            box = (
+                margin + j * cell,
+                margin + i * cell,
+                margin + (j + 1) * cell - 2,
+                margin + (i + 1) * cell - 2,
+            )
+            draw.rectangle(box, fill=(shade, shade, 255))
+            draw.text(
+                (box[0] + cell // 3, box[1] + cell // 3), str(int(confusion[i, j])), fill="black", font=font
+            )
+    draw.text((4, 4), "rows: true class, columns: predicted", fill="black", font=font)
+    return image
+
+
+def confusion_text(confusion: list[list[int]], classes: list[str]) -> str:
+    width = max(8, *(len(c) for c in classes)) + 2
+    header = "true \\ predicted".ljust(width) + "".join(c[: width - 2].rjust(width) for c in classes)
+    rows = [
+        classes[i].ljust(width) + "".join(str(v).rjust(width) for v in row) for i, row in enumerate(confusion)
+    ]
+    return "\n".join([header, *rows])

@@ -1,0 +1,181 @@
+"""Feature extraction, training a new classifier, and bundles wherever a model goes."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+import imagenet_zoo
+from imagenet_zoo.bundles import MANIFEST, MODEL_FILE, BundleError, load_bundle
+from imagenet_zoo.cli import main
+from imagenet_zoo.features import load_features
+from imagenet_zoo.server import Settings, create_app
+from tests.conftest import SAMPLE_DIR
+
+SAMPLE = sorted(SAMPLE_DIR.iterdir())
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _texture(kind: str, rng: np.random.Generator, size: int = 256) -> Image.Image:
+    """A random instance of a visual concept: stripes (any angle, width, colours) or spots (any layout)."""
+    colors = rng.integers(0, 256, size=(2, 3))
+    yy, xx = np.mgrid[0:size, 0:size]
+    if kind == "stripes":
+        angle, period = rng.uniform(0, np.pi), rng.uniform(12, 40)
+        mask = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period) > 0
+    else:
+        mask = np.zeros((size, size), bool)
+        for _ in range(int(rng.integers(6, 20))):
+            cx, cy, r = [*rng.uniform(0, size, 2).tolist(), rng.uniform(8, 30)]
+            mask |= (xx - cx) ** 2 + (yy - cy) ** 2 < r**2
+    pixels = np.where(mask[..., None], colors[0], colors[1]).astype(np.uint8)
+    return Image.fromarray(pixels)
+
+
+def _texture_task(root: Path, per_class: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    for kind in ("spots", "stripes"):
+        (root / kind).mkdir(parents=True)
+        for i in range(per_class):
+            _texture(kind, rng).save(root / kind / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory, lite0_home: Path) -> Path:
+    import os
+
+    os.environ["IMAGENET_ZOO_HOME"] = str(lite0_home)
+    try:
+        root = tmp_path_factory.mktemp("task")
+        train_dir = _texture_task(root / "train", 30, seed=1)
+        out = root / "bundle"
+        assert (
+            main(["train", str(train_dir), "--output", str(out), "--epochs", "25", "--val-split", "0.25"])
+            == 0
+        )
+        return out
+    finally:
+        del os.environ["IMAGENET_ZOO_HOME"]
+
+
+@pytest.fixture(scope="module")
+def heldout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _texture_task(tmp_path_factory.mktemp("heldout"), 20, seed=2)  # new instances, never trained on
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".parquet"])
+def test_extract_writes_pooled_features(
+    with_lite0: Path, tmp_path: Path, suffix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for photo in SAMPLE[:5]:
+        shutil.copy(photo, folder / photo.name)
+    (folder / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff nope")
+    output = tmp_path / f"features{suffix}"
+    code, _, err = _run(["extract", str(folder), "--output", str(output), "--quiet"], capsys)
+    assert code == 1 and "zz_broken.jpg" in err and "5x1280 features" in err
+    features = load_features(output)
+    assert features.model == "efficientnet_lite0" and features.features.shape == (5, 1280)
+    assert [Path(p).name for p in features.paths] == [p.name for p in SAMPLE[:5]]
+    keras = imagenet_zoo.load("lite0", engine="keras", features=True)
+    expected = np.stack([row for _, _, row in keras.iter_outputs(features.paths)])
+    np.testing.assert_allclose(features.features, expected, atol=1e-4)
+
+
+def test_train_writes_a_bundle(bundle: Path) -> None:
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    assert manifest["classes"] == ["spots", "stripes"] and manifest["base"] == "efficientnet_lite0"
+    assert manifest["validation"]["balanced_accuracy"] >= 0.9
+    assert len(manifest["validation"]["confusion"]) == 2
+    assert (bundle / MODEL_FILE).is_file() and (bundle / "confusion.png").is_file()
+
+
+def test_a_bundle_classifies_and_evaluates_held_out_photos(
+    with_lite0: Path, bundle: Path, heldout: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["classify", str(heldout / "stripes"), "--model", str(bundle), "--format", "json"]
+    code, out, _ = _run(argv, capsys)
+    assert code == 0
+    results = json.loads(out)
+    assert np.mean([r["predictions"][0]["label"] == "stripes" for r in results]) >= 0.9
+    assert (
+        results[0]["predictions"][0]["synset"] in ("spots", "stripes") and len(results[0]["predictions"]) == 2
+    )
+    code, out, _ = _run(["eval", str(heldout), "--model", str(bundle), "--format", "json"], capsys)
+    [row] = json.loads(out)
+    assert code == 0 and row["n"] == 40 and row["top1"] >= 0.9  # images never seen in training
+
+
+def test_a_bundle_in_bench_and_serve(
+    with_lite0: Path, bundle: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["bench", "--model", str(bundle), "--engine", "openvino", "--seconds", "0.1", "--no-cold-start",
+            "--format", "json"]  # fmt: skip
+    code, out, _ = _run(argv, capsys)
+    assert code == 0 and {row["engine"] for row in json.loads(out)} == {"keras.predict", "openvino"}
+    with TestClient(create_app(Settings(models=(str(bundle),)))) as client:
+        probe = bundle.parent / "probe.png"
+        _texture("stripes", np.random.default_rng(7)).save(probe)
+        response = client.post("/v1/classify", files={"file": ("probe.png", probe.read_bytes(), "image/png")})
+        assert response.status_code == 200 and response.json()["predictions"][0]["label"] == "stripes"
+
+
+def test_a_bundle_with_a_lambda_layer_is_refused_not_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import keras
+
+    marker = tmp_path / "ran"
+    inputs = keras.Input((224, 224, 3))
+    outputs = keras.layers.Lambda(lambda x: x * 2.0)(inputs)  # arbitrary Python in the saved config
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(outputs)))
+    folder = tmp_path / "evil_bundle"
+    folder.mkdir()
+    model.save(folder / MODEL_FILE)
+    from imagenet_zoo.weights.download import file_digest
+
+    manifest = {
+        "format": "imagenet-zoo-bundle/1", "name": "evil_bundle", "base": "efficientnet_lite0",
+        "classes": ["a", "b"], "num_params": 10, "gflops": 0.1,
+        "model_size": (folder / MODEL_FILE).stat().st_size,
+        "model_sha256": file_digest(folder / MODEL_FILE, "sha256"),
+        "data_config": {"input_size": 224, "mode": "lite", "interpolation": "bilinear", "crop_pct": 0.875,
+                        "resize_mode": "crop"},
+    }  # fmt: skip
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="refused"):
+        load_bundle(folder).build(weights=None, include_top=True, pooling=None, input_shape=None)
+    code, _, err = _run(["classify", str(SAMPLE[0]), "--model", str(folder), "--engine", "keras"], capsys)
+    assert code == 1 and "BundleError" in err and "Lambda" in err and "Traceback" not in err
+    assert not marker.exists()
+
+
+def test_a_changed_bundle_model_is_rejected(
+    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy = tmp_path / "tampered"
+    shutil.copytree(bundle, copy)
+    with (copy / MODEL_FILE).open("ab") as f:
+        f.write(b"\x00")
+    code, _, err = _run(["classify", str(SAMPLE[0]), "--model", str(copy), "--engine", "keras"], capsys)
+    assert code == 1 and "WeightsIntegrityError" in err
+
+
+def test_train_needs_class_folders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "only_one").mkdir()
+    shutil.copy(SAMPLE[0], tmp_path / "only_one" / "a.jpg")
+    assert _run(["train", str(tmp_path), "--output", str(tmp_path / "b")], capsys)[0] == 2
