@@ -14,7 +14,7 @@ def pixels() -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, size=(2, 7, 5, 3)).astype(np.float32)
 
 
-@pytest.mark.parametrize("mode", ["caffe", "tf"])
+@pytest.mark.parametrize("mode", ["caffe", "tf", "torch"])
 def test_modes_match_keras_preprocess_input(mode: str, pixels: np.ndarray) -> None:
     from keras.applications.imagenet_utils import preprocess_input
 
@@ -47,7 +47,7 @@ def test_lite_mode_is_minus_127_over_128() -> None:
     np.testing.assert_allclose(normalize(x, "lite"), [[-127 / 128, 0.0, 1.0]])
 
 
-@pytest.mark.parametrize("mode", ["caffe", "tf", "lite"])
+@pytest.mark.parametrize("mode", ["caffe", "tf", "lite", "torch"])
 def test_normalize_never_mutates_the_callers_array(mode: str, pixels: np.ndarray) -> None:
     before = pixels.copy()
     out = normalize(pixels, mode)  # type: ignore[arg-type]

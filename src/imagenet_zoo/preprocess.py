@@ -18,6 +18,9 @@ _PIL_FILTERS = {
 }
 # The ImageNet mean in BGR order, as subtracted by the Caffe-trained VGG and ResNet weights.
 CAFFE_BGR_MEAN = np.array([103.939, 116.779, 123.68], dtype=np.float32)
+# torchvision's ImageNet statistics, for RGB scaled to [0, 1].
+TORCH_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+TORCH_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 def resize_and_crop(image: Image.Image, config: DataConfig) -> np.ndarray:
@@ -49,6 +52,8 @@ def normalize(pixels: np.ndarray, mode: PreprocessMode) -> np.ndarray:
         return x / np.float32(127.5) - np.float32(1.0)
     if mode == "lite":
         return (x - np.float32(127.0)) / np.float32(128.0)
+    if mode == "torch":
+        return (x / np.float32(255.0) - TORCH_MEAN) / TORCH_STD
     raise ValueError(f"unknown preprocessing mode {mode!r}")
 
 

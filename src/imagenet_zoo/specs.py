@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-PreprocessMode = Literal["caffe", "tf", "lite"]
+PreprocessMode = Literal["caffe", "tf", "lite", "torch"]
 Interpolation = Literal["nearest", "bilinear", "bicubic"]
 ResizeMode = Literal["crop", "squash"]
 
@@ -18,6 +18,7 @@ PREPROCESS_MODES: dict[str, str] = {
     "caffe": "BGR, minus ImageNet mean (Keras 'caffe')",
     "tf": "RGB scaled to [-1, 1] (Keras 'tf')",
     "lite": "RGB, (x - 127) / 128",
+    "torch": "RGB in [0, 1], minus ImageNet mean, over std (Keras 'torch', torchvision)",
 }
 
 
@@ -52,8 +53,9 @@ class DataConfig:
 class WeightsFile:
     """One weights file: where it is published and how to recognise it.
 
-    `url` is None for weights that ship inside a Python package. `sha256` or `md5` (Keras publishes
-    MD5 for its application weights) is checked on every download and import.
+    `url` is None for weights that ship inside a Python package. The hash is checked on every download
+    and import: an MD5 (32 hex digits, as Keras publishes), a SHA-256 (64), or the start of a SHA-256
+    (8 to 63 digits, as torchvision names its files, e.g. `squeezenet1_1-b8a52dc0.pth`).
     """
 
     filename: str
@@ -63,7 +65,11 @@ class WeightsFile:
 
     @property
     def hash_algorithm(self) -> str:
-        return {32: "md5", 64: "sha256"}[len(self.hash)]
+        return "md5" if len(self.hash) == 32 else "sha256"
+
+    def matches(self, digest: str) -> bool:
+        """Whether a hex digest (in `hash_algorithm`) is this file's: whole, or by its published prefix."""
+        return digest == self.hash if len(self.hash) in (32, 64) else digest.startswith(self.hash)
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ def download(url: str, dest: Path, expected: WeightsFile, *, progress: bool = Tr
             digest = _stream_to(url, out, expected, progress=progress)
             out.flush()
             os.fsync(out.fileno())
-        if digest != expected.hash:
+        if not expected.matches(digest):
             raise WeightsIntegrityError(
                 f"{url} does not match its published {expected.hash_algorithm} "
                 f"(expected {expected.hash}, got {digest}); the download was discarded"

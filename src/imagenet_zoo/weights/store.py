@@ -61,7 +61,7 @@ def verify_file(path: Path, weights: WeightsFile) -> None:
     if not path.is_file():
         raise WeightsUnavailableError(f"{path} does not exist")
     digest = file_digest(path, weights.hash_algorithm)
-    if digest != weights.hash:
+    if not weights.matches(digest):
         path.unlink(missing_ok=True)
         _stamp_path(path).unlink(missing_ok=True)
         raise WeightsIntegrityError(
@@ -134,7 +134,7 @@ class DownloadedWeights:
         if not file.is_file():
             raise WeightsUnavailableError(f"{file} does not exist")
         digest = file_digest(file, weights.hash_algorithm)
-        if digest != weights.hash:
+        if not weights.matches(digest):
             raise WeightsIntegrityError(
                 f"{file} is not {weights.filename}: its {weights.hash_algorithm} is {digest}, "
                 f"expected {weights.hash}"
@@ -202,7 +202,7 @@ class ConvertedPackageWeights:
 def verify_packaged_file(path: Path, weights: WeightsFile) -> None:
     """Like `verify_file`, but never deletes: the file belongs to another package."""
     digest = file_digest(path, weights.hash_algorithm)
-    if digest != weights.hash:
+    if not weights.matches(digest):
         raise WeightsIntegrityError(
             f"{path} does not match its published {weights.hash_algorithm} (expected {weights.hash}, got "
             f"{digest}); reinstall the package that ships it"

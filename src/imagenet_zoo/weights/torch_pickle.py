@@ -4,10 +4,12 @@ A `.pth` file is a pickle: loading it with `pickle` or `torch.load(weights_only=
 callables the file names. This reader maps exactly the four globals a plain state dict needs and refuses
 every other one, so a hostile file fails with `WeightsFormatError` instead of executing code.
 
-Supported layout: the legacy (pre-1.6, non-zip) serialization. One stream holds, in order, pickles of the
-magic number, the protocol version, a system-info dict, the state dict (tensors refer to storages by
-persistent id), and the list of storage keys; then each storage's raw bytes, prefixed by an 8-byte
-little-endian element count, in that list's order.
+Both layouts torch.save has written are read:
+- legacy (before torch 1.6): one stream holding pickles of the magic number, the protocol version, a
+  system-info dict, the state dict (tensors refer to storages by persistent id) and the list of storage
+  keys; then each storage's raw bytes, prefixed by an 8-byte little-endian element count, in that order;
+- zip (torch 1.6 and later): the same kind of state-dict pickle as `<name>/data.pkl`, each storage's raw
+  little-endian bytes as the member `<name>/data/<key>`.
 """
 
 from __future__ import annotations
@@ -118,11 +120,9 @@ def _load(stream: IO[bytes], storages: dict[str, _Storage] | None = None) -> Any
 
 
 def load_state_dict(path: Path) -> dict[str, np.ndarray[Any, Any]]:
-    """Every tensor of a legacy-format PyTorch state dict, as numpy arrays, keyed like the file."""
+    """Every tensor of a PyTorch state dict (legacy or zip format), as numpy arrays, keyed like the file."""
     if zipfile.is_zipfile(path):
-        raise WeightsFormatError(
-            f"{path} uses PyTorch's zip serialization; only the legacy format is supported"
-        )
+        return _load_zip(path)
     with path.open("rb") as f:
         if _load(f) != _LEGACY_MAGIC:
             raise WeightsFormatError(f"{path} is not a legacy PyTorch file (bad magic number)")
@@ -138,6 +138,33 @@ def load_state_dict(path: Path) -> dict[str, np.ndarray[Any, Any]]:
             raise WeightsFormatError(f"{path} does not hold a state dict")
         for key in keys:
             _read_storage(f, storages.get(str(key)), str(key))
+    return {str(name): _materialize(name, value) for name, value in state.items()}
+
+
+def _load_zip(path: Path) -> dict[str, np.ndarray[Any, Any]]:
+    with zipfile.ZipFile(path) as archive:
+        pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+        if len(pickles) != 1:
+            raise WeightsFormatError(f"{path}: expected one */data.pkl in the archive, found {len(pickles)}")
+        prefix = pickles[0].rsplit("/", 1)[0]
+        byteorder = f"{prefix}/byteorder"
+        if byteorder in archive.namelist() and archive.read(byteorder).strip() != b"little":
+            raise WeightsFormatError(f"{path}: only little-endian files are supported")
+        storages: dict[str, _Storage] = {}
+        with archive.open(pickles[0]) as f:
+            state = _load(f, storages)
+        if not isinstance(state, dict):
+            raise WeightsFormatError(f"{path} does not hold a state dict")
+        for key, storage in storages.items():
+            try:
+                raw = archive.read(f"{prefix}/data/{key}")
+            except KeyError:
+                raise WeightsFormatError(f"{path}: storage {key} is missing") from None
+            if len(raw) != storage.numel * storage.dtype.itemsize:
+                raise WeightsFormatError(
+                    f"{path}: storage {key} has {len(raw)} bytes, expected {storage.numel}"
+                )
+            storage.data = np.frombuffer(raw, dtype=storage.dtype)
     return {str(name): _materialize(name, value) for name, value in state.items()}
 
 

@@ -1,0 +1,106 @@
+"""Writing PyTorch checkpoint files without torch, in both layouts torch.save has used (for tests).
+
+Pickles name `torch._utils._rebuild_tensor_v2` and `torch.FloatStorage` exactly as torch does; stand-in
+modules are registered under those names only while a file is being written.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import io
+import pickle
+import sys
+import types
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def _stand_in_torch() -> Iterator[tuple[Any, Any]]:
+    torch, utils = types.ModuleType("torch"), types.ModuleType("torch._utils")
+    storage = type("FloatStorage", (), {"__module__": "torch"})
+
+    def _rebuild_tensor_v2(*args: object) -> None:
+        raise AssertionError("only written, never run")
+
+    _rebuild_tensor_v2.__module__ = "torch._utils"
+    _rebuild_tensor_v2.__qualname__ = "_rebuild_tensor_v2"
+    torch.FloatStorage, utils._rebuild_tensor_v2, torch._utils = storage, _rebuild_tensor_v2, utils  # type: ignore[attr-defined]
+    sys.modules["torch"], sys.modules["torch._utils"] = torch, utils
+    try:
+        yield storage, _rebuild_tensor_v2
+    finally:
+        del sys.modules["torch"], sys.modules["torch._utils"]
+
+
+class _Storage:
+    def __init__(self, key: str, numel: int) -> None:
+        self.key, self.numel = key, numel
+
+
+class _Tensor:
+    def __init__(self, key: str, array: np.ndarray) -> None:
+        self.key, self.array = key, array
+
+
+def _state_pickle(state: dict[str, np.ndarray], storage_type: Any, rebuild: Any) -> tuple[bytes, list[str]]:
+    keys = [str(i) for i in range(len(state))]
+
+    class Writer(pickle.Pickler):
+        def persistent_id(self, obj: object) -> object:
+            if isinstance(obj, _Storage):
+                return ("storage", storage_type, obj.key, "cpu", obj.numel)
+            return None
+
+        def reducer_override(self, obj: object) -> object:
+            if isinstance(obj, _Tensor):
+                a = obj.array
+                stride = tuple(s // a.itemsize for s in a.strides)
+                return rebuild, (
+                    _Storage(obj.key, a.size),
+                    0,
+                    a.shape,
+                    stride,
+                    False,
+                    collections.OrderedDict(),
+                )
+            return NotImplemented
+
+    ordered = collections.OrderedDict(
+        (name, _Tensor(key, np.ascontiguousarray(value, np.float32)))
+        for key, (name, value) in zip(keys, state.items(), strict=True)
+    )
+    buffer = io.BytesIO()
+    Writer(buffer, protocol=2).dump(ordered)
+    return buffer.getvalue(), keys
+
+
+def write_legacy(path: Path, state: dict[str, np.ndarray]) -> Path:
+    with _stand_in_torch() as (storage_type, rebuild):
+        body, keys = _state_pickle(state, storage_type, rebuild)
+    with path.open("wb") as f:
+        for header in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True, "type_sizes": {"int": 4}}):
+            pickle.dump(header, f, protocol=2)
+        f.write(body)
+        pickle.dump(keys, f, protocol=2)
+        for value in state.values():
+            data = np.ascontiguousarray(value, "<f4")
+            f.write(data.size.to_bytes(8, "little") + data.tobytes())
+    return path
+
+
+def write_zip(path: Path, state: dict[str, np.ndarray], archive: str = "archive") -> Path:
+    with _stand_in_torch() as (storage_type, rebuild):
+        body, keys = _state_pickle(state, storage_type, rebuild)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(f"{archive}/data.pkl", body)
+        z.writestr(f"{archive}/byteorder", "little")
+        z.writestr(f"{archive}/version", "3\n")
+        for key, value in zip(keys, state.values(), strict=True):
+            z.writestr(f"{archive}/data/{key}", np.ascontiguousarray(value, "<f4").tobytes())
+    return path
