@@ -179,3 +179,38 @@ def test_train_needs_class_folders(tmp_path: Path, capsys: pytest.CaptureFixture
     (tmp_path / "only_one").mkdir()
     shutil.copy(SAMPLE[0], tmp_path / "only_one" / "a.jpg")
     assert _run(["train", str(tmp_path), "--output", str(tmp_path / "b")], capsys)[0] == 2
+
+
+@pytest.mark.slow
+def test_squeezenet_learns_from_scratch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _texture_task(tmp_path / "textures", 40, seed=3)
+    out = tmp_path / "scratch"
+    argv = ["train", str(data), "--arch", "squeezenet1_1", "--from-scratch", "--epochs", "12",
+            "--batch-size", "8", "--output", str(out)]  # fmt: skip
+    code, stdout, _ = _run(argv, capsys)
+    assert code == 0 and "scratch epoch 12/12" in stdout
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["training"]["from_scratch"] and manifest["base"] == "squeezenet1_1"
+    assert manifest["validation"]["accuracy"] >= 0.7  # two classes: chance is 0.5
+
+
+@pytest.mark.slow
+def test_from_scratch_training_resumes_from_its_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _texture_task(tmp_path / "textures", 12, seed=4)
+    out = tmp_path / "scratch"
+    base = ["train", str(data), "--arch", "squeezenet1_1", "--from-scratch", "--augment", "--batch-size", "8",
+            "--output", str(out)]  # fmt: skip
+    code, stdout, _ = _run([*base, "--epochs", "2"], capsys)
+    assert code == 0 and "scratch epoch 2/2" in stdout
+    assert json.loads((out / "checkpoint.json").read_text()) == {"epochs_done": 2}
+    code, stdout, _ = _run([*base, "--epochs", "4", "--resume"], capsys)
+    assert code == 0 and "resuming from" in stdout and "after epoch 2" in stdout
+    assert (
+        "scratch epoch 1/4" not in stdout and "scratch epoch 3/4" in stdout and "scratch epoch 4/4" in stdout
+    )
+    assert json.loads((out / "checkpoint.json").read_text()) == {"epochs_done": 4}
+    assert (
+        _run(["train", str(data), "--resume", "--output", str(out)], capsys)[0] == 2
+    )  # resume needs from-scratch

@@ -94,10 +94,10 @@ def _builder(folder: Path) -> Any:
     return build
 
 
-def load_keras_safely(path: Path) -> Any:
+def load_keras_safely(path: Path, *, compile: bool = False) -> Any:
     keras = import_keras()
     try:
-        return keras.saving.load_model(path, safe_mode=True, compile=False)
+        return keras.saving.load_model(path, safe_mode=True, compile=compile)
     except Exception as exc:  # Keras raises assorted types for refused or broken configs
         raise BundleError(
             f"refused to load {path}: {exc}. Bundles may hold only standard Keras layers; a Lambda layer "

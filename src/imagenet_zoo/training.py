@@ -8,6 +8,8 @@ bundle (see `bundles.py`) that every command accepts as a model.
 
 from __future__ import annotations
 
+import json
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,8 +20,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from imagenet_zoo.api import create_model, load
-from imagenet_zoo.bundles import FEATURES_LAYER, save_bundle
-from imagenet_zoo.errors import UsageError
+from imagenet_zoo.bundles import FEATURES_LAYER, load_keras_safely, save_bundle
+from imagenet_zoo.errors import ImageError, UsageError
 from imagenet_zoo.features import extract_features
 from imagenet_zoo.images import decode_image, find_images
 from imagenet_zoo.models._keras import import_keras
@@ -40,6 +42,9 @@ class TrainConfig:
     patience: int = 5
     seed: int = 0
     engine: str = "openvino"
+    from_scratch: bool = False  # train `base`'s architecture from random weights (no ImageNet features)
+    resume: bool = False  # with from_scratch: continue from the last epoch's checkpoint in the bundle folder
+    learning_rate: float = 1e-3  # from scratch: the start of a cosine decay to zero
 
 
 @dataclass(frozen=True)
@@ -83,27 +88,24 @@ def stratified_split(
     return train, val
 
 
+Data = tuple[np.ndarray, np.ndarray]
+
+
 def train(root: Path, output: Path, config: TrainConfig, log: Log = print) -> TrainReport:
     if not 0 < config.val_split < 1:
         raise UsageError("--val-split must be between 0 and 1")
+    if config.resume and not config.from_scratch:
+        raise UsageError("--resume continues a --from-scratch training")
     classes, items = class_folders(root)
     train_items, val_items = stratified_split(items, config.val_split, config.seed)
     base = default_registry().get(config.base).spec
     keras = import_keras()
     keras.utils.set_random_seed(config.seed)
-
     log(f"{len(train_items)} training and {len(val_items)} validation photos in {len(classes)} classes")
-    x_train, y_train, skipped = _features(config, train_items, mirrored=config.augment)
-    x_val, y_val, skipped_val = _features(config, val_items, mirrored=False)
-    head = _train_head(keras, x_train, y_train, x_val, y_val, len(classes), config, log)
-
-    model = _compose(keras, create_model(base.name, include_top=False, pooling="avg", progress=False), head)
-    val_images, val_labels = _pixels(base.data_config, [(p, y) for p, y in val_items if p not in skipped_val])
-    if config.fine_tune_layers > 0:
-        train_images, train_labels = _pixels(
-            base.data_config, [(p, y) for p, y in train_items if p not in skipped]
-        )
-        _fine_tune(keras, model, train_images, train_labels, val_images, val_labels, config, log)
+    strategy = _from_scratch if config.from_scratch else _transfer
+    model, (val_images, val_labels), skipped = strategy(
+        keras, len(classes), train_items, val_items, output, config, log
+    )
 
     predicted = np.asarray(model.predict(val_images, batch_size=config.batch_size, verbose=0)).argmax(axis=1)
     confusion = np.zeros((len(classes), len(classes)), int)
@@ -115,6 +117,7 @@ def train(root: Path, output: Path, config: TrainConfig, log: Log = print) -> Tr
     validation = {"accuracy": accuracy, "balanced_accuracy": balanced, "confusion": confusion.tolist()}
     training = {
         "base": base.name,
+        "from_scratch": config.from_scratch,
         "epochs": config.epochs,
         "fine_tune_layers": config.fine_tune_layers,
         "augment": config.augment,
@@ -133,8 +136,107 @@ def train(root: Path, output: Path, config: TrainConfig, log: Log = print) -> Tr
         accuracy,
         balanced,
         confusion.tolist(),
-        sorted(skipped | skipped_val),
+        sorted(skipped),
     )
+
+
+def _transfer(
+    keras: Any,
+    classes: int,
+    train_items: list[tuple[str, int]],
+    val_items: list[tuple[str, int]],
+    output: Path,
+    config: TrainConfig,
+    log: Log,
+) -> tuple[Any, Data, set[str]]:
+    """A new head on the frozen base's features, then optionally fine-tuning the base's last layers."""
+    x_train, y_train, skipped = _features(config, train_items, mirrored=config.augment)
+    x_val, y_val, skipped_val = _features(config, val_items, mirrored=False)
+    head = _train_head(keras, x_train, y_train, x_val, y_val, classes, config, log)
+    model = _compose(keras, create_model(config.base, include_top=False, pooling="avg", progress=False), head)
+    val_images, val_labels = _pixels(config, val_items)
+    if config.fine_tune_layers > 0:
+        train_images, train_labels = _pixels(config, train_items)
+        _fine_tune(keras, model, train_images, train_labels, val_images, val_labels, config, log)
+    return model, (val_images, val_labels), skipped | skipped_val
+
+
+CHECKPOINT = "checkpoint.keras"
+CHECKPOINT_STATE = "checkpoint.json"
+
+
+def _from_scratch(
+    keras: Any,
+    classes: int,
+    train_items: list[tuple[str, int]],
+    val_items: list[tuple[str, int]],
+    output: Path,
+    config: TrainConfig,
+    log: Log,
+) -> tuple[Any, Data, set[str]]:
+    """The architecture from random weights: augmentation, a cosine learning-rate schedule, and a checkpoint
+    after every epoch (model and optimizer) that `resume` continues from."""
+    x, y = _pixels(config, train_items)
+    val = _pixels(config, val_items)
+    checkpoint, state = output / CHECKPOINT, output / CHECKPOINT_STATE
+    output.mkdir(parents=True, exist_ok=True)
+    if config.resume and checkpoint.is_file():
+        trainer = load_keras_safely(checkpoint, compile=True)
+        done = int(json.loads(state.read_text())["epochs_done"])
+        log(f"resuming from {checkpoint} after epoch {done}")
+    else:
+        trainer, done = _new_scratch_trainer(keras, classes, len(x), config), 0
+    if done >= config.epochs:
+        log(f"already trained for {done} epochs")
+    save = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: _save_checkpoint(trainer, checkpoint, state, epoch + 1)
+    )
+    trainer.fit(
+        x,
+        y,
+        validation_data=val,
+        epochs=config.epochs,
+        initial_epoch=done,
+        batch_size=config.batch_size,
+        class_weight=_class_weights(y, classes),
+        callbacks=[save, _epoch_log(keras, "scratch", config.epochs, log)],
+        verbose=0,
+    )
+    return trainer.get_layer("bundle"), val, set()
+
+
+def _new_scratch_trainer(keras: Any, classes: int, samples: int, config: TrainConfig) -> Any:
+    arch = default_registry().get(config.base)
+    base = arch.build(weights=None, include_top=False, pooling="avg", input_shape=None)
+    inputs = keras.Input(base.input_shape[1:], name="pixels")
+    features = keras.layers.Identity(name=FEATURES_LAYER)(base(inputs))
+    logits = keras.layers.Dense(classes, name="predictions")(keras.layers.Dropout(0.2)(features))
+    model = keras.Model(inputs, logits, name="bundle")
+    trainer_inputs = keras.Input(base.input_shape[1:])
+    augmented = _augmentation(keras)(trainer_inputs) if config.augment else trainer_inputs
+    trainer = keras.Model(trainer_inputs, model(augmented), name="trainer")
+    steps = max(1, -(-samples // config.batch_size)) * config.epochs
+    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, steps)
+    trainer.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return trainer
+
+
+def _augmentation(keras: Any) -> Any:
+    return keras.Sequential(
+        [keras.layers.RandomFlip("horizontal"), keras.layers.RandomTranslation(0.1, 0.1)], name="augment"
+    )
+
+
+def _save_checkpoint(trainer: Any, checkpoint: Path, state: Path, epochs_done: int) -> None:
+    """Model and optimizer, written atomically so an interrupted run never leaves a broken checkpoint."""
+    tmp = checkpoint.with_name(f".{checkpoint.name}.tmp.keras")
+    trainer.save(tmp)
+    os.replace(tmp, checkpoint)
+    state.write_text(json.dumps({"epochs_done": epochs_done}))
 
 
 def _features(
@@ -222,9 +324,18 @@ def _compose(keras: Any, base: Any, head: Any) -> Any:
     return keras.Model(inputs, logits, name="bundle")
 
 
-def _pixels(config: Any, items: list[tuple[str, int]]) -> tuple[np.ndarray, np.ndarray]:
-    images = np.stack([preprocess(decode_image(p).image, config) for p, _ in items])
-    return images, np.array([label for _, label in items])
+def _pixels(config: TrainConfig, items: list[tuple[str, int]]) -> Data:
+    """Preprocessed photos in memory (the datasets this command is for are small) and their labels;
+    unreadable photos are left out (feature extraction reports them)."""
+    data_config = default_registry().get(config.base).spec.data_config
+    images, labels = [], []
+    for path, label in items:
+        try:
+            images.append(preprocess(decode_image(path).image, data_config))
+        except ImageError:
+            continue
+        labels.append(label)
+    return np.stack(images), np.array(labels)
 
 
 def _fine_tune(

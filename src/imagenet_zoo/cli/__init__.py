@@ -123,6 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--augment", action="store_true", help="mirrored copies; random flips and shifts")
     train.add_argument("--batch-size", type=_positive, default=32)
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--arch", type=_model_name, help="with --from-scratch: the architecture, e.g. squeezenet1_1"
+    )
+    train.add_argument(
+        "--from-scratch", action="store_true", help="random initial weights, no ImageNet features"
+    )
+    train.add_argument(
+        "--resume", action="store_true", help="with --from-scratch: continue from the checkpoint"
+    )
+    train.add_argument(
+        "--learning-rate", type=float, default=1e-3, help="from scratch: start of a cosine decay"
+    )
     train.set_defaults(run=commands.train)
 
     evaluate = sub.add_parser("eval", help="top-1/top-5 accuracy on labelled photos (synset names or CSV)")

@@ -390,14 +390,19 @@ def train(args: argparse.Namespace) -> int:
 
     if args.fine_tune_layers < 0:
         raise UsageError("--fine-tune-layers cannot be negative")
+    if args.arch and not args.from_scratch:
+        raise UsageError("--arch names the architecture to train --from-scratch; for transfer use --base")
     config = TrainConfig(
-        base=args.base,
+        base=args.arch or args.base,
         epochs=args.epochs,
         fine_tune_layers=args.fine_tune_layers,
         val_split=args.val_split,
         augment=args.augment,
         batch_size=args.batch_size,
         seed=args.seed,
+        from_scratch=args.from_scratch,
+        resume=args.resume,
+        learning_rate=args.learning_rate,
     )
     report = train_bundle(
         Path(args.source), Path(args.output), config, log=lambda line: print(line, flush=True)
