@@ -214,3 +214,16 @@ def test_from_scratch_training_resumes_from_its_checkpoint(
     assert (
         _run(["train", str(data), "--resume", "--output", str(out)], capsys)[0] == 2
     )  # resume needs from-scratch
+
+
+@pytest.mark.slow
+def test_fine_tuning_the_last_layers(
+    with_lite0: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _texture_task(tmp_path / "textures", 16, seed=5)
+    out = tmp_path / "tuned"
+    argv = ["train", str(data), "--output", str(out), "--epochs", "6", "--fine-tune-layers", "6", "--augment"]
+    code, stdout, _ = _run(argv, capsys)
+    assert code == 0 and "head epoch 1/6" in stdout and "fine-tune epoch 1/2" in stdout
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["training"]["fine_tune_layers"] == 6 and manifest["validation"]["accuracy"] >= 0.75
