@@ -16,6 +16,18 @@ SAMPLE_DIR = SHARED / "data" / "imagenet-sample"
 REFERENCE_IO = SHARED / "data" / "efficientnet_lite0_reference_io.npz"
 
 
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """The CLI run in-process: exit code (argparse's usage errors included), stdout, stderr."""
+    from imagenet_zoo.cli import main
+
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def skimage_photo(name: str) -> Path:
     import skimage
 

@@ -10,21 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imagenet_zoo.cli import main
-from tests.conftest import skimage_photo
+from tests.conftest import run_cli, skimage_photo
 from tests.test_images import png_header_only
 
 COFFEE = str(skimage_photo("coffee.png"))
 CHELSEA = str(skimage_photo("chelsea.png"))
-
-
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse usage errors
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture
@@ -59,7 +49,7 @@ def test_json_output_keeps_input_order_and_reports_each_broken_file(
         "--format",
         "json",
     ]
-    code, out, err = _run(argv, capsys)
+    code, out, err = run_cli(argv, capsys)
     assert code == 1
     results = json.loads(out)
     assert [r["path"] for r in results] == argv[1:-2]
@@ -87,7 +77,7 @@ def test_json_output_keeps_input_order_and_reports_each_broken_file(
 
 
 def test_table_output_and_top_k(with_lite0: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _run(["classify", COFFEE, "--top", "3"], capsys)
+    code, out, _ = run_cli(["classify", COFFEE, "--top", "3"], capsys)
     assert code == 0
     lines = [line for line in out.splitlines() if line.strip()]
     assert lines[0].startswith(COFFEE) and "PNG 600x400 RGB" in lines[0]
@@ -107,13 +97,13 @@ def test_table_output_and_top_k(with_lite0: Path, capsys: pytest.CaptureFixture[
     ],
 )
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = _run(argv, capsys)
+    code, out, err = run_cli(argv, capsys)
     assert code == 2 and out == "" and "Traceback" not in err
 
 
 def test_annotate_one_file(with_lite0: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out_file = tmp_path / "labelled.png"
-    assert _run(["classify", COFFEE, "--annotate", str(out_file)], capsys)[0] == 0
+    assert run_cli(["classify", COFFEE, "--annotate", str(out_file)], capsys)[0] == 0
     with Image.open(out_file) as labelled, Image.open(COFFEE) as original:
         assert labelled.size == original.size
         pixels = np.asarray(labelled.convert("RGB"))
@@ -125,7 +115,7 @@ def test_annotate_a_batch_into_a_folder(
     with_lite0: Path, tmp_path: Path, broken_files: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     out_dir = tmp_path / "labelled"
-    code, _, _ = _run(
+    code, _, _ = run_cli(
         ["classify", COFFEE, CHELSEA, str(broken_files["EmptyImageError"]), "--annotate", str(out_dir)],
         capsys,
     )
@@ -139,14 +129,14 @@ def test_folders_are_expanded(with_lite0: Path, tmp_path: Path, capsys: pytest.C
     Image.open(COFFEE).save(folder / "b.png")
     Image.open(CHELSEA).save(folder / "sub" / "a.jpg")
     (folder / "readme.txt").write_text("skip me")
-    code, out, _ = _run(["classify", str(folder), "--format", "json", "--top", "1"], capsys)
+    code, out, _ = run_cli(["classify", str(folder), "--format", "json", "--top", "1"], capsys)
     assert code == 0 and [Path(r["path"]).name for r in json.loads(out)] == ["b.png"]
-    code, out, _ = _run(["classify", str(folder), "--recursive", "--format", "json", "--top", "1"], capsys)
+    code, out, _ = run_cli(["classify", str(folder), "--recursive", "--format", "json", "--top", "1"], capsys)
     assert code == 0 and [Path(r["path"]).name for r in json.loads(out)] == ["b.png", "a.jpg"]
 
 
 def test_models_table(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _run(["models"], capsys)
+    code, out, _ = run_cli(["models"], capsys)
     assert code == 0
     for name in ("vgg16", "vgg19", "resnet50", "inception_v3", "xception", "efficientnet_lite0"):
         assert name in out
@@ -154,31 +144,31 @@ def test_models_table(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_models_json_reports_cached_weights(with_lite0: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rows = {row["name"]: row for row in json.loads(_run(["models", "--format", "json"], capsys)[1])}
+    rows = {row["name"]: row for row in json.loads(run_cli(["models", "--format", "json"], capsys)[1])}
     assert rows["efficientnet_lite0"]["weights_present"] is True
     assert rows["vgg16"]["weights_present"] is False and rows["vgg16"]["top5"] == 90.1
 
 
 def test_weights_commands(with_lite0: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _run(["weights", "path", "lite0"], capsys)
+    code, out, _ = run_cli(["weights", "path", "lite0"], capsys)
     assert code == 0 and Path(out.strip()).is_file()
-    assert _run(["weights", "verify", "efficientnet_lite0"], capsys)[0] == 0
-    code, out, _ = _run(["weights", "path", "vgg16"], capsys)
+    assert run_cli(["weights", "verify", "efficientnet_lite0"], capsys)[0] == 0
+    code, out, _ = run_cli(["weights", "path", "vgg16"], capsys)
     assert code == 1 and out.strip().endswith("vgg16_weights_tf_dim_ordering_tf_kernels.h5")
-    assert _run(["weights", "path", "vgg16", "--notop"], capsys)[1].strip().endswith("_notop.h5")
+    assert run_cli(["weights", "path", "vgg16", "--notop"], capsys)[1].strip().endswith("_notop.h5")
     bogus = tmp_path / "bogus.h5"
     bogus.write_bytes(b"not the weights")
-    code, _, err = _run(["weights", "import", "vgg16", str(bogus)], capsys)
+    code, _, err = run_cli(["weights", "import", "vgg16", str(bogus)], capsys)
     assert code == 1 and "WeightsIntegrityError" in err
-    assert _run(["weights", "import", "vgg16"], capsys)[0] == 2
-    assert _run(["weights", "import", "lite0", str(bogus)], capsys)[0] == 2
+    assert run_cli(["weights", "import", "vgg16"], capsys)[0] == 2
+    assert run_cli(["weights", "import", "lite0", str(bogus)], capsys)[0] == 2
 
 
 def test_offline_fetch_explains_weights_import(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("IMAGENET_ZOO_MIRROR", "http://127.0.0.1:9")
-    code, _, err = _run(["weights", "fetch", "resnet50"], capsys)
+    code, _, err = run_cli(["weights", "fetch", "resnet50"], capsys)
     assert code == 1 and "weights import resnet50 FILE" in err and "Traceback" not in err
 
 
@@ -199,5 +189,5 @@ def test_the_installed_command_prints_only_json_on_stdout(with_lite0: Path) -> N
 def test_a_bad_annotation_path_is_a_usage_error_after_the_results(
     with_lite0: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, err = _run(["classify", COFFEE, "--annotate", str(tmp_path / "out.unknownext")], capsys)
+    code, out, err = run_cli(["classify", COFFEE, "--annotate", str(tmp_path / "out.unknownext")], capsys)
     assert code == 2 and "espresso" in out and "cannot write the annotated image" in err

@@ -8,29 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from imagenet_zoo.cli import main
 from imagenet_zoo.compare import compare
 from imagenet_zoo.evaluate import labelled_photos
 from imagenet_zoo.registry import Registry, default_registry
-from tests.conftest import SAMPLE_DIR, skimage_photo
+from tests.conftest import SAMPLE_DIR, run_cli, skimage_photo
 
 SAMPLE = sorted(SAMPLE_DIR.iterdir())
-
-
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_eval_reproduces_the_reference_accuracy_on_the_shared_sample(
     with_lite0: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     per_photo = tmp_path / "per-photo.jsonl"
-    code, out, _ = _run(["eval", str(SAMPLE_DIR), "--format", "json", "--output", str(per_photo)], capsys)
+    code, out, _ = run_cli(["eval", str(SAMPLE_DIR), "--format", "json", "--output", str(per_photo)], capsys)
     assert code == 0
     [row] = json.loads(out)
     assert {"model", "n", "top1", "top5", "failed"} <= set(row)
@@ -76,13 +66,13 @@ def test_eval_counts_broken_photos_as_failed_and_wrong(
     for file in SAMPLE[:3]:
         shutil.copy(file, folder / file.name)
     (folder / "n01440764_broken.JPEG").write_bytes(b"\xff\xd8\xff broken")
-    code, out, _ = _run(["eval", str(folder), "--format", "json"], capsys)
+    code, out, _ = run_cli(["eval", str(folder), "--format", "json"], capsys)
     [row] = json.loads(out)
     assert code == 0 and row["n"] == 4 and row["failed"] == 1 and row["top1"] <= 0.75
 
 
 def test_eval_reports_models_without_weights(with_lite0: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _run(["eval", str(SAMPLE_DIR), "--model", "resnet50", "--format", "json"], capsys)
+    code, out, _ = run_cli(["eval", str(SAMPLE_DIR), "--model", "resnet50", "--format", "json"], capsys)
     assert code == 1
     assert json.loads(out) == [
         {"model": "resnet50", "error": "weights missing: imagenet-zoo weights fetch resnet50"}
@@ -91,15 +81,15 @@ def test_eval_reports_models_without_weights(with_lite0: Path, capsys: pytest.Ca
 
 def test_eval_needs_labelled_photos(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "cat.jpg").write_bytes(b"x")
-    assert _run(["eval", str(tmp_path)], capsys)[0] == 2
-    assert _run(["eval", str(tmp_path / "missing")], capsys)[0] == 2
+    assert run_cli(["eval", str(tmp_path)], capsys)[0] == 2
+    assert run_cli(["eval", str(tmp_path / "missing")], capsys)[0] == 2
 
 
 def test_compare_reports_missing_models_with_the_command_to_fetch_them(
     with_lite0: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     photos = [str(skimage_photo("coffee.png")), str(SAMPLE[0])]
-    code, out, _ = _run(["compare", *photos, "--format", "json", "--top", "2"], capsys)
+    code, out, _ = run_cli(["compare", *photos, "--format", "json", "--top", "2"], capsys)
     assert code == 0
     report = json.loads(out)
     status = {m["model"]: m for m in report["models"]}
@@ -110,7 +100,7 @@ def test_compare_reports_missing_models_with_the_command_to_fetch_them(
     assert answer["predictions"][0]["label"] == "espresso" and len(answer["predictions"]) == 2
     assert answer["latency_ms"] > 0
     assert coffee["agreement"] == {"label": "espresso", "models": ["efficientnet_lite0"], "all_agree": True}
-    code, out, _ = _run(["compare", photos[0], "--models", "lite0,vgg16"], capsys)
+    code, out, _ = run_cli(["compare", photos[0], "--models", "lite0,vgg16"], capsys)
     assert "weights missing: imagenet-zoo weights fetch vgg16" in out and "espresso" in out
 
 

@@ -11,22 +11,13 @@ import pytest
 from PIL import Image
 
 from imagenet_zoo.classifier import Classifier
-from imagenet_zoo.cli import commands, main
+from imagenet_zoo.cli import commands
 from imagenet_zoo.images import find_images
 from imagenet_zoo.progress import Progress
-from tests.conftest import SAMPLE_DIR
+from tests.conftest import SAMPLE_DIR, run_cli
 from tests.test_images import png_header_only
 
 SAMPLE = sorted(SAMPLE_DIR.iterdir())
-
-
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture
@@ -53,7 +44,7 @@ def test_results_stream_to_a_file_in_each_format(
     with_lite0: Path, photos: Path, tmp_path: Path, suffix: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     output = tmp_path / f"results{suffix}"
-    code, out, err = _run(["classify", str(photos), "--output", str(output), "--top", "3"], capsys)
+    code, out, err = run_cli(["classify", str(photos), "--output", str(output), "--top", "3"], capsys)
     assert code == 1 and out == ""  # one broken file; results went to the file, not stdout
     assert _paths_in(output) == find_images([str(photos)])
     assert "classified 6 of 7 photos" in err and "zz_broken.jpg: CorruptImageError" in err
@@ -80,19 +71,19 @@ def test_resume_skips_what_is_done_even_after_a_crash_mid_line(
     with_lite0: Path, photos: Path, tmp_path: Path, suffix: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     output = tmp_path / f"results{suffix}"
-    _run(["classify", str(photos), "--output", str(output)], capsys)
+    run_cli(["classify", str(photos), "--output", str(output)], capsys)
     complete = output.read_bytes()
     cut = complete[: complete.find(b"n01530575_bram") + 12]  # "crashed" while writing the third photo
     output.write_bytes(cut)
-    code, _, err = _run(["classify", str(photos), "--output", str(output), "--resume"], capsys)
+    code, _, err = run_cli(["classify", str(photos), "--output", str(output), "--resume"], capsys)
     assert code == 1  # the broken file is classified again, and fails again
     assert "skipped 2 already in" in err and "classified 4 of 5 photos" in err
     assert _paths_in(output) == find_images([str(photos)])  # each photo exactly once, in order
 
 
 def test_resume_needs_an_output(photos: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert _run(["classify", str(photos), "--resume"], capsys)[0] == 2
-    assert _run(["classify", str(photos), "--output", "results.txt"], capsys)[0] == 2
+    assert run_cli(["classify", str(photos), "--resume"], capsys)[0] == 2
+    assert run_cli(["classify", str(photos), "--output", "results.txt"], capsys)[0] == 2
 
 
 def test_ctrl_c_keeps_everything_already_classified(
@@ -112,7 +103,7 @@ def test_ctrl_c_keeps_everything_already_classified(
 
     monkeypatch.setattr(Classifier, "iter_classify", interrupted)
     output = tmp_path / "results.json"
-    assert _run(["classify", str(photos), "--output", str(output), "--batch-size", "2"], capsys)[0] == 130
+    assert run_cli(["classify", str(photos), "--output", str(output), "--batch-size", "2"], capsys)[0] == 130
     assert _paths_in(output) == find_images([str(photos)])[:3]  # still a valid JSON array
 
 
@@ -147,7 +138,9 @@ def test_hostile_folder(
 
     monkeypatch.setattr(commands, "find_images", find_then_delete)
     monkeypatch.setattr(Path, "open", open_unless_secret)
-    code, out, err = _run(["classify", str(folder), "--recursive", "--format", "json", "--top", "1"], capsys)
+    code, out, err = run_cli(
+        ["classify", str(folder), "--recursive", "--format", "json", "--top", "1"], capsys
+    )
     assert code == 1 and "Traceback" not in err
     results = {Path(r["path"]).name: r for r in json.loads(out)}
     assert sorted(results) == [
@@ -172,12 +165,12 @@ def test_hostile_folder(
 
 
 def test_globs(with_lite0: Path, photos: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _run(["classify", str(photos / "n015*.JPEG"), "--format", "json", "--top", "1"], capsys)
+    code, out, _ = run_cli(["classify", str(photos / "n015*.JPEG"), "--format", "json", "--top", "1"], capsys)
     assert code == 0
     assert [Path(r["path"]).name for r in json.loads(out)] == [
         f.name for f in SAMPLE[:6] if f.name.startswith("n015")
     ]
-    assert _run(["classify", str(photos / "*.webp")], capsys)[0] == 2  # matches nothing
+    assert run_cli(["classify", str(photos / "*.webp")], capsys)[0] == 2  # matches nothing
 
 
 def test_annotate_dir_and_contact_sheet(
@@ -185,7 +178,7 @@ def test_annotate_dir_and_contact_sheet(
 ) -> None:
     labelled, sheet = tmp_path / "labelled", tmp_path / "sheet.jpg"
     argv = ["classify", str(photos), "--annotate-dir", str(labelled), "--sheet", str(sheet), "--quiet"]
-    assert _run(argv, capsys)[0] == 1
+    assert run_cli(argv, capsys)[0] == 1
     assert len(list(labelled.iterdir())) == 6  # the broken file gets no labelled copy
     with Image.open(sheet) as image:
         assert image.size == (3 * 192, 2 * (192 + 19))  # 6 tiles: 3 columns x 2 rows, with captions

@@ -14,18 +14,9 @@ from imagenet_zoo.bundles import MANIFEST, MODEL_FILE, BundleError, load_bundle
 from imagenet_zoo.cli import main
 from imagenet_zoo.features import load_features
 from imagenet_zoo.server import Settings, create_app
-from tests.conftest import SAMPLE_DIR
+from tests.conftest import SAMPLE_DIR, run_cli
 
 SAMPLE = sorted(SAMPLE_DIR.iterdir())
-
-
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _texture(kind: str, rng: np.random.Generator, size: int = 256) -> Image.Image:
@@ -86,7 +77,7 @@ def test_extract_writes_pooled_features(
         shutil.copy(photo, folder / photo.name)
     (folder / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff nope")
     output = tmp_path / f"features{suffix}"
-    code, _, err = _run(["extract", str(folder), "--output", str(output), "--quiet"], capsys)
+    code, _, err = run_cli(["extract", str(folder), "--output", str(output), "--quiet"], capsys)
     assert code == 1 and "zz_broken.jpg" in err and "5x1280 features" in err
     features = load_features(output)
     assert features.model == "efficientnet_lite0" and features.features.shape == (5, 1280)
@@ -108,14 +99,14 @@ def test_a_bundle_classifies_and_evaluates_held_out_photos(
     with_lite0: Path, bundle: Path, heldout: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["classify", str(heldout / "stripes"), "--model", str(bundle), "--format", "json"]
-    code, out, _ = _run(argv, capsys)
+    code, out, _ = run_cli(argv, capsys)
     assert code == 0
     results = json.loads(out)
     assert np.mean([r["predictions"][0]["label"] == "stripes" for r in results]) >= 0.9
     assert (
         results[0]["predictions"][0]["synset"] in ("spots", "stripes") and len(results[0]["predictions"]) == 2
     )
-    code, out, _ = _run(["eval", str(heldout), "--model", str(bundle), "--format", "json"], capsys)
+    code, out, _ = run_cli(["eval", str(heldout), "--model", str(bundle), "--format", "json"], capsys)
     [row] = json.loads(out)
     assert code == 0 and row["n"] == 40 and row["top1"] >= 0.9  # images never seen in training
 
@@ -125,7 +116,7 @@ def test_a_bundle_in_bench_and_serve(
 ) -> None:
     argv = ["bench", "--model", str(bundle), "--engine", "openvino", "--seconds", "0.1", "--no-cold-start",
             "--format", "json"]  # fmt: skip
-    code, out, _ = _run(argv, capsys)
+    code, out, _ = run_cli(argv, capsys)
     assert code == 0 and {row["engine"] for row in json.loads(out)} == {"keras.predict", "openvino"}
     with TestClient(create_app(Settings(models=(str(bundle),)))) as client:
         probe = bundle.parent / "probe.png"
@@ -134,7 +125,7 @@ def test_a_bundle_in_bench_and_serve(
         assert response.status_code == 200 and response.json()["predictions"][0]["label"] == "stripes"
 
 
-def test_a_bundle_with_a_lambda_layer_is_refused_not_run(
+def test_a_bundle_with_a_lambda_layer_is_refused_notrun_cli(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import keras
@@ -159,7 +150,7 @@ def test_a_bundle_with_a_lambda_layer_is_refused_not_run(
     (folder / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="refused"):
         load_bundle(folder).build(weights=None, include_top=True, pooling=None, input_shape=None)
-    code, _, err = _run(["classify", str(SAMPLE[0]), "--model", str(folder), "--engine", "keras"], capsys)
+    code, _, err = run_cli(["classify", str(SAMPLE[0]), "--model", str(folder), "--engine", "keras"], capsys)
     assert code == 1 and "BundleError" in err and "Lambda" in err and "Traceback" not in err
     assert not marker.exists()
 
@@ -171,14 +162,14 @@ def test_a_changed_bundle_model_is_rejected(
     shutil.copytree(bundle, copy)
     with (copy / MODEL_FILE).open("ab") as f:
         f.write(b"\x00")
-    code, _, err = _run(["classify", str(SAMPLE[0]), "--model", str(copy), "--engine", "keras"], capsys)
+    code, _, err = run_cli(["classify", str(SAMPLE[0]), "--model", str(copy), "--engine", "keras"], capsys)
     assert code == 1 and "WeightsIntegrityError" in err
 
 
 def test_train_needs_class_folders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "only_one").mkdir()
     shutil.copy(SAMPLE[0], tmp_path / "only_one" / "a.jpg")
-    assert _run(["train", str(tmp_path), "--output", str(tmp_path / "b")], capsys)[0] == 2
+    assert run_cli(["train", str(tmp_path), "--output", str(tmp_path / "b")], capsys)[0] == 2
 
 
 @pytest.mark.slow
@@ -187,7 +178,7 @@ def test_squeezenet_learns_from_scratch(tmp_path: Path, capsys: pytest.CaptureFi
     out = tmp_path / "scratch"
     argv = ["train", str(data), "--arch", "squeezenet1_1", "--from-scratch", "--epochs", "12",
             "--batch-size", "8", "--output", str(out)]  # fmt: skip
-    code, stdout, _ = _run(argv, capsys)
+    code, stdout, _ = run_cli(argv, capsys)
     assert code == 0 and "scratch epoch 12/12" in stdout
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["training"]["from_scratch"] and manifest["base"] == "squeezenet1_1"
@@ -202,17 +193,17 @@ def test_from_scratch_training_resumes_from_its_checkpoint(
     out = tmp_path / "scratch"
     base = ["train", str(data), "--arch", "squeezenet1_1", "--from-scratch", "--augment", "--batch-size", "8",
             "--output", str(out)]  # fmt: skip
-    code, stdout, _ = _run([*base, "--epochs", "2"], capsys)
+    code, stdout, _ = run_cli([*base, "--epochs", "2"], capsys)
     assert code == 0 and "scratch epoch 2/2" in stdout
     assert json.loads((out / "checkpoint.json").read_text()) == {"epochs_done": 2}
-    code, stdout, _ = _run([*base, "--epochs", "4", "--resume"], capsys)
+    code, stdout, _ = run_cli([*base, "--epochs", "4", "--resume"], capsys)
     assert code == 0 and "resuming from" in stdout and "after epoch 2" in stdout
     assert (
         "scratch epoch 1/4" not in stdout and "scratch epoch 3/4" in stdout and "scratch epoch 4/4" in stdout
     )
     assert json.loads((out / "checkpoint.json").read_text()) == {"epochs_done": 4}
     assert (
-        _run(["train", str(data), "--resume", "--output", str(out)], capsys)[0] == 2
+        run_cli(["train", str(data), "--resume", "--output", str(out)], capsys)[0] == 2
     )  # resume needs from-scratch
 
 
@@ -223,7 +214,7 @@ def test_fine_tuning_the_last_layers(
     data = _texture_task(tmp_path / "textures", 16, seed=5)
     out = tmp_path / "tuned"
     argv = ["train", str(data), "--output", str(out), "--epochs", "6", "--fine-tune-layers", "6", "--augment"]
-    code, stdout, _ = _run(argv, capsys)
+    code, stdout, _ = run_cli(argv, capsys)
     assert code == 0 and "head epoch 1/6" in stdout and "fine-tune epoch 1/2" in stdout
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["training"]["fine_tune_layers"] == 6 and manifest["validation"]["accuracy"] >= 0.75
