@@ -285,3 +285,13 @@ def test_the_model_cache_is_bounded_by_weight_memory() -> None:
             assert c.post(f"/v1/classify?model={name}", files=upload).status_code == 200
         loaded = {m["name"] for m in c.get("/v1/models").json() if m["loaded"]}
         assert loaded == {"big2", "big3"}  # two fit in 1,200 MB, three do not: big1 went first
+
+
+def test_a_request_cannot_make_the_server_load_a_path(client: TestClient, tmp_path: Path) -> None:
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    (planted / "bundle.json").write_text("{not json")  # would raise BundleError if it were ever read
+    upload = {"file": ("a.png", png_bytes(), "image/png")}
+    response = client.post("/v1/classify", params={"model": str(planted)}, files=upload)
+    assert _error(response) == (404, "UnknownModelError")
+    assert all(m["name"] != "planted" for m in client.get("/v1/models").json())

@@ -110,6 +110,13 @@ def top_k(probabilities: np.ndarray, k: int, labels: Sequence[ClassLabel]) -> tu
     )
 
 
+def class_labels(spec: ModelSpec) -> tuple[ClassLabel, ...]:
+    """ImageNet-1k's classes, or a model's own (whose names serve as their ids)."""
+    if spec.labels is None:
+        return imagenet1k()
+    return tuple(ClassLabel(i, name, name) for i, name in enumerate(spec.labels))
+
+
 class Classifier:
     """A model ready to classify: its spec, its preprocessing and an engine."""
 
@@ -134,13 +141,7 @@ class Classifier:
         self.data_config = data_config or spec.data_config
         self.batch_size = batch_size
         self.max_pixels = max_pixels
-        self.labels = (
-            imagenet1k()
-            if spec.labels is None
-            else tuple(
-                ClassLabel(i, name, name) for i, name in enumerate(spec.labels)
-            )  # own classes: name as id
-        )
+        self.labels = class_labels(spec)
 
     @overload
     def classify(self, inputs: ImageSource, *, top: int = 5) -> Classification: ...

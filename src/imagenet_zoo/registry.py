@@ -40,7 +40,8 @@ class RegisteredModel:
         return self.spec.weights.url is None or self.weights.is_present(self.spec)
 
 
-def _normalize(name: str) -> str:
+def normalize_name(name: str) -> str:
+    """Names and aliases match case-insensitively, with `-` and `_` alike."""
     return name.strip().lower().replace("-", "_")
 
 
@@ -56,15 +57,15 @@ class Registry:
     def register(self, model: RegisteredModel) -> None:
         name = model.spec.name
         for key in (name, *model.spec.aliases):
-            owner = self._aliases.get(_normalize(key))
+            owner = self._aliases.get(normalize_name(key))
             if owner is not None and owner != name:
                 raise ValueError(f"{key!r} already names {owner}")
-            self._aliases[_normalize(key)] = name
+            self._aliases[normalize_name(key)] = name
         self._models[name] = model
 
     def get(self, name: str) -> RegisteredModel:
         """A model by name or alias, or a bundle by its folder (registered on first use)."""
-        key = self._aliases.get(_normalize(name))
+        key = self._aliases.get(normalize_name(name))
         if key is not None:
             return self._models[key]
         from imagenet_zoo.bundles import is_bundle, load_bundle

@@ -31,9 +31,9 @@ from imagenet_zoo.errors import (
     EmptyImageError,
     ImageError,
     ImageTooLargeError,
-    UnknownModelError,
     UnsupportedImageError,
 )
+from imagenet_zoo.registry import normalize_name
 from imagenet_zoo.server.metrics import Metrics
 from imagenet_zoo.server.models import ModelPool
 from imagenet_zoo.server.settings import Settings
@@ -164,6 +164,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics()
     pool = ModelPool(settings)
     served = [pool.resolve(name) for name in settings.models]  # canonical names (bundles are given by folder)
+    # What a request may name: the served models and their aliases, never a path on this server's disk.
+    requestable = {
+        normalize_name(alias): name
+        for name in served
+        for alias in (name, *pool.registry().get(name).spec.aliases)
+    }
     queue = InferenceQueue(settings, metrics)
     state = {"ready": False, "draining": False}
 
@@ -227,13 +233,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def classify(
         request: Request, model: str | None, top_k: int, *, many: bool
     ) -> list[Classification]:
-        try:
-            name = pool.resolve(model or served[0])
-        except UnknownModelError as exc:
-            raise ApiError(404, "UnknownModelError", str(exc)) from None
-        if name not in served:
+        name = requestable.get(normalize_name(model or served[0]))
+        if name is None:
             raise ApiError(
-                404, "UnknownModelError", f"{name} is not served here; served: {', '.join(served)}"
+                404, "UnknownModelError", f"{model!r} is not served here; served: {', '.join(served)}"
             )
         queue.check_capacity()  # refuse before reading the upload: a full queue answers at once
         uploads = await read_uploads(request, many=many)
