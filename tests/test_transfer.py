@@ -218,3 +218,34 @@ def test_fine_tuning_the_last_layers(
     assert code == 0 and "head epoch 1/6" in stdout and "fine-tune epoch 1/2" in stdout
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["training"]["fine_tune_layers"] == 6 and manifest["validation"]["accuracy"] >= 0.75
+
+
+def test_a_bundle_naming_an_arbitrary_module_is_refused(bundle: Path, tmp_path: Path) -> None:
+    """A config that points a layer at `os.system` must fail to load, and nothing may run."""
+    import zipfile
+
+    evil = tmp_path / "evil"
+    shutil.copytree(bundle, evil)
+    original = evil / MODEL_FILE
+    with zipfile.ZipFile(original) as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    config = json.loads(members["config.json"])
+    config["config"]["layers"][-1].update(module="os", class_name="system", registered_name=None)
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(original, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    with pytest.raises(BundleError, match="refused"):
+        load_bundle(evil).build(weights=None, include_top=True, pooling=None, input_shape=None)
+
+
+def test_compare_takes_a_bundle(
+    with_lite0: Path, bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    probe = tmp_path / "probe.png"
+    _texture("spots", np.random.default_rng(11)).save(probe)
+    code, out, _ = run_cli(["compare", str(probe), "--models", f"lite0,{bundle}", "--format", "json"], capsys)
+    assert code == 0
+    answers = {a["model"]: a for a in json.loads(out)["photos"][0]["answers"]}
+    assert set(answers) == {"efficientnet_lite0", bundle.name}
+    assert answers[bundle.name]["predictions"][0]["label"] == "spots"
