@@ -190,11 +190,13 @@ def test_from_scratch_training_resumes_from_its_checkpoint(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = _texture_task(tmp_path / "textures", 12, seed=4)
+    (data / "spots" / "broken.png").write_bytes(b"\x89PNG not really")
     out = tmp_path / "scratch"
     base = ["train", str(data), "--arch", "squeezenet1_1", "--from-scratch", "--augment", "--batch-size", "8",
             "--output", str(out)]  # fmt: skip
-    code, stdout, _ = run_cli([*base, "--epochs", "2"], capsys)
+    code, stdout, err = run_cli([*base, "--epochs", "2"], capsys)
     assert code == 0 and "scratch epoch 2/2" in stdout
+    assert "skipped unreadable photo" in err and "broken.png" in err
     assert json.loads((out / "checkpoint.json").read_text()) == {"epochs_done": 2}
     code, stdout, _ = run_cli([*base, "--epochs", "4", "--resume"], capsys)
     assert code == 0 and "resuming from" in stdout and "after epoch 2" in stdout

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from imagenet_zoo.api import create_model
 from imagenet_zoo.classifier import Classifier
 from imagenet_zoo.errors import ImagenetZooError, QuantizedModelMissingError, UsageError
 from imagenet_zoo.registry import RegisteredModel, default_registry
@@ -120,8 +121,9 @@ def _percentile(values: list[float], q: float) -> float:
 def _runner(job: Job, model: RegisteredModel) -> tuple[Callable[[np.ndarray], object], bool]:
     """The call to time for `job`, and whether a conversion happened while preparing it."""
     if job.engine in (BASELINE, "keras"):
-        weights = None if job.random_weights else model.weights.fetch(model.spec, progress=False)
-        keras_model = model.build(weights=weights, include_top=True, pooling=None, input_shape=None)
+        keras_model = create_model(
+            job.model, weights=None if job.random_weights else "imagenet", progress=False
+        )
         if job.engine == BASELINE:
             return (lambda x: keras_model.predict(x, verbose=0)), False
         return keras_model.predict_on_batch, False

@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from imagenet_zoo.api import create_model, load
 from imagenet_zoo.bundles import FEATURES_LAYER, load_keras_safely, save_bundle
+from imagenet_zoo.classifier import Classifier
 from imagenet_zoo.errors import ImageError, UsageError
 from imagenet_zoo.features import extract_features
 from imagenet_zoo.images import decode_image, find_images
@@ -150,15 +151,18 @@ def _transfer(
     log: Log,
 ) -> tuple[Any, Data, set[str]]:
     """A new head on the frozen base's features, then optionally fine-tuning the base's last layers."""
-    x_train, y_train, skipped = _features(config, train_items, mirrored=config.augment)
-    x_val, y_val, skipped_val = _features(config, val_items, mirrored=False)
+    extractor = load(
+        config.base, engine=config.engine, batch_size=config.batch_size, features=True, progress=False
+    )
+    x_train, y_train, skipped = _features(extractor, train_items, mirrored=config.augment)
+    x_val, y_val, skipped_val = _features(extractor, val_items, mirrored=False)
     head = _train_head(keras, x_train, y_train, x_val, y_val, classes, config, log)
     model = _compose(keras, create_model(config.base, include_top=False, pooling="avg", progress=False), head)
-    val_images, val_labels = _pixels(config, val_items)
+    val, _ = _pixels(config, val_items)
     if config.fine_tune_layers > 0:
-        train_images, train_labels = _pixels(config, train_items)
-        _fine_tune(keras, model, train_images, train_labels, val_images, val_labels, config, log)
-    return model, (val_images, val_labels), skipped | skipped_val
+        (train_images, train_labels), _ = _pixels(config, train_items)
+        _fine_tune(keras, model, train_images, train_labels, *val, config, log)
+    return model, val, skipped | skipped_val
 
 
 CHECKPOINT = "checkpoint.keras"
@@ -176,8 +180,8 @@ def _from_scratch(
 ) -> tuple[Any, Data, set[str]]:
     """The architecture from random weights: augmentation, a cosine learning-rate schedule, and a checkpoint
     after every epoch (model and optimizer) that `resume` continues from."""
-    x, y = _pixels(config, train_items)
-    val = _pixels(config, val_items)
+    (x, y), skipped = _pixels(config, train_items)
+    val, skipped_val = _pixels(config, val_items)
     checkpoint, state = output / CHECKPOINT, output / CHECKPOINT_STATE
     output.mkdir(parents=True, exist_ok=True)
     if config.resume and checkpoint.is_file():
@@ -202,7 +206,7 @@ def _from_scratch(
         callbacks=[save, _epoch_log(keras, "scratch", config.epochs, log)],
         verbose=0,
     )
-    return trainer.get_layer("bundle"), val, set()
+    return trainer.get_layer("bundle"), val, skipped | skipped_val
 
 
 def _new_scratch_trainer(keras: Any, classes: int, samples: int, config: TrainConfig) -> Any:
@@ -240,15 +244,12 @@ def _save_checkpoint(trainer: Any, checkpoint: Path, state: Path, epochs_done: i
 
 
 def _features(
-    config: TrainConfig, items: list[tuple[str, int]], *, mirrored: bool
+    extractor: Classifier, items: list[tuple[str, int]], *, mirrored: bool
 ) -> tuple[np.ndarray, np.ndarray, set[str]]:
     """Pooled base features of the photos (and of their mirror images with `mirrored`).
 
     Unreadable photos are skipped and returned by path.
     """
-    extractor = load(
-        config.base, engine=config.engine, batch_size=config.batch_size, features=True, progress=False
-    )
     label_of = dict(items)
     feature_set, failures = extract_features(extractor, [p for p, _ in items])
     x, y = feature_set.features, np.array([label_of[p] for p in feature_set.paths])
@@ -324,18 +325,19 @@ def _compose(keras: Any, base: Any, head: Any) -> Any:
     return keras.Model(inputs, logits, name="bundle")
 
 
-def _pixels(config: TrainConfig, items: list[tuple[str, int]]) -> Data:
-    """Preprocessed photos in memory (the datasets this command is for are small) and their labels;
-    unreadable photos are left out (feature extraction reports them)."""
+def _pixels(config: TrainConfig, items: list[tuple[str, int]]) -> tuple[Data, set[str]]:
+    """Preprocessed photos in memory (the datasets this command is for are small) and their labels, and
+    the photos that could not be read (left out)."""
     data_config = default_registry().get(config.base).spec.data_config
-    images, labels = [], []
+    images, labels, skipped = [], [], set()
     for path, label in items:
         try:
             images.append(preprocess(decode_image(path).image, data_config))
         except ImageError:
+            skipped.add(path)
             continue
         labels.append(label)
-    return np.stack(images), np.array(labels)
+    return (np.stack(images), np.array(labels)), skipped
 
 
 def _fine_tune(
