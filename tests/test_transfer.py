@@ -251,3 +251,66 @@ def test_compare_takes_a_bundle(
     answers = {a["model"]: a for a in json.loads(out)["photos"][0]["answers"]}
     assert set(answers) == {"efficientnet_lite0", bundle.name}
     assert answers[bundle.name]["predictions"][0]["label"] == "spots"
+
+
+def _dogs_and_others(root: Path) -> Path:
+    """The shared sample as two classes: dog (ImageNet classes 151-268) and not dog."""
+    from imagenet_zoo.labels import imagenet1k
+
+    synsets = [c.synset for c in imagenet1k()]
+    for photo in SAMPLE:
+        kind = "dog" if 151 <= synsets.index(photo.name.split("_")[0]) <= 268 else "not_dog"
+        (root / kind).mkdir(parents=True, exist_ok=True)
+        (root / kind / photo.name).symlink_to(photo)
+    return root
+
+
+@pytest.mark.slow
+def test_dog_or_not_on_held_out_real_photos(
+    with_lite0: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One photo per ImageNet class: every held-out dog is of a breed the head never saw."""
+    data = _dogs_and_others(tmp_path / "dogs")
+    assert len(list((data / "dog").iterdir())) == 23
+    out = tmp_path / "dog_bundle"
+    argv = ["train", str(data), "--output", str(out), "--head", "neighbours", "--val-split", "0.3"]
+    code, stdout, _ = run_cli(argv, capsys)
+    assert code == 0 and "neighbours head: 140 training photos" in stdout
+    validation = json.loads((out / MANIFEST).read_text())["validation"]
+    assert validation["balanced_accuracy"] >= 0.9 and sum(map(sum, validation["confusion"])) == 60
+    dogs = sorted((data / "dog").iterdir())
+    keras_top1 = [r.top.label for r in imagenet_zoo.load(out, engine="keras").classify(dogs)]
+    openvino_top1 = [r.top.label for r in imagenet_zoo.load(out, engine="openvino").classify(dogs)]
+    assert keras_top1 == openvino_top1 and keras_top1.count("dog") >= 21  # 16 seen, 7 unseen breeds
+
+
+def test_the_neighbours_layer_is_the_vote_it_was_fitted_with() -> None:
+    from imagenet_zoo.heads import fit_neighbours, neighbour_head
+
+    rng = np.random.default_rng(3)
+    labels = np.repeat([0, 1, 2], [20, 5, 9])
+    features = rng.normal(size=(3, 16))[labels] + rng.normal(scale=0.8, size=(len(labels), 16))
+    fit = fit_neighbours(features, labels, 3)
+    probe = rng.normal(size=(6, 16))
+    directions = (probe - fit.center) / np.linalg.norm(probe - fit.center, axis=1, keepdims=True)
+    votes = np.exp((directions @ fit.prototypes.T - 1) / fit.temperature)
+    expected = np.stack([votes[:, labels == c].mean(axis=1) for c in range(3)], axis=1)
+    logits = np.asarray(neighbour_head(fit, 3).predict(probe, verbose=0))
+    shares = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(shares, expected / expected.sum(axis=1, keepdims=True), rtol=1e-4, atol=1e-6)
+
+
+def test_the_neighbours_head_cannot_be_fine_tuned(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _texture_task(tmp_path / "textures", 4, seed=1)
+    argv = [
+        "train",
+        str(data),
+        "--output",
+        str(tmp_path / "b"),
+        "--head",
+        "neighbours",
+        "--fine-tune-layers",
+        "2",
+    ]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and "cannot be fine-tuned" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,12 +22,12 @@ ENGINES = ("openvino", "keras")
 DEFAULT_ENGINE = "openvino"
 
 
-def _lookup(name: str, registry: Registry | None) -> RegisteredModel:
+def _lookup(name: str | os.PathLike[str], registry: Registry | None) -> RegisteredModel:
     return (registry or default_registry()).get(name)
 
 
 def create_model(
-    name: str,
+    name: str | os.PathLike[str],
     *,
     weights: Literal["imagenet"] | Path | None = "imagenet",
     include_top: bool = True,
@@ -55,7 +56,7 @@ def create_model(
 
 
 def load_engine(
-    name: str,
+    name: str | os.PathLike[str],
     *,
     engine: str = DEFAULT_ENGINE,
     precision: str = "fp32",
@@ -87,7 +88,7 @@ def load_engine(
 
 
 def load(
-    name: str = DEFAULT_MODEL,
+    name: str | os.PathLike[str] = DEFAULT_MODEL,
     *,
     engine: str = DEFAULT_ENGINE,
     precision: str = "fp32",

@@ -96,12 +96,14 @@ def _builder(folder: Path) -> Any:
 
 def load_keras_safely(path: Path, *, compile: bool = False) -> Any:
     keras = import_keras()
+    import imagenet_zoo.heads  # noqa: F401  (registers the neighbours head's layer, our code, not the file's)
+
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=compile)
     except Exception as exc:  # Keras raises assorted types for refused or broken configs
         raise BundleError(
-            f"refused to load {path}: {exc}. Bundles may hold only standard Keras layers; a Lambda layer "
-            "or a custom class would run code from the file"
+            f"refused to load {path}: {exc}. Bundles may hold only standard Keras layers and imagenet-zoo's "
+            "own; a Lambda layer or any other class would run code from the file"
         ) from exc
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from functools import cache
@@ -63,8 +64,9 @@ class Registry:
             self._aliases[normalize_name(key)] = name
         self._models[name] = model
 
-    def get(self, name: str) -> RegisteredModel:
+    def get(self, name: str | os.PathLike[str]) -> RegisteredModel:
         """A model by name or alias, or a bundle by its folder (registered on first use)."""
+        name = os.fspath(name)
         key = self._aliases.get(normalize_name(name))
         if key is not None:
             return self._models[key]

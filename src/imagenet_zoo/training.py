@@ -30,6 +30,7 @@ from imagenet_zoo.preprocess import preprocess
 from imagenet_zoo.registry import default_registry
 
 Log = Callable[[str], None]
+HEADS = ("linear", "neighbours")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class TrainConfig:
     from_scratch: bool = False  # train `base`'s architecture from random weights (no ImageNet features)
     resume: bool = False  # with from_scratch: continue from the last epoch's checkpoint in the bundle folder
     learning_rate: float = 1e-3  # from scratch: the start of a cosine decay to zero
+    head: str = "linear"  # or "neighbours": a vote of the nearest training photos (see heads.py)
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,10 @@ def train(root: Path, output: Path, config: TrainConfig, log: Log = print) -> Tr
         raise UsageError("--val-split must be between 0 and 1")
     if config.resume and not config.from_scratch:
         raise UsageError("--resume continues a --from-scratch training")
+    if config.head not in HEADS:
+        raise UsageError(f"--head must be one of {', '.join(HEADS)}")
+    if config.head == "neighbours" and (config.fine_tune_layers or config.from_scratch):
+        raise UsageError("the neighbours head compares with fixed training features: it cannot be fine-tuned")
     classes, items = class_folders(root)
     train_items, val_items = stratified_split(items, config.val_split, config.seed)
     base = default_registry().get(config.base).spec
@@ -122,6 +128,7 @@ def train(root: Path, output: Path, config: TrainConfig, log: Log = print) -> Tr
         "epochs": config.epochs,
         "fine_tune_layers": config.fine_tune_layers,
         "augment": config.augment,
+        "head": config.head,
         "train_size": len(train_items),
         "val_size": len(val_items),
     }
@@ -156,7 +163,10 @@ def _transfer(
     )
     x_train, y_train, skipped = _features(extractor, train_items, mirrored=config.augment)
     x_val, y_val, skipped_val = _features(extractor, val_items, mirrored=False)
-    head = _train_head(keras, x_train, y_train, x_val, y_val, classes, config, log)
+    if config.head == "neighbours":
+        head = _neighbour_head(x_train, y_train, classes, log)
+    else:
+        head = _train_head(keras, x_train, y_train, x_val, y_val, classes, config, log)
     model = _compose(keras, create_model(config.base, include_top=False, pooling="avg", progress=False), head)
     val, _ = _pixels(config, val_items)
     if config.fine_tune_layers > 0:
@@ -317,11 +327,24 @@ def _train_head(
     return head
 
 
+def _neighbour_head(x: np.ndarray, y: np.ndarray, classes: int, log: Log) -> Any:
+    from imagenet_zoo.heads import fit_neighbours, neighbour_head
+
+    fit = fit_neighbours(x, y, classes)
+    log(
+        f"neighbours head: {len(x)} training photos, temperature {fit.temperature} "
+        f"(leave-one-out balanced accuracy {fit.loo_balanced_accuracy:.1%})"
+    )
+    return neighbour_head(fit, classes)
+
+
 def _compose(keras: Any, base: Any, head: Any) -> Any:
-    """Base (pooled features) + head as one network: photos in, logits out."""
+    """Base (pooled features) + head as one flat network: photos in, logits out."""
     inputs = keras.Input(base.input_shape[1:], name="pixels")
-    features = keras.layers.Identity(name=FEATURES_LAYER)(base(inputs))
-    logits = head.get_layer("predictions")(head.get_layer("head_dropout")(features))
+    logits = keras.layers.Identity(name=FEATURES_LAYER)(base(inputs))
+    for layer in head.layers:
+        if not isinstance(layer, keras.layers.InputLayer):
+            logits = layer(logits)
     return keras.Model(inputs, logits, name="bundle")
 
 

@@ -121,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--val-split", type=float, default=0.2, help="share of each class held out (default 0.2)"
     )
     train.add_argument("--augment", action="store_true", help="mirrored copies; random flips and shifts")
+    train.add_argument(
+        "--head",
+        choices=("linear", "neighbours"),
+        default="linear",
+        help="linear: a trained dense layer; neighbours: a vote of the most similar training photos, "
+        "better with few photos per class or classes of many kinds",
+    )
     train.add_argument("--batch-size", type=_positive, default=32)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(

@@ -403,6 +403,7 @@ def train(args: argparse.Namespace) -> int:
         from_scratch=args.from_scratch,
         resume=args.resume,
         learning_rate=args.learning_rate,
+        head=args.head,
     )
     report = train_bundle(
         Path(args.source), Path(args.output), config, log=lambda line: print(line, flush=True)

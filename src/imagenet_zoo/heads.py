@@ -1,0 +1,121 @@
+"""A nearest-neighbour head: classes of new photos from their similarity to the training photos' features.
+
+With a few photos per class, or a class made of many kinds of thing (dogs of breeds the training set never
+showed), a linear head on frozen features generalizes poorly, while a new photo's nearest training photos in
+feature space usually share its class. This head is the weighted k-NN classifier that self-supervised
+learning uses to evaluate features (Wu et al. 2018, DINO), made smooth: every training photo votes for its
+class with weight exp(cosine similarity / temperature), and each class's votes are averaged, so a common
+class does not win by number. The temperature is chosen by leave-one-out on the training photos alone.
+
+This module imports Keras: import it only where a Keras model is built or loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from imagenet_zoo.models._keras import import_keras
+
+keras = import_keras()
+_Layer: Any = keras.layers.Layer
+
+TEMPERATURES = (0.02, 0.05, 0.1, 0.2)
+
+
+@dataclass(frozen=True)
+class NeighbourFit:
+    center: np.ndarray  # mean training feature, subtracted before comparing directions
+    prototypes: np.ndarray  # the training features, centred and unit-length (n, d)
+    labels: np.ndarray  # their classes (n,)
+    temperature: float
+    loo_balanced_accuracy: float  # of the chosen temperature, on the training photos
+
+
+def fit_neighbours(features: np.ndarray, labels: np.ndarray, classes: int) -> NeighbourFit:
+    center = features.mean(axis=0)
+    prototypes = _unit(features - center)
+    similarity = prototypes @ prototypes.T
+    np.fill_diagonal(similarity, -np.inf)  # leave one out: a photo never votes for itself
+    scored = [
+        (_balanced_accuracy(labels, _vote(similarity, labels, classes, t).argmax(axis=1), classes), t)
+        for t in TEMPERATURES
+    ]
+    best, temperature = max(scored, key=lambda pair: (pair[0], pair[1]))  # ties: the smoother vote
+    return NeighbourFit(center, prototypes, labels, temperature, best)
+
+
+def neighbour_head(fit: NeighbourFit, classes: int) -> Any:
+    """The fitted vote as a Keras model: pooled features in, logits out."""
+    features = keras.Input((fit.prototypes.shape[1],), name="pooled_features")
+    logits = NeighbourVote(fit.prototypes, fit.labels, fit.center, classes, fit.temperature)(features)
+    return keras.Model(features, logits, name="neighbour_head")
+
+
+@keras.saving.register_keras_serializable(package="imagenet_zoo")
+class NeighbourVote(_Layer):  # type: ignore[misc]
+    """logit_c = log(mean over training photos i of class c of exp(cos(x, x_i) / T)); softmax of these
+    logits is each class's share of the averaged votes."""
+
+    def __init__(
+        self,
+        prototypes: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        center: np.ndarray | None = None,
+        classes: int = 2,
+        temperature: float = 0.05,
+        *,
+        count: int | None = None,
+        dim: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        # A loaded layer is rebuilt from (count, dim) and gets its arrays from the saved weights.
+        self.count = int(count if prototypes is None else len(prototypes))  # type: ignore[arg-type]
+        self.dim = int(dim if prototypes is None else prototypes.shape[1])  # type: ignore[arg-type]
+        self.classes, self.temperature = classes, temperature
+        self._init = (prototypes, labels, center)
+        self.build()
+
+    def build(self, input_shape: Any = None) -> None:
+        prototypes, labels, center = self._init
+        membership = None if labels is None else np.eye(self.classes, dtype="float32")[labels]
+        self.prototypes = self._constant("prototypes", (self.count, self.dim), prototypes)
+        self.membership = self._constant("membership", (self.count, self.classes), membership)
+        self.center = self._constant("center", (self.dim,), center)
+        self.built = True
+
+    def _constant(self, name: str, shape: tuple[int, ...], value: np.ndarray | None) -> Any:
+        initializer = "zeros" if value is None else keras.initializers.Constant(value.astype("float32"))
+        return self.add_weight(name=name, shape=shape, initializer=initializer, trainable=False)
+
+    def call(self, features: Any) -> Any:
+        ops = keras.ops
+        directions = ops.normalize(features - self.center, axis=-1)
+        scaled = ops.matmul(directions, ops.transpose(self.prototypes)) / self.temperature  # (batch, n)
+        # log-sum-exp over each class's members (others masked out) minus log(members): a log mean.
+        masked = ops.expand_dims(scaled, -1) + ops.log(self.membership)[None]  # log 0 = -inf: not a member
+        members = ops.sum(self.membership, axis=0)
+        return ops.logsumexp(masked, axis=1) - ops.log(ops.maximum(members, 1.0))
+
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = super().get_config()
+        config.update(count=self.count, dim=self.dim, classes=self.classes, temperature=self.temperature)
+        return config
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    unit: np.ndarray = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    return unit
+
+
+def _vote(similarity: np.ndarray, labels: np.ndarray, classes: int, temperature: float) -> np.ndarray:
+    weights = np.exp((similarity - 1.0) / temperature)  # shifted by the largest possible cosine: no overflow
+    return np.stack([weights[:, labels == c].mean(axis=1) for c in range(classes)], axis=1)
+
+
+def _balanced_accuracy(labels: np.ndarray, predicted: np.ndarray, classes: int) -> float:
+    recalls = [np.mean(predicted[labels == c] == c) for c in range(classes) if np.any(labels == c)]
+    return float(np.mean(recalls))
