@@ -71,13 +71,13 @@ def test_the_ir_key_covers_weights_input_contract_and_openvino_version(
     assert ir_dir(model) != base
 
 
-def test_a_cold_classify_from_the_cached_ir_never_imports_tensorflow(with_lite0: Path) -> None:
+def test_a_cold_classify_from_the_cached_ir_never_imports_tensorflow_or_ray(with_lite0: Path) -> None:
     imagenet_zoo.load("lite0")  # make sure the IR is cached
     script = (
         "import json, sys\n"
         "from imagenet_zoo.cli import main\n"
         f"code = main(['classify', {str(PHOTOS[0])!r}, '--format', 'json'])\n"
-        "heavy = {'tensorflow', 'keras', 'nncf', 'torch'}\n"
+        "heavy = {'tensorflow', 'keras', 'nncf', 'torch', 'ray'}\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in heavy)\n"
         "print(json.dumps(heavy), file=sys.stderr)\n"
         "sys.exit(code)\n"

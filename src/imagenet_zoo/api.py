@@ -63,8 +63,11 @@ def load_engine(
     features: bool = False,
     progress: bool = True,
     registry: Registry | None = None,
+    threads: int | None = None,
 ) -> Engine:
-    """The `core` of a classifier alone: preprocessed NHWC float32 in, logits (or pooled features) out."""
+    """The `core` of a classifier alone: preprocessed NHWC float32 in, logits (or pooled features) out.
+
+    `threads` bounds OpenVINO's inference threads (default: all cores)."""
     model = _lookup(name, registry)
     if engine not in ENGINES:
         raise UsageError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
@@ -84,7 +87,7 @@ def load_engine(
         return KerasEngine(keras_model)
     from imagenet_zoo.engines.openvino import load_engine as load_openvino
 
-    return load_openvino(model, precision, progress=progress, features=features)
+    return load_openvino(model, precision, progress=progress, features=features, threads=threads)
 
 
 def load(

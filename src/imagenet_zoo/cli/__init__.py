@@ -53,6 +53,20 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("on a Ray cluster (pip install 'imagenet-zoo[ray]')")
+    group.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="run on Ray: local (start one here), auto (the running cluster) or a Ray address; --output is "
+        "then a folder of partitions, and a rerun skips the photos already in it",
+    )
+    group.add_argument("--partition-format", choices=("jsonl", "parquet"), default="jsonl")
+    group.add_argument(
+        "--max-actors", type=_positive, metavar="N", help="model actors at most (default: one per CPU)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imagenet-zoo", description="Classify photos with ImageNet CNNs.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,7 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     classify = sub.add_parser("classify", help="top-k ImageNet labels for photos, folders or globs")
     classify.add_argument("photos", nargs="+", metavar="PHOTO", help="image files, folders or glob patterns")
     classify.add_argument("--recursive", action="store_true", help="also classify photos in sub-folders")
-    classify.add_argument("--output", metavar="FILE", help="stream results to FILE (.csv, .jsonl or .json)")
+    classify.add_argument(
+        "--output",
+        metavar="FILE",
+        help="stream results to FILE (.csv, .jsonl or .json; a folder with --cluster)",
+    )
     classify.add_argument("--resume", action="store_true", help="skip photos already in --output")
     classify.add_argument("--quiet", action="store_true", help="no progress bar")
     classify.add_argument("--workers", type=_positive, help="decoding threads (default: one per core)")
@@ -84,12 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     classify.add_argument("--batch-size", type=_positive, default=8)
     _add_engine_options(classify)
+    _add_cluster_options(classify)
     classify.set_defaults(run=commands.classify)
 
     extract = sub.add_parser("extract", help="pooled ImageNet features of photos, for transfer learning")
     extract.add_argument("photos", nargs="+", metavar="PHOTO", help="image files, folders or glob patterns")
     extract.add_argument("--model", type=_model_name, default="efficientnet_lite0")
-    extract.add_argument("--output", required=True, metavar="FILE", help="features.npz or features.parquet")
+    extract.add_argument(
+        "--output",
+        required=True,
+        metavar="FILE",
+        help="features.npz or features.parquet (a folder with --cluster)",
+    )
     extract.add_argument(
         "--layer",
         choices=("pooled",),
@@ -101,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--workers", type=_positive)
     extract.add_argument("--quiet", action="store_true")
     _add_engine_options(extract)
+    _add_cluster_options(extract)
     extract.set_defaults(run=commands.extract)
 
     train = sub.add_parser(

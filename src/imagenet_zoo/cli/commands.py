@@ -7,12 +7,15 @@ import csv
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 from imagenet_zoo.annotate import AnnotationWriter
 from imagenet_zoo.api import load
 from imagenet_zoo.classifier import Classification, ErrorInfo
 from imagenet_zoo.cli import output
+from imagenet_zoo.cluster import Task
 from imagenet_zoo.errors import UsageError
 from imagenet_zoo.evaluate import LabelledPhoto
 from imagenet_zoo.images import find_images
@@ -22,6 +25,10 @@ from imagenet_zoo.results_io import JsonArrayWriter, ResultsFile
 
 
 def classify(args: argparse.Namespace) -> int:
+    if args.cluster:
+        if args.annotate or args.annotate_dir or args.sheet:
+            raise UsageError("--annotate, --annotate-dir and --sheet run on one machine, not with --cluster")
+        return _on_cluster(args, "classify", resize=args.resize, top=args.top)
     sources = find_images(args.photos, recursive=args.recursive)
     if not sources:
         raise UsageError("no image files found (use --recursive for sub-folders)")
@@ -95,10 +102,17 @@ class _JsonStdout:
 _MAX_LISTED_FAILURES = 20
 
 
+class _Error(Protocol):
+    @property
+    def type(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+
+
 def _summarize(
     done: int,
     skipped: int,
-    failures: list[tuple[str, ErrorInfo]],
+    failures: Sequence[tuple[str, _Error]],
     seconds: float,
     results_path: Path | None,
     verb: str = "classified",
@@ -108,7 +122,7 @@ def _summarize(
         return
     rate = done / max(seconds, 1e-9)
     lines = [
-        f"imagenet-zoo: classified {done - len(failures)} of {done} photos in {seconds:.1f} s ({rate:.1f}/s)"
+        f"imagenet-zoo: {verb} {done - len(failures)} of {done} photos in {seconds:.1f} s ({rate:.1f}/s)"
     ]
     if skipped:
         lines.append(f"  skipped {skipped} already in {results_path}")
@@ -361,6 +375,8 @@ def serve(args: argparse.Namespace) -> int:
 def extract(args: argparse.Namespace) -> int:
     from imagenet_zoo.features import FORMATS, extract_features, save_features
 
+    if args.cluster:
+        return _on_cluster(args, "extract")
     output_path = Path(args.output)
     if output_path.suffix.lower() not in FORMATS:
         raise UsageError(f"--output must end in one of {', '.join(FORMATS)}: {output_path}")
@@ -382,6 +398,35 @@ def extract(args: argparse.Namespace) -> int:
     )
     _summarize(len(sources), 0, failures, time.monotonic() - start, output_path, verb="extracted features of")
     return 1 if failures else 0
+
+
+def _on_cluster(args: argparse.Namespace, task: Task, **options: Any) -> int:
+    """The same job on Ray: partitions in the --output folder; a rerun continues where one stopped."""
+    from imagenet_zoo.cluster import ClusterJob, run_job
+
+    if not args.output:
+        raise UsageError("--cluster writes partition files into a folder: give it with --output DIR")
+    job = ClusterJob(
+        task=task,
+        sources=args.photos,
+        output=args.output,
+        address=args.cluster,
+        model=args.model,
+        engine=args.engine,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        recursive=args.recursive,
+        partition_format=args.partition_format,
+        max_actors=args.max_actors,
+        progress=not args.quiet and sys.stderr.isatty(),
+        **options,
+    )
+    start = time.monotonic()
+    report = run_job(job)
+    verb = "classified" if task == "classify" else "extracted features of"
+    elapsed = time.monotonic() - start
+    _summarize(report.written, report.skipped, report.failures, elapsed, Path(args.output), verb=verb)
+    return 1 if report.failures else 0
 
 
 def train(args: argparse.Namespace) -> int:

@@ -141,17 +141,16 @@ def cpu_supports_bf16() -> bool:
 class OpenVinoEngine:
     name = "openvino"
 
-    def __init__(self, xml: Path, precision: Precision) -> None:
+    def __init__(self, xml: Path, precision: Precision, *, threads: int | None = None) -> None:
         if precision == "bf16" and not cpu_supports_bf16():
             raise UnsupportedPrecisionError("bf16 needs a CPU with native bf16 support (AVX512_BF16 or AMX)")
         self.precision = precision
         self.xml = xml
         hint = "bf16" if precision == "bf16" else "f32"
-        self._compiled = (
-            _openvino()
-            .Core()
-            .compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"})
-        )
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+        if threads:  # a share of the machine (a Ray actor's CPUs), not all of its cores
+            config["INFERENCE_NUM_THREADS"] = threads
+        self._compiled = _openvino().Core().compile_model(str(xml), "CPU", config)
         self._request = self._compiled.create_infer_request()
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -166,6 +165,7 @@ def load_engine(
     progress: bool = True,
     random_weights: bool = False,
     features: bool = False,
+    threads: int | None = None,
 ) -> OpenVinoEngine:
     """An engine for `model`, from the cached IR (converted now if needed; int8 must be quantized first)."""
     if precision not in PRECISIONS:
@@ -182,7 +182,7 @@ def load_engine(
             )
     else:
         xml = convert_to_ir(model, progress=progress, random_weights=random_weights, features=features)
-    return OpenVinoEngine(xml, precision)
+    return OpenVinoEngine(xml, precision, threads=threads)
 
 
 def gflops_per_image(xml: Path) -> float:

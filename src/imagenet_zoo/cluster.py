@@ -1,0 +1,353 @@
+"""The folder job (classify or extract) on a Ray cluster, for collections that outgrow one machine.
+
+A Ray Data pipeline: the listed photos -> read + decode + preprocess in CPU tasks -> a pool of model
+actors (each loads the engine once: the cached OpenVINO IR on its node) -> partition files in an output
+folder. Each partition is written under a temporary name and renamed, and named after the photos it holds,
+so a retried write replaces its own file: a killed worker costs time, never results, and never writes a
+photo twice. A rerun with the same output skips the photos its partitions already hold.
+
+Every record has the single-machine path's JSON fields (`Classification.to_dict()` for classify; path,
+model and features for extract); a broken photo is a record with its error.
+
+Ray is optional (`pip install 'imagenet-zoo[ray]'`): only this module imports it, only `--cluster` uses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from imagenet_zoo.api import DEFAULT_ENGINE, load_engine
+from imagenet_zoo.classifier import Classification, class_labels, softmax, top_k
+from imagenet_zoo.errors import ImageError, ImageNotFoundError, ImageTooLargeError, UsageError
+from imagenet_zoo.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, InputInfo, decode_image, find_images
+from imagenet_zoo.preprocess import preprocess
+from imagenet_zoo.registry import default_registry
+from imagenet_zoo.specs import DataConfig, ResizeMode
+
+Task = Literal["classify", "extract"]
+PARTITION_FORMATS = ("jsonl", "parquet")
+MAX_FILE_BYTES = 256 * 2**20  # read into memory whole from object storage: a bound, like max_pixels
+_BATCHES_PER_BLOCK = 8
+_MAX_BLOCKS = 10_000
+_FORWARDED_ENV = ("IMAGENET_ZOO_HOME", "IMAGENET_ZOO_MIRROR")  # where workers find weights and IR
+
+
+@dataclass(frozen=True)
+class ClusterJob:
+    task: Task
+    sources: list[str]  # files, folders, globs, or URLs pyarrow's filesystems understand
+    output: str  # a folder every node can write: a shared path or an object-storage URL
+    address: str = "local"  # "local" (start Ray here), "auto" (the running cluster) or a Ray address
+    model: str = "efficientnet_lite0"
+    engine: str = DEFAULT_ENGINE
+    precision: str = "fp32"
+    resize: ResizeMode | None = None
+    top: int = 5
+    batch_size: int = 16
+    recursive: bool = False
+    partition_format: str = "jsonl"
+    max_actors: int | None = None  # default: one per CPU of the cluster
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class Failure:
+    type: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ClusterReport:
+    listed: int
+    skipped: int  # already in the output
+    written: int
+    failures: list[tuple[str, Failure]] = field(default_factory=list)
+
+
+def run_job(job: ClusterJob) -> ClusterReport:
+    if job.partition_format not in PARTITION_FORMATS:
+        raise UsageError(f"partitions are written as {' or '.join(PARTITION_FORMATS)}")
+    sources = list_sources(job.sources, recursive=job.recursive)
+    if not sources:
+        raise UsageError("no image files found (use --recursive for sub-folders)")
+    output = PartitionFolder(job.output)
+    output.remove_unfinished()
+    done = {record["path"] for record in output.records()}
+    todo = [s for s in sources if s not in done]
+    ray = _import_ray()
+    _connect(ray, job.address)
+    if todo:
+        # Writing is light I/O: it must not wait for a CPU that the model actors hold.
+        sink = _partition_sink(job.output, job.partition_format)
+        _pipeline(ray, job, todo).write_datasink(sink, ray_remote_args={"num_cpus": 0})
+    new = [r for r in output.records() if r["path"] not in done]
+    failures = [(r["path"], Failure(**r["error"])) for r in new if "error" in r]
+    return ClusterReport(len(sources), len(sources) - len(todo), len(new), sorted(failures))
+
+
+def list_sources(sources: list[str], *, recursive: bool) -> list[str]:
+    """Local files, folders and globs (as the single-machine path expands them), then URLs."""
+    local = [s for s in sources if "://" not in s]
+    found = find_images(local, recursive=recursive) if local else []
+    for url in (s for s in sources if "://" in s):
+        found.extend(_list_url(url, recursive=recursive))
+    return found
+
+
+def _list_url(url: str, *, recursive: bool) -> list[str]:
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(url)
+    prefix = url[: url.index("://") + 3]
+    info = filesystem.get_file_info(path)
+    if info.type == fs.FileType.File or info.type == fs.FileType.NotFound:
+        return [url]  # a missing file is reported per photo, like a local one
+    selector = fs.FileSelector(path, recursive=recursive)
+    infos = filesystem.get_file_info(selector)
+    return sorted(
+        prefix + i.path.lstrip("/") if prefix != "file://" else prefix + i.path
+        for i in infos
+        if i.type == fs.FileType.File and Path(i.path).suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+class PartitionFolder:
+    """The output folder: complete partitions (`part-*.jsonl` / `part-*.parquet`) and unfinished ones."""
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        self.filesystem, self.root = _filesystem(location)
+
+    def remove_unfinished(self) -> None:
+        for info in self._files():
+            if Path(info.path).name.startswith(".part-"):
+                self.filesystem.delete_file(info.path)
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every record in the folder's partitions, in partition-name order."""
+        for info in sorted(self._files(), key=lambda i: i.path):
+            name = Path(info.path).name
+            if name.startswith("part-") and name.endswith(".jsonl"):
+                with self.filesystem.open_input_stream(info.path) as stream:
+                    yield from (json.loads(line) for line in stream.read().decode().splitlines() if line)
+            elif name.startswith("part-") and name.endswith(".parquet"):
+                import pyarrow.parquet as pq
+
+                with self.filesystem.open_input_file(info.path) as file:
+                    yield from (_without_nulls(row) for row in pq.read_table(file).to_pylist())
+
+    def _files(self) -> list[Any]:
+        from pyarrow import fs
+
+        self.filesystem.create_dir(self.root, recursive=True)
+        infos = self.filesystem.get_file_info(fs.FileSelector(self.root))
+        return [i for i in infos if i.type == fs.FileType.File]
+
+
+def _filesystem(location: str) -> tuple[Any, str]:
+    from pyarrow import fs
+
+    if "://" in location:
+        return fs.FileSystem.from_uri(location)  # type: ignore[no-any-return]
+    return fs.LocalFileSystem(), str(Path(location).resolve())
+
+
+def _without_nulls(row: dict[str, Any]) -> dict[str, Any]:
+    """A Parquet row as the JSON record it was: the fields a record does not have are absent."""
+    return {k: v for k, v in row.items() if v is not None}
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("--cluster needs Ray: pip install 'imagenet-zoo[ray]'") from None
+    return ray
+
+
+def _connect(ray: Any, address: str) -> None:
+    env = {name: os.environ[name] for name in _FORWARDED_ENV if name in os.environ}
+    options: dict[str, Any] = {
+        "runtime_env": {"env_vars": env},
+        "log_to_driver": False,  # workers' TensorFlow/OpenVINO chatter; failures still raise here
+        "logging_level": logging.WARNING,
+    }
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")  # per-run plans and stats: not for a terminal
+    if ray.is_initialized():
+        return
+    if address == "local":
+        ray.init(include_dashboard=False, **options)  # a Ray of its own on this machine, for this run
+    else:
+        ray.init(address=address, **options)
+
+
+def _pipeline(ray: Any, job: ClusterJob, todo: list[str]) -> Any:
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = job.progress
+    spec = default_registry().get(job.model).spec
+    data_config = (
+        spec.data_config
+        if job.resize is None
+        else dataclasses.replace(spec.data_config, resize_mode=job.resize)
+    )
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    # Blocks of a few batches: the unit of retry (a killed worker redoes at most this) and of output.
+    blocks = min(math.ceil(len(todo) / (_BATCHES_PER_BLOCK * job.batch_size)), _MAX_BLOCKS)
+    photos = ray.data.from_items([{"path": p} for p in todo], override_num_blocks=blocks)
+    prepared = photos.map_batches(
+        _prepare, fn_kwargs={"data_config": data_config}, batch_size=job.batch_size, batch_format="numpy"
+    )
+    return prepared.map_batches(
+        _ModelActor,
+        fn_constructor_kwargs={"job": job},
+        batch_size=job.batch_size,
+        batch_format="numpy",
+        num_cpus=1,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=job.max_actors or cpus),
+    )
+
+
+def _prepare(batch: dict[str, np.ndarray], data_config: DataConfig) -> dict[str, np.ndarray]:
+    """CPU task: read, decode and preprocess a batch of photos; a bad photo becomes its error."""
+    size = data_config.input_size
+    pixels = np.zeros((len(batch["path"]), size, size, 3), np.float32)
+    infos, errors = [], []
+    for i, path in enumerate(batch["path"]):
+        try:
+            decoded = decode_image(_read(str(path)), max_pixels=DEFAULT_MAX_PIXELS)
+        except ImageError as exc:
+            infos.append("")
+            errors.append(json.dumps({"type": type(exc).__name__, "message": str(exc)}))
+            continue
+        pixels[i] = preprocess(decoded.image, data_config)
+        infos.append(json.dumps(decoded.info.to_dict()))
+        errors.append("")
+    return {"path": batch["path"], "pixels": pixels, "info": np.array(infos), "error": np.array(errors)}
+
+
+def _read(location: str) -> str | bytes:
+    """A local path is decoded from the file (as the single-machine path does); a URL's bytes are read."""
+    if "://" not in location:
+        return location
+    filesystem, path = _filesystem(location)
+    try:
+        with filesystem.open_input_file(path) as file:
+            if file.size() > MAX_FILE_BYTES:
+                raise ImageTooLargeError(f"{location}: {file.size()} bytes, more than {MAX_FILE_BYTES}")
+            data: bytes = file.read()
+            return data
+    except (OSError, FileNotFoundError) as exc:
+        raise ImageNotFoundError(f"{location}: cannot read: {exc}") from exc
+
+
+class _ModelActor:
+    """Loads the engine once per actor, then turns each preprocessed batch into records."""
+
+    def __init__(self, job: ClusterJob) -> None:
+        runtime: Any = _import_ray().get_runtime_context()
+        threads = max(1, int(runtime.get_assigned_resources().get("CPU", 1)))
+        self.job = job
+        self.spec = default_registry().get(job.model).spec
+        self.labels = class_labels(self.spec)
+        self.engine = load_engine(
+            job.model,
+            engine=job.engine,
+            precision=job.precision,
+            features=job.task == "extract",
+            progress=False,
+            threads=threads,
+        )
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        good = batch["error"] == ""
+        outputs = iter(self.engine.infer(batch["pixels"][good]) if good.any() else [])
+        records = [
+            self._record(str(path), info, error, None if error else next(outputs))
+            for path, info, error in zip(batch["path"], batch["info"], batch["error"], strict=True)
+        ]
+        return {"path": batch["path"], "record": np.array([json.dumps(r) for r in records])}
+
+    def _record(self, path: str, info: str, error: str, output: np.ndarray | None) -> dict[str, Any]:
+        if output is None:
+            return {"path": path, "error": json.loads(error)}
+        if self.job.task == "extract":
+            return {"path": path, "model": self.spec.name, "features": output.reshape(-1).tolist()}
+        top = min(self.job.top, self.spec.num_classes)
+        probabilities = softmax(output.astype(np.float64)).astype(np.float32)
+        result = Classification(
+            path, self.spec.name, top_k(probabilities, top, self.labels), InputInfo(**json.loads(info))
+        )
+        return result.to_dict()
+
+
+def _partition_sink(output: str, partition_format: str) -> Any:
+    """A Ray Data sink writing each block as one partition (defined here: Ray is imported only now)."""
+    from ray.data import Datasink
+    from ray.data.block import BlockAccessor
+
+    class PartitionSink(Datasink[None]):
+        def write(self, blocks: Iterable[Any], ctx: Any) -> None:
+            column = [BlockAccessor.for_block(b).to_arrow().column("record").to_pylist() for b in blocks]
+            records = [json.loads(r) for rows in column for r in rows]
+            if records:
+                _write_partition(output, partition_format, records)
+
+    return PartitionSink()
+
+
+def _write_partition(output: str, partition_format: str, records: list[dict[str, Any]]) -> None:
+    filesystem, root = _filesystem(output)
+    digest = hashlib.sha256("\n".join(r["path"] for r in records).encode()).hexdigest()[:24]
+    final = f"{root}/part-{digest}.{partition_format}"
+    unfinished = f"{root}/.part-{digest}-{os.getpid()}.{partition_format}"
+    with filesystem.open_output_stream(unfinished) as stream:
+        if partition_format == "jsonl":
+            stream.write("".join(json.dumps(r) + "\n" for r in records).encode())
+        else:
+            _write_parquet(stream, records)
+    filesystem.move(unfinished, final)  # a retried block replaces its own partition
+
+
+def _write_parquet(stream: Any, records: list[dict[str, Any]]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(records, schema=_parquet_schema(pa)), stream)
+
+
+def _parquet_schema(pa: Any) -> Any:
+    """One schema for every partition of either task, so the folder reads as one table."""
+    prediction = pa.struct(
+        [("rank", pa.int64()), ("index", pa.int64()), ("synset", pa.string()), ("label", pa.string()),
+         ("score", pa.float64())]
+    )  # fmt: skip
+    image = pa.struct(
+        [("format", pa.string()), ("width", pa.int64()), ("height", pa.int64()), ("mode", pa.string()),
+         ("exif_transposed", pa.bool_())]
+    )  # fmt: skip
+    return pa.schema(
+        [
+            ("path", pa.string()),
+            ("model", pa.string()),
+            ("input", image),
+            ("predictions", pa.list_(prediction)),
+            ("features", pa.list_(pa.float32())),
+            ("error", pa.struct([("type", pa.string()), ("message", pa.string())])),
+        ]
+    )
+
+
+def records_by_path(output: str) -> dict[str, dict[str, Any]]:
+    """The output folder's records keyed by photo (for reading results back and for tests)."""
+    return {record["path"]: record for record in PartitionFolder(output).records()}

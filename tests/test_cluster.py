@@ -1,0 +1,197 @@
+"""The folder job on a Ray cluster: a head and a second node on loopback, 1 CPU each, started by the tests."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from imagenet_zoo.cluster import PartitionFolder, records_by_path
+from imagenet_zoo.features import load_features
+from tests.conftest import SAMPLE_DIR
+
+pytestmark = pytest.mark.slow
+ray = pytest.importorskip("ray")
+
+# Ray itself resolves loopback to the machine's own address, so the nodes listen on that: nothing leaves it.
+NODE = {"num_cpus": 1, "object_store_memory": 150 * 2**20}
+
+
+@pytest.fixture(scope="module")
+def cluster(lite0_home: Path) -> Iterator[Any]:
+    from ray.cluster_utils import Cluster
+
+    os.environ["IMAGENET_ZOO_HOME"] = str(lite0_home)  # the nodes inherit it: the Lite0 weights and IR cache
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={**NODE, "include_dashboard": False},
+    )
+    cluster.add_node(**NODE)
+    cluster.wait_for_nodes()
+    yield cluster
+    cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 200 shared photos and one broken file."""
+    folder = tmp_path_factory.mktemp("photos")
+    for photo in SAMPLE_DIR.iterdir():
+        (folder / photo.name).symlink_to(photo)
+    (folder / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    return folder
+
+
+def _cli(*argv: str, home: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "IMAGENET_ZOO_HOME": str(home)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "imagenet_zoo", *argv], env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def _run(*argv: str, home: Path) -> tuple[int, str]:
+    process = _cli(*argv, home=home)
+    _, err = process.communicate(timeout=300)
+    return process.returncode, err
+
+
+@pytest.fixture(scope="module")
+def single_machine(photos: Path, lite0_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("single") / "results.jsonl"
+    code, err = _run("classify", str(photos), "--output", str(output), "--quiet", home=lite0_home)
+    assert code == 1, err  # the broken file
+    return output
+
+
+def test_classify_on_the_cluster_equals_one_machine(
+    cluster: Any, photos: Path, single_machine: Path, lite0_home: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "results"
+    code, err = _run(
+        "classify", str(photos), "--cluster", cluster.address, "--output", str(output), home=lite0_home
+    )
+    assert (
+        code == 1 and "classified 200 of 201 photos" in err and "zz_broken.jpg: UnsupportedImageError" in err
+    )
+    expected = [json.loads(line) for line in single_machine.read_text().splitlines()]
+    records = list(PartitionFolder(str(output)).records())
+    assert len(records) == 201 and len(expected) == 201
+    by_path = {r["path"]: r for r in records}
+    for record in expected:  # same JSON fields, same labels; scores as the same engine computes them
+        got = by_path[record["path"]]
+        assert got.keys() == record.keys()
+        if "error" in record:
+            assert got == record
+            continue
+        assert got["input"] == record["input"] and got["model"] == record["model"]
+        assert [p["label"] for p in got["predictions"]] == [p["label"] for p in record["predictions"]]
+        np.testing.assert_allclose(
+            [p["score"] for p in got["predictions"]], [p["score"] for p in record["predictions"]], atol=1e-5
+        )
+
+    code, err = _run(
+        "classify", str(photos), "--cluster", cluster.address, "--output", str(output), home=lite0_home
+    )
+    assert code == 0 and "skipped 201 already in" in err  # a rerun has nothing left to do
+    lost = next(output.glob("part-*.jsonl"))
+    lost_paths = {json.loads(line)["path"] for line in lost.read_text().splitlines()}
+    lost.unlink()
+    (output / ".part-cut-short.jsonl").write_text('{"path": "half')  # left by a killed writer
+    code, err = _run(
+        "classify", str(photos), "--cluster", cluster.address, "--output", str(output), home=lite0_home
+    )
+    assert f"skipped {201 - len(lost_paths)} already in" in err
+    again = list(PartitionFolder(str(output)).records())
+    assert (
+        sorted(r["path"] for r in again) == sorted(by_path)
+        and not (output / ".part-cut-short.jsonl").exists()
+    )
+
+
+def test_extract_on_the_cluster_writes_parquet_partitions(
+    cluster: Any, photos: Path, lite0_home: Path, tmp_path: Path
+) -> None:
+    single = tmp_path / "features.npz"
+    code, _ = _run("extract", str(photos), "--output", str(single), "--quiet", home=lite0_home)
+    assert code == 1
+    output = tmp_path / "features"
+    argv = [
+        "extract",
+        str(photos),
+        "--cluster",
+        cluster.address,
+        "--output",
+        str(output),
+        "--partition-format",
+        "parquet",
+    ]
+    code, err = _run(*argv, home=lite0_home)
+    assert code == 1 and "extracted features of 200 of 201 photos" in err
+    assert {p.suffix for p in output.iterdir()} == {".parquet"}
+    records = records_by_path(str(output))
+    assert records[str(photos / "zz_broken.jpg")]["error"]["type"] == "UnsupportedImageError"
+    expected = load_features(single)
+    got = np.array([records[path]["features"] for path in expected.paths], np.float32)
+    np.testing.assert_allclose(got, expected.features, atol=1e-4)
+
+
+def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
+    cluster: Any, photos: Path, lite0_home: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "results"
+    argv = [
+        "classify",
+        str(photos),
+        "--cluster",
+        cluster.address,
+        "--output",
+        str(output),
+        "--batch-size",
+        "2",
+    ]
+    process = _cli(*argv, home=lite0_home)
+    second_node = next(node for node in cluster.list_all_nodes() if not node.head)
+    raylet = second_node.all_processes["raylet"][0].process.pid
+    written_before_the_kill = _kill_a_model_actor_once_results_appear(output, process, raylet)
+    assert 0 < written_before_the_kill < 201
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 1, err
+    records = list(PartitionFolder(str(output)).records())
+    paths = [r["path"] for r in records]
+    assert len(paths) == len(set(paths)) == 201
+    assert sum("error" in r for r in records) == 1
+
+
+def _kill_a_model_actor_once_results_appear(output: Path, process: subprocess.Popen[str], raylet: int) -> int:
+    """SIGKILL the model actor's process on the node of `raylet` as soon as the first partition is
+    written; the records written by then."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if output.is_dir() and any(output.glob("part-*")):
+            for pid in _model_actor_pids(raylet):
+                os.kill(pid, signal.SIGKILL)
+                return len(list(PartitionFolder(str(output)).records()))
+        time.sleep(0.05)
+    pytest.fail("the job finished or stalled before a model actor could be killed mid-run")
+
+
+def _model_actor_pids(raylet: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes()
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue  # gone meanwhile
+            if command.startswith(b"ray::MapWorker") and b"_ModelActor" in command and parent == raylet:
+                pids.append(int(entry.name))
+    return pids
