@@ -15,9 +15,8 @@ import pytest
 
 from imagenet_zoo.cluster import PartitionFolder, records_by_path
 from imagenet_zoo.features import load_features
-from tests.conftest import SAMPLE_DIR
+from tests.conftest import SAMPLE_DIR, run_cli
 
-pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray")
 
 # Ray itself resolves loopback to the machine's own address, so the nodes listen on that: nothing leaves it.
@@ -71,6 +70,7 @@ def single_machine(photos: Path, lite0_home: Path, tmp_path_factory: pytest.Temp
     return output
 
 
+@pytest.mark.slow
 def test_classify_on_the_cluster_equals_one_machine(
     cluster: Any, photos: Path, single_machine: Path, lite0_home: Path, tmp_path: Path
 ) -> None:
@@ -116,16 +116,18 @@ def test_classify_on_the_cluster_equals_one_machine(
     )
 
 
-def test_extract_on_the_cluster_writes_parquet_partitions(
+@pytest.mark.slow
+def test_extract_on_the_cluster_reads_a_url_and_writes_parquet_partitions(
     cluster: Any, photos: Path, lite0_home: Path, tmp_path: Path
 ) -> None:
     single = tmp_path / "features.npz"
     code, _ = _run("extract", str(photos), "--output", str(single), "--quiet", home=lite0_home)
     assert code == 1
     output = tmp_path / "features"
+    source = f"file://{photos}"  # read through pyarrow's filesystems, as s3:// or gs:// would be
     argv = [
         "extract",
-        str(photos),
+        source,
         "--cluster",
         cluster.address,
         "--output",
@@ -137,12 +139,13 @@ def test_extract_on_the_cluster_writes_parquet_partitions(
     assert code == 1 and "extracted features of 200 of 201 photos" in err
     assert {p.suffix for p in output.iterdir()} == {".parquet"}
     records = records_by_path(str(output))
-    assert records[str(photos / "zz_broken.jpg")]["error"]["type"] == "UnsupportedImageError"
+    assert records[f"{source}/zz_broken.jpg"]["error"]["type"] == "UnsupportedImageError"
     expected = load_features(single)
-    got = np.array([records[path]["features"] for path in expected.paths], np.float32)
+    got = np.array([records[f"file://{path}"]["features"] for path in expected.paths], np.float32)
     np.testing.assert_allclose(got, expected.features, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
     cluster: Any, photos: Path, lite0_home: Path, tmp_path: Path
 ) -> None:
@@ -195,3 +198,30 @@ def _model_actor_pids(raylet: int) -> list[int]:
             if command.startswith(b"ray::MapWorker") and b"_ModelActor" in command and parent == raylet:
                 pids.append(int(entry.name))
     return pids
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (
+            ["--cluster", "127.0.0.1:1", "--output", "out"],
+            1,
+            "ClusterError: no Ray cluster answers at 127.0.0.1:1",
+        ),
+        (["--cluster", "nonsense", "--output", "out"], 2, "--cluster takes local, auto or HOST:PORT"),
+        (["--cluster", "local"], 2, "give it with --output DIR"),
+        (["--cluster", "local", "--output", "out", "--sheet", "s.jpg"], 2, "run on one machine"),
+    ],
+)
+def test_cluster_usage_and_connection_errors_are_clear(
+    argv: list[str],
+    code: int,
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    got, _, err = run_cli(["classify", str(SAMPLE_DIR), *argv], capsys)
+    assert got == code and message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # refused before anything is written

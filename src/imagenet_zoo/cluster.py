@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ import numpy as np
 
 from imagenet_zoo.api import DEFAULT_ENGINE, load_engine
 from imagenet_zoo.classifier import Classification, class_labels, softmax, top_k
-from imagenet_zoo.errors import ImageError, ImageNotFoundError, ImageTooLargeError, UsageError
+from imagenet_zoo.errors import ClusterError, ImageError, ImageNotFoundError, ImageTooLargeError, UsageError
 from imagenet_zoo.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, InputInfo, decode_image, find_images
 from imagenet_zoo.preprocess import preprocess
 from imagenet_zoo.registry import default_registry
@@ -57,7 +58,7 @@ class ClusterJob:
     batch_size: int = 16
     recursive: bool = False
     partition_format: str = "jsonl"
-    max_actors: int | None = None  # default: one per CPU of the cluster
+    max_actors: int | None = None  # default (and at most): one per CPU of the cluster
     progress: bool = False
 
 
@@ -78,22 +79,25 @@ class ClusterReport:
 def run_job(job: ClusterJob) -> ClusterReport:
     if job.partition_format not in PARTITION_FORMATS:
         raise UsageError(f"partitions are written as {' or '.join(PARTITION_FORMATS)}")
+    if job.address not in ("local", "auto"):
+        _check_reachable(job.address)
     sources = list_sources(job.sources, recursive=job.recursive)
     if not sources:
         raise UsageError("no image files found (use --recursive for sub-folders)")
     output = PartitionFolder(job.output)
     output.remove_unfinished()
-    done = {record["path"] for record in output.records()}
+    done = output.paths()
     todo = [s for s in sources if s not in done]
     ray = _import_ray()
     _connect(ray, job.address)
-    if todo:
-        # Writing is light I/O: it must not wait for a CPU that the model actors hold.
-        sink = _partition_sink(job.output, job.partition_format)
-        _pipeline(ray, job, todo).write_datasink(sink, ray_remote_args={"num_cpus": 0})
-    new = [r for r in output.records() if r["path"] not in done]
-    failures = [(r["path"], Failure(**r["error"])) for r in new if "error" in r]
-    return ClusterReport(len(sources), len(sources) - len(todo), len(new), sorted(failures))
+    if not todo:
+        return ClusterReport(len(sources), len(sources), 0)
+    sink = _partition_sink(job.output, job.partition_format)
+    # Writing is light I/O: it must not wait for a CPU that the model actors hold.
+    _pipeline(ray, job, todo).write_datasink(sink, ray_remote_args={"num_cpus": 0})
+    written, failures = sink.summary
+    failures.sort(key=lambda failure: failure[0])
+    return ClusterReport(len(sources), len(sources) - len(todo), written, failures)
 
 
 def list_sources(sources: list[str], *, recursive: bool) -> list[str]:
@@ -134,18 +138,31 @@ class PartitionFolder:
             if Path(info.path).name.startswith(".part-"):
                 self.filesystem.delete_file(info.path)
 
+    def paths(self) -> set[str]:
+        """The photos the folder holds records of (from Parquet, the path column alone)."""
+        paths = set()
+        for name, file in self._partitions():
+            if name.endswith(".parquet"):
+                paths.update(_parquet().read_table(file, columns=["path"]).column("path").to_pylist())
+            else:
+                paths.update(json.loads(line)["path"] for line in file.read().decode().splitlines() if line)
+        return paths
+
     def records(self) -> Iterator[dict[str, Any]]:
         """Every record in the folder's partitions, in partition-name order."""
+        for name, file in self._partitions():
+            if name.endswith(".parquet"):
+                yield from (_without_nulls(row) for row in _parquet().read_table(file).to_pylist())
+            else:
+                yield from (json.loads(line) for line in file.read().decode().splitlines() if line)
+
+    def _partitions(self) -> Iterator[tuple[str, Any]]:
+        """(name, open file) of each complete partition."""
         for info in sorted(self._files(), key=lambda i: i.path):
             name = Path(info.path).name
-            if name.startswith("part-") and name.endswith(".jsonl"):
-                with self.filesystem.open_input_stream(info.path) as stream:
-                    yield from (json.loads(line) for line in stream.read().decode().splitlines() if line)
-            elif name.startswith("part-") and name.endswith(".parquet"):
-                import pyarrow.parquet as pq
-
+            if name.startswith("part-") and name.endswith((".jsonl", ".parquet")):
                 with self.filesystem.open_input_file(info.path) as file:
-                    yield from (_without_nulls(row) for row in pq.read_table(file).to_pylist())
+                    yield name, file
 
     def _files(self) -> list[Any]:
         from pyarrow import fs
@@ -161,6 +178,12 @@ def _filesystem(location: str) -> tuple[Any, str]:
     if "://" in location:
         return fs.FileSystem.from_uri(location)  # type: ignore[no-any-return]
     return fs.LocalFileSystem(), str(Path(location).resolve())
+
+
+def _parquet() -> Any:
+    import pyarrow.parquet as pq
+
+    return pq
 
 
 def _without_nulls(row: dict[str, Any]) -> dict[str, Any]:
@@ -186,10 +209,27 @@ def _connect(ray: Any, address: str) -> None:
     os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")  # per-run plans and stats: not for a terminal
     if ray.is_initialized():
         return
-    if address == "local":
-        ray.init(include_dashboard=False, **options)  # a Ray of its own on this machine, for this run
-    else:
-        ray.init(address=address, **options)
+    try:
+        if address == "local":
+            ray.init(include_dashboard=False, **options)  # a Ray of its own on this machine, for this run
+        else:
+            ray.init(address=address, **options)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        cause = exc.__cause__ or exc  # Ray's own explanation (e.g. a missing auth token) is the cause
+        raise ClusterError(
+            f"cannot start or reach Ray at {address!r}: {type(cause).__name__}: {cause}".strip()
+        ) from None
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a wrong address: Ray itself retries an unreachable one for minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--cluster takes local, auto or HOST:PORT, got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ClusterError(f"no Ray cluster answers at {address}: {exc.strerror or exc}") from None
 
 
 def _pipeline(ray: Any, job: ClusterJob, todo: list[str]) -> Any:
@@ -214,7 +254,9 @@ def _pipeline(ray: Any, job: ClusterJob, todo: list[str]) -> Any:
         batch_size=job.batch_size,
         batch_format="numpy",
         num_cpus=1,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=job.max_actors or cpus),
+        # A fixed pool, one actor per CPU: Ray's autoscaling pool grows only once work queues up, which
+        # on a small cluster left one actor doing all the work. More actors than CPUs would never start.
+        compute=ray.data.ActorPoolStrategy(size=min(job.max_actors or cpus, cpus)),
     )
 
 
@@ -296,12 +338,21 @@ def _partition_sink(output: str, partition_format: str) -> Any:
     from ray.data import Datasink
     from ray.data.block import BlockAccessor
 
-    class PartitionSink(Datasink[None]):
-        def write(self, blocks: Iterable[Any], ctx: Any) -> None:
+    class PartitionSink(Datasink[list[tuple[str, str, str]]]):
+        summary: tuple[int, list[tuple[str, Failure]]] = (0, [])  # set on the driver when all is written
+
+        def write(self, blocks: Iterable[Any], ctx: Any) -> list[tuple[str, str, str]]:
+            """Runs in a task: writes the partition; returns its failed photos (path, type, message)."""
             column = [BlockAccessor.for_block(b).to_arrow().column("record").to_pylist() for b in blocks]
             records = [json.loads(r) for rows in column for r in rows]
             if records:
                 _write_partition(output, partition_format, records)
+            return [(r["path"], r["error"]["type"], r["error"]["message"]) for r in records if "error" in r]
+
+        def on_write_complete(self, write_result: Any) -> None:
+            failures = [(path, Failure(kind, message)) for task in write_result.write_returns
+                        for path, kind, message in task]  # fmt: skip
+            self.summary = (write_result.num_rows, failures)
 
     return PartitionSink()
 

@@ -65,3 +65,7 @@ class WeightsIntegrityError(WeightsError):
 
 class WeightsFormatError(WeightsError):
     """A weights file is not in the expected layout, or asks to run code we refuse to run."""
+
+
+class ClusterError(ImagenetZooError):
+    """`--cluster`: Ray is missing, the cluster cannot be reached, or the job failed on it."""

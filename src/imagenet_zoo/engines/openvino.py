@@ -150,6 +150,8 @@ class OpenVinoEngine:
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
         if threads:  # a share of the machine (a Ray actor's CPUs), not all of its cores
             config["INFERENCE_NUM_THREADS"] = threads
+            # Unpinned: OpenVINO would pin every such process's threads to the same first cores.
+            config["ENABLE_CPU_PINNING"] = False
         self._compiled = _openvino().Core().compile_model(str(xml), "CPU", config)
         self._request = self._compiled.create_infer_request()
 
