@@ -314,3 +314,18 @@ def test_the_neighbours_head_cannot_be_fine_tuned(tmp_path: Path, capsys: pytest
     ]
     code, _, err = run_cli(argv, capsys)
     assert code == 2 and "cannot be fine-tuned" in err
+
+
+def test_the_leave_one_out_vote_is_the_same_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from imagenet_zoo import heads
+
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 3, 40)
+    features = rng.normal(size=(3, 8))[labels] + rng.normal(scale=1.5, size=(40, 8))
+    whole = heads.fit_neighbours(features, labels, 3)
+    monkeypatch.setattr(heads, "_CHUNK", 7)
+    chunked = heads.fit_neighbours(features, labels, 3)
+    assert (chunked.temperature, chunked.loo_balanced_accuracy) == (
+        whole.temperature,
+        whole.loo_balanced_accuracy,
+    )
