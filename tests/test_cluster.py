@@ -1,4 +1,4 @@
-"""The folder job on a Ray cluster: a head and a second node on loopback, 1 CPU each, started by the tests."""
+"""The folder job on a Ray cluster: a head and a second node on this machine, 1 CPU each, started here."""
 
 import json
 import os
@@ -24,14 +24,11 @@ NODE = {"num_cpus": 1, "object_store_memory": 150 * 2**20}
 
 
 @pytest.fixture(scope="module")
-def cluster(lite0_home: Path) -> Iterator[Any]:
+def cluster() -> Iterator[Any]:
     from ray.cluster_utils import Cluster
 
-    os.environ["IMAGENET_ZOO_HOME"] = str(lite0_home)  # the nodes inherit it: the Lite0 weights and IR cache
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={**NODE, "include_dashboard": False},
-    )
+    # The jobs forward IMAGENET_ZOO_HOME to their workers; nothing else of the test's cache is shared.
+    cluster = Cluster(initialize_head=True, head_node_args={**NODE, "include_dashboard": False})
     cluster.add_node(**NODE)
     cluster.wait_for_nodes()
     yield cluster
