@@ -15,7 +15,7 @@ from imagenet_zoo.annotate import AnnotationWriter
 from imagenet_zoo.api import load
 from imagenet_zoo.classifier import Classification, ErrorInfo
 from imagenet_zoo.cli import output
-from imagenet_zoo.cluster import Task
+from imagenet_zoo.cluster import ClusterJob, Task, run_job
 from imagenet_zoo.errors import UsageError
 from imagenet_zoo.evaluate import LabelledPhoto
 from imagenet_zoo.images import find_images
@@ -114,7 +114,7 @@ def _summarize(
     skipped: int,
     failures: Sequence[tuple[str, _Error]],
     seconds: float,
-    results_path: Path | None,
+    results_path: str | Path | None,  # a file, a folder, or an object-storage URL
     verb: str = "classified",
 ) -> None:
     """The end-of-run report on stderr: counts, rate and the files that could not be classified."""
@@ -402,8 +402,6 @@ def extract(args: argparse.Namespace) -> int:
 
 def _on_cluster(args: argparse.Namespace, task: Task, **options: Any) -> int:
     """The same job on Ray: partitions in the --output folder; a rerun continues where one stopped."""
-    from imagenet_zoo.cluster import ClusterJob, run_job
-
     if not args.output:
         raise UsageError("--cluster writes partition files into a folder: give it with --output DIR")
     job = ClusterJob(
@@ -425,7 +423,7 @@ def _on_cluster(args: argparse.Namespace, task: Task, **options: Any) -> int:
     report = run_job(job)
     verb = "classified" if task == "classify" else "extracted features of"
     elapsed = time.monotonic() - start
-    _summarize(report.written, report.skipped, report.failures, elapsed, Path(args.output), verb=verb)
+    _summarize(report.written, report.skipped, report.failures, elapsed, args.output, verb=verb)
     return 1 if report.failures else 0
 
 
