@@ -102,6 +102,24 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return probabilities
 
 
+def ranked_predictions(logits: np.ndarray, top: int, labels: Sequence[ClassLabel]) -> tuple[Prediction, ...]:
+    """Post-processing of one output row: softmax (in float64), then the `top` most likely classes (the
+    top 5 of a 2-class model is its 2 classes)."""
+    probabilities = softmax(logits.astype(np.float64)).astype(np.float32)
+    return top_k(probabilities, min(top, len(labels)), labels)
+
+
+def prepare_input(
+    source: ImageSource, data_config: DataConfig, *, max_pixels: int
+) -> tuple[InputInfo, np.ndarray] | ErrorInfo:
+    """Pre-processing of one input: decode, then resize/crop/scale; a bad input becomes its error."""
+    try:
+        decoded = decode_image(source, max_pixels=max_pixels)
+    except ImageError as exc:
+        return ErrorInfo.of(exc)
+    return decoded.info, preprocess(decoded.image, data_config)
+
+
 def top_k(probabilities: np.ndarray, k: int, labels: Sequence[ClassLabel]) -> tuple[Prediction, ...]:
     order = np.argsort(-probabilities, kind="stable")[:k]
     return tuple(
@@ -170,14 +188,13 @@ class Classifier:
         """Yield results in input order as each batch of `batch_size` completes (post: softmax, top-k)."""
         if top < 1:
             raise ValueError("top must be at least 1")
-        top = min(top, self.spec.num_classes)  # the top 5 of a 2-class model is its 2 classes
         for source, item, logits in self.iter_outputs(inputs):
             base = Classification(describe_source(source), self.spec.name)
             if isinstance(item, ErrorInfo):
                 yield replace(base, error=item)
             else:
-                probabilities = softmax(logits.astype(np.float64)).astype(np.float32)  # type: ignore[union-attr]
-                yield replace(base, predictions=top_k(probabilities, top, self.labels), input=item)
+                predictions = ranked_predictions(logits, top, self.labels)  # type: ignore[arg-type]
+                yield replace(base, predictions=predictions, input=item)
 
     def iter_outputs(
         self, inputs: Iterable[ImageSource]
@@ -199,12 +216,8 @@ class Classifier:
                 chunk = following
 
     def prepare(self, source: ImageSource) -> tuple[InputInfo, np.ndarray] | ErrorInfo:
-        """Pre-processing of one input: decode, then resize/crop/scale; a bad input becomes its error."""
-        try:
-            decoded = decode_image(source, max_pixels=self.max_pixels)
-        except ImageError as exc:
-            return ErrorInfo.of(exc)
-        return decoded.info, preprocess(decoded.image, self.data_config)
+        """Pre-processing of one input with this classifier's preprocessing (see `prepare_input`)."""
+        return prepare_input(source, self.data_config, max_pixels=self.max_pixels)
 
     def _run_engine(
         self, sources: Sequence[ImageSource], prepared: list[tuple[InputInfo, np.ndarray] | ErrorInfo]

@@ -29,10 +29,9 @@ from typing import Any, Literal
 import numpy as np
 
 from imagenet_zoo.api import DEFAULT_ENGINE, load_engine
-from imagenet_zoo.classifier import Classification, class_labels, softmax, top_k
+from imagenet_zoo.classifier import Classification, ErrorInfo, class_labels, prepare_input, ranked_predictions
 from imagenet_zoo.errors import ClusterError, ImageError, ImageNotFoundError, ImageTooLargeError, UsageError
-from imagenet_zoo.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, InputInfo, decode_image, find_images
-from imagenet_zoo.preprocess import preprocess
+from imagenet_zoo.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, InputInfo, find_images
 from imagenet_zoo.registry import default_registry
 from imagenet_zoo.specs import DataConfig, ResizeMode
 
@@ -267,13 +266,15 @@ def _prepare(batch: dict[str, np.ndarray], data_config: DataConfig) -> dict[str,
     infos, errors = [], []
     for i, path in enumerate(batch["path"]):
         try:
-            decoded = decode_image(_read(str(path)), max_pixels=DEFAULT_MAX_PIXELS)
-        except ImageError as exc:
+            item = prepare_input(_read(str(path)), data_config, max_pixels=DEFAULT_MAX_PIXELS)
+        except ImageError as exc:  # a URL that cannot be read
+            item = ErrorInfo.of(exc)
+        if isinstance(item, ErrorInfo):
             infos.append("")
-            errors.append(json.dumps({"type": type(exc).__name__, "message": str(exc)}))
+            errors.append(json.dumps({"type": item.type, "message": item.message}))
             continue
-        pixels[i] = preprocess(decoded.image, data_config)
-        infos.append(json.dumps(decoded.info.to_dict()))
+        pixels[i] = item[1]
+        infos.append(json.dumps(item[0].to_dict()))
         errors.append("")
     return {"path": batch["path"], "pixels": pixels, "info": np.array(infos), "error": np.array(errors)}
 
@@ -325,12 +326,8 @@ class _ModelActor:
             return {"path": path, "error": json.loads(error)}
         if self.job.task == "extract":
             return {"path": path, "model": self.spec.name, "features": output.reshape(-1).tolist()}
-        top = min(self.job.top, self.spec.num_classes)
-        probabilities = softmax(output.astype(np.float64)).astype(np.float32)
-        result = Classification(
-            path, self.spec.name, top_k(probabilities, top, self.labels), InputInfo(**json.loads(info))
-        )
-        return result.to_dict()
+        predictions = ranked_predictions(output, self.job.top, self.labels)
+        return Classification(path, self.spec.name, predictions, InputInfo(**json.loads(info))).to_dict()
 
 
 def _partition_sink(output: str, partition_format: str) -> Any:
