@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from imagenet_zoo import bench
 from imagenet_zoo.cli import main
+from imagenet_zoo.jobs import bench
 from tests.conftest import skimage_photo
 
 REQUIRED = {

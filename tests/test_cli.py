@@ -1,5 +1,6 @@
 """The `imagenet-zoo` command: output formats, exit codes, broken inputs, annotation, weights."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -191,3 +192,63 @@ def test_a_bad_annotation_path_is_a_usage_error_after_the_results(
 ) -> None:
     code, out, err = run_cli(["classify", COFFEE, "--annotate", str(tmp_path / "out.unknownext")], capsys)
     assert code == 2 and "espresso" in out and "cannot write the annotated image" in err
+
+
+def _options(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.Action]]:
+    """Every argument of every sub-command, with the command's name."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += [
+                    (f"{name} {a.dest}", a) for a in sub._actions if not isinstance(a, argparse._HelpAction)
+                ]
+    return found
+
+
+def test_every_option_has_a_help_line() -> None:
+    from imagenet_zoo.cli import build_parser
+
+    options = _options(build_parser())
+    assert len(options) > 80
+    assert [name for name, action in options if not action.help] == []
+
+
+def test_repeated_list_flags_add_up_and_single_ones_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    from imagenet_zoo.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(
+        ["bench", "--precision", "fp32", "--precision", "int8", "--batch-size", "1", "8"]
+    )
+    assert args.precision == ["fp32", "int8"] and args.batch_size == [1, 8] and args.model == ["resnet50"]
+    args = parser.parse_args(["compare", "x.jpg", "--models", "lite0,vgg16", "--models", "resnet"])
+    assert args.models == ["efficientnet_lite0", "vgg16", "resnet50"]
+    assert parser.parse_args(["eval", "d", "--model", "lite0", "--model", "vgg16"]).model == [
+        "efficientnet_lite0",
+        "vgg16",
+    ]
+    code, _, err = run_cli(["classify", "x.jpg", "--precision", "fp32", "--precision", "int8"], capsys)
+    assert code == 2 and "--precision was given twice" in err
+
+
+def test_tensorflow_start_up_lines_never_reach_the_terminal(tmp_path: Path) -> None:
+    """Loading a Keras model imports TensorFlow, whose C++ notices ignore TF_CPP_MIN_LOG_LEVEL."""
+    from tests.test_registry import _constant_bundle
+
+    bundle = _constant_bundle(tmp_path / "bundle", "dog")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
+    command = [
+        sys.executable,
+        "-m",
+        "imagenet_zoo",
+        "classify",
+        COFFEE,
+        "--model",
+        str(bundle),
+        "--engine",
+        "keras",
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    assert run.returncode == 0 and "dog" in run.stdout
+    assert run.stderr == ""

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from imagenet_zoo.cluster import PartitionFolder, records_by_path
-from imagenet_zoo.features import load_features
+from imagenet_zoo.jobs.cluster import PartitionFolder, records_by_path
+from imagenet_zoo.transfer.features import load_features
 from tests.conftest import SAMPLE_DIR, run_cli
 
 ray = pytest.importorskip("ray")

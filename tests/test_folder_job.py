@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from imagenet_zoo.classifier import Classifier
-from imagenet_zoo.cli import commands
-from imagenet_zoo.images import find_images
+from imagenet_zoo.data.images import find_images
+from imagenet_zoo.jobs import folder as folder_job
 from imagenet_zoo.progress import Progress
 from tests.conftest import SAMPLE_DIR, run_cli
 from tests.test_images import png_header_only
@@ -122,7 +122,7 @@ def test_hostile_folder(
     shutil.copy(SAMPLE[2], folder / "g_secret.jpg")
     (folder / "notes.txt").write_text("ignored: not an image suffix")
 
-    real_find = commands.find_images
+    real_find = folder_job.find_images
 
     def find_then_delete(paths: list[str], *, recursive: bool = False) -> list[str]:
         found = real_find(paths, recursive=recursive)
@@ -136,7 +136,7 @@ def test_hostile_folder(
             raise PermissionError(13, "Permission denied")  # root reads anything, so simulate it
         return real_open(self, *args, **kwargs)  # type: ignore[call-overload]
 
-    monkeypatch.setattr(commands, "find_images", find_then_delete)
+    monkeypatch.setattr(folder_job, "find_images", find_then_delete)
     monkeypatch.setattr(Path, "open", open_unless_secret)
     code, out, err = run_cli(
         ["classify", str(folder), "--recursive", "--format", "json", "--top", "1"], capsys

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imagenet_zoo.data.images import ALPHA_BACKGROUND, decode_image
 from imagenet_zoo.errors import (
     CorruptImageError,
     EmptyImageError,
@@ -18,7 +19,6 @@ from imagenet_zoo.errors import (
     ImageTooLargeError,
     UnsupportedImageError,
 )
-from imagenet_zoo.images import ALPHA_BACKGROUND, decode_image
 
 
 def _save(image: Image.Image, path: Path, **kwargs: object) -> Path:

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 import imagenet_zoo
+from imagenet_zoo.data.images import decode_image
+from imagenet_zoo.data.preprocess import resize_and_crop
 from imagenet_zoo.engines.openvino import IR_FILE, gflops_per_image, ir_dir
 from imagenet_zoo.errors import WeightsIntegrityError
-from imagenet_zoo.images import decode_image
-from imagenet_zoo.preprocess import resize_and_crop
 from imagenet_zoo.registry import Registry, default_registry
 from imagenet_zoo.weights.store import weights_dir
 from tests.conftest import SAMPLE_DIR, FileServer, skimage_photo

@@ -13,10 +13,10 @@ import pytest
 
 import imagenet_zoo
 from imagenet_zoo.cli import main
+from imagenet_zoo.data.images import decode_image
 from imagenet_zoo.engines import openvino as ov_engine
 from imagenet_zoo.engines.openvino import IR_FILE, gflops_per_image, ir_dir
 from imagenet_zoo.errors import QuantizedModelMissingError, UnsupportedPrecisionError
-from imagenet_zoo.images import decode_image
 from imagenet_zoo.registry import default_registry
 from tests.conftest import SAMPLE_DIR, skimage_photo
 

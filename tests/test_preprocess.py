@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imagenet_zoo.preprocess import normalize, preprocess, resize_and_crop
+from imagenet_zoo.data.preprocess import normalize, preprocess, resize_and_crop
 from imagenet_zoo.registry import default_registry
 from imagenet_zoo.specs import DataConfig
 

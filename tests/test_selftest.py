@@ -13,7 +13,7 @@ from imagenet_zoo.registry import Registry, default_registry
 
 def test_stored_lite0_reference_is_what_the_proven_keras_port_gives(with_lite0: Path) -> None:
     registry = default_registry()
-    fresh = selftest.probabilities(registry.get("lite0"), "keras", "fp32", registry)
+    fresh = selftest.probabilities(registry.get("lite0"), "keras", "fp32")
     np.testing.assert_allclose(fresh, selftest.stored_lite0_probabilities(), atol=1e-5)
     assert fresh.argmax(axis=1).tolist() == [967, 285]  # espresso; Egyptian cat
 

@@ -10,10 +10,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 import imagenet_zoo
-from imagenet_zoo.bundles import MANIFEST, MODEL_FILE, BundleError, load_bundle
 from imagenet_zoo.cli import main
-from imagenet_zoo.features import load_features
 from imagenet_zoo.server import Settings, create_app
+from imagenet_zoo.transfer.bundles import MANIFEST, MODEL_FILE, BundleError, load_bundle
+from imagenet_zoo.transfer.features import load_features
 from tests.conftest import SAMPLE_DIR, run_cli
 
 SAMPLE = sorted(SAMPLE_DIR.iterdir())
@@ -249,13 +249,13 @@ def test_compare_takes_a_bundle(
     code, out, _ = run_cli(["compare", str(probe), "--models", f"lite0,{bundle}", "--format", "json"], capsys)
     assert code == 0
     answers = {a["model"]: a for a in json.loads(out)["photos"][0]["answers"]}
-    assert set(answers) == {"efficientnet_lite0", bundle.name}
-    assert answers[bundle.name]["predictions"][0]["label"] == "spots"
+    assert set(answers) == {"efficientnet_lite0", str(bundle)}  # a bundle is named by its path
+    assert answers[str(bundle)]["predictions"][0]["label"] == "spots"
 
 
 def _dogs_and_others(root: Path) -> Path:
     """The shared sample as two classes: dog (ImageNet classes 151-268) and not dog."""
-    from imagenet_zoo.labels import imagenet1k
+    from imagenet_zoo.data.labels import imagenet1k
 
     synsets = [c.synset for c in imagenet1k()]
     for photo in SAMPLE:
@@ -285,7 +285,7 @@ def test_dog_or_not_on_held_out_real_photos(
 
 
 def test_the_neighbours_layer_is_the_vote_it_was_fitted_with() -> None:
-    from imagenet_zoo.heads import fit_neighbours, neighbour_head
+    from imagenet_zoo.transfer.heads import fit_neighbours, neighbour_head
 
     rng = np.random.default_rng(3)
     labels = np.repeat([0, 1, 2], [20, 5, 9])
@@ -317,7 +317,7 @@ def test_the_neighbours_head_cannot_be_fine_tuned(tmp_path: Path, capsys: pytest
 
 
 def test_the_leave_one_out_vote_is_the_same_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    from imagenet_zoo import heads
+    from imagenet_zoo.transfer import heads
 
     rng = np.random.default_rng(4)
     labels = rng.integers(0, 3, 40)

@@ -2,10 +2,34 @@
 
 >>> import imagenet_zoo
 >>> imagenet_zoo.load("resnet50").classify("cat.jpg", top=5).top.label
+
+The public API is what this module exports (`__all__`); everything else is internal. Importing it loads
+neither Keras nor OpenVINO, nor the jobs, transfer learning or the server.
 """
 
-from imagenet_zoo.api import DEFAULT_MODEL, create_model, load
-from imagenet_zoo.classifier import Classification, Classifier, Prediction
+from importlib.metadata import PackageNotFoundError, version
+
+from imagenet_zoo.api import (
+    create_model,
+    extract_features,
+    load,
+    load_engine,
+    resolve_data_config,
+    resolve_model,
+)
+from imagenet_zoo.classifier import (
+    Classification,
+    Classifier,
+    ErrorInfo,
+    FeatureExtractor,
+    FeatureSet,
+    Prediction,
+    decode_predictions,
+)
+from imagenet_zoo.data.images import InputInfo, decode_image
+from imagenet_zoo.data.labels import ClassLabel, imagenet1k
+from imagenet_zoo.data.preprocess import Transform, create_transform, preprocess
+from imagenet_zoo.engines.base import Engine
 from imagenet_zoo.errors import (
     CorruptImageError,
     EmptyImageError,
@@ -21,11 +45,14 @@ from imagenet_zoo.errors import (
     WeightsIntegrityError,
     WeightsUnavailableError,
 )
-from imagenet_zoo.images import InputInfo, decode_image
-from imagenet_zoo.labels import ClassLabel, imagenet1k
-from imagenet_zoo.preprocess import preprocess
-from imagenet_zoo.registry import get_model_spec, list_models
+from imagenet_zoo.model_types import RegisteredModel
+from imagenet_zoo.registry import DEFAULT_MODEL, Registry, get_model_spec, list_models
 from imagenet_zoo.specs import DataConfig, ModelSpec, WeightsFile
+
+try:
+    __version__ = version("imagenet-zoo")
+except PackageNotFoundError:  # a source tree on sys.path without being installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -35,6 +62,10 @@ __all__ = [
     "CorruptImageError",
     "DataConfig",
     "EmptyImageError",
+    "Engine",
+    "ErrorInfo",
+    "FeatureExtractor",
+    "FeatureSet",
     "ImageError",
     "ImageNotFoundError",
     "ImageTooLargeError",
@@ -42,6 +73,9 @@ __all__ = [
     "InputInfo",
     "ModelSpec",
     "Prediction",
+    "RegisteredModel",
+    "Registry",
+    "Transform",
     "UnknownModelError",
     "UnsupportedImageError",
     "UsageError",
@@ -50,11 +84,18 @@ __all__ = [
     "WeightsFormatError",
     "WeightsIntegrityError",
     "WeightsUnavailableError",
+    "__version__",
     "create_model",
+    "create_transform",
     "decode_image",
+    "decode_predictions",
+    "extract_features",
     "get_model_spec",
     "imagenet1k",
     "list_models",
     "load",
+    "load_engine",
     "preprocess",
+    "resolve_data_config",
+    "resolve_model",
 ]

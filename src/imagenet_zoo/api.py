@@ -1,33 +1,71 @@
-"""The public entry points: load a classifier, or build a Keras model for transfer learning."""
+"""The public entry points (the factory): resolve a model, build its Keras network, load a classifier or a
+feature extractor, and derive its preprocessing.
+
+A model is named by a registered name or alias (`resnet50`, `lite0`), or given as a bundle folder. Folders
+are resolved here, every time, and never added to a registry: a bundle is reported under its path, so two
+bundles can never shadow each other or a zoo model.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
-from imagenet_zoo.classifier import Classifier
+from imagenet_zoo.classifier import Classifier, FeatureExtractor, FeatureSet
+from imagenet_zoo.data.images import DEFAULT_MAX_PIXELS, ImageSource
 from imagenet_zoo.engines.base import Engine
 from imagenet_zoo.engines.keras import KerasEngine
 from imagenet_zoo.engines.openvino import PRECISIONS
-from imagenet_zoo.errors import UnsupportedPrecisionError, UsageError
-from imagenet_zoo.images import DEFAULT_MAX_PIXELS
-from imagenet_zoo.registry import Pooling, RegisteredModel, Registry, default_registry
-from imagenet_zoo.specs import ResizeMode
+from imagenet_zoo.errors import UnknownModelError, UnsupportedPrecisionError, UsageError
+from imagenet_zoo.model_types import Pooling, RegisteredModel
+from imagenet_zoo.registry import DEFAULT_MODEL, Registry, default_registry
+from imagenet_zoo.specs import DataConfig, ResizeMode
 
-DEFAULT_MODEL = "efficientnet_lite0"
 # OpenVINO is the default: same top-5 as Keras on the parity tests, 3-10x faster, no TensorFlow at run time.
 ENGINES = ("openvino", "keras")
 DEFAULT_ENGINE = "openvino"
 
+ModelRef = str | os.PathLike[str] | RegisteredModel
 
-def _lookup(name: str | os.PathLike[str], registry: Registry | None) -> RegisteredModel:
-    return (registry or default_registry()).get(name)
+
+def resolve_model(model: ModelRef, *, registry: Registry | None = None) -> RegisteredModel:
+    """A model by registered name or alias, or the bundle in a folder (`str` or `Path`).
+
+    A name the registry knows wins over a folder of the same name in the working directory: write
+    `./resnet50` for the folder. A bundle's reported name is its path, which no zoo name can equal.
+    """
+    if isinstance(model, RegisteredModel):
+        return model
+    text = os.fspath(model)
+    registered = None if isinstance(model, os.PathLike) else (registry or default_registry()).find(text)
+    if registered is not None:
+        return registered
+    from imagenet_zoo.transfer.bundles import is_bundle, load_bundle
+
+    if is_bundle(text):
+        return load_bundle(Path(text), name=bundle_name(text))
+    known = ", ".join((registry or default_registry()).names())
+    raise UnknownModelError(f"unknown model {text!r}; choose one of: {known}, or a bundle folder")
+
+
+def bundle_name(folder: str) -> str:
+    """The name a bundle is reported under: its path as given, always with a separator (`./dogs`)."""
+    path = os.path.normpath(folder)
+    return path if os.sep in path else os.path.join(".", path)
+
+
+def resolve_data_config(model: ModelRef, *, resize: ResizeMode | None = None) -> DataConfig:
+    """The input contract a model's weights were trained with (as timm's `resolve_data_config`);
+    `resize="squash"` keeps the rest of it but resizes the whole photo, as the classic Keras tutorial did."""
+    config = resolve_model(model).spec.data_config
+    return config if resize is None else dataclasses.replace(config, resize_mode=resize)
 
 
 def create_model(
-    name: str | os.PathLike[str],
+    model: ModelRef,
     *,
     weights: Literal["imagenet"] | Path | None = "imagenet",
     include_top: bool = True,
@@ -42,21 +80,21 @@ def create_model(
     None leaves random initial weights. With `include_top=False, pooling="avg"` the model returns one
     feature vector per image, for transfer learning. Classifier outputs are logits.
     """
-    model = _lookup(name, registry)
+    entry = resolve_model(model, registry=registry)
     if include_top and input_shape is not None:
         raise UsageError("input_shape can only be changed with include_top=False")
     weights_path = (
-        model.weights.fetch(model.spec, include_top=include_top, progress=progress)
+        entry.weights.fetch(entry.spec, include_top=include_top, progress=progress)
         if weights == "imagenet"
         else weights
     )
-    return model.build(
+    return entry.build(
         weights=weights_path, include_top=include_top, pooling=pooling, input_shape=input_shape
     )
 
 
 def load_engine(
-    name: str | os.PathLike[str],
+    model: ModelRef,
     *,
     engine: str = DEFAULT_ENGINE,
     precision: str = "fp32",
@@ -68,7 +106,7 @@ def load_engine(
     """The `core` of a classifier alone: preprocessed NHWC float32 in, logits (or pooled features) out.
 
     `threads` bounds OpenVINO's inference threads (default: all cores)."""
-    model = _lookup(name, registry)
+    entry = resolve_model(model, registry=registry)
     if engine not in ENGINES:
         raise UsageError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
     if precision not in PRECISIONS:
@@ -81,17 +119,44 @@ def load_engine(
                 "the keras engine runs fp32 only; bf16 and int8 need --engine openvino"
             )
         pooling: Pooling = "avg" if features else None
-        keras_model = create_model(
-            model.spec.name, include_top=not features, pooling=pooling, progress=progress, registry=registry
-        )
-        return KerasEngine(keras_model)
+        return KerasEngine(create_model(entry, include_top=not features, pooling=pooling, progress=progress))
     from imagenet_zoo.engines.openvino import load_engine as load_openvino
 
-    return load_openvino(model, precision, progress=progress, features=features, threads=threads)
+    return load_openvino(entry, precision, progress=progress, features=features, threads=threads)
+
+
+@overload
+def load(
+    model: ModelRef = ...,
+    *,
+    engine: str = ...,
+    precision: str = ...,
+    resize: ResizeMode | None = ...,
+    batch_size: int = ...,
+    max_pixels: int = ...,
+    workers: int | None = ...,
+    features: Literal[False] = ...,
+    progress: bool = ...,
+    registry: Registry | None = ...,
+) -> Classifier: ...
+@overload
+def load(
+    model: ModelRef = ...,
+    *,
+    engine: str = ...,
+    precision: str = ...,
+    resize: ResizeMode | None = ...,
+    batch_size: int = ...,
+    max_pixels: int = ...,
+    workers: int | None = ...,
+    features: Literal[True],
+    progress: bool = ...,
+    registry: Registry | None = ...,
+) -> FeatureExtractor: ...
 
 
 def load(
-    name: str | os.PathLike[str] = DEFAULT_MODEL,
+    model: ModelRef = DEFAULT_MODEL,
     *,
     engine: str = DEFAULT_ENGINE,
     precision: str = "fp32",
@@ -102,23 +167,37 @@ def load(
     features: bool = False,
     progress: bool = True,
     registry: Registry | None = None,
-) -> Classifier:
+) -> Classifier | FeatureExtractor:
     """A ready classifier with pretrained weights: `load("resnet50").classify("cat.jpg", top=5)`.
 
     `engine="openvino"` (default) runs a cached OpenVINO model converted once from Keras, in `precision`
     fp32, bf16 or int8 (after `imagenet-zoo quantize`); `engine="keras"` runs Keras itself (fp32).
     `resize="squash"` resizes the whole photo to the input size (the classic tutorial); the default
-    is each model's own evaluation protocol (shorter side, then centre crop). With `features=True` the
-    engine returns the global-average-pooled penultimate features instead of logits (use
-    `Classifier.iter_outputs`), as `include_top=False, pooling="avg"` does in Keras.
+    is each model's own evaluation protocol (shorter side, then centre crop). With `features=True` it is
+    a `FeatureExtractor` instead: global-average-pooled penultimate features, as `include_top=False,
+    pooling="avg"` gives in Keras (`load(..., features=True).extract(photos)`).
     """
-    spec = _lookup(name, registry).spec
-    runner = load_engine(
-        spec.name, engine=engine, precision=precision, features=features, progress=progress, registry=registry
+    entry = resolve_model(model, registry=registry)
+    runner = load_engine(entry, engine=engine, precision=precision, features=features, progress=progress)
+    data_config = resolve_data_config(entry, resize=resize)
+    kind = FeatureExtractor if features else Classifier
+    return kind(
+        entry.spec, runner, data_config=data_config, batch_size=batch_size, max_pixels=max_pixels,
+        workers=workers,
+    )  # fmt: skip
+
+
+def extract_features(
+    inputs: Iterable[ImageSource],
+    model: ModelRef = DEFAULT_MODEL,
+    *,
+    engine: str = DEFAULT_ENGINE,
+    precision: str = "fp32",
+    batch_size: int = 16,
+    progress: bool = True,
+) -> FeatureSet:
+    """Pooled features of photos in one call: `load(model, features=True).extract(inputs)`."""
+    extractor = load(
+        model, engine=engine, precision=precision, batch_size=batch_size, features=True, progress=progress
     )
-    data_config = (
-        spec.data_config if resize is None else dataclasses.replace(spec.data_config, resize_mode=resize)
-    )
-    return Classifier(
-        spec, runner, data_config=data_config, batch_size=batch_size, max_pixels=max_pixels, workers=workers
-    )
+    return extractor.extract(inputs)

@@ -9,24 +9,24 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, overload
 
 import numpy as np
 
-from imagenet_zoo.engines.base import Engine
-from imagenet_zoo.errors import ImageError
-from imagenet_zoo.images import (
+from imagenet_zoo.data.images import (
     DEFAULT_MAX_PIXELS,
     ImageSource,
     InputInfo,
     decode_image,
     describe_source,
 )
-from imagenet_zoo.labels import ClassLabel, imagenet1k
-from imagenet_zoo.preprocess import preprocess
+from imagenet_zoo.data.labels import ClassLabel, imagenet1k
+from imagenet_zoo.data.preprocess import Transform, create_transform, preprocess
+from imagenet_zoo.engines.base import Engine
+from imagenet_zoo.errors import ImageError
 from imagenet_zoo.specs import DataConfig, ModelSpec
 
 
@@ -50,13 +50,19 @@ class Prediction:
 
 @dataclass(frozen=True)
 class ErrorInfo:
+    """Why one input has no result: the error's type name and message, and the exception itself where it
+    was raised in this process (a cluster worker's errors arrive as type and message alone)."""
+
     type: str
     message: str
-    exception: ImageError = field(compare=False, repr=False)
+    exception: ImageError | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(cls, exc: ImageError) -> ErrorInfo:
         return cls(type(exc).__name__, str(exc), exc)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"type": self.type, "message": self.message}
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,7 @@ class Classification:
 
     def to_dict(self) -> dict[str, Any]:
         if self.error is not None:
-            return {"path": self.source, "error": {"type": self.error.type, "message": self.error.message}}
+            return {"path": self.source, "error": self.error.to_dict()}
         return {
             "path": self.source,
             "model": self.model,
@@ -109,6 +115,15 @@ def ranked_predictions(logits: np.ndarray, top: int, labels: Sequence[ClassLabel
     return top_k(probabilities, min(top, len(labels)), labels)
 
 
+def decode_predictions(
+    logits: np.ndarray, *, top: int = 5, labels: Sequence[ClassLabel] | None = None
+) -> list[tuple[Prediction, ...]]:
+    """Keras's `decode_predictions` for any model's output: logits (N, classes), or one row (classes,), to
+    the `top` predictions of each row, best first. `labels` default to ImageNet-1k's (`spec.labels`)."""
+    rows = np.atleast_2d(np.asarray(logits, dtype=np.float32))
+    return [ranked_predictions(row, top, imagenet1k() if labels is None else labels) for row in rows]
+
+
 def prepare_input(
     source: ImageSource, data_config: DataConfig, *, max_pixels: int
 ) -> tuple[InputInfo, np.ndarray] | ErrorInfo:
@@ -128,15 +143,11 @@ def top_k(probabilities: np.ndarray, k: int, labels: Sequence[ClassLabel]) -> tu
     )
 
 
-def class_labels(spec: ModelSpec) -> tuple[ClassLabel, ...]:
-    """ImageNet-1k's classes, or a model's own (whose names serve as their ids)."""
-    if spec.labels is None:
-        return imagenet1k()
-    return tuple(ClassLabel(i, name, name) for i, name in enumerate(spec.labels))
+Output = tuple[ImageSource, InputInfo | ErrorInfo, np.ndarray | None]
 
 
-class Classifier:
-    """A model ready to classify: its spec, its preprocessing and an engine."""
+class _Pipeline:
+    """Pre-processing and the engine (core), shared by classifiers and feature extractors."""
 
     def __init__(
         self,
@@ -159,46 +170,13 @@ class Classifier:
         self.data_config = data_config or spec.data_config
         self.batch_size = batch_size
         self.max_pixels = max_pixels
-        self.labels = class_labels(spec)
 
-    @overload
-    def classify(self, inputs: ImageSource, *, top: int = 5) -> Classification: ...
-    @overload
-    def classify(
-        self, inputs: list[ImageSource] | tuple[ImageSource, ...], *, top: int = 5
-    ) -> list[Classification]: ...
+    @property
+    def transform(self) -> Transform:
+        """Decoded RGB image -> this model's input (what `prepare` applies after decoding)."""
+        return create_transform(self.data_config)
 
-    def classify(self, inputs: Any, *, top: int = 5) -> Classification | list[Classification]:
-        """Classify one input (raises its `ImageError`) or a list (failures are returned as results).
-
-        An input is a path, encoded bytes, a PIL image or a uint8 RGB array.
-        """
-        if isinstance(inputs, (list, tuple)):
-            return self.classify_many(inputs, top=top)
-        result = self.classify_many([inputs], top=top)[0]
-        if result.error is not None:
-            raise result.error.exception
-        return result
-
-    def classify_many(self, inputs: Iterable[ImageSource], *, top: int = 5) -> list[Classification]:
-        """Classify every input, in input order (see `iter_classify`)."""
-        return list(self.iter_classify(inputs, top=top))
-
-    def iter_classify(self, inputs: Iterable[ImageSource], *, top: int = 5) -> Iterator[Classification]:
-        """Yield results in input order as each batch of `batch_size` completes (post: softmax, top-k)."""
-        if top < 1:
-            raise ValueError("top must be at least 1")
-        for source, item, logits in self.iter_outputs(inputs):
-            base = Classification(describe_source(source), self.spec.name)
-            if isinstance(item, ErrorInfo):
-                yield replace(base, error=item)
-            else:
-                predictions = ranked_predictions(logits, top, self.labels)  # type: ignore[arg-type]
-                yield replace(base, predictions=predictions, input=item)
-
-    def iter_outputs(
-        self, inputs: Iterable[ImageSource]
-    ) -> Iterator[tuple[ImageSource, InputInfo | ErrorInfo, np.ndarray | None]]:
+    def iter_outputs(self, inputs: Iterable[ImageSource]) -> Iterator[Output]:
         """The engine's raw output row for each input, in input order, or the input's error.
 
         The next batch is decoded by `workers` threads while the engine runs the current one (Pillow
@@ -216,12 +194,12 @@ class Classifier:
                 chunk = following
 
     def prepare(self, source: ImageSource) -> tuple[InputInfo, np.ndarray] | ErrorInfo:
-        """Pre-processing of one input with this classifier's preprocessing (see `prepare_input`)."""
+        """Pre-processing of one input with this model's preprocessing (see `prepare_input`)."""
         return prepare_input(source, self.data_config, max_pixels=self.max_pixels)
 
     def _run_engine(
         self, sources: Sequence[ImageSource], prepared: list[tuple[InputInfo, np.ndarray] | ErrorInfo]
-    ) -> Iterator[tuple[ImageSource, InputInfo | ErrorInfo, np.ndarray | None]]:
+    ) -> Iterator[Output]:
         """Core: one engine call for the chunk's good inputs."""
         good = [item[1] for item in prepared if not isinstance(item, ErrorInfo)]
         outputs = iter(self._infer(np.stack(good)) if good else [])
@@ -231,17 +209,90 @@ class Classifier:
             else:
                 yield source, item[0], next(outputs)
 
-    def preprocess(self, images: Sequence[Any]) -> np.ndarray:
-        """The float32 NHWC batch the engine receives for these RGB PIL images."""
-        return np.stack([preprocess(image, self.data_config) for image in images])
-
-    def predict_proba(self, images: Sequence[Any]) -> np.ndarray:
-        """Softmax probabilities (N, 1000) for RGB PIL images."""
-        return self._probabilities(self.preprocess(images))
-
-    def _probabilities(self, batch: np.ndarray) -> np.ndarray:
-        return softmax(self._infer(batch).astype(np.float64)).astype(np.float32)
-
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         with self._engine_lock:
             return self.engine.infer(batch)
+
+
+class Classifier(_Pipeline):
+    """A model ready to classify: its spec, its preprocessing and an engine that outputs logits."""
+
+    @property
+    def labels(self) -> tuple[ClassLabel, ...]:
+        return self.spec.labels
+
+    @overload
+    def classify(self, inputs: ImageSource, *, top: int = 5) -> Classification: ...
+    @overload
+    def classify(
+        self, inputs: list[ImageSource] | tuple[ImageSource, ...], *, top: int = 5
+    ) -> list[Classification]: ...
+
+    def classify(self, inputs: Any, *, top: int = 5) -> Classification | list[Classification]:
+        """Classify one input (raises its `ImageError`) or a list (failures are returned as results).
+
+        An input is a path, encoded bytes, a PIL image or a uint8 RGB array.
+        """
+        if isinstance(inputs, (list, tuple)):
+            return self.classify_many(inputs, top=top)
+        result = self.classify_many([inputs], top=top)[0]
+        if result.error is not None and result.error.exception is not None:
+            raise result.error.exception
+        return result
+
+    def classify_many(self, inputs: Iterable[ImageSource], *, top: int = 5) -> list[Classification]:
+        """Classify every input, in input order (see `iter_classify`)."""
+        return list(self.iter_classify(inputs, top=top))
+
+    def iter_classify(self, inputs: Iterable[ImageSource], *, top: int = 5) -> Iterator[Classification]:
+        """Yield results in input order as each batch of `batch_size` completes (post: softmax, top-k)."""
+        if top < 1:
+            raise ValueError("top must be at least 1")
+        for source, item, logits in self.iter_outputs(inputs):
+            base = Classification(describe_source(source), self.spec.name)
+            if isinstance(item, ErrorInfo) or logits is None:
+                yield replace(base, error=item if isinstance(item, ErrorInfo) else None)
+            else:
+                yield replace(base, predictions=ranked_predictions(logits, top, self.labels), input=item)
+
+    def preprocess(self, images: Sequence[Any]) -> np.ndarray:
+        """The float32 NHWC batch the engine receives for these RGB PIL images."""
+        return np.stack([self.transform(image) for image in images])
+
+    def predict_proba(self, images: Sequence[Any]) -> np.ndarray:
+        """Softmax probabilities (N, classes) for RGB PIL images."""
+        return softmax(self._infer(self.preprocess(images)).astype(np.float64)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Pooled features of the inputs that decoded (rows in input order) and the inputs that did not."""
+
+    model: str
+    paths: list[str]
+    features: np.ndarray  # (N, D) float32
+    failures: list[tuple[str, ErrorInfo]] = field(default_factory=list)
+
+
+class FeatureExtractor(_Pipeline):
+    """A model ready to extract features: its engine outputs the global-average-pooled penultimate
+    features (Keras's `include_top=False, pooling="avg"`), one vector per photo, for transfer learning."""
+
+    def extract(
+        self, inputs: Iterable[ImageSource], *, on_item: Callable[[str, ErrorInfo | None], None] | None = None
+    ) -> FeatureSet:
+        """Features of every decodable input, in input order; the others are listed with their errors."""
+        paths: list[str] = []
+        rows: list[np.ndarray] = []
+        failures: list[tuple[str, ErrorInfo]] = []
+        for source, item, output in self.iter_outputs(inputs):
+            name = describe_source(source)
+            if isinstance(item, ErrorInfo):
+                failures.append((name, item))
+            elif output is not None:
+                paths.append(name)
+                rows.append(np.asarray(output, np.float32).reshape(-1))
+            if on_item:
+                on_item(name, item if isinstance(item, ErrorInfo) else None)
+        features = np.stack(rows) if rows else np.zeros((0, 0), np.float32)
+        return FeatureSet(self.spec.name, paths, features, failures)

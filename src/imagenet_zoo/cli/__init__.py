@@ -5,24 +5,56 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from imagenet_zoo.api import DEFAULT_ENGINE, ENGINES
-from imagenet_zoo.bundles import is_bundle
+from imagenet_zoo.api import DEFAULT_ENGINE, ENGINES, resolve_model
 from imagenet_zoo.cli import commands
 from imagenet_zoo.engines.openvino import PRECISIONS
 from imagenet_zoo.errors import ImagenetZooError, UsageError
-from imagenet_zoo.registry import default_registry
+from imagenet_zoo.registry import DEFAULT_MODEL
 
 NUM_CLASSES = 1000
+_GIVEN = "_options_given"  # which single-valued options a command line has set (removed after parsing)
+
+
+class _StoreOnce(argparse.Action):
+    """A single-valued option given twice is an error, not a silent "the last one wins"."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:  # fmt: skip
+        given = vars(namespace).setdefault(_GIVEN, set())
+        if self.dest in given:
+            parser.error(f"{option_string} was given twice; it takes one value here")
+        given.add(self.dest)
+        setattr(namespace, self.dest, values)
+
+
+class _Accumulate(argparse.Action):
+    """A list option adds up over repeats (`--precision fp32 --precision int8` is both); the first one
+    given replaces the default."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:  # fmt: skip
+        current = getattr(namespace, self.dest)
+        items = list(values) if current is self.default else [*current, *values]
+        setattr(namespace, self.dest, list(dict.fromkeys(items)))
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with `_StoreOnce` as the plain option action, for every sub-command too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
 
 
 def _model_name(value: str) -> str:
-    """A zoo model's canonical name, or a bundle's folder as given (other processes resolve it too)."""
+    """A zoo model's canonical name, or a bundle's path (other processes resolve it the same way)."""
     try:
-        name = default_registry().get(value).spec.name
+        return resolve_model(value).spec.name
     except ImagenetZooError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    return value if is_bundle(value) else name
 
 
 def _positive(value: str) -> int:
@@ -53,6 +85,28 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_model_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        type=_model_name,
+        default=DEFAULT_MODEL,
+        help=f"a zoo model (see `imagenet-zoo models`) or a bundle folder (default {DEFAULT_MODEL})",
+    )
+
+
+def _add_folder_options(parser: argparse.ArgumentParser, *, batch_size: int) -> None:
+    parser.add_argument("photos", nargs="+", metavar="PHOTO", help="image files, folders or glob patterns")
+    parser.add_argument("--recursive", action="store_true", help="also take photos in sub-folders")
+    parser.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=batch_size,
+        help=f"photos per engine call (default {batch_size})",
+    )
+    parser.add_argument("--workers", type=_positive, help="decoding threads (default: one per core)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("on a Ray cluster (pip install 'imagenet-zoo[ray]')")
     group.add_argument(
@@ -61,30 +115,43 @@ def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
         help="run on Ray: local (start one here), auto (the running cluster) or a Ray address; --output is "
         "then a folder of partitions, and a rerun skips the photos already in it",
     )
-    group.add_argument("--partition-format", choices=("jsonl", "parquet"), default="jsonl")
+    group.add_argument(
+        "--partition-format",
+        choices=("jsonl", "parquet"),
+        default="jsonl",
+        help="partition files (default jsonl)",
+    )
     group.add_argument(
         "--max-actors", type=_positive, metavar="N", help="model actors at most (default: one per CPU)"
     )
 
 
+def _add_format_option(parser: argparse.ArgumentParser, *formats: str) -> None:
+    parser.add_argument(
+        "--format", choices=formats, default=formats[0], help=f"output on stdout (default {formats[0]})"
+    )
+
+
+def _add_list_option(parser: argparse.ArgumentParser, flag: str, default: list[Any], **kwargs: Any) -> None:
+    """An option that takes several values, given at once or by repeating the flag."""
+    parser.add_argument(flag, nargs="+", action=_Accumulate, default=default, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="imagenet-zoo", description="Classify photos with ImageNet CNNs.")
+    parser = _Parser(prog="imagenet-zoo", description="Classify photos with ImageNet CNNs.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     classify = sub.add_parser("classify", help="top-k ImageNet labels for photos, folders or globs")
-    classify.add_argument("photos", nargs="+", metavar="PHOTO", help="image files, folders or glob patterns")
-    classify.add_argument("--recursive", action="store_true", help="also classify photos in sub-folders")
+    _add_folder_options(classify, batch_size=8)
     classify.add_argument(
         "--output",
         metavar="FILE",
         help="stream results to FILE (.csv, .jsonl or .json; a folder with --cluster)",
     )
     classify.add_argument("--resume", action="store_true", help="skip photos already in --output")
-    classify.add_argument("--quiet", action="store_true", help="no progress bar")
-    classify.add_argument("--workers", type=_positive, help="decoding threads (default: one per core)")
-    classify.add_argument("--model", type=_model_name, default="efficientnet_lite0")
+    _add_model_option(classify)
     classify.add_argument("--top", type=_top_k, default=5, help="how many labels per photo (default 5)")
-    classify.add_argument("--format", choices=("table", "json"), default="table")
+    _add_format_option(classify, "table", "json")
     classify.add_argument(
         "--annotate", metavar="OUT", help="write labelled images: a file for one photo, else a folder"
     )
@@ -100,30 +167,19 @@ def build_parser() -> argparse.ArgumentParser:
         default="crop",
         help="crop: shorter side + centre crop (standard); squash: whole photo to the input size",
     )
-    classify.add_argument("--batch-size", type=_positive, default=8)
     _add_engine_options(classify)
     _add_cluster_options(classify)
     classify.set_defaults(run=commands.classify)
 
     extract = sub.add_parser("extract", help="pooled ImageNet features of photos, for transfer learning")
-    extract.add_argument("photos", nargs="+", metavar="PHOTO", help="image files, folders or glob patterns")
-    extract.add_argument("--model", type=_model_name, default="efficientnet_lite0")
+    _add_folder_options(extract, batch_size=16)
+    _add_model_option(extract)
     extract.add_argument(
         "--output",
         required=True,
         metavar="FILE",
         help="features.npz or features.parquet (a folder with --cluster)",
     )
-    extract.add_argument(
-        "--layer",
-        choices=("pooled",),
-        default="pooled",
-        help="pooled: global-average-pooled penultimate features (Keras include_top=False)",
-    )
-    extract.add_argument("--recursive", action="store_true")
-    extract.add_argument("--batch-size", type=_positive, default=16)
-    extract.add_argument("--workers", type=_positive)
-    extract.add_argument("--quiet", action="store_true")
     _add_engine_options(extract)
     _add_cluster_options(extract)
     extract.set_defaults(run=commands.extract)
@@ -132,9 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="a classifier for your own classes on an ImageNet network (a bundle)"
     )
     train.add_argument("source", metavar="DIR", help="one sub-folder of photos per class")
-    train.add_argument("--base", type=_model_name, default="efficientnet_lite0", help="the ImageNet network")
+    train.add_argument(
+        "--base",
+        type=_model_name,
+        default=DEFAULT_MODEL,
+        help=f"the ImageNet network (default {DEFAULT_MODEL})",
+    )
     train.add_argument("--output", required=True, metavar="BUNDLE_DIR", help="where the bundle is written")
-    train.add_argument("--epochs", type=_positive, default=30)
+    train.add_argument("--epochs", type=_positive, default=30, help="at most this many (default 30)")
     train.add_argument(
         "--fine-tune-layers",
         type=int,
@@ -148,13 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--augment", action="store_true", help="mirrored copies; random flips and shifts")
     train.add_argument(
         "--head",
-        choices=("linear", "neighbours"),
-        default="linear",
-        help="linear: a trained dense layer; neighbours: a vote of the most similar training photos, "
-        "better with few photos per class or classes of many kinds",
+        choices=("auto", "linear", "neighbours"),
+        default="auto",
+        help="linear: a trained dense layer; neighbours: a vote of the most similar training photos "
+        "(better with few photos per class, or classes of many kinds); auto (default): both, keeping the "
+        "better on the held-out photos",
     )
-    train.add_argument("--batch-size", type=_positive, default=32)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--batch-size", type=_positive, default=32, help="photos per step (default 32)")
+    train.add_argument("--seed", type=int, default=0, help="the split and initial weights (default 0)")
     train.add_argument(
         "--arch", type=_model_name, help="with --from-scratch: the architecture, e.g. squeezenet1_1"
     )
@@ -173,34 +235,34 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "source", metavar="DIR_OR_CSV", help="labelled photos: a folder, or a CSV of path,label"
     )
-    evaluate.add_argument("--model", nargs="+", type=_model_name, default=["efficientnet_lite0"], metavar="M")
-    evaluate.add_argument("--format", choices=("table", "json"), default="table")
+    _add_list_option(evaluate, "--model", [DEFAULT_MODEL], type=_model_name, metavar="M",
+                     help=f"models to evaluate (default {DEFAULT_MODEL})")  # fmt: skip
+    _add_format_option(evaluate, "table", "json")
     evaluate.add_argument("--output", metavar="FILE", help="per-photo results (.jsonl or .csv)")
-    evaluate.add_argument("--batch-size", type=_positive, default=16)
+    evaluate.add_argument(
+        "--batch-size", type=_positive, default=16, help="photos per engine call (default 16)"
+    )
     evaluate.add_argument("--workers", type=_positive, help="decoding threads (default: one per core)")
     _add_engine_options(evaluate)
     evaluate.set_defaults(run=commands.evaluate)
 
     compare = sub.add_parser("compare", help="several models on the same photos, side by side")
-    compare.add_argument("photos", nargs="+", metavar="PHOTO")
-    compare.add_argument("--models", default="all", help="all (default) or a comma-separated list")
-    compare.add_argument("--top", type=_top_k, default=3)
-    compare.add_argument("--format", choices=("table", "json"), default="table")
+    compare.add_argument("photos", nargs="+", metavar="PHOTO", help="image files, folders or glob patterns")
+    compare.add_argument(
+        "--models", type=_model_list, action=_Accumulate, default=["all"], metavar="M[,M...]",
+        help="all (default), or models separated by commas or given by repeating the flag",
+    )  # fmt: skip
+    compare.add_argument("--top", type=_top_k, default=3, help="labels per model and photo (default 3)")
+    _add_format_option(compare, "table", "json")
     _add_engine_options(compare)
     compare.set_defaults(run=commands.compare)
 
     serve = sub.add_parser("serve", help="the HTTP service and its web page")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument(
-        "--model",
-        nargs="+",
-        type=_model_name,
-        default=["efficientnet_lite0"],
-        metavar="M",
-        help="models to serve; the first is the default, loaded before the service is ready",
-    )
-    serve.add_argument("--max-upload-mb", type=float, default=20.0)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    _add_list_option(serve, "--model", [DEFAULT_MODEL], type=_model_name, metavar="M",
+                     help="models to serve; the first is the default, loaded before ready")  # fmt: skip
+    serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body (default 20)")
     serve.add_argument(
         "--max-queue", type=_positive, default=32, help="requests waiting for inference before 503"
     )
@@ -212,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=commands.serve)
 
     quantize = sub.add_parser("quantize", help="int8-quantize a model for --precision int8 (NNCF)")
-    quantize.add_argument("model", type=_model_name, metavar="MODEL")
+    quantize.add_argument("model", type=_model_name, metavar="MODEL", help="a zoo model or a bundle folder")
     quantize.add_argument(
         "--calibration", required=True, metavar="DIR", help="a folder of representative photos"
     )
@@ -225,10 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
     selftest.set_defaults(run=commands.selftest)
 
     bench = sub.add_parser("bench", help="images/s and latency per engine, as ratios to Keras predict")
-    bench.add_argument("--model", nargs="+", type=_model_name, default=["resnet50"], metavar="M")
-    bench.add_argument("--engine", nargs="+", choices=ENGINES, default=list(ENGINES), metavar="E")
-    bench.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["fp32"], metavar="P")
-    bench.add_argument("--batch-size", nargs="+", type=_positive, default=[1], metavar="B")
+    _add_list_option(bench, "--model", ["resnet50"], type=_model_name, metavar="M",
+                     help="models to measure (default resnet50)")  # fmt: skip
+    _add_list_option(bench, "--engine", list(ENGINES), choices=ENGINES, metavar="E",
+                     help="engines to measure (default both)")  # fmt: skip
+    _add_list_option(bench, "--precision", ["fp32"], choices=PRECISIONS, metavar="P",
+                     help="openvino precisions to measure (default fp32)")  # fmt: skip
+    _add_list_option(bench, "--batch-size", [1], type=_positive, metavar="B", help="batch sizes (default 1)")
     bench.add_argument(
         "--seconds", type=float, default=5.0, help="timed seconds per configuration (default 5)"
     )
@@ -239,16 +304,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--no-cold-start", action="store_true", help="skip timing a cold `classify` per engine"
     )
-    bench.add_argument("--format", choices=("table", "json", "markdown"), default="table")
+    _add_format_option(bench, "table", "json", "markdown")
     bench.set_defaults(run=commands.bench)
 
     models = sub.add_parser("models", help="every model, its input, size, accuracy and cached weights")
-    models.add_argument("--format", choices=("table", "json"), default="table")
+    models.add_argument("pattern", nargs="?", help="only models whose name matches, e.g. 'resnet*'")
+    _add_format_option(models, "table", "json")
     models.set_defaults(run=commands.models)
 
     weights = sub.add_parser("weights", help="fetch, verify, locate or import weights files")
-    weights.add_argument("action", choices=("fetch", "verify", "path", "import"))
-    weights.add_argument("model", type=_model_name, metavar="NAME")
+    weights.add_argument(
+        "action", choices=("fetch", "verify", "path", "import"), help="what to do with the model's weights"
+    )
+    weights.add_argument("model", type=_model_name, metavar="NAME", help="a zoo model")
     weights.add_argument("file", nargs="?", metavar="FILE", help="with import: the file obtained elsewhere")
     weights.add_argument(
         "--notop", action="store_true", help="the feature-extractor file (include_top=False)"
@@ -257,9 +325,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _model_list(value: str) -> list[str]:
+    """`--models a,b`: each one checked as `--model` is, or `all`."""
+    names = [name for name in value.split(",") if name]
+    return ["all"] if names == ["all"] else [_model_name(name) for name in names]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    vars(args).pop(_GIVEN, None)
     try:
         return int(args.run(args))
     except UsageError as exc:

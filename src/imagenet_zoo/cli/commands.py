@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import csv
+import dataclasses
 import json
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from imagenet_zoo.annotate import AnnotationWriter
-from imagenet_zoo.api import load
-from imagenet_zoo.classifier import Classification, ErrorInfo
+from imagenet_zoo.api import resolve_model
+from imagenet_zoo.classifier import Classification
 from imagenet_zoo.cli import output
-from imagenet_zoo.cluster import ClusterJob, Task, run_job
 from imagenet_zoo.errors import UsageError
-from imagenet_zoo.evaluate import LabelledPhoto
-from imagenet_zoo.images import find_images
-from imagenet_zoo.progress import Progress
-from imagenet_zoo.registry import default_registry
-from imagenet_zoo.results_io import JsonArrayWriter, ResultsFile
+from imagenet_zoo.jobs.cluster import ClusterJob, run_job
+from imagenet_zoo.jobs.folder import FolderJob, run_folder_job
+from imagenet_zoo.jobs.results import JobReport, JsonArrayWriter, Task
+from imagenet_zoo.registry import default_registry, list_models
 
 
 def classify(args: argparse.Namespace) -> int:
@@ -29,51 +25,39 @@ def classify(args: argparse.Namespace) -> int:
         if args.annotate or args.annotate_dir or args.sheet:
             raise UsageError("--annotate, --annotate-dir and --sheet run on one machine, not with --cluster")
         return _on_cluster(args, "classify", resize=args.resize, top=args.top)
-    sources = find_images(args.photos, recursive=args.recursive)
-    if not sources:
-        raise UsageError("no image files found (use --recursive for sub-folders)")
-    if args.resume and not args.output:
-        raise UsageError("--resume needs --output")
-    results_file = ResultsFile(Path(args.output), top=args.top, resume=args.resume) if args.output else None
-    todo = [s for s in sources if results_file is None or s not in results_file.done]
-    annotations = _annotation_writer(args, single=len(sources) == 1)
-    classifier = load(
-        args.model,
+    job = FolderJob(
+        sources=args.photos,
+        output=_path(args.output),
+        model=args.model,
         engine=args.engine,
         precision=args.precision,
         resize=args.resize,
+        top=args.top,
         batch_size=args.batch_size,
         workers=args.workers,
+        recursive=args.recursive,
+        resume=args.resume,
+        annotate=_path(args.annotate),
+        annotate_dir=_path(args.annotate_dir),
+        sheet=_path(args.sheet),
+        progress=False if args.quiet else None,
     )
-    sink = results_file or (_JsonStdout() if args.format == "json" else _TableStdout())
-    progress = Progress("Classifying", len(todo), unit="img", enabled=False if args.quiet else None)
-    failures: list[tuple[str, ErrorInfo]] = []
-    start = time.monotonic()
-    with sink:
-        for result in classifier.iter_classify(todo, top=args.top):
-            sink.write(result)
-            annotations.add(result)
-            progress.update()
-            if result.error is not None:
-                failures.append((result.source, result.error))
-    progress.close()
-    annotations.finish()
-    results_path = results_file.path if results_file else None
-    _summarize(len(todo), len(sources) - len(todo), failures, time.monotonic() - start, results_path)
-    return 1 if failures else 0
+    if job.output:  # results go to the file; the terminal gets the summary
+        report = run_folder_job(job)
+    else:
+        with _JsonStdout() if args.format == "json" else _TableStdout() as sink:
+            report = run_folder_job(job, on_result=sink.write)
+    _summarize(report, job.output)
+    return 1 if report.failures else 0
 
 
-def _annotation_writer(args: argparse.Namespace, *, single: bool) -> AnnotationWriter:
-    """`--annotate OUT`: a file for one photo, a folder for several. `--annotate-dir`: always a folder."""
-    folder = args.annotate_dir or (args.annotate if not single else None)
-    return AnnotationWriter(
-        file=Path(args.annotate) if args.annotate and single else None,
-        folder=Path(folder) if folder else None,
-        sheet=Path(args.sheet) if args.sheet else None,
-    )
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
 
 
 class _TableStdout:
+    """Each result as table rows on stdout, as it arrives."""
+
     def write(self, result: Classification) -> None:
         sys.stdout.write(output.results_table([result]) + "\n")
         sys.stdout.flush()
@@ -102,30 +86,20 @@ class _JsonStdout:
 _MAX_LISTED_FAILURES = 20
 
 
-class _Error(Protocol):
-    @property
-    def type(self) -> str: ...
-    @property
-    def message(self) -> str: ...
-
-
 def _summarize(
-    done: int,
-    skipped: int,
-    failures: Sequence[tuple[str, _Error]],
-    seconds: float,
+    report: JobReport,
     results_path: str | Path | None,  # a file, a folder, or an object-storage URL
     verb: str = "classified",
 ) -> None:
-    """The end-of-run report on stderr: counts, rate and the files that could not be classified."""
+    """The end-of-run report on stderr: counts, rate and the files that could not be processed."""
+    failures = report.failures
     if results_path is None and not failures:
         return
-    rate = done / max(seconds, 1e-9)
-    lines = [
-        f"imagenet-zoo: {verb} {done - len(failures)} of {done} photos in {seconds:.1f} s ({rate:.1f}/s)"
-    ]
-    if skipped:
-        lines.append(f"  skipped {skipped} already in {results_path}")
+    rate = report.done / max(report.seconds, 1e-9)
+    done = f"{report.done - len(failures)} of {report.done} photos"
+    lines = [f"imagenet-zoo: {verb} {done} in {report.seconds:.1f} s ({rate:.1f}/s)"]
+    if report.skipped:
+        lines.append(f"  skipped {report.skipped} already in {results_path}")
     if results_path:
         lines.append(f"  results: {results_path}")
     if failures:
@@ -137,7 +111,8 @@ def _summarize(
 
 
 def models(args: argparse.Namespace) -> int:
-    rows = output.model_rows(default_registry())
+    registry = default_registry()
+    rows = output.model_rows([registry.get(name) for name in registry.names(args.pattern)])
     if args.format == "json":
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -147,7 +122,7 @@ def models(args: argparse.Namespace) -> int:
 
 
 def weights(args: argparse.Namespace) -> int:
-    model = default_registry().get(args.model)
+    model = resolve_model(args.model)
     include_top = not args.notop
     if args.action != "import" and args.file:
         raise UsageError(f"weights {args.action} takes no FILE")
@@ -174,9 +149,9 @@ def weights(args: argparse.Namespace) -> int:
 
 
 def quantize(args: argparse.Namespace) -> int:
-    from imagenet_zoo.quantize import quantize as quantize_model
+    from imagenet_zoo.engines.quantize import quantize as quantize_model
 
-    report = quantize_model(default_registry().get(args.model), Path(args.calibration), samples=args.samples)
+    report = quantize_model(resolve_model(args.model), Path(args.calibration), samples=args.samples)
     for path in report.skipped:
         print(f"imagenet-zoo: skipped unreadable calibration file {path}", file=sys.stderr)
     print(f"{report.model}: int8 model calibrated on {report.samples} photos: {report.path}")
@@ -197,7 +172,7 @@ def selftest(args: argparse.Namespace) -> int:
 
 
 def bench(args: argparse.Namespace) -> int:
-    from imagenet_zoo import bench as benchmark
+    from imagenet_zoo.jobs import bench as benchmark
 
     if args.seconds <= 0:
         raise UsageError("--seconds must be positive")
@@ -231,39 +206,17 @@ def bench(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    from imagenet_zoo.evaluate import evaluate as evaluate_model
-    from imagenet_zoo.evaluate import labelled_photos
+    from imagenet_zoo.jobs.evaluate import MissingWeights, evaluate_models
 
-    registry = default_registry()
-    rows: list[dict[str, object]] = []
-    with _EvalOutput(Path(args.output) if args.output else None) as per_photo:
-        for name in args.model:
-            model = registry.get(name)
-            photos, unlabelled = labelled_photos(Path(args.source), model.spec.labels)
-            if not photos:
-                raise UsageError(
-                    f"no photos in {args.source} carry a label {name} knows (ImageNet: a synset id in the "
-                    "file or folder name; a bundle: a sub-folder named like one of its classes)"
-                )
-            if unlabelled:
-                print(
-                    f"imagenet-zoo: {len(unlabelled)} photos have no label for {name}; left out",
-                    file=sys.stderr,
-                )
-            if not model.weights_available:
-                rows.append({"model": name, "error": f"weights missing: imagenet-zoo weights fetch {name}"})
-                continue
-            classifier = load(
-                name,
-                engine=args.engine,
-                precision=args.precision,
-                batch_size=args.batch_size,
-                workers=args.workers,
-            )
-            accuracy = evaluate_model(
-                classifier, photos, engine=args.engine, precision=args.precision, on_result=per_photo.write
-            )
-            rows.append(output.accuracy_dict(accuracy))
+    results = evaluate_models(
+        Path(args.source), args.model, engine=args.engine, precision=args.precision,
+        batch_size=args.batch_size, workers=args.workers, output=_path(args.output),
+        warn=lambda message: print(f"imagenet-zoo: {message}", file=sys.stderr),
+    )  # fmt: skip
+    rows = [
+        {"model": r.model, "error": r.message} if isinstance(r, MissingWeights) else output.accuracy_dict(r)
+        for r in results
+    ]
     if args.format == "json":
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -272,74 +225,13 @@ def evaluate(args: argparse.Namespace) -> int:
     return 1 if any("error" in row for row in rows) else 0
 
 
-class _EvalOutput:
-    """Per-photo evaluation results, streamed to .jsonl or .csv (or nowhere)."""
-
-    _FIELDS = (
-        "model",
-        "path",
-        "label",
-        "top1_index",
-        "top1_label",
-        "top1_score",
-        "correct_top1",
-        "correct_top5",
-        "error_type",
-    )
-
-    def __init__(self, path: Path | None) -> None:
-        if path and path.suffix.lower() not in (".jsonl", ".csv"):
-            raise UsageError(f"--output must end in .jsonl or .csv: {path}")
-        self.path = path
-
-    def __enter__(self) -> _EvalOutput:
-        try:
-            self._file = self.path.open("w", encoding="utf-8", newline="") if self.path else None
-        except OSError as exc:
-            raise UsageError(f"cannot write {self.path}: {exc}") from exc
-        self._csv = csv.writer(self._file) if self._file and self.path.suffix.lower() == ".csv" else None  # type: ignore[union-attr]
-        if self._csv:
-            self._csv.writerow(self._FIELDS)
-        return self
-
-    def write(self, result: Classification, photo: LabelledPhoto) -> None:
-        if self._file is None:
-            return
-        ranked = [p.index for p in result.predictions]
-        top = result.predictions[0] if result.predictions else None
-        row = {
-            "model": result.model,
-            "path": result.source,
-            "label": photo.label,
-            "top1_index": top.index if top else None,
-            "top1_label": top.label if top else None,
-            "top1_score": round(top.score, 6) if top else None,
-            "correct_top1": bool(ranked) and ranked[0] == photo.label,
-            "correct_top5": photo.label in ranked,
-            "error_type": result.error.type if result.error else None,
-        }
-        if self._csv:
-            self._csv.writerow(["" if row[k] is None else row[k] for k in self._FIELDS])
-        else:
-            self._file.write(json.dumps(row) + "\n")
-        self._file.flush()
-
-    def __exit__(self, *exc: object) -> None:
-        if self._file:
-            self._file.close()
-
-
 def compare(args: argparse.Namespace) -> int:
-    from imagenet_zoo.compare import compare as compare_models
+    from imagenet_zoo.jobs.compare import compare as compare_models
 
-    registry = default_registry()
-    names = (
-        [m.spec.name for m in registry] if args.models == "all" else [n for n in args.models.split(",") if n]
-    )
-    models = [registry.get(name) for name in names]
-    photos = find_images(args.photos)
+    names = list_models() if args.models == ["all"] else args.models
+    models = [resolve_model(name) for name in names]
     statuses, comparisons = compare_models(
-        photos, models, top=args.top, engine=args.engine, precision=args.precision
+        args.photos, models, top=args.top, engine=args.engine, precision=args.precision
     )
     if args.format == "json":
         report = {
@@ -373,31 +265,18 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def extract(args: argparse.Namespace) -> int:
-    from imagenet_zoo.features import FORMATS, extract_features, save_features
-
     if args.cluster:
         return _on_cluster(args, "extract")
-    output_path = Path(args.output)
-    if output_path.suffix.lower() not in FORMATS:
-        raise UsageError(f"--output must end in one of {', '.join(FORMATS)}: {output_path}")
-    sources = find_images(args.photos, recursive=args.recursive)
-    if not sources:
-        raise UsageError("no image files found (use --recursive for sub-folders)")
-    extractor = load(
-        args.model, engine=args.engine, precision=args.precision, batch_size=args.batch_size,
-        workers=args.workers, features=True,
+    job = FolderJob(
+        sources=args.photos, task="extract", output=Path(args.output), model=args.model, engine=args.engine,
+        precision=args.precision, batch_size=args.batch_size, workers=args.workers, recursive=args.recursive,
+        progress=False if args.quiet else None,
     )  # fmt: skip
-    progress = Progress("Extracting", len(sources), unit="img", enabled=False if args.quiet else None)
-    start = time.monotonic()
-    feature_set, failures = extract_features(extractor, sources, on_item=lambda *_: progress.update())
-    progress.close()
-    save_features(feature_set, output_path)
-    shape = "x".join(map(str, feature_set.features.shape))
-    print(
-        f"imagenet-zoo: {shape} features from {feature_set.model} written to {output_path}", file=sys.stderr
-    )
-    _summarize(len(sources), 0, failures, time.monotonic() - start, output_path, verb="extracted features of")
-    return 1 if failures else 0
+    report = run_folder_job(job)
+    shape = "x".join(map(str, report.feature_shape or ()))
+    print(f"imagenet-zoo: {shape} features from {args.model} written to {args.output}", file=sys.stderr)
+    _summarize(report, job.output, verb="extracted features of")
+    return 1 if report.failures else 0
 
 
 def _on_cluster(args: argparse.Namespace, task: Task, **options: Any) -> int:
@@ -420,16 +299,14 @@ def _on_cluster(args: argparse.Namespace, task: Task, **options: Any) -> int:
         **options,
     )
     start = time.monotonic()
-    report = run_job(job)
-    verb = "classified" if task == "classify" else "extracted features of"
-    elapsed = time.monotonic() - start
-    _summarize(report.written, report.skipped, report.failures, elapsed, args.output, verb=verb)
+    report = dataclasses.replace(run_job(job), seconds=time.monotonic() - start)
+    _summarize(report, args.output, verb="classified" if task == "classify" else "extracted features of")
     return 1 if report.failures else 0
 
 
 def train(args: argparse.Namespace) -> int:
-    from imagenet_zoo.training import TrainConfig, confusion_text
-    from imagenet_zoo.training import train as train_bundle
+    from imagenet_zoo.transfer.training import TrainConfig, confusion_text
+    from imagenet_zoo.transfer.training import train as train_bundle
 
     if args.fine_tune_layers < 0:
         raise UsageError("--fine-tune-layers cannot be negative")
@@ -453,6 +330,9 @@ def train(args: argparse.Namespace) -> int:
     )
     for path in report.skipped:
         print(f"imagenet-zoo: skipped unreadable photo {path}", file=sys.stderr)
+    if report.head_scores:
+        scores = ", ".join(f"{name} {score:.1%}" for name, score in report.head_scores.items())
+        print(f"kept the {report.head} head: the better balanced accuracy on the held-out photos ({scores})")
     print(
         f"validation: accuracy {report.accuracy:.1%}, balanced accuracy {report.balanced_accuracy:.1%} "
         f"on {report.val_size} photos\n{confusion_text(report.confusion, report.classes)}\n"

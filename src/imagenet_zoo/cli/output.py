@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict
 from typing import Any
 
-from imagenet_zoo.bench import Row
 from imagenet_zoo.classifier import Classification
-from imagenet_zoo.compare import ModelStatus, PhotoComparison
-from imagenet_zoo.evaluate import Accuracy
-from imagenet_zoo.registry import Registry
+from imagenet_zoo.jobs.bench import Row
+from imagenet_zoo.jobs.compare import ModelStatus, PhotoComparison
+from imagenet_zoo.jobs.evaluate import Accuracy
+from imagenet_zoo.model_types import RegisteredModel
 from imagenet_zoo.selftest import Check
 from imagenet_zoo.specs import PREPROCESS_MODES
 
@@ -31,9 +32,9 @@ def results_table(results: list[Classification]) -> str:
     return "\n".join(lines)
 
 
-def model_rows(registry: Registry) -> list[dict[str, Any]]:
+def model_rows(models: Iterable[RegisteredModel]) -> list[dict[str, Any]]:
     rows = []
-    for model in registry:
+    for model in models:
         spec = model.spec
         rows.append(
             {

@@ -16,6 +16,7 @@ import gc
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -25,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from imagenet_zoo.errors import QuantizedModelMissingError, UnsupportedPrecisionError
-from imagenet_zoo.registry import Pooling, RegisteredModel
+from imagenet_zoo.model_types import Pooling, RegisteredModel
 from imagenet_zoo.weights.download import exclusive_lock
 from imagenet_zoo.weights.store import cache_dir
 
@@ -66,7 +67,13 @@ def ir_dir(
     digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
     variant = ("int8" if precision == "int8" else "fp32") + ("-random" if random_weights else "")
     variant += "-features" if features else ""  # include_top=False, pooling="avg": one vector per image
-    return cache_dir() / "openvino" / spec.name / f"{digest}-{variant}"
+    return cache_dir() / "openvino" / _folder_name(spec.name) / f"{digest}-{variant}"
+
+
+def _folder_name(name: str) -> str:
+    """A model's name as one safe path component: a bundle's name is its path (`../dogs`, `/srv/x`), and
+    the digest beside it already tells bundles of the same name apart."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "model"
 
 
 @contextlib.contextmanager
@@ -176,15 +183,21 @@ def load_engine(
     if precision == "int8":
         if features:
             raise UnsupportedPrecisionError("feature extraction runs in fp32 or bf16")
-        xml = ir_dir(model, "int8", random_weights=random_weights) / IR_FILE
-        if not xml.is_file():
-            raise QuantizedModelMissingError(
-                f"no int8 model for {model.spec.name} yet: run "
-                f"`imagenet-zoo quantize {model.spec.name} --calibration DIR` with a folder of your photos"
-            )
+        xml = int8_ir(model, random_weights=random_weights)
     else:
         xml = convert_to_ir(model, progress=progress, random_weights=random_weights, features=features)
     return OpenVinoEngine(xml, precision, threads=threads)
+
+
+def int8_ir(model: RegisteredModel, *, random_weights: bool = False) -> Path:
+    """The cached int8 IR of `model` (raises `QuantizedModelMissingError`, saying how to make one)."""
+    xml = ir_dir(model, "int8", random_weights=random_weights) / IR_FILE
+    if not xml.is_file():
+        raise QuantizedModelMissingError(
+            f"no int8 model for {model.spec.name} yet: run "
+            f"`imagenet-zoo quantize {model.spec.name} --calibration DIR` with a folder of your photos"
+        )
+    return xml
 
 
 def gflops_per_image(xml: Path) -> float:

@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 
 def import_keras() -> Any:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    # TensorFlow's C++ start-up chatter (CPU feature notices) is noise on a command line.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-
+    with contextlib.nullcontext() if "keras" in sys.modules else _native_stderr_dropped():
+        import keras
     return keras
+
+
+@contextlib.contextmanager
+def _native_stderr_dropped() -> Iterator[None]:
+    """TensorFlow's C++ start-up lines ("oneDNN custom operations are on ...") are written to file
+    descriptor 2 before its logging is set up, whatever TF_CPP_MIN_LOG_LEVEL says (TF 2.21): they are
+    dropped while TensorFlow loads. Python errors are raised, not printed, so none is lost."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

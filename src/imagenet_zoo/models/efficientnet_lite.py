@@ -18,8 +18,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from imagenet_zoo.errors import WeightsFormatError
+from imagenet_zoo.model_types import Pooling, RegisteredModel
 from imagenet_zoo.models._keras import import_keras
-from imagenet_zoo.registry import Pooling, RegisteredModel
 from imagenet_zoo.specs import Accuracy, DataConfig, ModelSpec, WeightsFile
 from imagenet_zoo.weights.store import ConvertedPackageWeights
 from imagenet_zoo.weights.torch_pickle import load_state_dict

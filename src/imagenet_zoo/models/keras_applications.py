@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from imagenet_zoo.model_types import ModelBuilder, Pooling
 from imagenet_zoo.models._keras import import_keras
-from imagenet_zoo.registry import ModelBuilder, Pooling
 from imagenet_zoo.specs import WeightsFile
 
 KERAS_WEIGHTS_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"

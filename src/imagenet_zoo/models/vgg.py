@@ -1,7 +1,7 @@
 """VGG16 and VGG19 (Simonyan & Zisserman, 2014): Keras's builders and the official Keras weights."""
 
+from imagenet_zoo.model_types import RegisteredModel
 from imagenet_zoo.models.keras_applications import keras_application, keras_weights_file
-from imagenet_zoo.registry import RegisteredModel
 from imagenet_zoo.specs import Accuracy, DataConfig, ModelSpec
 from imagenet_zoo.weights.store import DownloadedWeights
 

@@ -1,7 +1,7 @@
 """Xception (Chollet, 2016): Keras's builder and the official Keras weights."""
 
+from imagenet_zoo.model_types import RegisteredModel
 from imagenet_zoo.models.keras_applications import keras_application, keras_weights_file
-from imagenet_zoo.registry import RegisteredModel
 from imagenet_zoo.specs import Accuracy, DataConfig, ModelSpec
 from imagenet_zoo.weights.store import DownloadedWeights
 

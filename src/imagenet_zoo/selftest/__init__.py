@@ -17,9 +17,10 @@ from PIL import Image
 
 from imagenet_zoo.api import load_engine
 from imagenet_zoo.classifier import Classifier
+from imagenet_zoo.data.images import decode_image
 from imagenet_zoo.engines.openvino import IR_FILE, cpu_supports_bf16, ir_dir
-from imagenet_zoo.images import decode_image
-from imagenet_zoo.registry import RegisteredModel, Registry, default_registry
+from imagenet_zoo.model_types import RegisteredModel
+from imagenet_zoo.registry import Registry, default_registry
 
 PHOTOS = ("coffee.png", "chelsea.png")
 LITE0_REFERENCE = "efficientnet_lite0.npz"
@@ -62,10 +63,8 @@ def stored_lite0_probabilities() -> np.ndarray:
         return np.asarray(data["probabilities"])
 
 
-def probabilities(model: RegisteredModel, engine: str, precision: str, registry: Registry) -> np.ndarray:
-    runner = load_engine(
-        model.spec.name, engine=engine, precision=precision, progress=False, registry=registry
-    )
+def probabilities(model: RegisteredModel, engine: str, precision: str) -> np.ndarray:
+    runner = load_engine(model, engine=engine, precision=precision, progress=False)
     return Classifier(model.spec, runner).predict_proba(reference_photos())
 
 
@@ -100,11 +99,11 @@ def run(registry: Registry | None = None) -> Iterator[Check]:
     for model in registry:
         if not model.weights_available:
             continue
-        keras = probabilities(model, "keras", "fp32", registry)
+        keras = probabilities(model, "keras", "fp32")
         if model.spec.name == "efficientnet_lite0":
             yield compare(
                 model.spec.name, "keras", "fp32", "stored reference", keras, stored_lite0_probabilities()
             )
         for precision in openvino_precisions(model):
-            ours = probabilities(model, "openvino", precision, registry)
+            ours = probabilities(model, "openvino", precision)
             yield compare(model.spec.name, "openvino", precision, "keras fp32", ours, keras)

@@ -155,7 +155,8 @@ def _classify_bytes(
 
 def _as_api_error(result: Classification) -> ApiError:
     assert result.error is not None
-    status = _IMAGE_ERROR_STATUS.get(type(result.error.exception), 422)
+    exception = result.error.exception
+    status = 422 if exception is None else _IMAGE_ERROR_STATUS.get(type(exception), 422)
     return ApiError(status, result.error.type, result.error.message)
 
 
@@ -163,12 +164,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()
     pool = ModelPool(settings)
-    served = [pool.resolve(name) for name in settings.models]  # canonical names (bundles are given by folder)
+    served = list(pool.served)  # canonical names; a bundle's is its path
     # What a request may name: the served models and their aliases, never a path on this server's disk.
     requestable = {
         normalize_name(alias): name
-        for name in served
-        for alias in (name, *pool.registry().get(name).spec.aliases)
+        for name, model in pool.served.items()
+        for alias in (name, *model.spec.aliases)
     }
     queue = InferenceQueue(settings, metrics)
     state = {"ready": False, "draining": False}
@@ -261,8 +262,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def models() -> list[dict[str, Any]]:
         loaded = pool.loaded()
         rows = []
-        for name in served:
-            spec = pool.registry().get(name).spec
+        for model in pool.served.values():
+            spec = model.spec
             rows.append(
                 {
                     "name": spec.name,

@@ -6,25 +6,25 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-from imagenet_zoo.api import load
+from imagenet_zoo.api import load, resolve_model
 from imagenet_zoo.classifier import Classifier
-from imagenet_zoo.registry import Registry, default_registry
+from imagenet_zoo.model_types import RegisteredModel
 from imagenet_zoo.server.settings import Settings
 
 
 class ModelPool:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._registry: Registry = settings.registry or default_registry()
+        # The served models, resolved once (bundles by folder): requests can name only these.
+        self.served: dict[str, RegisteredModel] = {}
+        for ref in settings.models:
+            model = resolve_model(ref, registry=settings.registry)
+            self.served.setdefault(model.spec.name, model)
         self._loaded: OrderedDict[str, Classifier] = OrderedDict()
         self._lock = threading.Lock()  # guards _loaded; loading itself is serialised by it too
 
-    def resolve(self, name: str) -> str:
-        """The canonical name of a model (raises UnknownModelError)."""
-        return self._registry.get(name).spec.name
-
     def get(self, name: str) -> Classifier:
-        name = self.resolve(name)
+        """The classifier of a served model, by canonical name (loaded now if needed)."""
         with self._lock:
             if name in self._loaded:
                 self._loaded.move_to_end(name)
@@ -44,16 +44,12 @@ class ModelPool:
         if self._settings.load_classifier is not None:
             return self._settings.load_classifier(name)
         return load(
-            name,
+            self.served[name],
             engine=self._settings.engine,
             precision=self._settings.precision,
             progress=False,
-            registry=self._settings.registry,
         )
 
     def loaded(self) -> list[str]:
         with self._lock:
             return list(self._loaded)
-
-    def registry(self) -> Registry:
-        return self._registry

@@ -6,6 +6,8 @@ Every function returns a new array; the caller's pixels are never modified (unli
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from PIL import Image
 
@@ -60,3 +62,22 @@ def normalize(pixels: np.ndarray, mode: PreprocessMode) -> np.ndarray:
 def preprocess(image: Image.Image, config: DataConfig) -> np.ndarray:
     """One model input, float32 (size, size, 3), from an RGB image."""
     return normalize(resize_and_crop(image, config), config.mode)
+
+
+@dataclass(frozen=True)
+class Transform:
+    """A model's whole preprocessing as one callable, as torchvision's `weights.transforms()` is: a decoded
+    RGB image in, the model's float32 (size, size, 3) input out. `np.stack` a list of them for a batch."""
+
+    config: DataConfig
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        return preprocess(image, self.config)
+
+    def __str__(self) -> str:
+        return f"Transform({self.config.input_size}x{self.config.input_size}: {self.config.describe()})"
+
+
+def create_transform(config: DataConfig) -> Transform:
+    """The preprocessing a `DataConfig` describes (see `imagenet_zoo.resolve_data_config`)."""
+    return Transform(config)

@@ -13,9 +13,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from imagenet_zoo.data.labels import ClassLabel
 from imagenet_zoo.errors import UsageError, WeightsFormatError
+from imagenet_zoo.model_types import Pooling, RegisteredModel
 from imagenet_zoo.models._keras import import_keras
-from imagenet_zoo.registry import Pooling, RegisteredModel
 from imagenet_zoo.specs import Accuracy, DataConfig, ModelSpec, WeightsFile
 from imagenet_zoo.weights.download import file_digest
 from imagenet_zoo.weights.store import verify_packaged_file
@@ -56,17 +57,20 @@ def save_bundle(
     return folder
 
 
-def load_bundle(folder: Path) -> RegisteredModel:
-    """A bundle as a registered model: its spec, a builder that loads it safely, and its file."""
+def load_bundle(folder: Path, *, name: str | None = None) -> RegisteredModel:
+    """A bundle as a model: its spec, a builder that loads it safely, and its file.
+
+    It is reported as `name` (default: the folder's path), never as the manifest's name, which two bundles
+    may share with each other or with a zoo model."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise BundleError(f"{folder} is not a readable bundle: {exc}") from exc
     if manifest.get("format") != FORMAT:
         raise BundleError(f"{folder}: unknown bundle format {manifest.get('format')!r}")
-    classes = tuple(manifest["classes"])
+    classes = tuple(ClassLabel(i, label, label) for i, label in enumerate(manifest["classes"]))
     spec = ModelSpec(
-        name=manifest["name"],
+        name=name or str(folder),
         family="bundle",
         data_config=DataConfig(**manifest["data_config"]),
         weights=WeightsFile(MODEL_FILE, manifest["model_sha256"], manifest["model_size"]),
@@ -75,7 +79,6 @@ def load_bundle(folder: Path) -> RegisteredModel:
         accuracy=Accuracy(100 * manifest.get("validation", {}).get("accuracy", 0.0)),
         license="the user's own",
         source=str(folder.resolve()),
-        num_classes=len(classes),
         labels=classes,
     )
     return RegisteredModel(spec, _builder(folder), BundleWeights(folder))
@@ -96,7 +99,7 @@ def _builder(folder: Path) -> Any:
 
 def load_keras_safely(path: Path, *, compile: bool = False) -> Any:
     keras = import_keras()
-    import imagenet_zoo.heads  # noqa: F401  (registers the neighbours head's layer, our code, not the file's)
+    import imagenet_zoo.transfer.heads  # noqa: F401  (registers the neighbours head's layer, our code, not the file's)
 
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=compile)

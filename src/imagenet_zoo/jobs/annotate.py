@@ -8,8 +8,8 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from imagenet_zoo.classifier import Classification, Prediction
+from imagenet_zoo.data.images import decode_image
 from imagenet_zoo.errors import ImageError, UsageError
-from imagenet_zoo.images import decode_image
 
 
 def label_text(prediction: Prediction) -> str:

@@ -7,17 +7,21 @@ validation layout), or a CSV of `path,label` rows where the label is a synset id
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from imagenet_zoo.api import load, resolve_model
 from imagenet_zoo.classifier import Classification, Classifier
+from imagenet_zoo.data.images import find_images
+from imagenet_zoo.data.labels import ClassLabel, imagenet1k
 from imagenet_zoo.errors import UsageError
-from imagenet_zoo.images import find_images
-from imagenet_zoo.labels import imagenet1k
+from imagenet_zoo.jobs.results import RecordsFile
 
 _SYNSET = re.compile(r"^(n\d{8})")
 
@@ -44,10 +48,6 @@ class Accuracy:
         return self.n / self.seconds if self.seconds > 0 else 0.0
 
 
-def _class_index() -> dict[str, int]:
-    return {label.synset: label.index for label in imagenet1k()}
-
-
 def _label_of(value: str, index: dict[str, int]) -> int | None:
     value = value.strip()
     if value.isdigit() and int(value) < len(index):
@@ -56,13 +56,14 @@ def _label_of(value: str, index: dict[str, int]) -> int | None:
 
 
 def labelled_photos(
-    source: Path, classes: tuple[str, ...] | None = None
+    source: Path, labels: Sequence[ClassLabel] | None = None
 ) -> tuple[list[LabelledPhoto], list[str]]:
     """The labelled photos of a folder or CSV, and the files whose label could not be found.
 
-    With `classes` (a bundle's own classes) labels are those names: the photo's folder, or the CSV label.
+    `labels` are the model's classes (default: ImageNet-1k's). A photo's label is the synset id its file
+    name starts with, else its folder's name (a synset id, or a bundle's class), or the CSV's label.
     """
-    index = _class_index() if classes is None else {name: i for i, name in enumerate(classes)}
+    index = {label.synset: label.index for label in (imagenet1k() if labels is None else labels)}
     if source.suffix.lower() == ".csv" and source.is_file():
         return _from_csv(source, index)
     if not source.is_dir():
@@ -70,11 +71,9 @@ def labelled_photos(
     photos, unlabelled = [], []
     for path in find_images([str(source)], recursive=True):
         p = Path(path)
-        if classes is not None:
-            label = index.get(p.parent.name)
-        else:
-            match = _SYNSET.match(p.name) or _SYNSET.fullmatch(p.parent.name)
-            label = index.get(match.group(1)) if match else None
+        match = _SYNSET.match(p.name)
+        label = index.get(match.group(1)) if match else None
+        label = index.get(p.parent.name) if label is None else label
         if label is None:
             unlabelled.append(path)
         else:
@@ -128,3 +127,75 @@ def evaluate(
         failed,
         time.perf_counter() - start,
     )
+
+
+# The per-photo records of `--output` (.jsonl or .csv).
+RECORD_COLUMNS = [
+    "model", "path", "label", "top1_index", "top1_label", "top1_score", "correct_top1", "correct_top5",
+    "error_type",
+]  # fmt: skip
+
+
+def photo_record(result: Classification, photo: LabelledPhoto) -> dict[str, Any]:
+    ranked = [p.index for p in result.predictions]
+    top = result.predictions[0] if result.predictions else None
+    return {
+        "model": result.model,
+        "path": result.source,
+        "label": photo.label,
+        "top1_index": top.index if top else None,
+        "top1_label": top.label if top else None,
+        "top1_score": round(top.score, 6) if top else None,
+        "correct_top1": bool(ranked) and ranked[0] == photo.label,
+        "correct_top5": photo.label in ranked,
+        "error_type": result.error.type if result.error else None,
+    }
+
+
+@dataclass(frozen=True)
+class MissingWeights:
+    model: str
+
+    @property
+    def message(self) -> str:
+        return f"weights missing: imagenet-zoo weights fetch {self.model}"
+
+
+def evaluate_models(
+    source: Path,
+    models: list[str],
+    *,
+    engine: str,
+    precision: str,
+    batch_size: int = 16,
+    workers: int | None = None,
+    output: Path | None = None,
+    warn: Callable[[str], None] = lambda message: None,
+) -> list[Accuracy | MissingWeights]:
+    """Each model's accuracy on the labelled photos of `source`; per-photo records go to `output`."""
+    rows: list[Accuracy | MissingWeights] = []
+    with contextlib.ExitStack() as stack:
+        records = (
+            stack.enter_context(RecordsFile(output, columns=RECORD_COLUMNS, formats=(".jsonl", ".csv")))
+            if output
+            else None
+        )
+        for name in models:
+            model = resolve_model(name)
+            photos, unlabelled = labelled_photos(source, model.spec.labels)
+            if not photos:
+                raise UsageError(
+                    f"no photos in {source} carry a label {name} knows (ImageNet: a synset id in the file "
+                    "or folder name; a bundle: a sub-folder named like one of its classes)"
+                )
+            if unlabelled:
+                warn(f"{len(unlabelled)} photos have no label for {name}; left out")
+            if not model.weights_available:
+                rows.append(MissingWeights(model.spec.name))
+                continue
+            classifier = load(
+                model, engine=engine, precision=precision, batch_size=batch_size, workers=workers
+            )
+            on_result = (lambda r, p: records.write_record(photo_record(r, p))) if records else None
+            rows.append(evaluate(classifier, photos, engine=engine, precision=precision, on_result=on_result))
+    return rows

@@ -22,20 +22,21 @@ import math
 import os
 import socket
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from imagenet_zoo.api import DEFAULT_ENGINE, load_engine
-from imagenet_zoo.classifier import Classification, ErrorInfo, class_labels, prepare_input, ranked_predictions
+from imagenet_zoo.api import DEFAULT_ENGINE, load_engine, resolve_model
+from imagenet_zoo.classifier import Classification, ErrorInfo, prepare_input, ranked_predictions
+from imagenet_zoo.data.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, InputInfo, find_images
 from imagenet_zoo.errors import ClusterError, ImageError, ImageNotFoundError, ImageTooLargeError, UsageError
-from imagenet_zoo.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, InputInfo, find_images
-from imagenet_zoo.registry import default_registry
+from imagenet_zoo.jobs.results import JobReport, Task
+from imagenet_zoo.registry import DEFAULT_MODEL
 from imagenet_zoo.specs import DataConfig, ResizeMode
+from imagenet_zoo.transfer.features import features_schema
 
-Task = Literal["classify", "extract"]
 PARTITION_FORMATS = ("jsonl", "parquet")
 MAX_FILE_BYTES = 256 * 2**20  # read into memory whole from object storage: a bound, like max_pixels
 _BATCHES_PER_BLOCK = 8
@@ -49,7 +50,7 @@ class ClusterJob:
     sources: list[str]  # files, folders, globs, or URLs pyarrow's filesystems understand
     output: str  # a folder every node can write: a shared path or an object-storage URL
     address: str = "local"  # "local" (start Ray here), "auto" (the running cluster) or a Ray address
-    model: str = "efficientnet_lite0"
+    model: str = DEFAULT_MODEL
     engine: str = DEFAULT_ENGINE
     precision: str = "fp32"
     resize: ResizeMode | None = None
@@ -61,21 +62,7 @@ class ClusterJob:
     progress: bool = False
 
 
-@dataclass(frozen=True)
-class Failure:
-    type: str
-    message: str
-
-
-@dataclass(frozen=True)
-class ClusterReport:
-    listed: int
-    skipped: int  # already in the output
-    written: int
-    failures: list[tuple[str, Failure]] = field(default_factory=list)
-
-
-def run_job(job: ClusterJob) -> ClusterReport:
+def run_job(job: ClusterJob) -> JobReport:
     if job.partition_format not in PARTITION_FORMATS:
         raise UsageError(f"partitions are written as {' or '.join(PARTITION_FORMATS)}")
     if job.address not in ("local", "auto"):
@@ -90,13 +77,13 @@ def run_job(job: ClusterJob) -> ClusterReport:
     ray = _import_ray()
     _connect(ray, job.address)
     if not todo:
-        return ClusterReport(len(sources), len(sources), 0)
-    sink = _partition_sink(job.output, job.partition_format)
+        return JobReport(len(sources), len(sources), 0)
+    sink = _partition_sink(job.output, job.partition_format, job.task)
     # Writing is light I/O: it must not wait for a CPU that the model actors hold.
     _pipeline(ray, job, todo).write_datasink(sink, ray_remote_args={"num_cpus": 0})
     written, failures = sink.summary
     failures.sort(key=lambda failure: failure[0])
-    return ClusterReport(len(sources), len(sources) - len(todo), written, failures)
+    return JobReport(len(sources), len(sources) - len(todo), written, failures)
 
 
 def list_sources(sources: list[str], *, recursive: bool) -> list[str]:
@@ -234,7 +221,7 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 def _pipeline(ray: Any, job: ClusterJob, todo: list[str]) -> Any:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = job.progress
-    spec = default_registry().get(job.model).spec
+    spec = resolve_model(job.model).spec
     data_config = (
         spec.data_config
         if job.resize is None
@@ -271,7 +258,7 @@ def _prepare(batch: dict[str, np.ndarray], data_config: DataConfig) -> dict[str,
             item = ErrorInfo.of(exc)
         if isinstance(item, ErrorInfo):
             infos.append("")
-            errors.append(json.dumps({"type": item.type, "message": item.message}))
+            errors.append(json.dumps(item.to_dict()))
             continue
         pixels[i] = item[1]
         infos.append(json.dumps(item[0].to_dict()))
@@ -301,8 +288,7 @@ class _ModelActor:
         runtime: Any = _import_ray().get_runtime_context()
         threads = max(1, int(runtime.get_assigned_resources().get("CPU", 1)))
         self.job = job
-        self.spec = default_registry().get(job.model).spec
-        self.labels = class_labels(self.spec)
+        self.spec = resolve_model(job.model).spec
         self.engine = load_engine(
             job.model,
             engine=job.engine,
@@ -326,35 +312,35 @@ class _ModelActor:
             return {"path": path, "error": json.loads(error)}
         if self.job.task == "extract":
             return {"path": path, "model": self.spec.name, "features": output.reshape(-1).tolist()}
-        predictions = ranked_predictions(output, self.job.top, self.labels)
+        predictions = ranked_predictions(output, self.job.top, self.spec.labels)
         return Classification(path, self.spec.name, predictions, InputInfo(**json.loads(info))).to_dict()
 
 
-def _partition_sink(output: str, partition_format: str) -> Any:
+def _partition_sink(output: str, partition_format: str, task: Task) -> Any:
     """A Ray Data sink writing each block as one partition (defined here: Ray is imported only now)."""
     from ray.data import Datasink
     from ray.data.block import BlockAccessor
 
     class PartitionSink(Datasink[list[tuple[str, str, str]]]):
-        summary: tuple[int, list[tuple[str, Failure]]] = (0, [])  # set on the driver when all is written
+        summary: tuple[int, list[tuple[str, ErrorInfo]]] = (0, [])  # set on the driver when all is written
 
         def write(self, blocks: Iterable[Any], ctx: Any) -> list[tuple[str, str, str]]:
             """Runs in a task: writes the partition; returns its failed photos (path, type, message)."""
             column = [BlockAccessor.for_block(b).to_arrow().column("record").to_pylist() for b in blocks]
             records = [json.loads(r) for rows in column for r in rows]
             if records:
-                _write_partition(output, partition_format, records)
+                _write_partition(output, partition_format, task, records)
             return [(r["path"], r["error"]["type"], r["error"]["message"]) for r in records if "error" in r]
 
         def on_write_complete(self, write_result: Any) -> None:
-            failures = [(path, Failure(kind, message)) for task in write_result.write_returns
+            failures = [(path, ErrorInfo(kind, message)) for task in write_result.write_returns
                         for path, kind, message in task]  # fmt: skip
             self.summary = (write_result.num_rows, failures)
 
     return PartitionSink()
 
 
-def _write_partition(output: str, partition_format: str, records: list[dict[str, Any]]) -> None:
+def _write_partition(output: str, partition_format: str, task: Task, records: list[dict[str, Any]]) -> None:
     filesystem, root = _filesystem(output)
     digest = hashlib.sha256("\n".join(r["path"] for r in records).encode()).hexdigest()[:24]
     final = f"{root}/part-{digest}.{partition_format}"
@@ -363,19 +349,20 @@ def _write_partition(output: str, partition_format: str, records: list[dict[str,
         if partition_format == "jsonl":
             stream.write("".join(json.dumps(r) + "\n" for r in records).encode())
         else:
-            _write_parquet(stream, records)
+            _write_parquet(stream, records, task)
     filesystem.move(unfinished, final)  # a retried block replaces its own partition
 
 
-def _write_parquet(stream: Any, records: list[dict[str, Any]]) -> None:
+def _write_parquet(stream: Any, records: list[dict[str, Any]], task: Task) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.Table.from_pylist(records, schema=_parquet_schema(pa)), stream)
+    schema = features_schema(pa) if task == "extract" else _classify_schema(pa)
+    pq.write_table(pa.Table.from_pylist(records, schema=schema), stream)
 
 
-def _parquet_schema(pa: Any) -> Any:
-    """One schema for every partition of either task, so the folder reads as one table."""
+def _classify_schema(pa: Any) -> Any:
+    """Classification records (`Classification.to_dict()`) as Parquet rows."""
     prediction = pa.struct(
         [("rank", pa.int64()), ("index", pa.int64()), ("synset", pa.string()), ("label", pa.string()),
          ("score", pa.float64())]
@@ -390,7 +377,6 @@ def _parquet_schema(pa: Any) -> Any:
             ("model", pa.string()),
             ("input", image),
             ("predictions", pa.list_(prediction)),
-            ("features", pa.list_(pa.float32())),
             ("error", pa.struct([("type", pa.string()), ("message", pa.string())])),
         ]
     )

@@ -8,14 +8,30 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Literal, Self
 
-from imagenet_zoo.classifier import Classification
+from imagenet_zoo.classifier import Classification, ErrorInfo
 from imagenet_zoo.errors import UsageError
 
 FORMATS = (".csv", ".jsonl", ".json")
+Task = Literal["classify", "extract"]  # what a folder job does to each photo
+
+
+@dataclass(frozen=True)
+class JobReport:
+    """What a folder job did, on one machine or on a cluster."""
+
+    listed: int  # photos found
+    skipped: int  # already in the output (a resumed run)
+    done: int  # photos processed in this run, failed ones included
+    failures: list[tuple[str, ErrorInfo]] = field(default_factory=list)
+    seconds: float = 0.0
+    feature_shape: tuple[int, ...] | None = None  # extract on one machine: (photos, dimensions)
+
+
 _INPUT_FIELDS = ("format", "width", "height", "mode", "exif_transposed")
 _PREDICTION_FIELDS = ("label", "synset", "index", "score")
 
@@ -25,21 +41,20 @@ def csv_header(top: int) -> list[str]:
     return ["path", "model", "error_type", "error_message", *_INPUT_FIELDS, *ranked]
 
 
-def csv_row(result: Classification, top: int) -> list[Any]:
-    error = result.error
+def flat_result(result: Classification, top: int) -> dict[str, Any]:
+    """A result as one flat row (the CSV columns of `csv_header(top)`)."""
     info = result.input.to_dict() if result.input else {}
-    ranked: list[Any] = []
-    for k in range(top):
-        p = result.predictions[k] if k < len(result.predictions) else None
-        ranked.extend([p.label, p.synset, p.index, f"{p.score:.6f}"] if p else ["", "", "", ""])
-    return [
-        result.source,
-        result.model,
-        error.type if error else "",
-        error.message if error else "",
-        *(info.get(field, "") for field in _INPUT_FIELDS),
-        *ranked,
-    ]
+    row: dict[str, Any] = {
+        "path": result.source,
+        "model": result.model,
+        "error_type": result.error.type if result.error else None,
+        "error_message": result.error.message if result.error else None,
+        **{field: info.get(field) for field in _INPUT_FIELDS},
+    }
+    for k, p in enumerate(result.predictions[:top], start=1):
+        row.update({f"top{k}_label": p.label, f"top{k}_synset": p.synset, f"top{k}_index": p.index,
+                    f"top{k}_score": f"{p.score:.6f}"})  # fmt: skip
+    return row
 
 
 class JsonArrayWriter:
@@ -83,13 +98,17 @@ def _json_objects(path: Path) -> list[dict[str, Any]]:
     return objects
 
 
-class ResultsFile:
-    """Results appended to `path`, in the format its suffix names."""
+class RecordsFile:
+    """Records appended to `path`, in the format its suffix names: CSV (one column each of `columns`),
+    JSON Lines, or a JSON array. With `resume`, the records already there are kept and `done` holds
+    their paths."""
 
-    def __init__(self, path: Path, *, top: int, resume: bool = False) -> None:
-        self.path, self.top, self.suffix = path, top, path.suffix.lower()
-        if self.suffix not in FORMATS:
-            raise UsageError(f"--output must end in one of {', '.join(FORMATS)}: {path}")
+    def __init__(
+        self, path: Path, *, columns: list[str], resume: bool = False, formats: tuple[str, ...] = FORMATS
+    ) -> None:
+        self.path, self.columns, self.suffix = path, columns, path.suffix.lower()
+        if self.suffix not in formats:
+            raise UsageError(f"--output must end in one of {', '.join(formats)}: {path}")
         resuming = resume and path.is_file() and path.stat().st_size > 0
         previous = self._read_previous() if resuming else []
         self.done: set[str] = {str(row["path"]) for row in previous}
@@ -102,7 +121,7 @@ class ResultsFile:
         self._csv = csv.writer(self._file) if self.suffix == ".csv" else None
         self._array = JsonArrayWriter(self._file) if self.suffix == ".json" else None
         if self._csv and not resuming:
-            self._csv.writerow(csv_header(top))
+            self._csv.writerow(columns)
         for obj in previous if self._array else []:
             self._array.write(obj)  # type: ignore[union-attr]
 
@@ -115,14 +134,16 @@ class ResultsFile:
                 return list(csv.DictReader(f))
             return [json.loads(line) for line in f if line.strip()]
 
-    def write(self, result: Classification) -> None:
+    def write_record(self, record: dict[str, Any], flat: dict[str, Any] | None = None) -> None:
+        """One record: `record` as JSON, or its `flat` form (default: itself) as a CSV row."""
         if self._csv:
-            self._csv.writerow(csv_row(result, self.top))
+            row = record if flat is None else flat
+            self._csv.writerow(["" if row.get(c) is None else row[c] for c in self.columns])
         elif self._array:
-            self._array.write(result.to_dict())
+            self._array.write(record)
             return
         else:
-            self._file.write(json.dumps(result.to_dict()) + "\n")
+            self._file.write(json.dumps(record) + "\n")
         self._file.flush()
 
     def close(self) -> None:
@@ -130,8 +151,19 @@ class ResultsFile:
             self._array.close()
         self._file.close()
 
-    def __enter__(self) -> ResultsFile:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         self.close()
+
+
+class ResultsFile(RecordsFile):
+    """Classification results appended to `path` (.csv, .jsonl or .json)."""
+
+    def __init__(self, path: Path, *, top: int, resume: bool = False) -> None:
+        super().__init__(path, columns=csv_header(top), resume=resume)
+        self.top = top
+
+    def write(self, result: Classification) -> None:
+        self.write_record(result.to_dict(), flat_result(result, self.top))

@@ -13,7 +13,8 @@ from typing import Any
 
 from imagenet_zoo.api import load
 from imagenet_zoo.classifier import Classification
-from imagenet_zoo.registry import RegisteredModel, Registry
+from imagenet_zoo.data.images import find_images
+from imagenet_zoo.model_types import RegisteredModel
 
 
 @dataclass(frozen=True)
@@ -52,22 +53,16 @@ class PhotoComparison:
 
 
 def compare(
-    photos: list[str],
-    models: list[RegisteredModel],
-    *,
-    top: int,
-    engine: str,
-    precision: str,
-    registry: Registry | None = None,
+    sources: list[str], models: list[RegisteredModel], *, top: int, engine: str, precision: str
 ) -> tuple[list[ModelStatus], list[PhotoComparison]]:
+    """Every model on every photo of `sources` (files, folders or globs), one photo at a time."""
+    photos = find_images(sources)
     statuses = [ModelStatus(m.spec.name, m.weights_available) for m in models]
     comparisons = [PhotoComparison(p) for p in photos]
     for model, status in zip(models, statuses, strict=True):
         if not status.ready:
             continue
-        classifier = load(
-            model.spec.name, engine=engine, precision=precision, progress=False, registry=registry
-        )
+        classifier = load(model, engine=engine, precision=precision, progress=False)
         classifier.classify_many(photos[:1], top=top)  # warm-up: compile caches, first-call allocations
         for comparison in comparisons:
             start = time.perf_counter()

@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from imagenet_zoo.api import create_model
+from imagenet_zoo.api import create_model, resolve_model
 from imagenet_zoo.classifier import Classifier
 from imagenet_zoo.errors import ImagenetZooError, QuantizedModelMissingError, UsageError
-from imagenet_zoo.registry import RegisteredModel, default_registry
+from imagenet_zoo.model_types import RegisteredModel
 
 BASELINE = "keras.predict"
 WARMUP_RUNS = 3
@@ -127,28 +127,28 @@ def _runner(job: Job, model: RegisteredModel) -> tuple[Callable[[np.ndarray], ob
         if job.engine == BASELINE:
             return (lambda x: keras_model.predict(x, verbose=0)), False
         return keras_model.predict_on_batch, False
-    from imagenet_zoo.engines.openvino import IR_FILE, ir_dir, load_engine
+    from imagenet_zoo.engines.openvino import IR_FILE, int8_ir, ir_dir, load_engine
 
     converted = not (ir_dir(model, random_weights=job.random_weights) / IR_FILE).is_file()
-    if (
-        job.precision == "int8"
-        and not (ir_dir(model, "int8", random_weights=job.random_weights) / IR_FILE).is_file()
-    ):
-        if job.calibration is None:
-            raise QuantizedModelMissingError(
-                f"no int8 model for {model.spec.name}: pass --calibration DIR to quantize one first"
-            )
-        from imagenet_zoo.quantize import quantize
+    if job.precision == "int8":
+        try:
+            int8_ir(model, random_weights=job.random_weights)
+        except QuantizedModelMissingError:
+            if job.calibration is None:
+                raise QuantizedModelMissingError(
+                    f"no int8 model for {model.spec.name}: pass --calibration DIR to quantize one first"
+                ) from None
+            from imagenet_zoo.engines.quantize import quantize
 
-        quantize(model, Path(job.calibration), progress=False, random_weights=job.random_weights)
-        converted = True
+            quantize(model, Path(job.calibration), progress=False, random_weights=job.random_weights)
+            converted = True
     engine = load_engine(model, job.precision, progress=False, random_weights=job.random_weights)  # type: ignore[arg-type]
     return engine.infer, converted
 
 
 def run_job(job: Job) -> list[Row]:
     """Measure one job in this process (the worker side)."""
-    model = default_registry().get(job.model)
+    model = resolve_model(job.model)
     run, converted = _runner(job, model)
     size = model.spec.data_config.input_size
     rows = []
@@ -193,9 +193,9 @@ def run_end_to_end(job: Job, folder: Path) -> list[Row]:
     photo, and engine-only inference time per photo at the same batch size. With decoding spread over
     all cores and overlapped with inference, no folder job can beat `1 / (decode / cores + inference)`.
     """
-    from imagenet_zoo.images import find_images
+    from imagenet_zoo.data.images import find_images
 
-    model = default_registry().get(job.model)
+    model = resolve_model(job.model)
     run, converted = _runner(job, model)
     engine = _CallableEngine(job.engine, run)
     paths = find_images([str(folder)], recursive=True)
@@ -279,7 +279,7 @@ class _CallableEngine:
 
 def _worker_command(job: Job, end_to_end: Path | None) -> list[str]:
     payload = json.dumps({"job": asdict(job), "end_to_end": str(end_to_end) if end_to_end else None})
-    return [sys.executable, "-m", "imagenet_zoo.bench", payload]
+    return [sys.executable, "-m", "imagenet_zoo.jobs.bench", payload]
 
 
 def run_in_worker(job: Job, end_to_end: Path | None) -> list[Row]:
@@ -313,9 +313,8 @@ class BenchPlan:
     cold_start: bool = True
 
     def jobs(self) -> Iterator[Job]:
-        registry = default_registry()
         for name in self.models:
-            model = registry.get(name)
+            model = resolve_model(name)
             random = not model.weights_available
             base = Job(
                 name, BASELINE, "fp32", tuple(self.batch_sizes), self.seconds, random, self.calibration

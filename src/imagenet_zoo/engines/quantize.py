@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from imagenet_zoo.classifier import ErrorInfo, prepare_input
+from imagenet_zoo.data.images import DEFAULT_MAX_PIXELS, find_images
 from imagenet_zoo.engines.openvino import IR_FILE, convert_to_ir, ir_dir, write_ir
-from imagenet_zoo.errors import ImageError, UsageError
-from imagenet_zoo.images import decode_image, find_images
-from imagenet_zoo.preprocess import preprocess
-from imagenet_zoo.registry import RegisteredModel
+from imagenet_zoo.errors import UsageError
+from imagenet_zoo.model_types import RegisteredModel
 
 DEFAULT_SAMPLES = 300
 
@@ -40,12 +40,11 @@ def calibration_batches(
     for path in find_images([str(folder)]):
         if len(inputs) == samples:
             break
-        try:
-            image = decode_image(path).image
-        except ImageError:
+        prepared = prepare_input(path, model.spec.data_config, max_pixels=DEFAULT_MAX_PIXELS)
+        if isinstance(prepared, ErrorInfo):
             skipped.append(path)
-            continue
-        inputs.append(preprocess(image, model.spec.data_config)[None])
+        else:
+            inputs.append(prepared[1][None])
     if not inputs:
         raise UsageError(f"no usable photos in {folder} to calibrate with")
     return inputs, skipped

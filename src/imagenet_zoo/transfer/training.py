@@ -1,9 +1,11 @@
 """Training a classifier for the user's own classes on top of an ImageNet network (transfer learning).
 
-First a new head (dropout + dense) is trained on the frozen base's pooled features, which are computed
-once with the fast engine; then, optionally, the last layers of the base are fine-tuned on the photos at a
-low learning rate. Both stop early on the validation loss and keep their best weights. The result is a
-bundle (see `bundles.py`) that every command accepts as a model.
+A new head is fitted on the frozen base's pooled features, which are computed once with the fast engine:
+a dense layer (`linear`), a vote of the most similar training photos (`neighbours`, see `heads.py`), or by
+default (`auto`) both, keeping the one with the better balanced accuracy on the held-out photos. Then,
+optionally, the last layers of the base are fine-tuned on the photos at a low learning rate. Training stops
+early on the validation loss and keeps its best weights. The result is a bundle (see `bundles.py`) that
+every command accepts as a model.
 """
 
 from __future__ import annotations
@@ -12,30 +14,28 @@ import json
 import os
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from imagenet_zoo.api import create_model, load
-from imagenet_zoo.bundles import FEATURES_LAYER, load_keras_safely, save_bundle
-from imagenet_zoo.classifier import Classifier
-from imagenet_zoo.errors import ImageError, UsageError
-from imagenet_zoo.features import extract_features
-from imagenet_zoo.images import decode_image, find_images
+from imagenet_zoo.api import create_model, load, resolve_model
+from imagenet_zoo.classifier import ErrorInfo, FeatureExtractor, prepare_input
+from imagenet_zoo.data.images import DEFAULT_MAX_PIXELS, decode_image, find_images
+from imagenet_zoo.errors import UsageError
 from imagenet_zoo.models._keras import import_keras
-from imagenet_zoo.preprocess import preprocess
-from imagenet_zoo.registry import default_registry
+from imagenet_zoo.registry import DEFAULT_MODEL
+from imagenet_zoo.transfer.bundles import FEATURES_LAYER, load_keras_safely, save_bundle
 
 Log = Callable[[str], None]
-HEADS = ("linear", "neighbours")
+HEADS = ("auto", "linear", "neighbours")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    base: str = "efficientnet_lite0"
+    base: str = DEFAULT_MODEL
     epochs: int = 30
     fine_tune_layers: int = 0
     val_split: float = 0.2
@@ -47,7 +47,7 @@ class TrainConfig:
     from_scratch: bool = False  # train `base`'s architecture from random weights (no ImageNet features)
     resume: bool = False  # with from_scratch: continue from the last epoch's checkpoint in the bundle folder
     learning_rate: float = 1e-3  # from scratch: the start of a cosine decay to zero
-    head: str = "linear"  # or "neighbours": a vote of the nearest training photos (see heads.py)
+    head: str = "auto"  # "linear", "neighbours" (see heads.py), or auto: the better of the two on validation
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,10 @@ class TrainReport:
     balanced_accuracy: float
     confusion: list[list[int]]  # rows: true class, columns: predicted class
     skipped: list[str]
+    head: str | None = None  # the head that was kept (None from scratch)
+    head_scores: dict[str, float] = field(
+        default_factory=dict
+    )  # auto: each head's held-out balanced accuracy
 
 
 def class_folders(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
@@ -92,9 +96,56 @@ def stratified_split(
 
 
 Data = tuple[np.ndarray, np.ndarray]
+Items = list[tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class _Trained:
+    model: Any  # the bundle's network: photos in, logits out
+    val: Data  # the held-out photos, preprocessed, and their labels
+    skipped: set[str]  # photos that could not be read
+    head: str | None = None
+    head_scores: dict[str, float] = field(default_factory=dict)
 
 
 def train(root: Path, output: Path, config: TrainConfig, log: Log = print) -> TrainReport:
+    _check(config)
+    classes, items = class_folders(root)
+    train_items, val_items = stratified_split(items, config.val_split, config.seed)
+    base = resolve_model(config.base).spec
+    keras = import_keras()
+    keras.utils.set_random_seed(config.seed)
+    log(f"{len(train_items)} training and {len(val_items)} validation photos in {len(classes)} classes")
+    strategy = _from_scratch if config.from_scratch else _transfer
+    trained = strategy(keras, len(classes), train_items, val_items, output, config, log)
+
+    val_images, val_labels = trained.val
+    logits = np.asarray(trained.model.predict(val_images, batch_size=config.batch_size, verbose=0))
+    confusion = confusion_matrix(val_labels, logits.argmax(axis=1), len(classes))
+    accuracy = float(np.trace(confusion) / confusion.sum())
+    balanced = balanced_accuracy(confusion)
+    validation = {"accuracy": accuracy, "balanced_accuracy": balanced, "confusion": confusion.tolist()}
+    training = {
+        "base": base.name,
+        "from_scratch": config.from_scratch,
+        "epochs": config.epochs,
+        "fine_tune_layers": config.fine_tune_layers,
+        "augment": config.augment,
+        "head": trained.head,
+        "head_scores": trained.head_scores,
+        "train_size": len(train_items),
+        "val_size": len(val_items),
+    }
+    extra = {"validation": validation, "training": training}
+    save_bundle(output, trained.model, classes=classes, base=base, extra=extra)
+    confusion_plot(confusion, classes).save(output / "confusion.png")
+    return TrainReport(
+        output, classes, len(train_items), len(val_items), accuracy, balanced, confusion.tolist(),
+        sorted(trained.skipped), trained.head, trained.head_scores,
+    )  # fmt: skip
+
+
+def _check(config: TrainConfig) -> None:
     if not 0 < config.val_split < 1:
         raise UsageError("--val-split must be between 0 and 1")
     if config.resume and not config.from_scratch:
@@ -103,76 +154,76 @@ def train(root: Path, output: Path, config: TrainConfig, log: Log = print) -> Tr
         raise UsageError(f"--head must be one of {', '.join(HEADS)}")
     if config.head == "neighbours" and (config.fine_tune_layers or config.from_scratch):
         raise UsageError("the neighbours head compares with fixed training features: it cannot be fine-tuned")
-    classes, items = class_folders(root)
-    train_items, val_items = stratified_split(items, config.val_split, config.seed)
-    base = default_registry().get(config.base).spec
-    keras = import_keras()
-    keras.utils.set_random_seed(config.seed)
-    log(f"{len(train_items)} training and {len(val_items)} validation photos in {len(classes)} classes")
-    strategy = _from_scratch if config.from_scratch else _transfer
-    model, (val_images, val_labels), skipped = strategy(
-        keras, len(classes), train_items, val_items, output, config, log
-    )
 
-    predicted = np.asarray(model.predict(val_images, batch_size=config.batch_size, verbose=0)).argmax(axis=1)
-    confusion = np.zeros((len(classes), len(classes)), int)
-    for true, guess in zip(val_labels, predicted, strict=True):
-        confusion[true, guess] += 1
-    accuracy = float(np.trace(confusion) / confusion.sum())
-    recalls = [confusion[i, i] / max(1, confusion[i].sum()) for i in range(len(classes))]
-    balanced = float(np.mean(recalls))  # mean per-class recall: a rare class counts as much as a common one
-    validation = {"accuracy": accuracy, "balanced_accuracy": balanced, "confusion": confusion.tolist()}
-    training = {
-        "base": base.name,
-        "from_scratch": config.from_scratch,
-        "epochs": config.epochs,
-        "fine_tune_layers": config.fine_tune_layers,
-        "augment": config.augment,
-        "head": config.head,
-        "train_size": len(train_items),
-        "val_size": len(val_items),
-    }
-    save_bundle(
-        output, model, classes=classes, base=base, extra={"validation": validation, "training": training}
-    )
-    confusion_plot(confusion, classes).save(output / "confusion.png")
-    return TrainReport(
-        output,
-        classes,
-        len(train_items),
-        len(val_items),
-        accuracy,
-        balanced,
-        confusion.tolist(),
-        sorted(skipped),
-    )
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
+    confusion = np.zeros((classes, classes), int)
+    np.add.at(confusion, (labels, predicted), 1)
+    return confusion
+
+
+def balanced_accuracy(confusion: np.ndarray) -> float:
+    """Mean per-class recall: a rare class counts as much as a common one."""
+    recalls = [confusion[i, i] / confusion[i].sum() for i in range(len(confusion)) if confusion[i].sum()]
+    return float(np.mean(recalls))
 
 
 def _transfer(
     keras: Any,
     classes: int,
-    train_items: list[tuple[str, int]],
-    val_items: list[tuple[str, int]],
+    train_items: Items,
+    val_items: Items,
     output: Path,
     config: TrainConfig,
     log: Log,
-) -> tuple[Any, Data, set[str]]:
+) -> _Trained:
     """A new head on the frozen base's features, then optionally fine-tuning the base's last layers."""
     extractor = load(
         config.base, engine=config.engine, batch_size=config.batch_size, features=True, progress=False
     )
     x_train, y_train, skipped = _features(extractor, train_items, mirrored=config.augment)
     x_val, y_val, skipped_val = _features(extractor, val_items, mirrored=False)
-    if config.head == "neighbours":
-        head = _neighbour_head(x_train, y_train, classes, log)
-    else:
-        head = _train_head(keras, x_train, y_train, x_val, y_val, classes, config, log)
-    model = _compose(keras, create_model(config.base, include_top=False, pooling="avg", progress=False), head)
+    heads = _candidate_heads(config)
+    fitted = {
+        name: _fit_head(name, keras, x_train, y_train, x_val, y_val, classes, config, log) for name in heads
+    }
+    scores = {name: _head_score(head, x_val, y_val, classes) for name, head in fitted.items()}
+    # Ties go to the linear head: it is smaller and keeps no training photos.
+    chosen = max(heads, key=lambda name: (scores[name], name == "linear"))
+    if len(heads) > 1:
+        shown = ", ".join(f"{name} {score:.1%}" for name, score in scores.items())
+        log(f"head: {chosen} (auto: balanced accuracy on the {len(y_val)} held-out photos: {shown})")
+    model = _compose(keras, create_model(config.base, include_top=False, pooling="avg", progress=False),
+                     fitted[chosen])  # fmt: skip
     val, _ = _pixels(config, val_items)
     if config.fine_tune_layers > 0:
         (train_images, train_labels), _ = _pixels(config, train_items)
-        _fine_tune(keras, model, train_images, train_labels, *val, config, log)
-    return model, val, skipped | skipped_val
+        _fine_tune(keras, model, train_images, train_labels, val, config, log)
+    return _Trained(model, val, skipped | skipped_val, chosen, scores if len(heads) > 1 else {})
+
+
+def _candidate_heads(config: TrainConfig) -> tuple[str, ...]:
+    if config.head != "auto":
+        return (config.head,)
+    # Fine-tuning trains through the head: only the dense one can follow the base as it changes.
+    return ("linear",) if config.fine_tune_layers else ("linear", "neighbours")
+
+
+def _fit_head(
+    name: str, keras: Any, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, classes: int,
+    config: TrainConfig, log: Log,
+) -> Any:  # fmt: skip
+    if name == "neighbours":
+        return _neighbour_head(x, y, classes, log)
+    head = _dense_head(keras, x.shape[1], classes)
+    _compile(keras, head, 1e-3)
+    _fit(keras, head, (x, y), (x_val, y_val), config, log, phase="head", epochs=config.epochs)
+    return head
+
+
+def _head_score(head: Any, x_val: np.ndarray, y_val: np.ndarray, classes: int) -> float:
+    predicted = np.asarray(head.predict(x_val, verbose=0)).argmax(axis=1)
+    return balanced_accuracy(confusion_matrix(y_val, predicted, classes))
 
 
 CHECKPOINT = "checkpoint.keras"
@@ -182,12 +233,12 @@ CHECKPOINT_STATE = "checkpoint.json"
 def _from_scratch(
     keras: Any,
     classes: int,
-    train_items: list[tuple[str, int]],
-    val_items: list[tuple[str, int]],
+    train_items: Items,
+    val_items: Items,
     output: Path,
     config: TrainConfig,
     log: Log,
-) -> tuple[Any, Data, set[str]]:
+) -> _Trained:
     """The architecture from random weights: augmentation, a cosine learning-rate schedule, and a checkpoint
     after every epoch (model and optimizer) that `resume` continues from."""
     (x, y), skipped = _pixels(config, train_items)
@@ -205,43 +256,68 @@ def _from_scratch(
     save = keras.callbacks.LambdaCallback(
         on_epoch_end=lambda epoch, logs: _save_checkpoint(trainer, checkpoint, state, epoch + 1)
     )
-    trainer.fit(
-        x,
-        y,
-        validation_data=val,
-        epochs=config.epochs,
-        initial_epoch=done,
-        batch_size=config.batch_size,
-        class_weight=_class_weights(y, classes),
-        callbacks=[save, _epoch_log(keras, "scratch", config.epochs, log)],
-        verbose=0,
-    )
-    return trainer.get_layer("bundle"), val, skipped | skipped_val
+    _fit(keras, trainer, (x, y), val, config, log, phase="scratch", epochs=config.epochs,
+         initial_epoch=done, callbacks=[save])  # fmt: skip
+    return _Trained(trainer.get_layer("bundle"), val, skipped | skipped_val)
 
 
 def _new_scratch_trainer(keras: Any, classes: int, samples: int, config: TrainConfig) -> Any:
-    arch = default_registry().get(config.base)
-    base = arch.build(weights=None, include_top=False, pooling="avg", input_shape=None)
-    inputs = keras.Input(base.input_shape[1:], name="pixels")
-    features = keras.layers.Identity(name=FEATURES_LAYER)(base(inputs))
-    logits = keras.layers.Dense(classes, name="predictions")(keras.layers.Dropout(0.2)(features))
-    model = keras.Model(inputs, logits, name="bundle")
-    trainer_inputs = keras.Input(base.input_shape[1:])
-    augmented = _augmentation(keras)(trainer_inputs) if config.augment else trainer_inputs
-    trainer = keras.Model(trainer_inputs, model(augmented), name="trainer")
+    base = resolve_model(config.base).build(weights=None, include_top=False, pooling="avg", input_shape=None)
+    model = _compose(keras, base, _dense_head(keras, base.output_shape[-1], classes))
     steps = max(1, -(-samples // config.batch_size)) * config.epochs
-    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, steps)
-    trainer.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
+    trainer = _trainer(keras, model, augment=config.augment, name="trainer")
+    _compile(keras, trainer, keras.optimizers.schedules.CosineDecay(config.learning_rate, steps))
     return trainer
 
 
-def _augmentation(keras: Any) -> Any:
+def _dense_head(keras: Any, dim: int, classes: int) -> Any:
     return keras.Sequential(
-        [keras.layers.RandomFlip("horizontal"), keras.layers.RandomTranslation(0.1, 0.1)], name="augment"
+        [
+            keras.Input((dim,)),
+            keras.layers.Dropout(0.2, name="head_dropout"),
+            keras.layers.Dense(classes, name="predictions"),
+        ]
+    )
+
+
+def _trainer(keras: Any, model: Any, *, augment: bool, name: str | None = None) -> Any:
+    """What is fitted: `model`, behind random flips and shifts (active only in training) with `augment`."""
+    inputs = keras.Input(model.input_shape[1:])
+    x = inputs
+    if augment:
+        flips_and_shifts = [keras.layers.RandomFlip("horizontal"), keras.layers.RandomTranslation(0.1, 0.1)]
+        x = keras.Sequential(flips_and_shifts, name="augment")(inputs)
+    return keras.Model(inputs, model(x), name=name)
+
+
+def _compile(keras: Any, model: Any, learning_rate: Any) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+
+
+def _fit(
+    keras: Any, model: Any, data: Data, val: Data, config: TrainConfig, log: Log, *, phase: str, epochs: int,
+    initial_epoch: int = 0, callbacks: list[Any] | None = None, batch_size: int | None = None,
+) -> None:  # fmt: skip
+    """Fit with class weights and a line of log per epoch; without extra callbacks, stop early on the
+    validation loss and keep the best weights."""
+    x, y = data
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=config.patience, restore_best_weights=True
+    )
+    model.fit(
+        x,
+        y,
+        validation_data=val,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        batch_size=batch_size or config.batch_size,
+        class_weight=_class_weights(y, int(max(y.max(), val[1].max())) + 1),
+        callbacks=[*(callbacks or [stop]), _epoch_log(keras, phase, epochs, log)],
+        verbose=0,
     )
 
 
@@ -254,20 +330,20 @@ def _save_checkpoint(trainer: Any, checkpoint: Path, state: Path, epochs_done: i
 
 
 def _features(
-    extractor: Classifier, items: list[tuple[str, int]], *, mirrored: bool
+    extractor: FeatureExtractor, items: Items, *, mirrored: bool
 ) -> tuple[np.ndarray, np.ndarray, set[str]]:
     """Pooled base features of the photos (and of their mirror images with `mirrored`).
 
     Unreadable photos are skipped and returned by path.
     """
     label_of = dict(items)
-    feature_set, failures = extract_features(extractor, [p for p, _ in items])
+    feature_set = extractor.extract([p for p, _ in items])
     x, y = feature_set.features, np.array([label_of[p] for p in feature_set.paths])
     if mirrored:
         flipped = [ImageOps.mirror(decode_image(p).image) for p in feature_set.paths]
-        more, _ = extract_features(extractor, flipped)
+        more = extractor.extract(flipped)
         x, y = np.concatenate([x, more.features]), np.concatenate([y, y])
-    return x, y, {path for path, _ in failures}
+    return x, y, {path for path, _ in feature_set.failures}
 
 
 def _class_weights(labels: np.ndarray, classes: int) -> dict[int, float]:
@@ -289,46 +365,8 @@ def _epoch_log(keras: Any, phase: str, epochs: int, log: Log) -> Any:
     return EpochLog()
 
 
-def _train_head(
-    keras: Any,
-    x: np.ndarray,
-    y: np.ndarray,
-    x_val: np.ndarray,
-    y_val: np.ndarray,
-    classes: int,
-    config: TrainConfig,
-    log: Log,
-) -> Any:
-    head = keras.Sequential(
-        [
-            keras.Input((x.shape[1],)),
-            keras.layers.Dropout(0.2, name="head_dropout"),
-            keras.layers.Dense(classes, name="predictions"),
-        ]
-    )
-    head.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    stop = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=config.patience, restore_best_weights=True
-    )
-    head.fit(
-        x,
-        y,
-        validation_data=(x_val, y_val),
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        class_weight=_class_weights(y, classes),
-        callbacks=[stop, _epoch_log(keras, "head", config.epochs, log)],
-        verbose=0,
-    )
-    return head
-
-
 def _neighbour_head(x: np.ndarray, y: np.ndarray, classes: int, log: Log) -> Any:
-    from imagenet_zoo.heads import fit_neighbours, neighbour_head
+    from imagenet_zoo.transfer.heads import fit_neighbours, neighbour_head
 
     fit = fit_neighbours(x, y, classes)
     log(
@@ -339,7 +377,7 @@ def _neighbour_head(x: np.ndarray, y: np.ndarray, classes: int, log: Log) -> Any
 
 
 def _compose(keras: Any, base: Any, head: Any) -> Any:
-    """Base (pooled features) + head as one flat network: photos in, logits out."""
+    """Base (pooled features) + head as one flat network named `bundle`: photos in, logits out."""
     inputs = keras.Input(base.input_shape[1:], name="pixels")
     logits = keras.layers.Identity(name=FEATURES_LAYER)(base(inputs))
     for layer in head.layers:
@@ -348,30 +386,23 @@ def _compose(keras: Any, base: Any, head: Any) -> Any:
     return keras.Model(inputs, logits, name="bundle")
 
 
-def _pixels(config: TrainConfig, items: list[tuple[str, int]]) -> tuple[Data, set[str]]:
+def _pixels(config: TrainConfig, items: Items) -> tuple[Data, set[str]]:
     """Preprocessed photos in memory (the datasets this command is for are small) and their labels, and
     the photos that could not be read (left out)."""
-    data_config = default_registry().get(config.base).spec.data_config
+    data_config = resolve_model(config.base).spec.data_config
     images, labels, skipped = [], [], set()
     for path, label in items:
-        try:
-            images.append(preprocess(decode_image(path).image, data_config))
-        except ImageError:
+        prepared = prepare_input(path, data_config, max_pixels=DEFAULT_MAX_PIXELS)
+        if isinstance(prepared, ErrorInfo):
             skipped.add(path)
-            continue
-        labels.append(label)
+        else:
+            images.append(prepared[1])
+            labels.append(label)
     return (np.stack(images), np.array(labels)), skipped
 
 
 def _fine_tune(
-    keras: Any,
-    model: Any,
-    x: np.ndarray,
-    y: np.ndarray,
-    x_val: np.ndarray,
-    y_val: np.ndarray,
-    config: TrainConfig,
-    log: Log,
+    keras: Any, model: Any, x: np.ndarray, y: np.ndarray, val: Data, config: TrainConfig, log: Log
 ) -> None:
     """Train the base's last layers too, at a low learning rate.
 
@@ -384,32 +415,11 @@ def _fine_tune(
     for layer in base.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
-    trainer = model
-    if config.augment:
-        augment = keras.Sequential(
-            [keras.layers.RandomFlip("horizontal"), keras.layers.RandomTranslation(0.1, 0.1)]
-        )
-        inputs = keras.Input(model.input_shape[1:])
-        trainer = keras.Model(inputs, model(augment(inputs)))
-    trainer.compile(
-        optimizer=keras.optimizers.Adam(1e-5),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    stop = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=config.patience, restore_best_weights=True
-    )
+    trainer = _trainer(keras, model, augment=config.augment)
+    _compile(keras, trainer, 1e-5)
     epochs = max(1, config.epochs // 3)
-    trainer.fit(
-        x,
-        y,
-        validation_data=(x_val, y_val),
-        epochs=epochs,
-        batch_size=min(config.batch_size, 16),
-        class_weight=_class_weights(y, int(y.max()) + 1),
-        callbacks=[stop, _epoch_log(keras, "fine-tune", epochs, log)],
-        verbose=0,
-    )
+    _fit(keras, trainer, (x, y), val, config, log, phase="fine-tune", epochs=epochs,
+         batch_size=min(config.batch_size, 16))  # fmt: skip
 
 
 def confusion_plot(confusion: np.ndarray, classes: list[str], cell: int = 64) -> Image.Image:

@@ -1,0 +1,43 @@
+"""The types every model family and the registry share: a model is a spec, a builder and a weights provider.
+
+They live below both `models/` and `registry`, so the registry depends on the model families and never the
+reverse. Not in `specs`: `weights/` imports `specs`, and a `RegisteredModel` holds a `WeightsProvider`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from imagenet_zoo.specs import ModelSpec
+from imagenet_zoo.weights.store import WeightsProvider
+
+Pooling = Literal["avg", "max"] | None
+
+
+class ModelBuilder(Protocol):
+    """One signature for every model (as `keras.applications`): returns a `keras.Model` producing logits."""
+
+    def __call__(
+        self,
+        *,
+        weights: Path | None,
+        include_top: bool,
+        pooling: Pooling,
+        input_shape: tuple[int, int, int] | None,
+    ) -> Any: ...
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A model ready to be built: what it expects (spec), how to build it, and where its weights are."""
+
+    spec: ModelSpec
+    build: ModelBuilder
+    weights: WeightsProvider
+
+    @property
+    def weights_available(self) -> bool:
+        """Packaged weights are always at hand; downloaded ones only once they are cached."""
+        return self.spec.weights.url is None or self.weights.is_present(self.spec)
