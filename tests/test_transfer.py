@@ -284,6 +284,22 @@ def test_dog_or_not_on_held_out_real_photos(
     assert keras_top1 == openvino_top1 and keras_top1.count("dog") >= 21  # 16 seen, 7 unseen breeds
 
 
+@pytest.mark.slow
+def test_train_keeps_the_better_head_by_default(
+    with_lite0: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No --head flag: both heads are scored on the held-out photos and the better one is saved
+    (scripts/dog_splits.py reports the ten splits of seeds 0-9)."""
+    data = _dogs_and_others(tmp_path / "dogs")
+    out = tmp_path / "dog_bundle"
+    code, stdout, _ = run_cli(["train", str(data), "--output", str(out), "--val-split", "0.3"], capsys)
+    training = json.loads((out / MANIFEST).read_text())["training"]
+    assert code == 0 and training["head"] == "neighbours" and "kept the neighbours head" in stdout
+    assert training["head_scores"]["neighbours"] >= 0.9 > training["head_scores"]["linear"]
+    validation = json.loads((out / MANIFEST).read_text())["validation"]
+    assert validation["balanced_accuracy"] == pytest.approx(training["head_scores"]["neighbours"], abs=0.02)
+
+
 def test_the_neighbours_layer_is_the_vote_it_was_fitted_with() -> None:
     from imagenet_zoo.transfer.heads import fit_neighbours, neighbour_head
 

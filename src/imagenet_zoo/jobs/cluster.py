@@ -28,13 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from imagenet_zoo.api import DEFAULT_ENGINE, load_engine, resolve_model
+from imagenet_zoo.api import load_engine, resolve_model
 from imagenet_zoo.classifier import Classification, ErrorInfo, prepare_input, ranked_predictions
 from imagenet_zoo.data.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, InputInfo, find_images
 from imagenet_zoo.errors import ClusterError, ImageError, ImageNotFoundError, ImageTooLargeError, UsageError
-from imagenet_zoo.jobs.results import JobReport, Task
-from imagenet_zoo.registry import DEFAULT_MODEL
-from imagenet_zoo.specs import DataConfig, ResizeMode
+from imagenet_zoo.jobs.results import JobOptions, JobReport, Task
+from imagenet_zoo.specs import DataConfig
 from imagenet_zoo.transfer.features import features_schema
 
 PARTITION_FORMATS = ("jsonl", "parquet")
@@ -44,19 +43,12 @@ _MAX_BLOCKS = 10_000
 _FORWARDED_ENV = ("IMAGENET_ZOO_HOME", "IMAGENET_ZOO_MIRROR")  # where workers find weights and IR
 
 
-@dataclass(frozen=True)
-class ClusterJob:
-    task: Task
-    sources: list[str]  # files, folders, globs, or URLs pyarrow's filesystems understand
+@dataclass(frozen=True, kw_only=True)
+class ClusterJob(JobOptions):
+    """Sources may also be URLs pyarrow's filesystems understand."""
+
     output: str  # a folder every node can write: a shared path or an object-storage URL
     address: str = "local"  # "local" (start Ray here), "auto" (the running cluster) or a Ray address
-    model: str = DEFAULT_MODEL
-    engine: str = DEFAULT_ENGINE
-    precision: str = "fp32"
-    resize: ResizeMode | None = None
-    top: int = 5
-    batch_size: int = 16
-    recursive: bool = False
     partition_format: str = "jsonl"
     max_actors: int | None = None  # default (and at most): one per CPU of the cluster
     progress: bool = False

@@ -13,32 +13,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagenet_zoo.api import DEFAULT_ENGINE, load
+from imagenet_zoo.api import load
 from imagenet_zoo.classifier import Classification, ErrorInfo
 from imagenet_zoo.data.images import find_images
 from imagenet_zoo.errors import UsageError
 from imagenet_zoo.jobs.annotate import AnnotationWriter
-from imagenet_zoo.jobs.results import JobReport, ResultsFile, Task
+from imagenet_zoo.jobs.results import JobOptions, JobReport, ResultsFile
 from imagenet_zoo.progress import Progress
-from imagenet_zoo.registry import DEFAULT_MODEL
-from imagenet_zoo.specs import ResizeMode
 
 
-@dataclass(frozen=True)
-class FolderJob:
-    sources: list[str]  # files, folders or glob patterns
-    task: Task = "classify"
+@dataclass(frozen=True, kw_only=True)
+class FolderJob(JobOptions):
     # classify: a results file (.csv, .jsonl, .json), or None to hand results to the caller alone;
     # extract: the features file (.npz, .parquet).
     output: Path | None = None
-    model: str = DEFAULT_MODEL
-    engine: str = DEFAULT_ENGINE
-    precision: str = "fp32"
-    resize: ResizeMode | None = None
-    top: int = 5
     batch_size: int = 8
     workers: int | None = None  # decoding threads (default: one per core)
-    recursive: bool = False
     resume: bool = False  # skip the photos already in `output`
     annotate: Path | None = None  # a labelled copy: this file for a one-photo job, else into this folder
     annotate_dir: Path | None = None  # a labelled copy of every photo, into this folder

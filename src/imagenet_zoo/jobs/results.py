@@ -13,11 +13,29 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Literal, Self
 
+from imagenet_zoo.api import DEFAULT_ENGINE
 from imagenet_zoo.classifier import Classification, ErrorInfo
 from imagenet_zoo.errors import UsageError
+from imagenet_zoo.registry import DEFAULT_MODEL
+from imagenet_zoo.specs import ResizeMode
 
 FORMATS = (".csv", ".jsonl", ".json")
 Task = Literal["classify", "extract"]  # what a folder job does to each photo
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobOptions:
+    """What every folder job is asked, on one machine (`folder.FolderJob`) or on Ray (`ClusterJob`)."""
+
+    sources: list[str]  # files, folders or glob patterns (and, on a cluster, URLs)
+    task: Task = "classify"
+    model: str = DEFAULT_MODEL
+    engine: str = DEFAULT_ENGINE
+    precision: str = "fp32"
+    resize: ResizeMode | None = None
+    top: int = 5
+    batch_size: int = 16
+    recursive: bool = False
 
 
 @dataclass(frozen=True)

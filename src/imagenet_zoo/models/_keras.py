@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -14,6 +15,8 @@ def import_keras() -> Any:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with contextlib.nullcontext() if "keras" in sys.modules else _native_stderr_dropped():
         import keras
+    # Its Python-side notices (retracing advice while training) are for TensorFlow developers, not users.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     return keras
 
 
