@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, overload
 
 from imagenet_zoo.classifier import Classifier, FeatureExtractor, FeatureSet
-from imagenet_zoo.data.images import DEFAULT_MAX_PIXELS, ImageSource
+from imagenet_zoo.data.images import DEFAULT_MAX_PIXELS, DecodeMode, ImageSource
 from imagenet_zoo.engines.base import Engine
 from imagenet_zoo.engines.keras import KerasEngine
 from imagenet_zoo.engines.openvino import PRECISIONS
@@ -135,6 +135,7 @@ def load(
     batch_size: int = ...,
     max_pixels: int = ...,
     workers: int | None = ...,
+    decode: DecodeMode = ...,
     features: Literal[False] = ...,
     progress: bool = ...,
     registry: Registry | None = ...,
@@ -149,6 +150,7 @@ def load(
     batch_size: int = ...,
     max_pixels: int = ...,
     workers: int | None = ...,
+    decode: DecodeMode = ...,
     features: Literal[True],
     progress: bool = ...,
     registry: Registry | None = ...,
@@ -164,6 +166,7 @@ def load(
     batch_size: int = 8,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     workers: int | None = None,
+    decode: DecodeMode = "fast",
     features: bool = False,
     progress: bool = True,
     registry: Registry | None = None,
@@ -175,7 +178,9 @@ def load(
     `resize="squash"` resizes the whole photo to the input size (the classic tutorial); the default
     is each model's own evaluation protocol (shorter side, then centre crop). With `features=True` it is
     a `FeatureExtractor` instead: global-average-pooled penultimate features, as `include_top=False,
-    pooling="avg"` gives in Keras (`load(..., features=True).extract(photos)`).
+    pooling="avg"` gives in Keras (`load(..., features=True).extract(photos)`). `decode="fast"` (default)
+    decodes large JPEGs at the reduced scale the model needs; `decode="full"` decodes every pixel, the
+    exact ImageNet evaluation protocol.
     """
     entry = resolve_model(model, registry=registry)
     runner = load_engine(entry, engine=engine, precision=precision, features=features, progress=progress)
@@ -183,7 +188,7 @@ def load(
     kind = FeatureExtractor if features else Classifier
     return kind(
         entry.spec, runner, data_config=data_config, batch_size=batch_size, max_pixels=max_pixels,
-        workers=workers,
+        workers=workers, decode=decode,
     )  # fmt: skip
 
 

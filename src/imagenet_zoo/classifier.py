@@ -18,13 +18,14 @@ import numpy as np
 
 from imagenet_zoo.data.images import (
     DEFAULT_MAX_PIXELS,
+    DecodeMode,
     ImageSource,
     InputInfo,
     decode_image,
     describe_source,
 )
 from imagenet_zoo.data.labels import ClassLabel, imagenet1k
-from imagenet_zoo.data.preprocess import Transform, create_transform, preprocess
+from imagenet_zoo.data.preprocess import Transform, create_transform, draft_short_side, preprocess
 from imagenet_zoo.engines.base import Engine
 from imagenet_zoo.errors import ImageError
 from imagenet_zoo.specs import DataConfig, ModelSpec
@@ -125,14 +126,19 @@ def decode_predictions(
 
 
 def prepare_input(
-    source: ImageSource, data_config: DataConfig, *, max_pixels: int
+    source: ImageSource, data_config: DataConfig, *, max_pixels: int, decode: DecodeMode = "fast"
 ) -> tuple[InputInfo, np.ndarray] | ErrorInfo:
-    """Pre-processing of one input: decode, then resize/crop/scale; a bad input becomes its error."""
+    """Pre-processing of one input: decode, then resize/crop/scale; a bad input becomes its error.
+
+    `decode="fast"` decodes and resizes only at the resolution the model needs (see `data.images`);
+    `"full"` decodes every pixel and resizes in one step, the exact ImageNet evaluation protocol."""
+    fast = decode == "fast"
     try:
-        decoded = decode_image(source, max_pixels=max_pixels)
+        short_side = draft_short_side(data_config) if fast else None
+        decoded = decode_image(source, max_pixels=max_pixels, min_short_side=short_side)
     except ImageError as exc:
         return ErrorInfo.of(exc)
-    return decoded.info, preprocess(decoded.image, data_config)
+    return decoded.info, preprocess(decoded.image, data_config, fast=fast)
 
 
 def top_k(probabilities: np.ndarray, k: int, labels: Sequence[ClassLabel]) -> tuple[Prediction, ...]:
@@ -158,6 +164,7 @@ class _Pipeline:
         batch_size: int = 8,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         workers: int | None = None,
+        decode: DecodeMode = "fast",
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -170,6 +177,7 @@ class _Pipeline:
         self.data_config = data_config or spec.data_config
         self.batch_size = batch_size
         self.max_pixels = max_pixels
+        self.decode = decode
 
     @property
     def transform(self) -> Transform:
@@ -195,7 +203,7 @@ class _Pipeline:
 
     def prepare(self, source: ImageSource) -> tuple[InputInfo, np.ndarray] | ErrorInfo:
         """Pre-processing of one input with this model's preprocessing (see `prepare_input`)."""
-        return prepare_input(source, self.data_config, max_pixels=self.max_pixels)
+        return prepare_input(source, self.data_config, max_pixels=self.max_pixels, decode=self.decode)
 
     def _run_engine(
         self, sources: Sequence[ImageSource], prepared: list[tuple[InputInfo, np.ndarray] | ErrorInfo]

@@ -9,6 +9,7 @@ from typing import Any
 
 from imagenet_zoo.api import DEFAULT_ENGINE, ENGINES, resolve_model
 from imagenet_zoo.cli import commands
+from imagenet_zoo.data.images import DECODE_MODES
 from imagenet_zoo.engines.openvino import PRECISIONS
 from imagenet_zoo.errors import ImagenetZooError, UsageError
 from imagenet_zoo.registry import DEFAULT_MODEL
@@ -82,6 +83,16 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
         choices=PRECISIONS,
         default="fp32",
         help="openvino only: fp32 (default), bf16 (CPUs with bf16), int8 (after `imagenet-zoo quantize`)",
+    )
+
+
+def _add_decode_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--decode",
+        choices=DECODE_MODES,
+        default="fast",
+        help="fast (default): decode large JPEGs only at the resolution the model needs; full: every pixel, "
+        "the exact ImageNet evaluation protocol",
     )
 
 
@@ -168,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="crop: shorter side + centre crop (standard); squash: whole photo to the input size",
     )
     _add_engine_options(classify)
+    _add_decode_option(classify)
     _add_cluster_options(classify)
     classify.set_defaults(run=commands.classify)
 
@@ -181,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="features.npz or features.parquet (a folder with --cluster)",
     )
     _add_engine_options(extract)
+    _add_decode_option(extract)
     _add_cluster_options(extract)
     extract.set_defaults(run=commands.extract)
 
@@ -229,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--learning-rate", type=float, default=1e-3, help="from scratch: start of a cosine decay"
     )
+    _add_decode_option(train)
     train.set_defaults(run=commands.train)
 
     evaluate = sub.add_parser("eval", help="top-1/top-5 accuracy on labelled photos (synset names or CSV)")
@@ -244,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--workers", type=_positive, help="decoding threads (default: one per core)")
     _add_engine_options(evaluate)
+    _add_decode_option(evaluate)
     evaluate.set_defaults(run=commands.evaluate)
 
     compare = sub.add_parser("compare", help="several models on the same photos, side by side")
@@ -255,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--top", type=_top_k, default=3, help="labels per model and photo (default 3)")
     _add_format_option(compare, "table", "json")
     _add_engine_options(compare)
+    _add_decode_option(compare)
     compare.set_defaults(run=commands.compare)
 
     serve = sub.add_parser("serve", help="the HTTP service and its web page")
@@ -271,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--drain-seconds", type=float, default=5.0, help="on SIGTERM: not-ready this long, then stop"
     )
     _add_engine_options(serve)
+    _add_decode_option(serve)
     serve.set_defaults(run=commands.serve)
 
     quantize = sub.add_parser("quantize", help="int8-quantize a model for --precision int8 (NNCF)")

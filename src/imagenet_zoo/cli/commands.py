@@ -35,6 +35,7 @@ def classify(args: argparse.Namespace) -> int:
         top=args.top,
         batch_size=args.batch_size,
         workers=args.workers,
+        decode=args.decode,
         recursive=args.recursive,
         resume=args.resume,
         annotate=_path(args.annotate),
@@ -210,7 +211,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
     results = evaluate_models(
         Path(args.source), args.model, engine=args.engine, precision=args.precision,
-        batch_size=args.batch_size, workers=args.workers, output=_path(args.output),
+        batch_size=args.batch_size, workers=args.workers, decode=args.decode, output=_path(args.output),
         warn=lambda message: print(f"imagenet-zoo: {message}", file=sys.stderr),
     )  # fmt: skip
     rows = [
@@ -231,7 +232,7 @@ def compare(args: argparse.Namespace) -> int:
     names = list_models() if args.models == ["all"] else args.models
     models = [resolve_model(name) for name in names]
     statuses, comparisons = compare_models(
-        args.photos, models, top=args.top, engine=args.engine, precision=args.precision
+        args.photos, models, top=args.top, engine=args.engine, precision=args.precision, decode=args.decode
     )
     if args.format == "json":
         report = {
@@ -256,6 +257,7 @@ def serve(args: argparse.Namespace) -> int:
         models=tuple(dict.fromkeys(args.model)),
         engine=args.engine,
         precision=args.precision,
+        decode=args.decode,
         max_upload_mb=args.max_upload_mb,
         max_queue=args.max_queue,
         deadline_s=args.deadline,
@@ -270,7 +272,7 @@ def extract(args: argparse.Namespace) -> int:
     job = FolderJob(
         sources=args.photos, task="extract", output=Path(args.output), model=args.model, engine=args.engine,
         precision=args.precision, batch_size=args.batch_size, workers=args.workers, recursive=args.recursive,
-        progress=False if args.quiet else None,
+        decode=args.decode, progress=False if args.quiet else None,
     )  # fmt: skip
     report = run_folder_job(job)
     shape = "x".join(map(str, report.feature_shape or ()))
@@ -293,6 +295,7 @@ def _on_cluster(args: argparse.Namespace, task: Task, **options: Any) -> int:
         precision=args.precision,
         batch_size=args.batch_size,
         recursive=args.recursive,
+        decode=args.decode,
         partition_format=args.partition_format,
         max_actors=args.max_actors,
         progress=not args.quiet and sys.stderr.isatty(),
@@ -324,6 +327,7 @@ def train(args: argparse.Namespace) -> int:
         resume=args.resume,
         learning_rate=args.learning_rate,
         head=args.head,
+        decode=args.decode,
     )
     report = train_bundle(
         Path(args.source), Path(args.output), config, log=lambda line: print(line, flush=True)

@@ -231,8 +231,9 @@ def bench_end_to_end_notes(rows: list[Row]) -> str:
             continue
         x = row.extra
         line = (
-            f"{row.model} {row.engine} {row.precision} batch {row.batch_size}, {x['files']} files: "
-            f"decode + preprocess {x['decode_ms_per_image']} ms/photo on one core, "
+            f"{row.model} {row.engine} {row.precision} batch {row.batch_size}, {x['files']} files of "
+            f"{x['median_megapixels']} MP (median): decode + preprocess {x['decode_ms_per_image']} ms/photo "
+            f"on one core (full decode: {x['decode_full_ms_per_image']}), "
             f"inference {x['inference_ms_per_image']} ms/photo; "
             f"bound {x['bound_images_per_second']} photos/s; "
             f"in process {row.images_per_second:.1f}/s ({x['fraction_of_bound']:.0%} of bound)"

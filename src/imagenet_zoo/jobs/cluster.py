@@ -30,7 +30,7 @@ import numpy as np
 
 from imagenet_zoo.api import load_engine, resolve_model
 from imagenet_zoo.classifier import Classification, ErrorInfo, prepare_input, ranked_predictions
-from imagenet_zoo.data.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, InputInfo, find_images
+from imagenet_zoo.data.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, DecodeMode, InputInfo, find_images
 from imagenet_zoo.errors import ClusterError, ImageError, ImageNotFoundError, ImageTooLargeError, UsageError
 from imagenet_zoo.jobs.results import JobOptions, JobReport, Task
 from imagenet_zoo.specs import DataConfig
@@ -224,7 +224,10 @@ def _pipeline(ray: Any, job: ClusterJob, todo: list[str]) -> Any:
     blocks = min(math.ceil(len(todo) / (_BATCHES_PER_BLOCK * job.batch_size)), _MAX_BLOCKS)
     photos = ray.data.from_items([{"path": p} for p in todo], override_num_blocks=blocks)
     prepared = photos.map_batches(
-        _prepare, fn_kwargs={"data_config": data_config}, batch_size=job.batch_size, batch_format="numpy"
+        _prepare,
+        fn_kwargs={"data_config": data_config, "decode": job.decode},
+        batch_size=job.batch_size,
+        batch_format="numpy",
     )
     return prepared.map_batches(
         _ModelActor,
@@ -238,14 +241,16 @@ def _pipeline(ray: Any, job: ClusterJob, todo: list[str]) -> Any:
     )
 
 
-def _prepare(batch: dict[str, np.ndarray], data_config: DataConfig) -> dict[str, np.ndarray]:
+def _prepare(
+    batch: dict[str, np.ndarray], data_config: DataConfig, decode: DecodeMode
+) -> dict[str, np.ndarray]:
     """CPU task: read, decode and preprocess a batch of photos; a bad photo becomes its error."""
     size = data_config.input_size
     pixels = np.zeros((len(batch["path"]), size, size, 3), np.float32)
     infos, errors = [], []
     for i, path in enumerate(batch["path"]):
         try:
-            item = prepare_input(_read(str(path)), data_config, max_pixels=DEFAULT_MAX_PIXELS)
+            item = prepare_input(_read(str(path)), data_config, max_pixels=DEFAULT_MAX_PIXELS, decode=decode)
         except ImageError as exc:  # a URL that cannot be read
             item = ErrorInfo.of(exc)
         if isinstance(item, ErrorInfo):

@@ -13,7 +13,7 @@ from typing import Any
 
 from imagenet_zoo.api import load
 from imagenet_zoo.classifier import Classification
-from imagenet_zoo.data.images import find_images
+from imagenet_zoo.data.images import DecodeMode, find_images
 from imagenet_zoo.model_types import RegisteredModel
 
 
@@ -53,7 +53,13 @@ class PhotoComparison:
 
 
 def compare(
-    sources: list[str], models: list[RegisteredModel], *, top: int, engine: str, precision: str
+    sources: list[str],
+    models: list[RegisteredModel],
+    *,
+    top: int,
+    engine: str,
+    precision: str,
+    decode: DecodeMode = "fast",
 ) -> tuple[list[ModelStatus], list[PhotoComparison]]:
     """Every model on every photo of `sources` (files, folders or globs), one photo at a time."""
     photos = find_images(sources)
@@ -62,7 +68,7 @@ def compare(
     for model, status in zip(models, statuses, strict=True):
         if not status.ready:
             continue
-        classifier = load(model, engine=engine, precision=precision, progress=False)
+        classifier = load(model, engine=engine, precision=precision, decode=decode, progress=False)
         classifier.classify_many(photos[:1], top=top)  # warm-up: compile caches, first-call allocations
         for comparison in comparisons:
             start = time.perf_counter()

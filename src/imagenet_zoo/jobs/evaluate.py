@@ -18,7 +18,7 @@ from typing import Any
 
 from imagenet_zoo.api import load, resolve_model
 from imagenet_zoo.classifier import Classification, Classifier
-from imagenet_zoo.data.images import find_images
+from imagenet_zoo.data.images import DecodeMode, find_images
 from imagenet_zoo.data.labels import ClassLabel, imagenet1k
 from imagenet_zoo.errors import UsageError
 from imagenet_zoo.jobs.results import RecordsFile
@@ -169,6 +169,7 @@ def evaluate_models(
     precision: str,
     batch_size: int = 16,
     workers: int | None = None,
+    decode: DecodeMode = "fast",
     output: Path | None = None,
     warn: Callable[[str], None] = lambda message: None,
 ) -> list[Accuracy | MissingWeights]:
@@ -194,7 +195,12 @@ def evaluate_models(
                 rows.append(MissingWeights(model.spec.name))
                 continue
             classifier = load(
-                model, engine=engine, precision=precision, batch_size=batch_size, workers=workers
+                model,
+                engine=engine,
+                precision=precision,
+                batch_size=batch_size,
+                workers=workers,
+                decode=decode,
             )
             on_result = (lambda r, p: records.write_record(photo_record(r, p))) if records else None
             rows.append(evaluate(classifier, photos, engine=engine, precision=precision, on_result=on_result))

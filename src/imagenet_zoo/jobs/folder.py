@@ -56,7 +56,7 @@ def run_folder_job(job: FolderJob, *, on_result: Callable[[Classification], None
         annotations = _annotation_writer(job, single=len(sources) == 1)
         classifier = load(
             job.model, engine=job.engine, precision=job.precision, resize=job.resize,
-            batch_size=job.batch_size, workers=job.workers,
+            batch_size=job.batch_size, workers=job.workers, decode=job.decode,
         )  # fmt: skip
         progress = Progress("Classifying", len(todo), unit="img", enabled=job.progress)
         failures: list[tuple[str, ErrorInfo]] = []
@@ -88,7 +88,7 @@ def _extract(job: FolderJob, sources: list[str]) -> JobReport:
     start = time.monotonic()
     extractor = load(
         job.model, engine=job.engine, precision=job.precision, resize=job.resize, batch_size=job.batch_size,
-        workers=job.workers, features=True,
+        workers=job.workers, decode=job.decode, features=True,
     )  # fmt: skip
     progress = Progress("Extracting", len(sources), unit="img", enabled=job.progress)
     feature_set = extractor.extract(sources, on_item=lambda *_: progress.update())

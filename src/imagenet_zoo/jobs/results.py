@@ -15,6 +15,7 @@ from typing import IO, Any, Literal, Self
 
 from imagenet_zoo.api import DEFAULT_ENGINE
 from imagenet_zoo.classifier import Classification, ErrorInfo
+from imagenet_zoo.data.images import DecodeMode
 from imagenet_zoo.errors import UsageError
 from imagenet_zoo.registry import DEFAULT_MODEL
 from imagenet_zoo.specs import ResizeMode
@@ -36,6 +37,7 @@ class JobOptions:
     top: int = 5
     batch_size: int = 16
     recursive: bool = False
+    decode: DecodeMode = "fast"  # or "full": every pixel, the exact evaluation protocol
 
 
 @dataclass(frozen=True)

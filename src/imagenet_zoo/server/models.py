@@ -47,6 +47,7 @@ class ModelPool:
             self.served[name],
             engine=self._settings.engine,
             precision=self._settings.precision,
+            decode=self._settings.decode,
             progress=False,
         )
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from imagenet_zoo.classifier import Classifier
+from imagenet_zoo.data.images import DecodeMode
 from imagenet_zoo.registry import Registry
 
 
@@ -14,6 +15,7 @@ class Settings:
     models: tuple[str, ...] = ("efficientnet_lite0",)  # the first is the default, loaded before /readyz
     engine: str = "openvino"
     precision: str = "fp32"
+    decode: DecodeMode = "fast"  # "full": decode every pixel of every upload
     max_upload_mb: float = 20.0
     max_queue: int = 32  # requests waiting for or in inference; more get 503 at once
     max_batch_files: int = 16

@@ -23,7 +23,8 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from imagenet_zoo.api import create_model, load, resolve_model
 from imagenet_zoo.classifier import ErrorInfo, FeatureExtractor, prepare_input
-from imagenet_zoo.data.images import DEFAULT_MAX_PIXELS, decode_image, find_images
+from imagenet_zoo.data.images import DEFAULT_MAX_PIXELS, DecodeMode, decode_image, find_images
+from imagenet_zoo.data.preprocess import draft_short_side
 from imagenet_zoo.errors import UsageError
 from imagenet_zoo.models._keras import import_keras
 from imagenet_zoo.registry import DEFAULT_MODEL
@@ -48,6 +49,7 @@ class TrainConfig:
     resume: bool = False  # with from_scratch: continue from the last epoch's checkpoint in the bundle folder
     learning_rate: float = 1e-3  # from scratch: the start of a cosine decay to zero
     head: str = "auto"  # "linear", "neighbours" (see heads.py), or auto: the better of the two on validation
+    decode: DecodeMode = "fast"
 
 
 @dataclass(frozen=True)
@@ -179,8 +181,9 @@ def _transfer(
 ) -> _Trained:
     """A new head on the frozen base's features, then optionally fine-tuning the base's last layers."""
     extractor = load(
-        config.base, engine=config.engine, batch_size=config.batch_size, features=True, progress=False
-    )
+        config.base, engine=config.engine, batch_size=config.batch_size, decode=config.decode, features=True,
+        progress=False,
+    )  # fmt: skip
     x_train, y_train, skipped = _features(extractor, train_items, mirrored=config.augment)
     x_val, y_val, skipped_val = _features(extractor, val_items, mirrored=False)
     heads = _candidate_heads(config)
@@ -340,7 +343,10 @@ def _features(
     feature_set = extractor.extract([p for p, _ in items])
     x, y = feature_set.features, np.array([label_of[p] for p in feature_set.paths])
     if mirrored:
-        flipped = [ImageOps.mirror(decode_image(p).image) for p in feature_set.paths]
+        short_side = draft_short_side(extractor.data_config) if extractor.decode == "fast" else None
+        flipped = [
+            ImageOps.mirror(decode_image(p, min_short_side=short_side).image) for p in feature_set.paths
+        ]
         more = extractor.extract(flipped)
         x, y = np.concatenate([x, more.features]), np.concatenate([y, y])
     return x, y, {path for path, _ in feature_set.failures}
@@ -392,7 +398,7 @@ def _pixels(config: TrainConfig, items: Items) -> tuple[Data, set[str]]:
     data_config = resolve_model(config.base).spec.data_config
     images, labels, skipped = [], [], set()
     for path, label in items:
-        prepared = prepare_input(path, data_config, max_pixels=DEFAULT_MAX_PIXELS)
+        prepared = prepare_input(path, data_config, max_pixels=DEFAULT_MAX_PIXELS, decode=config.decode)
         if isinstance(prepared, ErrorInfo):
             skipped.add(path)
         else:

@@ -1,0 +1,114 @@
+"""Decoding only what the model needs: DCT-scaled JPEGs, two-step resizes, and the exact `full` mode."""
+
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import imagenet_zoo
+from imagenet_zoo.classifier import ErrorInfo, prepare_input
+from imagenet_zoo.data.images import DEFAULT_MAX_PIXELS, decode_image
+from imagenet_zoo.data.preprocess import DRAFT_MARGIN, draft_short_side
+from imagenet_zoo.errors import ImageTooLargeError
+from tests.conftest import SAMPLE_DIR, run_cli
+
+SAMPLE = sorted(SAMPLE_DIR.iterdir())
+LITE0 = imagenet_zoo.resolve_data_config("efficientnet_lite0")
+
+
+def phone_jpeg(source: Path, *, sideways: bool = False, long_side: int = 4032) -> bytes:
+    """An upscaled copy of a shared photo as a phone stores it (scripts/make_phone_photos.py)."""
+    with Image.open(source) as image:
+        photo = image.convert("RGB")
+    scale = long_side / max(photo.size)
+    photo = photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.Resampling.BICUBIC)
+    exif = Image.Exif()
+    if sideways:
+        photo = photo.transpose(Image.Transpose.ROTATE_90)
+        exif[0x0112] = 6
+    buffer = io.BytesIO()
+    photo.save(buffer, "JPEG", quality=90, exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def _inputs(source: bytes | str, decode: str) -> np.ndarray:
+    prepared = prepare_input(source, LITE0, max_pixels=DEFAULT_MAX_PIXELS, decode=decode)  # type: ignore[arg-type]
+    assert not isinstance(prepared, ErrorInfo)
+    return prepared[1]
+
+
+def test_a_phone_jpeg_is_decoded_at_the_smallest_scale_that_keeps_the_margin() -> None:
+    data = phone_jpeg(SAMPLE[0])  # 500x375 -> 4032x3024
+    needed = draft_short_side(LITE0)
+    assert needed == math.ceil(DRAFT_MARGIN * LITE0.resize_shorter_to)
+    decoded = decode_image(data, min_short_side=needed)
+    assert needed <= min(decoded.image.size) < 2 * needed  # 1/8 scale: 504x378
+    assert (decoded.info.width, decoded.info.height) == (4032, 3024)  # the photo's own size is reported
+    assert decode_image(data).image.size == (4032, 3024)
+
+
+def test_exif_orientation_and_the_reported_size_survive_the_scaled_decode() -> None:
+    data = phone_jpeg(SAMPLE[3], sideways=True)
+    fast, full = decode_image(data, min_short_side=draft_short_side(LITE0)), decode_image(data)
+    assert fast.info == full.info and fast.info.exif_transposed
+    assert (fast.info.width, fast.info.height) == full.image.size == (4032, 3024)
+    assert fast.image.width > fast.image.height  # upright, like the full decode
+
+
+def test_fast_and_full_agree_on_phone_photos(with_lite0: Path) -> None:
+    """8 of the 200 photos (scripts/decode_margins.py measures all of them: 98.5 % agreement)."""
+    engine = imagenet_zoo.load_engine("lite0", progress=False)
+    agree = 0
+    for index in range(0, 200, 25):
+        data = phone_jpeg(SAMPLE[index], sideways=index % 2 == 1)
+        fast, full = _inputs(data, "fast"), _inputs(data, "full")
+        logits = engine.infer(np.stack([fast, full]))
+        agree += logits[0].argmax() == logits[1].argmax()
+        assert np.abs(fast - full).mean() < 0.05  # inputs scaled to [-1, 1]: a small resampling difference
+    assert agree >= 7  # of 8
+
+
+def test_photos_that_need_no_reduction_are_decoded_exactly_as_in_full() -> None:
+    """Most of the shared sample (about 500x375): the evaluation protocol's pixels, unchanged."""
+    exact = 0
+    for photo in SAMPLE:
+        with Image.open(photo) as image:
+            small = min(image.size) < 2 * draft_short_side(LITE0)
+        if small:
+            np.testing.assert_array_equal(_inputs(str(photo), "fast"), _inputs(str(photo), "full"))
+            exact += 1
+    assert exact >= 190
+
+
+def test_a_large_png_is_resized_in_two_steps_close_to_the_exact_resize() -> None:
+    with Image.open(SAMPLE[7]) as image:
+        big = image.convert("RGB").resize((3000, 2250), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    big.save(buffer, "PNG", compress_level=1)
+    fast, full = _inputs(buffer.getvalue(), "fast"), _inputs(buffer.getvalue(), "full")
+    assert 0 < np.abs(fast - full).mean() < 0.02
+
+
+def test_the_size_cap_still_refuses_before_any_pixel_is_decoded() -> None:
+    huge = io.BytesIO()
+    Image.new("RGB", (9000, 8000)).save(huge, "JPEG", quality=10)  # 72 MP, above the 64 MP cap
+    with pytest.raises(ImageTooLargeError):
+        decode_image(huge.getvalue(), min_short_side=512)
+
+
+def test_decode_full_on_the_command_line(
+    with_lite0: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photo = tmp_path / "phone.jpg"
+    photo.write_bytes(phone_jpeg(SAMPLE[0]))
+    tops = {}
+    for mode in ("fast", "full"):
+        code, out, _ = run_cli(["classify", str(photo), "--decode", mode, "--format", "json"], capsys)
+        [result] = json.loads(out)
+        assert code == 0 and result["input"]["width"] == 4032
+        tops[mode] = result["predictions"][0]["label"]
+    assert tops["fast"] == tops["full"] == "tench"
