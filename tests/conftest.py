@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import http.server
 import os
+import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +28,16 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
         code = int(exc.code or 0)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def run_measured(argv: list[str], env: dict[str, str] | None = None) -> tuple[int, str, float]:
+    """A command's exit code, stdout and its own peak resident memory in MB (from wait4)."""
+    with tempfile.TemporaryFile("w+") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        return process.returncode, out.read(), usage.ru_maxrss / 1024
 
 
 def skimage_photo(name: str) -> Path:

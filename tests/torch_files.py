@@ -104,3 +104,53 @@ def write_zip(path: Path, state: dict[str, np.ndarray], archive: str = "archive"
         for key, value in zip(keys, state.values(), strict=True):
             z.writestr(f"{archive}/data/{key}", np.ascontiguousarray(value, "<f4").tobytes())
     return path
+
+
+class _View:
+    def __init__(self, key: str, numel: int, size: tuple[int, ...], stride: tuple[int, ...]) -> None:
+        self.key, self.numel, self.size, self.stride = key, numel, size, stride
+
+
+def views_pickle(views: dict[str, tuple[int, tuple[int, ...], tuple[int, ...]]]) -> bytes:
+    """A state-dict pickle whose tensors are the given views: name -> (storage numel, size, stride); the
+    storage of tensor i is key str(i). For hostile files: sizes and strides are written as given."""
+    with _stand_in_torch() as (storage_type, rebuild):
+
+        class Writer(pickle.Pickler):
+            def persistent_id(self, obj: object) -> object:
+                if isinstance(obj, _Storage):
+                    return ("storage", storage_type, obj.key, "cpu", obj.numel)
+                return None
+
+            def reducer_override(self, obj: object) -> object:
+                if isinstance(obj, _View):
+                    args = (
+                        _Storage(obj.key, obj.numel),
+                        0,
+                        obj.size,
+                        obj.stride,
+                        False,
+                        collections.OrderedDict(),
+                    )
+                    return rebuild, args
+                return NotImplemented
+
+        state = collections.OrderedDict(
+            (name, _View(str(i), numel, size, stride))
+            for i, (name, (numel, size, stride)) in enumerate(views.items())
+        )
+        buffer = io.BytesIO()
+        Writer(buffer, protocol=2).dump(state)
+    return buffer.getvalue()
+
+
+def write_zip_raw(
+    path: Path, body: bytes, storages: dict[str, bytes], *, compression: int = zipfile.ZIP_STORED
+) -> Path:
+    """A zip-format file from a pickle and raw storage bytes, stored as given."""
+    with zipfile.ZipFile(path, "w", compression=compression) as z:
+        z.writestr("archive/data.pkl", body)
+        z.writestr("archive/byteorder", "little")
+        for key, data in storages.items():
+            z.writestr(f"archive/data/{key}", data)
+    return path
