@@ -27,7 +27,7 @@ from imagenet_zoo.data.images import (
 from imagenet_zoo.data.labels import ClassLabel, imagenet1k
 from imagenet_zoo.data.preprocess import Transform, create_transform, draft_short_side, preprocess
 from imagenet_zoo.engines.base import Engine
-from imagenet_zoo.errors import ImageError
+from imagenet_zoo.errors import ImageError, UnsupportedImageError
 from imagenet_zoo.specs import DataConfig, ModelSpec
 
 
@@ -138,7 +138,10 @@ def prepare_input(
         decoded = decode_image(source, max_pixels=max_pixels, min_short_side=short_side)
     except ImageError as exc:
         return ErrorInfo.of(exc)
-    return decoded.info, preprocess(decoded.image, data_config, fast=fast)
+    try:
+        return decoded.info, preprocess(decoded.image, data_config, fast=fast)
+    except (ValueError, OSError, MemoryError) as exc:  # Pillow's resize of a hostile photo
+        return ErrorInfo.of(UnsupportedImageError(f"cannot resize this image: {type(exc).__name__}: {exc}"))
 
 
 def top_k(probabilities: np.ndarray, k: int, labels: Sequence[ClassLabel]) -> tuple[Prediction, ...]:

@@ -105,7 +105,10 @@ def _summarize(
         lines.append(f"  results: {results_path}")
     if failures:
         lines.append(f"  {len(failures)} failed:")
-        lines.extend(f"    {source}: {e.type}: {e.message}" for source, e in failures[:_MAX_LISTED_FAILURES])
+        lines.extend(
+            f"    {output.printable(source)}: {e.type}: {output.printable(e.message)}"
+            for source, e in failures[:_MAX_LISTED_FAILURES]
+        )
         if len(failures) > _MAX_LISTED_FAILURES:
             lines.append(f"    ... and {len(failures) - _MAX_LISTED_FAILURES} more (each is in the results)")
     print("\n".join(lines), file=sys.stderr)

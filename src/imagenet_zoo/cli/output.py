@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import asdict
 from typing import Any
@@ -15,17 +16,27 @@ from imagenet_zoo.selftest import Check
 from imagenet_zoo.specs import PREPROCESS_MODES
 
 
+def printable(text: str) -> str:
+    """Text from outside (file names, labels, messages) made safe for a terminal: control and format
+    characters (escape sequences, bidi overrides, new lines) are shown as escapes, never interpreted."""
+    return "".join(
+        c if unicodedata.category(c) not in ("Cc", "Cf") else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
+
+
 def results_table(results: list[Classification]) -> str:
     lines: list[str] = []
     for result in results:
+        source = printable(result.source)
         if result.error is not None:
-            lines.append(f"{result.source}  ERROR {result.error.type}: {result.error.message}")
+            lines.append(f"{source}  ERROR {result.error.type}: {printable(result.error.message)}")
         else:
             info = result.input
             described = f"{info.format or 'array'} {info.width}x{info.height} {info.mode}" if info else ""
-            lines.append(f"{result.source}  [{result.model}; {described}]")
+            lines.append(f"{source}  [{printable(result.model)}; {described}]")
             lines.extend(
-                f"  {p.rank:>2}  {p.score:7.2%}  {p.label:<32} {p.synset}  {p.index:>3}"
+                f"  {p.rank:>2}  {p.score:7.2%}  {printable(p.label):<32} {printable(p.synset)}  {p.index:>3}"
                 for p in result.predictions
             )
         lines.append("")
@@ -204,21 +215,24 @@ def accuracy_table(rows: list[dict[str, Any]]) -> str:
 def comparison_table(statuses: list[ModelStatus], comparisons: list[PhotoComparison]) -> str:
     lines: list[str] = []
     for comparison in comparisons:
-        lines.append(comparison.path)
+        lines.append(printable(comparison.path))
         for answer in comparison.answers:
             result = answer.result
+            model = printable(result.model)
             if result.error is not None:
-                lines.append(f"  {result.model:<20} ERROR {result.error.type}: {result.error.message}")
+                lines.append(f"  {model:<20} ERROR {result.error.type}: {printable(result.error.message)}")
                 continue
-            ranked = "  ".join(f"{p.label} {p.score:.1%}" for p in result.predictions)
-            lines.append(f"  {result.model:<20} {answer.latency_ms:8.1f} ms  {ranked}")
+            ranked = "  ".join(f"{printable(p.label)} {p.score:.1%}" for p in result.predictions)
+            lines.append(f"  {model:<20} {answer.latency_ms:8.1f} ms  {ranked}")
         for status in statuses:
             if not status.ready:
                 lines.append(f"  {status.name:<20} weights missing: {status.fetch_command}")
         agreement = comparison.agreement()
         if agreement["label"] is not None:
             verdict = "all agree" if agreement["all_agree"] else "majority"
-            lines.append(f"  {verdict}: {agreement['label']} ({', '.join(agreement['models'])})")
+            lines.append(
+                f"  {verdict}: {printable(agreement['label'])} ({printable(', '.join(agreement['models']))})"
+            )
         lines.append("")
     return "\n".join(lines)
 

@@ -40,6 +40,12 @@ DRAFT_MARGIN = 1.25
 REDUCING_GAP = 3.0
 
 
+# The shorter-side resize of an extreme panorama is refused its full size: a 1x100,000 PNG (473 bytes)
+# would be resized to 256x25,600,000 pixels (24 GiB) before the crop. Past this many pixels only the crop
+# box is resized; every photo up to an aspect ratio of about 60:1 takes the exact path below it.
+MAX_INTERMEDIATE_PIXELS = 4_000_000
+
+
 def draft_short_side(config: DataConfig) -> int:
     """The shorter side a fast decode must keep for this preprocessing (with `DRAFT_MARGIN`)."""
     target = config.resize_shorter_to if config.resize_mode == "crop" else config.input_size
@@ -63,9 +69,13 @@ def resize_and_crop(image: Image.Image, config: DataConfig, *, fast: bool = Fals
         new_size = (short, round(short * height / width))
     else:
         new_size = (round(short * width / height), short)
-    resized = image.resize(new_size, resample, reducing_gap=gap)
     left = round((new_size[0] - size) / 2.0)
     top = round((new_size[1] - size) / 2.0)
+    if new_size[0] * new_size[1] > MAX_INTERMEDIATE_PIXELS:
+        sx, sy = width / new_size[0], height / new_size[1]
+        box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)  # the crop, in the photo
+        return np.asarray(image.resize((size, size), resample, box=box, reducing_gap=gap))
+    resized = image.resize(new_size, resample, reducing_gap=gap)
     return np.asarray(resized.crop((left, top, left + size, top + size)))
 
 

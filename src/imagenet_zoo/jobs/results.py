@@ -118,6 +118,21 @@ def _json_objects(path: Path) -> list[dict[str, Any]]:
     return objects
 
 
+def _csv_cell(value: Any) -> Any:
+    """A CSV cell that a spreadsheet shows as text: a string starting like a formula (`=cmd|...`, `+`, `-`,
+    `@`, tab, carriage return) gets a leading apostrophe, as OWASP advises; numbers are left alone."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def _csv_text(cell: str) -> str:
+    """A cell's text as it was before `_csv_cell` guarded it."""
+    return cell[1:] if cell[:1] == "'" and cell[1:2] in ("=", "+", "-", "@", "\t", "\r") else cell
+
+
 class RecordsFile:
     """Records appended to `path`, in the format its suffix names: CSV (one column each of `columns`),
     JSON Lines, or a JSON array. With `resume`, the records already there are kept and `done` holds
@@ -151,14 +166,14 @@ class RecordsFile:
         _drop_partial_last_line(self.path)
         with self.path.open(encoding="utf-8", newline="") as f:
             if self.suffix == ".csv":
-                return list(csv.DictReader(f))
+                return [{k: _csv_text(v) for k, v in row.items()} for row in csv.DictReader(f)]
             return [json.loads(line) for line in f if line.strip()]
 
     def write_record(self, record: dict[str, Any], flat: dict[str, Any] | None = None) -> None:
         """One record: `record` as JSON, or its `flat` form (default: itself) as a CSV row."""
         if self._csv:
             row = record if flat is None else flat
-            self._csv.writerow(["" if row.get(c) is None else row[c] for c in self.columns])
+            self._csv.writerow([_csv_cell(row.get(c)) for c in self.columns])
         elif self._array:
             self._array.write(record)
             return

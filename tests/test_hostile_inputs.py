@@ -1,0 +1,112 @@
+"""Files built to hurt, second round: each test is built from the attack itself."""
+
+import csv
+import io
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+import imagenet_zoo
+from imagenet_zoo.classifier import ErrorInfo, prepare_input
+from imagenet_zoo.data.images import DEFAULT_MAX_PIXELS
+from imagenet_zoo.server import create_app
+from tests.conftest import SAMPLE_DIR, run_cli, run_measured
+
+SAMPLE = sorted(SAMPLE_DIR.iterdir())
+LITE0 = imagenet_zoo.resolve_data_config("efficientnet_lite0")
+
+
+def sliver_png(width: int, height: int) -> bytes:
+    """A photo one pixel thin: a few hundred bytes of PNG."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 30)).save(buffer, "PNG", optimize=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("size", [(1, 100_000), (100_000, 1), (2, 30_000)])
+def test_an_extreme_aspect_ratio_is_resized_only_inside_its_crop(size: tuple[int, int]) -> None:
+    data = sliver_png(*size)
+    assert len(data) < 1000
+    for decode in ("fast", "full"):
+        prepared = prepare_input(data, LITE0, max_pixels=DEFAULT_MAX_PIXELS, decode=decode)  # type: ignore[arg-type]
+        assert not isinstance(prepared, ErrorInfo) and prepared[1].shape == (224, 224, 3)
+        np.testing.assert_allclose(prepared[1][112, 112], (np.array([200, 30, 30]) - 127) / 128, atol=0.01)
+
+
+@pytest.mark.slow
+def test_a_folder_of_slivers_classifies_in_bounded_memory(with_lite0: Path, tmp_path: Path) -> None:
+    """A 1x100,000 PNG made classify ask for 256x25,600,000 pixels (24 GiB); 1x16,000 peaked at 4.4 GB."""
+    folder = tmp_path / "slivers"
+    folder.mkdir()
+    shutil.copy(SAMPLE[0], folder / "a_good.jpg")
+    (folder / "b_tall.png").write_bytes(sliver_png(1, 100_000))
+    (folder / "c_wide.png").write_bytes(sliver_png(30_000, 1))
+    shutil.copy(SAMPLE[1], folder / "d_good.jpg")
+    argv = [sys.executable, "-m", "imagenet_zoo", "classify", str(folder), "--format", "json", "--quiet"]
+    code, out, peak_mb = run_measured(argv)
+    results = json.loads(out[out.index("[") :])
+    assert code == 0 and [Path(r["path"]).name for r in results] == ["a_good.jpg", "b_tall.png", "c_wide.png",
+                                                                       "d_good.jpg"]  # fmt: skip
+    assert all(r["predictions"] for r in results)
+    assert peak_mb < 1024
+
+
+def test_a_failure_while_preprocessing_is_that_photos_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from imagenet_zoo import classifier
+
+    real = classifier.preprocess
+
+    def preprocess(image: Image.Image, config: imagenet_zoo.DataConfig, *, fast: bool = False) -> np.ndarray:
+        if image.width == 77:
+            raise ValueError("height and width must be > 0")  # what Pillow raises on a hostile resize
+        return real(image, config, fast=fast)
+
+    monkeypatch.setattr(classifier, "preprocess", preprocess)
+    engine = type(
+        "Fake", (), {"name": "fake", "infer": lambda self, b: np.zeros((len(b), 1000), np.float32)}
+    )()
+    model = imagenet_zoo.Classifier(imagenet_zoo.get_model_spec("lite0"), engine)
+    results = model.classify([np.zeros((50, 60, 3), np.uint8), np.zeros((50, 77, 3), np.uint8)])
+    assert results[0].ok and results[1].error is not None
+    assert results[1].error.type == "UnsupportedImageError" and "cannot resize" in results[1].error.message
+
+
+def test_a_batch_of_slivers_to_the_service() -> None:
+    """16 files of 1x100,000 pixels fit in 8 KB of upload."""
+    from tests.test_server import fake_settings
+
+    files = [("files", (f"s{i}.png", sliver_png(1, 100_000), "image/png")) for i in range(16)]
+    assert sum(len(f[1][1]) for f in files) < 8192
+    with TestClient(create_app(fake_settings())) as client:
+        response = client.post("/v1/classify/batch", files=files)
+    assert response.status_code == 200 and all(r["predictions"] for r in response.json())
+
+
+HOSTILE_NAME = "=cmd|'-C calc'!A0 \x1b]0;pwned\x07\x1b[2J\u202egnp.jpg"
+BROKEN_NAME = "-broken\x1b[31m.jpg"
+
+
+def test_escape_sequences_and_formulas_in_names_are_neutralised(
+    with_lite0: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copy(SAMPLE[0], tmp_path / HOSTILE_NAME)
+    (tmp_path / BROKEN_NAME).write_bytes(b"not a photo")
+    monkeypatch.chdir(tmp_path)  # relative names: a results cell then starts with `=` or `-`
+    names = ["--", HOSTILE_NAME, BROKEN_NAME]  # `--`: a name may start like an option
+    code, out, err = run_cli(["classify", *names], capsys)
+    assert code == 1 and "tench" in out
+    for text in (out, err):
+        assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text
+    assert "\\x1b]0;pwned\\x07" in out and "\\x1b[31m" in err
+    code, _, _ = run_cli(["classify", "--output", "results.csv", *names], capsys)
+    rows = list(csv.DictReader(io.StringIO(Path("results.csv").read_text(encoding="utf-8"), newline="")))
+    assert [row["path"] for row in rows] == ["'" + HOSTILE_NAME, "'" + BROKEN_NAME]
+    assert not any(cell[:1] in ("=", "+", "-", "@") for row in rows for cell in row.values())
+    code, _, err = run_cli(["classify", "--output", "results.csv", "--resume", *names], capsys)
+    assert "skipped 2 already in" in err  # the guarded paths are still recognised on resume
