@@ -110,3 +110,83 @@ def test_escape_sequences_and_formulas_in_names_are_neutralised(
     assert not any(cell[:1] in ("=", "+", "-", "@") for row in rows for cell in row.values())
     code, _, err = run_cli(["classify", "--output", "results.csv", "--resume", *names], capsys)
     assert "skipped 2 already in" in err  # the guarded paths are still recognised on resume
+
+
+def _tampered_bundle(folder: Path, **changes: object) -> Path:
+    from tests.test_registry import _constant_bundle
+
+    bundle = _constant_bundle(folder, "dog")
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    manifest.update(changes)
+    (bundle / "bundle.json").write_text(json.dumps(manifest))
+    return bundle
+
+
+CROP = {"input_size": 224, "mode": "lite", "interpolation": "bilinear", "resize_mode": "crop"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"name": "../x"}, "name must be a plain file name"),
+        ({"name": "/etc/cron.d/x"}, "name must be a plain file name"),
+        ({"model_sha256": ""}, "64 lowercase hex"),
+        ({"model_sha256": "0" * 32}, "64 lowercase hex"),  # 32 digits silently switched to MD5
+        ({"data_config": {**CROP, "crop_pct": 0.001}}, "crop_pct"),  # a giant resize
+        ({"data_config": {**CROP, "crop_pct": 0}}, "crop_pct"),  # a division by zero
+        ({"data_config": {**CROP, "crop_pct": 0.875, "mode": "exec"}}, "data_config.mode"),
+        ({"data_config": {**CROP, "crop_pct": 0.875, "extra": 1}}, "data_config must have exactly"),
+        ({"classes": ["dog", "dog"]}, "distinct"),
+        ({"gflops": float("nan")}, "gflops"),
+    ],
+)
+def test_a_hostile_manifest_is_refused_before_use(
+    tmp_path: Path, changes: dict[str, object], problem: str
+) -> None:
+    from imagenet_zoo.transfer.bundles import BundleError
+
+    bundle = _tampered_bundle(tmp_path / "b", **changes)
+    with pytest.raises(BundleError, match=problem):
+        imagenet_zoo.resolve_model(bundle)
+
+
+def test_a_bundle_with_more_classes_than_outputs_is_refused(tmp_path: Path, photo_png: bytes) -> None:
+    from imagenet_zoo.transfer.bundles import BundleError
+
+    bundle = _tampered_bundle(tmp_path / "b", classes=["dog", "other", "cat"])
+    with pytest.raises(BundleError, match="2 outputs for 3 classes"):
+        imagenet_zoo.load(bundle, engine="keras")
+
+
+def test_num_params_is_counted_from_the_model_file(tmp_path: Path) -> None:
+    """The server's memory budget cannot be talked down by the manifest."""
+    bundle = _tampered_bundle(tmp_path / "b", num_params=1)
+    assert imagenet_zoo.resolve_model(bundle).spec.num_params == 3 * 2 + 2  # the head's kernel and bias
+
+
+@pytest.fixture
+def photo_png() -> bytes:
+    return sliver_png(64, 48)
+
+
+def test_a_neighbour_vote_with_temperature_zero_is_refused(tmp_path: Path) -> None:
+    """A temperature of 0 gave NaN scores (and a 500 from the service)."""
+    import zipfile
+
+    from imagenet_zoo.transfer.bundles import BundleError, load_keras_safely
+    from imagenet_zoo.transfer.heads import fit_neighbours, neighbour_head
+
+    rng = np.random.default_rng(0)
+    fit = fit_neighbours(rng.normal(size=(10, 8)), np.repeat([0, 1], 5), 2)
+    path = tmp_path / "head.keras"
+    neighbour_head(fit, 2).save(path)
+    hostile = tmp_path / "hostile.keras"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(hostile, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "config.json":
+                data = data.replace(b'"temperature": ' + str(fit.temperature).encode(), b'"temperature": 0.0')
+                assert b'"temperature": 0.0' in data
+            target.writestr(item, data)
+    with pytest.raises(BundleError, match="temperature must be positive"):
+        load_keras_safely(hostile)

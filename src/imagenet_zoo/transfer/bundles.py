@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ from imagenet_zoo.data.labels import ClassLabel
 from imagenet_zoo.errors import UsageError, WeightsFormatError
 from imagenet_zoo.model_types import Pooling, RegisteredModel
 from imagenet_zoo.models._keras import import_keras
-from imagenet_zoo.specs import Accuracy, DataConfig, ModelSpec, WeightsFile
+from imagenet_zoo.specs import PREPROCESS_MODES, Accuracy, DataConfig, ModelSpec, WeightsFile
 from imagenet_zoo.weights.download import file_digest
 from imagenet_zoo.weights.store import verify_packaged_file
 
@@ -62,19 +65,14 @@ def load_bundle(folder: Path, *, name: str | None = None) -> RegisteredModel:
 
     It is reported as `name` (default: the folder's path), never as the manifest's name, which two bundles
     may share with each other or with a zoo model."""
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{folder} is not a readable bundle: {exc}") from exc
-    if manifest.get("format") != FORMAT:
-        raise BundleError(f"{folder}: unknown bundle format {manifest.get('format')!r}")
+    manifest = read_manifest(folder)
     classes = tuple(ClassLabel(i, label, label) for i, label in enumerate(manifest["classes"]))
     spec = ModelSpec(
         name=name or str(folder),
         family="bundle",
         data_config=DataConfig(**manifest["data_config"]),
         weights=WeightsFile(MODEL_FILE, manifest["model_sha256"], manifest["model_size"]),
-        num_params=manifest["num_params"],
+        num_params=stored_parameter_count(folder / MODEL_FILE),
         gflops=manifest["gflops"],
         accuracy=Accuracy(100 * manifest.get("validation", {}).get("accuracy", 0.0)),
         license="the user's own",
@@ -84,11 +82,102 @@ def load_bundle(folder: Path, *, name: str | None = None) -> RegisteredModel:
     return RegisteredModel(spec, _builder(folder), BundleWeights(folder))
 
 
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+MAX_MANIFEST_BYTES = 16 * 2**20
+MAX_CLASSES = 100_000
+_DATA_CONFIG_KEYS = {field.name for field in dataclasses.fields(DataConfig)}
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """`bundle.json`, checked field by field before anything in it is used (it is the user's file)."""
+    path = folder / MANIFEST
+    try:
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise BundleError(f"{path} is larger than {MAX_MANIFEST_BYTES} bytes")
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{folder} is not a readable bundle: {exc}") from exc
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise BundleError(f"{path}: {problem}")
+    return manifest  # type: ignore[no-any-return]
+
+
+def _manifest_problem(m: Any) -> str | None:
+    """What is wrong with a manifest, or None."""
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        return f"not a {FORMAT} manifest"
+    if not (isinstance(m.get("name"), str) and _SAFE_NAME.fullmatch(m["name"])):
+        return "name must be a plain file name (letters, digits, '_', '-', '.')"
+    if not (isinstance(m.get("model_sha256"), str) and _SHA256.fullmatch(m["model_sha256"])):
+        return "model_sha256 must be 64 lowercase hex digits"
+    if not (_is_int(m.get("model_size")) and m["model_size"] > 0):
+        return "model_size must be a positive whole number"
+    classes = m.get("classes")
+    if not (isinstance(classes, list) and 1 <= len(classes) <= MAX_CLASSES):
+        return f"classes must be a list of 1 to {MAX_CLASSES} names"
+    well_formed = all(isinstance(c, str) and 0 < len(c) <= 200 for c in classes)
+    if not well_formed or len(set(classes)) != len(classes):
+        return "classes must be distinct names of 1 to 200 characters"
+    if not (isinstance(m.get("gflops"), (int, float)) and math.isfinite(m["gflops"]) and m["gflops"] >= 0):
+        return "gflops must be a finite number, not negative"
+    return _data_config_problem(m.get("data_config"))
+
+
+def _data_config_problem(config: Any) -> str | None:
+    if not (isinstance(config, dict) and set(config) == _DATA_CONFIG_KEYS):
+        return f"data_config must have exactly {sorted(_DATA_CONFIG_KEYS)}"
+    if not (_is_int(config["input_size"]) and 32 <= config["input_size"] <= 1024):
+        return "data_config.input_size must be a whole number from 32 to 1024"
+    if config["mode"] not in PREPROCESS_MODES:
+        return f"data_config.mode must be one of {sorted(PREPROCESS_MODES)}"
+    if config["interpolation"] not in ("nearest", "bilinear", "bicubic"):
+        return "data_config.interpolation must be nearest, bilinear or bicubic"
+    if not (isinstance(config["crop_pct"], (int, float)) and 0.5 <= config["crop_pct"] <= 1.0):
+        return "data_config.crop_pct must be from 0.5 to 1"  # a tiny one asked for giant resizes
+    if config["resize_mode"] not in ("crop", "squash"):
+        return "data_config.resize_mode must be crop or squash"
+    return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def stored_parameter_count(model_file: Path) -> int:
+    """How many weight values the model file stores (from the shapes in its weights, not from the
+    manifest): what the server's memory budget counts."""
+    import h5py
+
+    sizes: list[int] = []
+
+    def count(_name: str, item: Any) -> None:
+        if isinstance(item, h5py.Dataset):
+            sizes.append(item.size)
+
+    try:
+        with (
+            zipfile.ZipFile(model_file) as archive,
+            archive.open("model.weights.h5") as weights,
+            h5py.File(weights, "r") as h5,
+        ):
+            h5.visititems(count)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise BundleError(f"{model_file} is not a readable Keras model file: {exc}") from exc
+    return int(sum(sizes))
+
+
 def _builder(folder: Path) -> Any:
     def build(
         *, weights: Path | None, include_top: bool, pooling: Pooling, input_shape: tuple[int, int, int] | None
     ) -> Any:
         model = load_keras_safely(folder / MODEL_FILE)
+        classes = len(read_manifest(folder)["classes"])
+        if model.output_shape[-1] != classes:
+            raise BundleError(
+                f"{folder}: the model has {model.output_shape[-1]} outputs for {classes} classes"
+            )
         if include_top:
             return model
         keras = import_keras()
