@@ -15,7 +15,7 @@ from PIL import Image
 import imagenet_zoo
 from imagenet_zoo.classifier import ErrorInfo, prepare_input
 from imagenet_zoo.data.images import DEFAULT_MAX_PIXELS
-from imagenet_zoo.server import create_app
+from imagenet_zoo.server import Settings, create_app
 from tests.conftest import SAMPLE_DIR, run_cli, run_measured
 
 SAMPLE = sorted(SAMPLE_DIR.iterdir())
@@ -190,3 +190,80 @@ def test_a_neighbour_vote_with_temperature_zero_is_refused(tmp_path: Path) -> No
             target.writestr(item, data)
     with pytest.raises(BundleError, match="temperature must be positive"):
         load_keras_safely(hostile)
+
+
+def test_concurrent_uploads_are_bounded() -> None:
+    """Any number of 20 MB uploads could be in flight at once: the queue bound counted inference only."""
+    import asyncio
+
+    import httpx
+
+    from tests.test_server import fake_settings
+
+    async def scenario() -> tuple[httpx.Response, list[int]]:
+        app = create_app(fake_settings(max_uploads=2))
+        release, started = asyncio.Event(), asyncio.Semaphore(0)
+
+        async def slow_body():  # type: ignore[no-untyped-def]
+            started.release()
+            yield b"\x89PNG"
+            await release.wait()
+            yield b"rest"
+
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
+        ):
+            slow = [asyncio.create_task(client.post("/v1/classify", content=slow_body())) for _ in range(2)]
+            for _ in slow:
+                await asyncio.wait_for(started.acquire(), 10)
+            await asyncio.sleep(0.1)  # both are now reading their bodies
+            refused = await client.post("/v1/classify", content=sliver_png(8, 8))
+            release.set()
+            return refused, [(await task).status_code for task in slow]
+
+    refused, statuses = asyncio.run(scenario())
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert "uploads in progress" in refused.json()["error"]["message"]
+    assert statuses == [415, 415]  # the two slow uploads were read to the end and answered
+
+
+def test_the_service_has_a_pixel_cap_of_its_own() -> None:
+    from tests.test_server import fake_settings
+
+    with TestClient(create_app(fake_settings(max_pixels=1_000_000))) as client:
+        big = client.post("/v1/classify", content=sliver_png(2000, 1000))
+        small = client.post("/v1/classify", content=sliver_png(1000, 1000))
+    assert big.status_code == 422 and big.json()["error"]["type"] == "ImageTooLargeError"
+    assert small.status_code == 200
+
+
+def test_a_loading_model_does_not_stall_requests_for_a_loaded_one() -> None:
+    import threading
+    import time
+    from dataclasses import replace
+
+    from imagenet_zoo.registry import Registry, default_registry
+    from tests.test_server import FakeEngine
+
+    lite0 = default_registry().get("lite0")
+    registry = Registry([replace(lite0, spec=replace(lite0.spec, name=n, aliases=())) for n in ("m1", "m2")])
+    gate, loading = threading.Event(), threading.Event()
+
+    def load(name: str) -> imagenet_zoo.Classifier:
+        if name == "m2":
+            loading.set()
+            gate.wait(10)  # a model that takes long to load
+        return imagenet_zoo.Classifier(registry.get(name).spec, FakeEngine())
+
+    settings = Settings(models=("m1", "m2"), registry=registry, load_classifier=load)
+    with TestClient(create_app(settings)) as client:
+        slow = threading.Thread(target=lambda: client.post("/v1/classify?model=m2", content=sliver_png(8, 8)))
+        slow.start()
+        assert loading.wait(10)
+        start = time.monotonic()
+        fast = client.post("/v1/classify?model=m1", content=sliver_png(8, 8))
+        elapsed = time.monotonic() - start
+        gate.set()
+        slow.join(10)
+    assert fast.status_code == 200 and elapsed < 5

@@ -282,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-queue", type=_positive, default=32, help="requests waiting for inference before 503"
     )
+    serve.add_argument(
+        "--max-uploads", type=_positive, default=8, help="requests reading their upload at once before 503"
+    )
+    serve.add_argument(
+        "--max-megapixels", type=float, default=50.0, help="largest decoded image an upload may be (50)"
+    )
     serve.add_argument("--deadline", type=float, default=30.0, help="seconds before a request answers 504")
     serve.add_argument(
         "--drain-seconds", type=float, default=5.0, help="on SIGTERM: not-ready this long, then stop"

@@ -254,8 +254,10 @@ def serve(args: argparse.Namespace) -> int:
     from imagenet_zoo.server import Settings
     from imagenet_zoo.server.run import serve as run_server
 
-    if args.max_upload_mb <= 0 or args.deadline <= 0 or args.drain_seconds < 0:
-        raise UsageError("--max-upload-mb and --deadline must be positive, --drain-seconds not negative")
+    if args.max_upload_mb <= 0 or args.deadline <= 0 or args.max_megapixels <= 0 or args.drain_seconds < 0:
+        raise UsageError(
+            "--max-upload-mb, --max-megapixels and --deadline must be positive, --drain-seconds not negative"
+        )
     settings = Settings(
         models=tuple(dict.fromkeys(args.model)),
         engine=args.engine,
@@ -263,6 +265,8 @@ def serve(args: argparse.Namespace) -> int:
         decode=args.decode,
         max_upload_mb=args.max_upload_mb,
         max_queue=args.max_queue,
+        max_uploads=args.max_uploads,
+        max_pixels=int(args.max_megapixels * 1e6),
         deadline_s=args.deadline,
     )
     run_server(settings, host=args.host, port=args.port, drain_s=args.drain_seconds)

@@ -172,7 +172,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for alias in (name, *model.spec.aliases)
     }
     queue = InferenceQueue(settings, metrics)
-    state = {"ready": False, "draining": False}
+    state = {"ready": False, "draining": False, "uploading": 0}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -240,7 +240,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 404, "UnknownModelError", f"{model!r} is not served here; served: {', '.join(served)}"
             )
         queue.check_capacity()  # refuse before reading the upload: a full queue answers at once
-        uploads = await read_uploads(request, many=many)
+        if state["uploading"] >= settings.max_uploads:
+            raise ApiError(
+                503, "Overloaded", "too many uploads in progress; retry shortly", {"Retry-After": "1"}
+            )
+        state["uploading"] += 1
+        try:
+            uploads = await read_uploads(request, many=many)
+        finally:
+            state["uploading"] -= 1
         return await queue.run(lambda: _classify_bytes(pool.get(name), uploads, top_k))  # type: ignore[no-any-return]
 
     @app.post("/v1/classify", summary="Classify one image (multipart field `file`, or the raw body)")

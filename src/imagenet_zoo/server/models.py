@@ -1,5 +1,8 @@
 """Loaded models shared by all requests: loaded lazily; least recently used ones are unloaded to stay
-within `max_loaded_models` and `max_model_memory_mb` (fp32 weights), always keeping the newest."""
+within `max_loaded_models` and `max_model_memory_mb` (fp32 weights), always keeping the newest.
+
+A model loads outside the pool's lock (each model has a lock of its own, so it loads once): requests for
+a loaded model never wait on another model's load."""
 
 from __future__ import annotations
 
@@ -21,19 +24,31 @@ class ModelPool:
             model = resolve_model(ref, registry=settings.registry)
             self.served.setdefault(model.spec.name, model)
         self._loaded: OrderedDict[str, Classifier] = OrderedDict()
-        self._lock = threading.Lock()  # guards _loaded; loading itself is serialised by it too
+        self._lock = threading.Lock()  # guards _loaded, briefly
+        self._loading = {name: threading.Lock() for name in self.served}  # one load at a time per model
 
     def get(self, name: str) -> Classifier:
         """The classifier of a served model, by canonical name (loaded now if needed)."""
+        loaded = self._loaded_classifier(name)
+        if loaded is not None:
+            return loaded
+        with self._loading[name]:
+            loaded = self._loaded_classifier(name)  # another request may have loaded it meanwhile
+            if loaded is not None:
+                return loaded
+            classifier = self._load(name)
+            with self._lock:
+                self._loaded[name] = classifier
+                while len(self._loaded) > 1 and self._over_budget():
+                    self._loaded.popitem(last=False)  # requests holding it keep their reference
+            return classifier
+
+    def _loaded_classifier(self, name: str) -> Classifier | None:
         with self._lock:
             if name in self._loaded:
                 self._loaded.move_to_end(name)
                 return self._loaded[name]
-            classifier = self._load(name)
-            self._loaded[name] = classifier
-            while len(self._loaded) > 1 and self._over_budget():
-                self._loaded.popitem(last=False)  # requests holding it keep their reference
-            return classifier
+        return None
 
     def _over_budget(self) -> bool:
         weights_mb = sum(c.spec.num_params * 4 for c in self._loaded.values()) / 2**20
@@ -42,12 +57,15 @@ class ModelPool:
 
     def _load(self, name: str) -> Classifier:
         if self._settings.load_classifier is not None:
-            return self._settings.load_classifier(name)
+            classifier = self._settings.load_classifier(name)
+            classifier.max_pixels = self._settings.max_pixels  # the service's cap, whoever built it
+            return classifier
         return load(
             self.served[name],
             engine=self._settings.engine,
             precision=self._settings.precision,
             decode=self._settings.decode,
+            max_pixels=self._settings.max_pixels,
             progress=False,
         )
 

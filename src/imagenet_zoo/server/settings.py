@@ -17,6 +17,9 @@ class Settings:
     precision: str = "fp32"
     decode: DecodeMode = "fast"  # "full": decode every pixel of every upload
     max_upload_mb: float = 20.0
+    max_uploads: int = 8  # requests reading their bodies at once; more get 503 at once (memory: 8 x 20 MB)
+    # Decoded pixels an upload may hold, below the command line's 64 MP: a 48-MP phone photo fits.
+    max_pixels: int = 50_000_000
     max_queue: int = 32  # requests waiting for or in inference; more get 503 at once
     max_batch_files: int = 16
     deadline_s: float = 30.0  # past this a request gets 504
