@@ -129,3 +129,119 @@ def test_a_damaged_cached_file_is_downloaded_again(
     path.write_bytes(b"damaged")
     assert DownloadedWeights().fetch(spec, progress=False).read_bytes() == PAYLOAD
     assert len(file_server.requests) == 2
+
+
+class _HostileMirror:
+    """A loopback server answering every GET with `headers` and up to `body_bytes` of data, counting what
+    it managed to send before the client hung up."""
+
+    def __init__(self, headers: dict[str, str], body_bytes: int) -> None:
+        import http.server
+        import threading
+
+        mirror = self
+        self.sent = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                chunk = bytes(2**16)
+                try:
+                    while mirror.sent < body_bytes:
+                        self.wfile.write(chunk)
+                        mirror.sent += len(chunk)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/"
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+def test_a_mirror_cannot_fill_the_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An endless body without Content-Length: the download stops at the published size, not at the end."""
+    spec = _spec_for(PAYLOAD)
+    mirror = _HostileMirror({"Connection": "close"}, body_bytes=256 * 2**20)
+    monkeypatch.setenv("IMAGENET_ZOO_MIRROR", mirror.url)
+    try:
+        with pytest.raises(WeightsIntegrityError, match="more than the published"):
+            DownloadedWeights().fetch(spec, progress=False)
+    finally:
+        mirror.close()
+    assert mirror.sent < len(PAYLOAD) + 16 * 2**20  # what was in flight when the client hung up
+    assert list(weights_dir().iterdir()) == [] or all(p.suffix == ".lock" for p in weights_dir().iterdir())
+
+
+@pytest.mark.parametrize(
+    ("length", "error", "message"),
+    [
+        ("12abc", WeightsUnavailableError, "malformed Content-Length"),
+        ("-5", WeightsUnavailableError, "malformed Content-Length"),
+        (str(10 * 2**30), WeightsIntegrityError, "declares"),
+    ],
+)
+def test_a_bad_content_length_is_a_typed_error(
+    monkeypatch: pytest.MonkeyPatch, length: str, error: type[Exception], message: str
+) -> None:
+    spec = _spec_for(PAYLOAD)
+    mirror = _HostileMirror({"Content-Length": length, "Connection": "close"}, body_bytes=2**16)
+    monkeypatch.setenv("IMAGENET_ZOO_MIRROR", mirror.url)
+    try:
+        with pytest.raises(error, match=message):
+            DownloadedWeights().fetch(spec, progress=False)
+    finally:
+        mirror.close()
+
+
+def test_import_writes_through_a_private_temporary_file(tmp_path: Path) -> None:
+    """The temporary name was guessable (`.NAME.import`): a symlink planted there redirected the copy."""
+    spec = _spec_for(PAYLOAD)
+    source = tmp_path / "downloaded.h5"
+    source.write_bytes(PAYLOAD)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    dest = weights_dir() / spec.weights.filename
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    (dest.parent / f".{dest.name}.import").symlink_to(victim)
+    assert DownloadedWeights().import_file(spec, source) == dest
+    assert victim.read_text() == "keep me" and dest.read_bytes() == PAYLOAD and not dest.is_symlink()
+    assert is_verified(dest, spec.weights)
+
+
+def test_verify_waits_for_a_fetch_in_progress(tmp_path: Path) -> None:
+    """verify deleted a bad file without the lock that fetch holds while it writes."""
+    import threading
+    import time
+
+    from imagenet_zoo.weights.download import exclusive_lock
+
+    spec = _spec_for(PAYLOAD)
+    dest = weights_dir() / spec.weights.filename
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(b"half written")
+    holding, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with exclusive_lock(dest):
+            holding.set()
+            release.wait(10)
+            dest.write_bytes(PAYLOAD)  # the fetch completes the file
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert holding.wait(10)
+    threading.Timer(0.5, release.set).start()
+    start = time.monotonic()
+    assert DownloadedWeights().verify(spec) == dest  # waited, then found the finished file
+    assert time.monotonic() - start >= 0.4
+    thread.join(10)

@@ -64,11 +64,24 @@ def download(url: str, dest: Path, expected: WeightsFile, *, progress: bool = Tr
         tmp.unlink(missing_ok=True)
 
 
+def _declared_length(url: str, header: str | None, expected: WeightsFile) -> int:
+    """The length a server declares, checked: a malformed one, or one past the published size, is refused."""
+    if header is None:
+        return expected.size
+    if not header.strip().isdigit():
+        raise WeightsUnavailableError(f"could not download {url}: malformed Content-Length {header[:40]!r}")
+    if int(header) > expected.size:
+        raise WeightsIntegrityError(
+            f"{url} declares {int(header):,} bytes, more than the published {expected.size:,}; not downloaded"
+        )
+    return int(header)
+
+
 def _stream_to(url: str, out: IO[bytes], expected: WeightsFile, *, progress: bool) -> str:
     hasher = hashlib.new(expected.hash_algorithm)
     try:
         with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
-            total = int(response.headers.get("Content-Length") or expected.size)
+            total = _declared_length(url, response.headers.get("Content-Length"), expected)
             bar = Progress(
                 f"Downloading {expected.filename}",
                 total,
@@ -76,7 +89,14 @@ def _stream_to(url: str, out: IO[bytes], expected: WeightsFile, *, progress: boo
                 scale=2**20,
                 enabled=None if progress else False,
             )
-            while chunk := response.read(_CHUNK):
+            received = 0
+            # Never more than the published size (plus one byte to notice): a mirror cannot fill the disk.
+            while chunk := response.read(min(_CHUNK, expected.size + 1 - received)):
+                received += len(chunk)
+                if received > expected.size:
+                    raise WeightsIntegrityError(
+                        f"{url} sends more than the published {expected.size:,} bytes; download stopped"
+                    )
                 hasher.update(chunk)
                 out.write(chunk)
                 bar.update(len(chunk))

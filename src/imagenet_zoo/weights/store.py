@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -125,26 +126,35 @@ class DownloadedWeights:
 
     def verify(self, spec: ModelSpec, *, include_top: bool = True) -> Path:
         dest = self.path(spec, include_top=include_top)
-        verify_file(dest, spec.weights_file(include_top=include_top))
+        with exclusive_lock(dest):  # as fetch does: never delete a file another process is writing
+            verify_file(dest, spec.weights_file(include_top=include_top))
         return dest
 
     def import_file(self, spec: ModelSpec, file: Path, *, include_top: bool = True) -> Path:
-        """Copy a file obtained elsewhere into the cache, after checking it is the published one."""
+        """Copy a file obtained elsewhere into the cache, after checking that the copy is the published one.
+
+        The copy is written to a private temporary file (created exclusively, so a planted symlink at a
+        guessable name cannot redirect it) and hashed there, then renamed into place."""
         weights = spec.weights_file(include_top=include_top)
         if not file.is_file():
             raise WeightsUnavailableError(f"{file} does not exist")
-        digest = file_digest(file, weights.hash_algorithm)
-        if not weights.matches(digest):
-            raise WeightsIntegrityError(
-                f"{file} is not {weights.filename}: its {weights.hash_algorithm} is {digest}, "
-                f"expected {weights.hash}"
-            )
         dest = self.path(spec, include_top=include_top)
         with exclusive_lock(dest):
-            tmp = dest.with_name(f".{dest.name}.import")
-            shutil.copyfile(file, tmp)
-            os.replace(tmp, dest)
-            verify_file(dest, weights)
+            fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".import")
+            tmp = Path(tmp_name)
+            try:
+                with os.fdopen(fd, "wb") as out, file.open("rb") as source:
+                    shutil.copyfileobj(source, out)
+                digest = file_digest(tmp, weights.hash_algorithm)
+                if not weights.matches(digest):
+                    raise WeightsIntegrityError(
+                        f"{file} is not {weights.filename}: its {weights.hash_algorithm} is {digest}, "
+                        f"expected {weights.hash}"
+                    )
+                os.replace(tmp, dest)
+            finally:
+                tmp.unlink(missing_ok=True)
+            _stamp_path(dest).write_text(_stamp_text(dest, weights))
         return dest
 
 
