@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from imagenet_zoo.jobs.cluster import PartitionFolder, records_by_path
+from imagenet_zoo.jobs.cluster import ClusterJob, PartitionFolder, job_token, partition_name, records_by_path
 from imagenet_zoo.transfer.features import load_features
 from tests.conftest import SAMPLE_DIR, run_cli
 
@@ -101,16 +101,18 @@ def test_classify_on_the_cluster_equals_one_machine(
     lost = next(output.glob("part-*.jsonl"))
     lost_paths = {json.loads(line)["path"] for line in lost.read_text().splitlines()}
     lost.unlink()
-    (output / ".part-cut-short.jsonl").write_text('{"path": "half')  # left by a killed writer
+    job = ClusterJob(sources=[str(photos)], output=str(output), address=cluster.address)
+    leftover = output / f".part-{job_token(job)}-{'0' * 32}-4242.jsonl"  # left by a killed writer
+    leftover.write_text('{"path": "half')
+    others = output / f".part-{'f' * 12}-{'0' * 32}-4242.jsonl"  # another job's, writing into this folder
+    others.write_text('{"path": "still writing')
     code, err = _run(
         "classify", str(photos), "--cluster", cluster.address, "--output", str(output), home=lite0_home
     )
     assert f"skipped {201 - len(lost_paths)} already in" in err
     again = list(PartitionFolder(str(output)).records())
-    assert (
-        sorted(r["path"] for r in again) == sorted(by_path)
-        and not (output / ".part-cut-short.jsonl").exists()
-    )
+    assert sorted(r["path"] for r in again) == sorted(by_path) and not leftover.exists()
+    assert others.exists()  # cleaning up removes only this job's temporary files
 
 
 @pytest.mark.slow
@@ -222,3 +224,9 @@ def test_cluster_usage_and_connection_errors_are_clear(
     got, _, err = run_cli(["classify", str(SAMPLE_DIR), *argv], capsys)
     assert got == code and message in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+def test_partition_names_never_collide_for_different_path_lists() -> None:
+    """Paths joined with new lines collided: ["a\\nb"] and ["a", "b"] named one partition."""
+    assert partition_name(["a\nb"], "jsonl") != partition_name(["a", "b"], "jsonl")
+    assert partition_name(["a", "b"], "jsonl") == partition_name(["a", "b"], "jsonl")  # a retry: the same

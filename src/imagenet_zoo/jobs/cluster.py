@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -63,14 +64,14 @@ def run_job(job: ClusterJob) -> JobReport:
     if not sources:
         raise UsageError("no image files found (use --recursive for sub-folders)")
     output = PartitionFolder(job.output)
-    output.remove_unfinished()
+    output.remove_unfinished(job_token(job))
     done = output.paths()
     todo = [s for s in sources if s not in done]
     ray = _import_ray()
     _connect(ray, job.address)
     if not todo:
         return JobReport(len(sources), len(sources), 0)
-    sink = _partition_sink(job.output, job.partition_format, job.task)
+    sink = _partition_sink(job.output, job.partition_format, job.task, job_token(job))
     # Writing is light I/O: it must not wait for a CPU that the model actors hold.
     _pipeline(ray, job, todo).write_datasink(sink, ray_remote_args={"num_cpus": 0})
     written, failures = sink.summary
@@ -111,9 +112,13 @@ class PartitionFolder:
         self.location = location
         self.filesystem, self.root = _filesystem(location)
 
-    def remove_unfinished(self) -> None:
+    def remove_unfinished(self, token: str) -> None:
+        """Delete the temporary files an interrupted run of the job with this `token` left, and no other
+        file: another job may be writing into the same folder."""
         for info in self._files():
-            if Path(info.path).name.startswith(".part-"):
+            if _UNFINISHED.fullmatch(Path(info.path).name) and Path(info.path).name.startswith(
+                f".part-{token}-"
+            ):
                 self.filesystem.delete_file(info.path)
 
     def paths(self) -> set[str]:
@@ -313,7 +318,22 @@ class _ModelActor:
         return Classification(path, self.spec.name, predictions, InputInfo(**json.loads(info))).to_dict()
 
 
-def _partition_sink(output: str, partition_format: str, task: Task) -> Any:
+def job_token(job: ClusterJob) -> str:
+    """What names a job's temporary files: the same for a rerun of the job, different for another job."""
+    identity = json.dumps([job.task, job.model, job.precision, sorted(job.sources), job.output])
+    return hashlib.sha256(identity.encode()).hexdigest()[:12]
+
+
+def partition_name(paths: list[str], partition_format: str) -> str:
+    """A partition's file name, from the photos it holds: a retried block gets its own name again, and
+    different path lists never share one (the list is hashed as JSON: a path may contain a new line)."""
+    return f"part-{hashlib.sha256(json.dumps(paths).encode()).hexdigest()[:32]}.{partition_format}"
+
+
+_UNFINISHED = re.compile(r"\.part-[0-9a-f]{12}-[0-9a-f]{32}-\d+\.(jsonl|parquet)")
+
+
+def _partition_sink(output: str, partition_format: str, task: Task, token: str) -> Any:
     """A Ray Data sink writing each block as one partition (defined here: Ray is imported only now)."""
     from ray.data import Datasink
     from ray.data.block import BlockAccessor
@@ -326,7 +346,7 @@ def _partition_sink(output: str, partition_format: str, task: Task) -> Any:
             column = [BlockAccessor.for_block(b).to_arrow().column("record").to_pylist() for b in blocks]
             records = [json.loads(r) for rows in column for r in rows]
             if records:
-                _write_partition(output, partition_format, task, records)
+                _write_partition(output, partition_format, task, token, records)
             return [(r["path"], r["error"]["type"], r["error"]["message"]) for r in records if "error" in r]
 
         def on_write_complete(self, write_result: Any) -> None:
@@ -337,11 +357,14 @@ def _partition_sink(output: str, partition_format: str, task: Task) -> Any:
     return PartitionSink()
 
 
-def _write_partition(output: str, partition_format: str, task: Task, records: list[dict[str, Any]]) -> None:
+def _write_partition(
+    output: str, partition_format: str, task: Task, token: str, records: list[dict[str, Any]]
+) -> None:
     filesystem, root = _filesystem(output)
-    digest = hashlib.sha256("\n".join(r["path"] for r in records).encode()).hexdigest()[:24]
-    final = f"{root}/part-{digest}.{partition_format}"
-    unfinished = f"{root}/.part-{digest}-{os.getpid()}.{partition_format}"
+    name = partition_name([r["path"] for r in records], partition_format)
+    final = f"{root}/{name}"
+    digest = name.removeprefix("part-").split(".")[0]
+    unfinished = f"{root}/.part-{token}-{digest}-{os.getpid()}.{partition_format}"
     with filesystem.open_output_stream(unfinished) as stream:
         if partition_format == "jsonl":
             stream.write("".join(json.dumps(r) + "\n" for r in records).encode())
