@@ -167,3 +167,39 @@ def test_bf16_and_int8_keep_top1_within_a_point_of_fp32(
     for precision in precisions[1:]:
         assert abs(accuracy[precision] - accuracy["fp32"]) <= 0.01
         assert agreement[precision] >= 0.9
+
+
+def test_readers_never_see_a_half_replaced_model_folder(tmp_path: Path) -> None:
+    """The replace deleted the old folder before renaming the new one in: a reader could open the .xml of
+    one version and find the .bin gone, or missing. Each reader now resolves one whole version."""
+    import threading
+
+    from imagenet_zoo.engines.openvino import atomic_dir, resolved_file
+
+    dest = tmp_path / "model-int8"
+    with atomic_dir(dest) as version:
+        (version / "model.xml").write_text("0")
+        (version / "model.bin").write_text("0")
+    seen, failures, done = set(), [], threading.Event()
+
+    def reader() -> None:
+        while not done.is_set():
+            try:
+                xml = resolved_file(dest, "model.xml")
+                pair = (xml.read_text(), (xml.parent / "model.bin").read_text())
+            except OSError as exc:
+                failures.append(repr(exc))
+                continue
+            if pair[0] != pair[1]:
+                failures.append(f"mixed versions {pair}")
+            seen.add(pair[0])
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    for n in range(1, 200):
+        with atomic_dir(dest) as version:
+            (version / "model.xml").write_text(str(n))
+            (version / "model.bin").write_text(str(n))
+    done.set()
+    thread.join(10)
+    assert failures == [] and len(seen) > 1

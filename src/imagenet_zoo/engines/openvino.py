@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -76,18 +77,41 @@ def _folder_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "model"
 
 
+_OLD_VERSION_S = 600  # a replaced version is deleted once this old: long after any reader opened it
+
+
 @contextlib.contextmanager
 def atomic_dir(dest: Path) -> Iterator[Path]:
-    """A temporary sibling folder that replaces `dest` only if the block completes."""
+    """A new version of the folder `dest`, published only if the block completes.
+
+    `dest` is a symbolic link to a versioned folder beside it, and a new version replaces the link
+    in one rename, so a reader that resolves `dest` once (`resolved_file`) reads one version whole, never
+    a half-replaced folder. Replaced versions are deleted by a later write, once they are old."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    version = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f"{dest.name}.v-"))
     try:
-        yield tmp
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        yield version
+        link = dest.with_name(f".{dest.name}.link-{version.name}")
+        link.symlink_to(version.name)
+        if dest.is_dir() and not dest.is_symlink():  # a cache written before versions: moved aside once
+            os.replace(dest, dest.with_name(f"{dest.name}.v-old-{os.getpid()}"))
+        os.replace(link, dest)
+    except BaseException:
+        shutil.rmtree(version, ignore_errors=True)
+        raise
+    _remove_old_versions(dest, keep=version)
+
+
+def _remove_old_versions(dest: Path, keep: Path) -> None:
+    now = time.time()
+    for old in dest.parent.glob(f"{dest.name}.v-*"):
+        if old != keep and now - old.stat().st_mtime > _OLD_VERSION_S:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def resolved_file(folder: Path, name: str) -> Path:
+    """`name` inside the version `folder` points to now (read every file of a model from one version)."""
+    return folder.resolve() / name
 
 
 def write_ir(ov_model: Any, dest: Path, meta: dict[str, Any]) -> None:
@@ -152,7 +176,7 @@ class OpenVinoEngine:
         if precision == "bf16" and not cpu_supports_bf16():
             raise UnsupportedPrecisionError("bf16 needs a CPU with native bf16 support (AVX512_BF16 or AMX)")
         self.precision = precision
-        self.xml = xml
+        self.xml = resolved_file(xml.parent, xml.name)  # the .xml and its .bin from one version
         hint = "bf16" if precision == "bf16" else "f32"
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
         if threads:  # a share of the machine (a Ray actor's CPUs), not all of its cores

@@ -17,6 +17,7 @@ from imagenet_zoo.data.images import DEFAULT_MAX_PIXELS, find_images
 from imagenet_zoo.engines.openvino import IR_FILE, convert_to_ir, ir_dir, write_ir
 from imagenet_zoo.errors import UsageError
 from imagenet_zoo.model_types import RegisteredModel
+from imagenet_zoo.weights.download import exclusive_lock
 
 DEFAULT_SAMPLES = 300
 
@@ -75,5 +76,6 @@ def quantize(
     )
     dest = ir_dir(model, "int8", random_weights=random_weights)
     meta = {"model": model.spec.name, "calibration": str(calibration), "samples": len(inputs)}
-    write_ir(quantized, dest, meta)
+    with exclusive_lock(dest):  # as conversion does: one writer at a time, readers see whole versions
+        write_ir(quantized, dest, meta)
     return QuantizeReport(model.spec.name, dest / IR_FILE, len(inputs), skipped)
