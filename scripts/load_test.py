@@ -5,7 +5,9 @@ Starts its own servers on 127.0.0.1 (never another address), bounded in requests
 1. real photos at concurrency 1, 4 and 16: p50/p95/p99 latency and throughput, counting any 5xx;
 2. a server with a 2-slot queue flooded by 24 concurrent requests: the overflow must get 503 at once;
 3. 5,000 bad requests (empty, text, truncated JPEG, decompression bomb, oversized): the server's resident
-   memory is sampled along the way and must stay flat.
+   memory is sampled along the way and must stay flat;
+4. abuse: 16-file batches of a 1x100,000-pixel PNG (under 500 bytes each), and 20 MB uploads 32 at a
+   time (more than the server reads at once): every answer typed, no 5xx, memory sampled.
 
 Prints a markdown report. Usage: python scripts/load_test.py [--requests N] [--bad-requests N]
 """
@@ -191,6 +193,16 @@ def main() -> None:
             + f" MB (growth {rss[-1] - rss[1]:+.0f} MB after the first fifth).",
         ]
 
+        rss_before = rss_mb(pid)
+        statuses = asyncio.run(abuse(url))
+        server_errors += sum(n for status, n in statuses.items() if status >= 500 and status != 503)
+        codes = ", ".join(f"{code}: {n}" for code, n in sorted(statuses.items()))
+        report += [
+            "",
+            f"Abuse: {sum(statuses.values())} requests, 16-file sliver batches and 20 MB uploads ({codes}); "
+            f"server RSS {rss_before:.0f} -> {rss_mb(pid):.0f} MB.",
+        ]
+
     with server("--max-queue", "2", "--deadline", "120") as (url, _):
         held, probes = asyncio.run(full_queue(url))
         refused = [seconds for status, seconds in probes if status == 503]
@@ -206,6 +218,30 @@ def main() -> None:
     report += ["", f"5xx other than the queue's 503: {server_errors}"]
     print("\n".join(report))
     sys.exit(1 if server_errors else 0)
+
+
+def sliver_png(width: int = 1, height: int = 100_000) -> bytes:
+    """An RGB PNG one pixel wide (a resize to the model's shorter side asked for 24 GiB)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 30)).save(buffer, "PNG", optimize=True)
+    return buffer.getvalue()
+
+
+async def abuse(url: str) -> dict[int, int]:
+    """Sliver batches at concurrency 8, then 64 uploads of 20 MB at concurrency 32; status counts."""
+    slivers = [("files", (f"s{i}.png", sliver_png(), "image/png")) for i in range(16)]
+    batches = [{"files": slivers} for _ in range(40)]
+    statuses: dict[int, int] = {}
+    for status, _ in await run_concurrently(f"{url}/v1/classify/batch", batches, 8):
+        statuses[status] = statuses.get(status, 0) + 1
+    upload = {"content": os.urandom(20 * 2**20 - 1024)}  # just under the limit: it is read in full
+    for status, _ in await run_concurrently(f"{url}/v1/classify", [upload] * 64, 32):
+        statuses[status] = statuses.get(status, 0) + 1
+    return statuses
 
 
 async def full_queue(url: str) -> tuple[float, list[tuple[int, float]]]:

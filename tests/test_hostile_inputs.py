@@ -267,3 +267,77 @@ def test_a_loading_model_does_not_stall_requests_for_a_loaded_one() -> None:
         gate.set()
         slow.join(10)
     assert fast.status_code == 200 and elapsed < 5
+
+
+def invalid_apng() -> bytes:
+    """A PNG with an acTL chunk declaring 0 frames: Pillow warns 'Invalid APNG ...' and decodes it."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = sliver_png(32, 24)
+    return png[:33] + chunk(b"acTL", struct.pack(">II", 0, 0)) + png[33:]
+
+
+def test_decoder_warnings_are_kept_with_their_photo(
+    with_lite0: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Pillow's warnings were printed between the results; they now belong to the photo that caused them."""
+    for name in ("a.png", "b.png"):  # twice: every photo's warnings, not only the first in the process
+        (tmp_path / name).write_bytes(invalid_apng())
+    shutil.copy(SAMPLE[0], tmp_path / "c.jpg")
+    from imagenet_zoo.cli import main
+
+    assert main(["classify", str(tmp_path), "--format", "json"]) == 0
+    out, err = capfd.readouterr()
+    results = {Path(r["path"]).name: r for r in json.loads(out)}
+    assert "Warning" not in err and "APNG" not in err
+    assert (
+        results["a.png"]["input"]["warnings"]
+        == results["b.png"]["input"]["warnings"]
+        == ["Invalid APNG, will use default PNG image if possible"]
+    )
+    assert "warnings" not in results["c.jpg"]["input"]
+    assert main(["classify", str(tmp_path)]) == 0
+    quiet = capfd.readouterr()
+    assert main(["classify", str(tmp_path), "--verbose"]) == 0
+    verbose = capfd.readouterr()
+    assert "APNG" not in quiet.out + quiet.err
+    assert verbose.out.count("warning: Invalid APNG") == 2 and "APNG" not in verbose.err
+
+
+@pytest.fixture
+def own_lite0_home(lite0_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the session's Lite0 cache, so a test may tamper with it."""
+    home = tmp_path / "home"
+    shutil.copytree(lite0_home, home, symlinks=True)
+    monkeypatch.setenv("IMAGENET_ZOO_HOME", str(home))
+    return home
+
+
+def test_a_swapped_file_in_a_cached_ir_is_refused(own_lite0_home: Path) -> None:
+    from imagenet_zoo.engines.openvino import convert_to_ir
+    from imagenet_zoo.errors import WeightsIntegrityError
+
+    model = imagenet_zoo.resolve_model("lite0")
+    xml = convert_to_ir(model, progress=False)
+    imagenet_zoo.load_engine(model, progress=False)  # as written: accepted
+    weights = xml.resolve().parent / "model.bin"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one weight changed
+    weights.write_bytes(bytes(data))
+    with pytest.raises(WeightsIntegrityError, match="changed since it was written"):
+        imagenet_zoo.load_engine(model, progress=False)
+
+
+def test_a_swapped_converted_weights_file_is_refused(own_lite0_home: Path) -> None:
+    from imagenet_zoo.errors import WeightsIntegrityError
+
+    model = imagenet_zoo.resolve_model("lite0")
+    converted = model.weights.fetch(model.spec, progress=False)
+    assert model.weights.fetch(model.spec, progress=False) == converted
+    converted.write_bytes(converted.read_bytes() + b"\0")
+    with pytest.raises(WeightsIntegrityError, match="not the file converted"):
+        model.weights.fetch(model.spec, progress=False)

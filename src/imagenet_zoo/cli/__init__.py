@@ -160,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="stream results to FILE (.csv, .jsonl or .json; a folder with --cluster)",
     )
     classify.add_argument("--resume", action="store_true", help="skip photos already in --output")
+    classify.add_argument(
+        "--verbose", action="store_true", help="also show what the decoder warned about each photo"
+    )
     _add_model_option(classify)
     classify.add_argument("--top", type=_top_k, default=5, help="how many labels per photo (default 5)")
     _add_format_option(classify, "table", "json")

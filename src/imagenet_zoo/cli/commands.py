@@ -46,7 +46,7 @@ def classify(args: argparse.Namespace) -> int:
     if job.output:  # results go to the file; the terminal gets the summary
         report = run_folder_job(job)
     else:
-        with _JsonStdout() if args.format == "json" else _TableStdout() as sink:
+        with _JsonStdout() if args.format == "json" else _TableStdout(verbose=args.verbose) as sink:
             report = run_folder_job(job, on_result=sink.write)
     _summarize(report, job.output)
     return 1 if report.failures else 0
@@ -59,8 +59,11 @@ def _path(value: str | None) -> Path | None:
 class _TableStdout:
     """Each result as table rows on stdout, as it arrives."""
 
+    def __init__(self, *, verbose: bool) -> None:
+        self.verbose = verbose
+
     def write(self, result: Classification) -> None:
-        sys.stdout.write(output.results_table([result]) + "\n")
+        sys.stdout.write(output.results_table([result], verbose=self.verbose) + "\n")
         sys.stdout.flush()
 
     def __enter__(self) -> _TableStdout:

@@ -25,7 +25,8 @@ def printable(text: str) -> str:
     )
 
 
-def results_table(results: list[Classification]) -> str:
+def results_table(results: list[Classification], *, verbose: bool = False) -> str:
+    """Each result's top-k; with `verbose`, what the decoder warned about each photo too."""
     lines: list[str] = []
     for result in results:
         source = printable(result.source)
@@ -35,6 +36,8 @@ def results_table(results: list[Classification]) -> str:
             info = result.input
             described = f"{info.format or 'array'} {info.width}x{info.height} {info.mode}" if info else ""
             lines.append(f"{source}  [{printable(result.model)}; {described}]")
+            if verbose and info:
+                lines.extend(f"  warning: {printable(w)}" for w in info.warnings)
             lines.extend(
                 f"  {p.rank:>2}  {p.score:7.2%}  {printable(p.label):<32} {printable(p.synset)}  {p.index:>3}"
                 for p in result.predictions

@@ -13,13 +13,15 @@ photo is decoded at full resolution, the exact ImageNet evaluation protocol.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import io
 import math
 import os
+import threading
 import warnings
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -56,9 +58,56 @@ class InputInfo:
     height: int
     mode: str
     exif_transposed: bool
+    warnings: tuple[str, ...] = ()  # what the decoder warned about this photo (Pillow's own words)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        info = asdict(self)
+        if not self.warnings:
+            del info["warnings"]  # the common case stays as it was
+        else:
+            info["warnings"] = list(self.warnings)
+        return info
+
+
+class _DecoderWarnings(threading.local):
+    """Warnings raised while this thread decodes a photo, kept for that photo's result instead of being
+    printed between the results. Decoding runs in worker threads, where `warnings.catch_warnings` (which
+    swaps process-wide state) cannot be used: one process-wide hook routes each warning to the thread
+    that raised it, and passes any other warning on unchanged."""
+
+    messages: list[str] | None = None
+    _installed = False
+    _lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def collecting(self) -> Iterator[list[str]]:
+        self._install()
+        collected: list[str] = []
+        self.messages = collected
+        try:
+            yield collected
+        finally:
+            self.messages = None
+
+    def _install(self) -> None:
+        with _DecoderWarnings._lock:
+            if _DecoderWarnings._installed:
+                return
+            original = warnings.showwarning
+
+            def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+                if self.messages is None:
+                    original(message, category, *args, **kwargs)
+                elif not issubclass(category, Image.DecompressionBombWarning):  # refused by size instead
+                    self.messages.append(str(message))
+
+            warnings.showwarning = show
+            # Every photo's warnings, not only the first of each kind in the process.
+            warnings.filterwarnings("always", module=r"PIL\.")
+            _DecoderWarnings._installed = True
+
+
+_decoder_warnings = _DecoderWarnings()
 
 
 @dataclass(frozen=True)
@@ -144,12 +193,15 @@ def _open_and_normalize(
     opener: Callable[[], Image.Image], max_pixels: int, min_short_side: int | None
 ) -> DecodedImage:
     try:
-        with warnings.catch_warnings():
-            # Pillow warns about large images at open time; `_check_size` refuses them properly below.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with _decoder_warnings.collecting() as collected:
             # Not closed here: the caller owns the file, and closing an image frees its pixels, which
             # would cost a copy of every decoded photo.
-            return _normalize(opener(), max_pixels, min_short_side)
+            decoded = _normalize(opener(), max_pixels, min_short_side)
+        if collected:
+            decoded = DecodedImage(
+                decoded.image, replace(decoded.info, warnings=tuple(dict.fromkeys(collected)))
+            )
+        return decoded
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:

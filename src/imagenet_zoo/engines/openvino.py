@@ -26,16 +26,16 @@ from typing import Any, Literal
 
 import numpy as np
 
-from imagenet_zoo.errors import QuantizedModelMissingError, UnsupportedPrecisionError
+from imagenet_zoo.errors import QuantizedModelMissingError, UnsupportedPrecisionError, WeightsIntegrityError
 from imagenet_zoo.model_types import Pooling, RegisteredModel
-from imagenet_zoo.weights.download import exclusive_lock
+from imagenet_zoo.weights.download import exclusive_lock, file_digest
 from imagenet_zoo.weights.store import cache_dir
 
 Precision = Literal["fp32", "bf16", "int8"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "int8")
 IR_FILE = "model.xml"
 # Bumped when the conversion itself changes in a way that invalidates cached IRs.
-_CONVERSION_VERSION = 1
+_CONVERSION_VERSION = 2  # 2: meta.json records the files' SHA-256
 
 
 def _openvino() -> Any:
@@ -114,11 +114,31 @@ def resolved_file(folder: Path, name: str) -> Path:
     return folder.resolve() / name
 
 
+IR_FILES = (IR_FILE, "model.bin")
+
+
 def write_ir(ov_model: Any, dest: Path, meta: dict[str, Any]) -> None:
+    """Save an IR, with the SHA-256 of its files in meta.json: `check_ir` refuses a file swapped since."""
     with atomic_dir(dest) as tmp:
         # compress_to_fp16 defaults to True and would silently round every fp32 weight.
         _openvino().save_model(ov_model, str(tmp / IR_FILE), compress_to_fp16=False)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        files = {name: file_digest(tmp / name, "sha256") for name in IR_FILES}
+        (tmp / "meta.json").write_text(json.dumps({**meta, "files": files}, indent=2))
+
+
+def check_ir(xml: Path) -> None:
+    """The IR's files are the ones it was written with (a swapped file in a shared cache is refused)."""
+    try:
+        recorded = json.loads((xml.parent / "meta.json").read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise WeightsIntegrityError(
+            f"{xml.parent} has no record of its files ({exc}); delete it to convert again"
+        ) from None
+    for name in IR_FILES:
+        if file_digest(xml.parent / name, "sha256") != recorded.get(name):
+            raise WeightsIntegrityError(
+                f"{xml.parent / name} changed since it was written; delete {xml.parent} to convert again"
+            )
 
 
 def convert_to_ir(
@@ -177,6 +197,7 @@ class OpenVinoEngine:
             raise UnsupportedPrecisionError("bf16 needs a CPU with native bf16 support (AVX512_BF16 or AMX)")
         self.precision = precision
         self.xml = resolved_file(xml.parent, xml.name)  # the .xml and its .bin from one version
+        check_ir(self.xml)
         hint = "bf16" if precision == "bf16" else "f32"
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
         if threads:  # a share of the machine (a Ray actor's CPUs), not all of its cores

@@ -389,7 +389,7 @@ def _classify_schema(pa: Any) -> Any:
     )  # fmt: skip
     image = pa.struct(
         [("format", pa.string()), ("width", pa.int64()), ("height", pa.int64()), ("mode", pa.string()),
-         ("exif_transposed", pa.bool_())]
+         ("exif_transposed", pa.bool_()), ("warnings", pa.list_(pa.string()))]
     )  # fmt: skip
     return pa.schema(
         [

@@ -52,7 +52,7 @@ class JobReport:
     feature_shape: tuple[int, ...] | None = None  # extract on one machine: (photos, dimensions)
 
 
-_INPUT_FIELDS = ("format", "width", "height", "mode", "exif_transposed")
+_INPUT_FIELDS = ("format", "width", "height", "mode", "exif_transposed", "warnings")
 _PREDICTION_FIELDS = ("label", "synset", "index", "score")
 
 
@@ -70,6 +70,7 @@ def flat_result(result: Classification, top: int) -> dict[str, Any]:
         "error_type": result.error.type if result.error else None,
         "error_message": result.error.message if result.error else None,
         **{field: info.get(field) for field in _INPUT_FIELDS},
+        "warnings": "; ".join(info.get("warnings", [])) or None,
     }
     for k, p in enumerate(result.predictions[:top], start=1):
         row.update({f"top{k}_label": p.label, f"top{k}_synset": p.synset, f"top{k}_index": p.index,

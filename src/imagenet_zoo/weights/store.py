@@ -178,14 +178,23 @@ class ConvertedPackageWeights:
         return self.path(spec).is_file()
 
     def fetch(self, spec: ModelSpec, *, include_top: bool = True, progress: bool = True) -> Path:
+        """The converted file, made now if needed; a cached one must still have the SHA-256 recorded when
+        it was made (a file swapped in a shared cache is refused)."""
         dest = self.path(spec)
+        record = dest.with_name(dest.name + ".sha256")
         with exclusive_lock(dest):
-            if dest.is_file():
+            if dest.is_file() and record.is_file():  # without a record (an older cache): converted again
+                if file_digest(dest, "sha256") != record.read_text().strip():
+                    raise WeightsIntegrityError(
+                        f"{dest} is not the file converted from {spec.weights.filename}; delete it to "
+                        "convert again"
+                    )
                 return dest
             source = self.verify(spec)
             tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp.weights.h5")
             try:
                 self._convert(source, tmp)
+                record.write_text(file_digest(tmp, "sha256"))
                 os.replace(tmp, dest)
             finally:
                 tmp.unlink(missing_ok=True)
