@@ -201,7 +201,8 @@ def test_concurrent_uploads_are_bounded() -> None:
     from tests.test_server import fake_settings
 
     async def scenario() -> tuple[httpx.Response, list[int]]:
-        app = create_app(fake_settings(max_uploads=2))
+        # Two uploads of undeclared length each count the 20 MB limit: a 40 MB buffer is full.
+        app = create_app(fake_settings(max_upload_buffer_mb=40))
         release, started = asyncio.Event(), asyncio.Semaphore(0)
 
         async def slow_body():  # type: ignore[no-untyped-def]

@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-queue", type=_positive, default=32, help="requests waiting for inference before 503"
     )
     serve.add_argument(
-        "--max-uploads", type=_positive, default=8, help="requests reading their upload at once before 503"
+        "--max-upload-buffer-mb", type=float, default=256.0, help="MB of uploads read at once before 503"
     )
     serve.add_argument(
         "--max-megapixels", type=float, default=50.0, help="largest decoded image an upload may be (50)"

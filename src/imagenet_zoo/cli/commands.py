@@ -257,9 +257,11 @@ def serve(args: argparse.Namespace) -> int:
     from imagenet_zoo.server import Settings
     from imagenet_zoo.server.run import serve as run_server
 
-    if args.max_upload_mb <= 0 or args.deadline <= 0 or args.max_megapixels <= 0 or args.drain_seconds < 0:
+    sizes = (args.max_upload_mb, args.max_upload_buffer_mb, args.max_megapixels, args.deadline)
+    if min(sizes) <= 0 or args.drain_seconds < 0:
         raise UsageError(
-            "--max-upload-mb, --max-megapixels and --deadline must be positive, --drain-seconds not negative"
+            "--max-upload-mb, --max-upload-buffer-mb, --max-megapixels and --deadline must be positive, "
+            "--drain-seconds not negative"
         )
     settings = Settings(
         models=tuple(dict.fromkeys(args.model)),
@@ -268,7 +270,7 @@ def serve(args: argparse.Namespace) -> int:
         decode=args.decode,
         max_upload_mb=args.max_upload_mb,
         max_queue=args.max_queue,
-        max_uploads=args.max_uploads,
+        max_upload_buffer_mb=args.max_upload_buffer_mb,
         max_pixels=int(args.max_megapixels * 1e6),
         deadline_s=args.deadline,
     )

@@ -73,10 +73,10 @@ class _DecoderWarnings(threading.local):
     """Warnings raised while this thread decodes a photo, kept for that photo's result instead of being
     printed between the results. Decoding runs in worker threads, where `warnings.catch_warnings` (which
     swaps process-wide state) cannot be used: one process-wide hook routes each warning to the thread
-    that raised it, and passes any other warning on unchanged."""
+    that raised it, and passes any other warning on unchanged. A `catch_warnings` block elsewhere puts the
+    previous hook back when it ends, so the hook is checked, and put back, before every decode."""
 
     messages: list[str] | None = None
-    _installed = False
     _lock = threading.Lock()
 
     @contextlib.contextmanager
@@ -90,10 +90,12 @@ class _DecoderWarnings(threading.local):
             self.messages = None
 
     def _install(self) -> None:
+        if getattr(warnings.showwarning, "_imagenet_zoo", False):
+            return
         with _DecoderWarnings._lock:
-            if _DecoderWarnings._installed:
-                return
             original = warnings.showwarning
+            if getattr(original, "_imagenet_zoo", False):
+                return
 
             def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
                 if self.messages is None:
@@ -101,10 +103,10 @@ class _DecoderWarnings(threading.local):
                 elif not issubclass(category, Image.DecompressionBombWarning):  # refused by size instead
                     self.messages.append(str(message))
 
+            show._imagenet_zoo = True  # type: ignore[attr-defined]
             warnings.showwarning = show
             # Every photo's warnings, not only the first of each kind in the process.
             warnings.filterwarnings("always", module=r"PIL\.")
-            _DecoderWarnings._installed = True
 
 
 _decoder_warnings = _DecoderWarnings()

@@ -172,7 +172,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for alias in (name, *model.spec.aliases)
     }
     queue = InferenceQueue(settings, metrics)
-    state = {"ready": False, "draining": False, "uploading": 0}
+    state = {"ready": False, "draining": False, "buffered": 0}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -240,15 +240,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 404, "UnknownModelError", f"{model!r} is not served here; served: {', '.join(served)}"
             )
         queue.check_capacity()  # refuse before reading the upload: a full queue answers at once
-        if state["uploading"] >= settings.max_uploads:
+        declared = request.headers.get("content-length", "")
+        size = int(declared) if declared.isdigit() else settings.max_upload_bytes  # larger ones got 413
+        if state["buffered"] + size > settings.max_upload_buffer_bytes:
             raise ApiError(
                 503, "Overloaded", "too many uploads in progress; retry shortly", {"Retry-After": "1"}
             )
-        state["uploading"] += 1
+        state["buffered"] += size
         try:
             uploads = await read_uploads(request, many=many)
         finally:
-            state["uploading"] -= 1
+            state["buffered"] -= size
         return await queue.run(lambda: _classify_bytes(pool.get(name), uploads, top_k))  # type: ignore[no-any-return]
 
     @app.post("/v1/classify", summary="Classify one image (multipart field `file`, or the raw body)")

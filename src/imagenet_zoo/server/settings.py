@@ -17,7 +17,9 @@ class Settings:
     precision: str = "fp32"
     decode: DecodeMode = "fast"  # "full": decode every pixel of every upload
     max_upload_mb: float = 20.0
-    max_uploads: int = 8  # requests reading their bodies at once; more get 503 at once (memory: 8 x 20 MB)
+    # Bytes of uploads being read at once (each request counts its declared length, or max_upload_mb if
+    # it declares none); a request past it gets 503 at once: small photos from many clients, few 20 MB ones.
+    max_upload_buffer_mb: float = 256.0
     # Decoded pixels an upload may hold, below the command line's 64 MP: a 48-MP phone photo fits.
     max_pixels: int = 50_000_000
     max_queue: int = 32  # requests waiting for or in inference; more get 503 at once
@@ -33,3 +35,7 @@ class Settings:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 2**20)
+
+    @property
+    def max_upload_buffer_bytes(self) -> int:
+        return int(self.max_upload_buffer_mb * 2**20)
