@@ -11,6 +11,7 @@ turns it upright. The photos are made, not committed: they are 3-5 MB each.
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
 
@@ -22,7 +23,8 @@ EXIF_ORIENTATION = 0x0112
 TURN_UPRIGHT = 6  # EXIF: the stored pixels are to be rotated 90 degrees clockwise for display
 
 
-def phone_photo(source: Path, target: Path, *, sideways: bool) -> None:
+def phone_jpeg(source: Path, *, sideways: bool) -> bytes:
+    """A 12-MP JPEG of `source`, stored on its side with an EXIF orientation tag when `sideways`."""
     with Image.open(source) as image:
         photo = image.convert("RGB")
     scale = LONG_SIDE / max(photo.size)
@@ -31,7 +33,13 @@ def phone_photo(source: Path, target: Path, *, sideways: bool) -> None:
     if sideways:
         photo = photo.transpose(Image.Transpose.ROTATE_90)  # displayed upright after ROTATE_270
         exif[EXIF_ORIENTATION] = TURN_UPRIGHT
-    photo.save(target, "JPEG", quality=90, exif=exif.tobytes())
+    buffer = io.BytesIO()
+    photo.save(buffer, "JPEG", quality=90, exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def phone_photo(source: Path, target: Path, *, sideways: bool) -> None:
+    target.write_bytes(phone_jpeg(source, sideways=sideways))
 
 
 def main() -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from scripts.make_phone_photos import phone_jpeg
 
 import imagenet_zoo
 from imagenet_zoo.classifier import ErrorInfo, prepare_input
@@ -20,21 +21,6 @@ SAMPLE = sorted(SAMPLE_DIR.iterdir())
 LITE0 = imagenet_zoo.resolve_data_config("efficientnet_lite0")
 
 
-def phone_jpeg(source: Path, *, sideways: bool = False, long_side: int = 4032) -> bytes:
-    """An upscaled copy of a shared photo as a phone stores it (scripts/make_phone_photos.py)."""
-    with Image.open(source) as image:
-        photo = image.convert("RGB")
-    scale = long_side / max(photo.size)
-    photo = photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.Resampling.BICUBIC)
-    exif = Image.Exif()
-    if sideways:
-        photo = photo.transpose(Image.Transpose.ROTATE_90)
-        exif[0x0112] = 6
-    buffer = io.BytesIO()
-    photo.save(buffer, "JPEG", quality=90, exif=exif.tobytes())
-    return buffer.getvalue()
-
-
 def _inputs(source: bytes | str, decode: str) -> np.ndarray:
     prepared = prepare_input(source, LITE0, max_pixels=DEFAULT_MAX_PIXELS, decode=decode)  # type: ignore[arg-type]
     assert not isinstance(prepared, ErrorInfo)
@@ -42,7 +28,7 @@ def _inputs(source: bytes | str, decode: str) -> np.ndarray:
 
 
 def test_a_phone_jpeg_is_decoded_at_the_smallest_scale_that_keeps_the_margin() -> None:
-    data = phone_jpeg(SAMPLE[0])  # 500x375 -> 4032x3024
+    data = phone_jpeg(SAMPLE[0], sideways=False)  # 500x375 -> 4032x3024
     needed = draft_short_side(LITE0)
     assert needed == math.ceil(DRAFT_MARGIN * LITE0.resize_shorter_to)
     decoded = decode_image(data, min_short_side=needed)
@@ -104,7 +90,7 @@ def test_decode_full_on_the_command_line(
     with_lite0: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     photo = tmp_path / "phone.jpg"
-    photo.write_bytes(phone_jpeg(SAMPLE[0]))
+    photo.write_bytes(phone_jpeg(SAMPLE[0], sideways=False))
     tops = {}
     for mode in ("fast", "full"):
         code, out, _ = run_cli(["classify", str(photo), "--decode", mode, "--format", "json"], capsys)

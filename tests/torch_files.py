@@ -43,46 +43,15 @@ class _Storage:
         self.key, self.numel = key, numel
 
 
-class _Tensor:
-    def __init__(self, key: str, array: np.ndarray) -> None:
-        self.key, self.array = key, array
-
-
-def _state_pickle(state: dict[str, np.ndarray], storage_type: Any, rebuild: Any) -> tuple[bytes, list[str]]:
-    keys = [str(i) for i in range(len(state))]
-
-    class Writer(pickle.Pickler):
-        def persistent_id(self, obj: object) -> object:
-            if isinstance(obj, _Storage):
-                return ("storage", storage_type, obj.key, "cpu", obj.numel)
-            return None
-
-        def reducer_override(self, obj: object) -> object:
-            if isinstance(obj, _Tensor):
-                a = obj.array
-                stride = tuple(s // a.itemsize for s in a.strides)
-                return rebuild, (
-                    _Storage(obj.key, a.size),
-                    0,
-                    a.shape,
-                    stride,
-                    False,
-                    collections.OrderedDict(),
-                )
-            return NotImplemented
-
-    ordered = collections.OrderedDict(
-        (name, _Tensor(key, np.ascontiguousarray(value, np.float32)))
-        for key, (name, value) in zip(keys, state.items(), strict=True)
-    )
-    buffer = io.BytesIO()
-    Writer(buffer, protocol=2).dump(ordered)
-    return buffer.getvalue(), keys
+def _state_pickle(state: dict[str, np.ndarray]) -> tuple[bytes, list[str]]:
+    """A state-dict pickle of contiguous float32 tensors, and its storage keys (tensor i: key str(i))."""
+    arrays = {name: np.ascontiguousarray(value, np.float32) for name, value in state.items()}
+    views = {name: (a.size, a.shape, tuple(s // a.itemsize for s in a.strides)) for name, a in arrays.items()}
+    return views_pickle(views), [str(i) for i in range(len(state))]
 
 
 def write_legacy(path: Path, state: dict[str, np.ndarray]) -> Path:
-    with _stand_in_torch() as (storage_type, rebuild):
-        body, keys = _state_pickle(state, storage_type, rebuild)
+    body, keys = _state_pickle(state)
     with path.open("wb") as f:
         for header in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True, "type_sizes": {"int": 4}}):
             pickle.dump(header, f, protocol=2)
@@ -95,8 +64,7 @@ def write_legacy(path: Path, state: dict[str, np.ndarray]) -> Path:
 
 
 def write_zip(path: Path, state: dict[str, np.ndarray], archive: str = "archive") -> Path:
-    with _stand_in_torch() as (storage_type, rebuild):
-        body, keys = _state_pickle(state, storage_type, rebuild)
+    body, keys = _state_pickle(state)
     with zipfile.ZipFile(path, "w") as z:
         z.writestr(f"{archive}/data.pkl", body)
         z.writestr(f"{archive}/byteorder", "little")

@@ -15,7 +15,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -46,18 +46,39 @@ def exclusive_lock(target: Path) -> Iterator[None]:
 
 def download(url: str, dest: Path, expected: WeightsFile, *, progress: bool = True) -> None:
     """Download `url` to `dest`, verifying `expected.hash`; `dest` appears only when it is valid."""
+    write_verified(dest, expected, url, lambda out: _stream_to(url, out, expected, progress=progress))
+
+
+def copy_verified(source: Path, dest: Path, expected: WeightsFile) -> None:
+    """Copy `source` to `dest`, verifying the copy's hash; `dest` appears only when it is valid."""
+
+    def copy(out: IO[bytes]) -> str:
+        hasher = hashlib.new(expected.hash_algorithm)
+        with source.open("rb") as f:
+            while chunk := f.read(_CHUNK):
+                hasher.update(chunk)
+                out.write(chunk)
+        return hasher.hexdigest()
+
+    write_verified(dest, expected, str(source), copy)
+
+
+def write_verified(dest: Path, expected: WeightsFile, origin: str, fill: Callable[[IO[bytes]], str]) -> None:
+    """`fill` writes the file into a private temporary file beside `dest` (created exclusively, so a
+    symlink planted at a guessable name cannot redirect it) and returns its hex digest; the file is
+    renamed to `dest` only if that is the published hash, and removed otherwise."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            digest = _stream_to(url, out, expected, progress=progress)
+            digest = fill(out)
             out.flush()
             os.fsync(out.fileno())
         if not expected.matches(digest):
             raise WeightsIntegrityError(
-                f"{url} does not match its published {expected.hash_algorithm} "
-                f"(expected {expected.hash}, got {digest}); the download was discarded"
+                f"{origin} does not match the published {expected.hash_algorithm} of {expected.filename} "
+                f"(expected {expected.hash}, got {digest}); it was not kept"
             )
         os.replace(tmp, dest)
     finally:

@@ -8,15 +8,13 @@ load re-hashes a file only when it changed on disk.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 from imagenet_zoo.errors import UsageError, WeightsIntegrityError, WeightsUnavailableError
 from imagenet_zoo.specs import ModelSpec, WeightsFile
-from imagenet_zoo.weights.download import download, exclusive_lock, file_digest
+from imagenet_zoo.weights.download import copy_verified, download, exclusive_lock, file_digest
 
 HOME_ENV = "IMAGENET_ZOO_HOME"
 MIRROR_ENV = "IMAGENET_ZOO_MIRROR"
@@ -131,29 +129,14 @@ class DownloadedWeights:
         return dest
 
     def import_file(self, spec: ModelSpec, file: Path, *, include_top: bool = True) -> Path:
-        """Copy a file obtained elsewhere into the cache, after checking that the copy is the published one.
-
-        The copy is written to a private temporary file (created exclusively, so a planted symlink at a
-        guessable name cannot redirect it) and hashed there, then renamed into place."""
+        """Copy a file obtained elsewhere into the cache, after checking that the copy is the published one
+        (written through a private temporary file, as downloads are)."""
         weights = spec.weights_file(include_top=include_top)
         if not file.is_file():
             raise WeightsUnavailableError(f"{file} does not exist")
         dest = self.path(spec, include_top=include_top)
         with exclusive_lock(dest):
-            fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".import")
-            tmp = Path(tmp_name)
-            try:
-                with os.fdopen(fd, "wb") as out, file.open("rb") as source:
-                    shutil.copyfileobj(source, out)
-                digest = file_digest(tmp, weights.hash_algorithm)
-                if not weights.matches(digest):
-                    raise WeightsIntegrityError(
-                        f"{file} is not {weights.filename}: its {weights.hash_algorithm} is {digest}, "
-                        f"expected {weights.hash}"
-                    )
-                os.replace(tmp, dest)
-            finally:
-                tmp.unlink(missing_ok=True)
+            copy_verified(file, dest, weights)
             _stamp_path(dest).write_text(_stamp_text(dest, weights))
         return dest
 
