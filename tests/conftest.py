@@ -30,14 +30,42 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     return code, captured.out, captured.err
 
 
+# Runs `python -m MODULE ...` or `python -c CODE ...`, then writes its own peak RSS (VmHWM, kB) to the
+# file named by the environment: a child's getrusage peak would include the pytest process it was
+# forked from, which is far larger late in a full run.
+_PEAK_WRAPPER = """
+import atexit, os, runpy, sys
+def _peak():
+    with open("/proc/self/status") as status:
+        peak = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    with open(os.environ["IMAGENET_ZOO_TEST_PEAK"], "w") as out:
+        out.write(peak)
+atexit.register(_peak)
+flag, target, *sys.argv[1:] = sys.argv[1:]
+if flag == "-m":
+    sys.argv[0] = target
+    runpy.run_module(target, run_name="__main__", alter_sys=True)
+else:
+    sys.argv[0] = "-c"
+    exec(compile(target, "<string>", "exec"), {"__name__": "__main__"})
+"""
+
+
 def run_measured(argv: list[str], env: dict[str, str] | None = None) -> tuple[int, str, float]:
-    """A command's exit code, stdout and its own peak resident memory in MB (from wait4)."""
-    with tempfile.TemporaryFile("w+") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        return process.returncode, out.read(), usage.ru_maxrss / 1024
+    """`python -m ...` or `python -c ...` (argv[0] the interpreter): exit code, output, and its own peak
+    resident memory in MB."""
+    with tempfile.TemporaryDirectory() as tmp:
+        peak_file = Path(tmp) / "peak"
+        child_env = {**(env or os.environ), "IMAGENET_ZOO_TEST_PEAK": str(peak_file)}
+        run = subprocess.run(
+            [argv[0], "-c", _PEAK_WRAPPER, *argv[1:]],
+            capture_output=True,
+            text=True,
+            env=child_env,
+            check=False,
+        )
+        peak_mb = int(peak_file.read_text()) / 1024 if peak_file.exists() else float("inf")
+        return run.returncode, run.stdout + run.stderr, peak_mb
 
 
 def skimage_photo(name: str) -> Path:

@@ -2,7 +2,8 @@
 
 Seeds are small JPEG, PNG, GIF, WebP and TIFF files made from shared-sample photos. Every mutated input
 must decode or become the photo's typed error: no other exception, no hang (-timeout), no runaway memory
-(-rss_limit_mb). IMAGENET_ZOO_FUZZ_SECONDS sets the time (default 60; longer runs are done by hand).
+(the harness checks its resident memory). IMAGENET_ZOO_FUZZ_SECONDS sets the time (default 60; longer
+runs are done by hand).
 """
 
 import os
@@ -36,7 +37,7 @@ def test_the_decoder_survives_a_fuzzing_run(tmp_path: Path) -> None:
     corpus = seed_corpus(tmp_path / "corpus")
     command = [
         sys.executable, str(HARNESS), str(corpus), f"-max_total_time={seconds}", "-timeout=10",
-        "-rss_limit_mb=1024", f"-artifact_prefix={tmp_path}/", "-print_final_stats=1",
+        "-rss_limit_mb=0", f"-artifact_prefix={tmp_path}/", "-print_final_stats=1",  # the harness checks RSS
     ]  # fmt: skip
     run = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120, check=False)
     findings = sorted(p.name for p in tmp_path.iterdir() if re.match(r"(crash|timeout|oom|leak)-", p.name))
