@@ -26,6 +26,7 @@ from imagenet_zoo.classifier import (
     Prediction,
     decode_predictions,
 )
+from imagenet_zoo.data.hierarchy import GroupScore, Hierarchy, Synset, wordnet
 from imagenet_zoo.data.images import InputInfo, decode_image
 from imagenet_zoo.data.labels import ClassLabel, imagenet1k
 from imagenet_zoo.data.preprocess import Transform, create_transform, preprocess
@@ -66,6 +67,8 @@ __all__ = [
     "ErrorInfo",
     "FeatureExtractor",
     "FeatureSet",
+    "GroupScore",
+    "Hierarchy",
     "ImageError",
     "ImageNotFoundError",
     "ImageTooLargeError",
@@ -75,6 +78,7 @@ __all__ = [
     "Prediction",
     "RegisteredModel",
     "Registry",
+    "Synset",
     "Transform",
     "UnknownModelError",
     "UnsupportedImageError",
@@ -98,4 +102,5 @@ __all__ = [
     "preprocess",
     "resolve_data_config",
     "resolve_model",
+    "wordnet",
 ]

@@ -16,6 +16,7 @@ from typing import Any, overload
 
 import numpy as np
 
+from imagenet_zoo.data.hierarchy import GroupScore, Synset, wordnet
 from imagenet_zoo.data.images import (
     DEFAULT_MAX_PIXELS,
     DecodeMode,
@@ -27,7 +28,7 @@ from imagenet_zoo.data.images import (
 from imagenet_zoo.data.labels import ClassLabel, imagenet1k
 from imagenet_zoo.data.preprocess import Transform, create_transform, draft_short_side, preprocess
 from imagenet_zoo.engines.base import Engine
-from imagenet_zoo.errors import ImageError, UnsupportedImageError
+from imagenet_zoo.errors import ImageError, UnsupportedImageError, UsageError
 from imagenet_zoo.specs import DataConfig, ModelSpec
 
 
@@ -75,6 +76,7 @@ class Classification:
     predictions: tuple[Prediction, ...] = ()
     input: InputInfo | None = None
     error: ErrorInfo | None = None
+    groups: tuple[GroupScore, ...] = ()  # asked-for WordNet groups and their probabilities
 
     @property
     def ok(self) -> bool:
@@ -89,12 +91,15 @@ class Classification:
     def to_dict(self) -> dict[str, Any]:
         if self.error is not None:
             return {"path": self.source, "error": self.error.to_dict()}
-        return {
+        result = {
             "path": self.source,
             "model": self.model,
             "input": self.input.to_dict() if self.input else None,
             "predictions": [p.to_dict() for p in self.predictions],
         }
+        if self.groups:
+            result["groups"] = [g.to_dict() for g in self.groups]
+        return result
 
 
 def _chunked(items: Iterator[ImageSource], size: int) -> Iterator[list[ImageSource]]:
@@ -233,38 +238,59 @@ class Classifier(_Pipeline):
         return self.spec.labels
 
     @overload
-    def classify(self, inputs: ImageSource, *, top: int = 5) -> Classification: ...
+    def classify(
+        self, inputs: ImageSource, *, top: int = 5, groups: Sequence[str] = ()
+    ) -> Classification: ...
     @overload
     def classify(
-        self, inputs: list[ImageSource] | tuple[ImageSource, ...], *, top: int = 5
+        self, inputs: list[ImageSource] | tuple[ImageSource, ...], *, top: int = 5, groups: Sequence[str] = ()
     ) -> list[Classification]: ...
 
-    def classify(self, inputs: Any, *, top: int = 5) -> Classification | list[Classification]:
+    def classify(
+        self, inputs: Any, *, top: int = 5, groups: Sequence[str] = ()
+    ) -> Classification | list[Classification]:
         """Classify one input (raises its `ImageError`) or a list (failures are returned as results).
 
-        An input is a path, encoded bytes, a PIL image or a uint8 RGB array.
+        An input is a path, encoded bytes, a PIL image or a uint8 RGB array. `groups` names WordNet
+        groups ("dog", "bird", or synset ids) whose probabilities each result also reports.
         """
         if isinstance(inputs, (list, tuple)):
-            return self.classify_many(inputs, top=top)
-        result = self.classify_many([inputs], top=top)[0]
+            return self.classify_many(inputs, top=top, groups=groups)
+        result = self.classify_many([inputs], top=top, groups=groups)[0]
         if result.error is not None and result.error.exception is not None:
             raise result.error.exception
         return result
 
-    def classify_many(self, inputs: Iterable[ImageSource], *, top: int = 5) -> list[Classification]:
+    def classify_many(
+        self, inputs: Iterable[ImageSource], *, top: int = 5, groups: Sequence[str] = ()
+    ) -> list[Classification]:
         """Classify every input, in input order (see `iter_classify`)."""
-        return list(self.iter_classify(inputs, top=top))
+        return list(self.iter_classify(inputs, top=top, groups=groups))
 
-    def iter_classify(self, inputs: Iterable[ImageSource], *, top: int = 5) -> Iterator[Classification]:
-        """Yield results in input order as each batch of `batch_size` completes (post: softmax, top-k)."""
+    def iter_classify(
+        self, inputs: Iterable[ImageSource], *, top: int = 5, groups: Sequence[str] = ()
+    ) -> Iterator[Classification]:
+        """Yield results in input order as each batch of `batch_size` completes (post: softmax, top-k,
+        and the probability of each of `groups`)."""
         if top < 1:
             raise ValueError("top must be at least 1")
+        synsets = self._groups(groups)
         for source, item, logits in self.iter_outputs(inputs):
             base = Classification(describe_source(source), self.spec.name)
             if isinstance(item, ErrorInfo) or logits is None:
                 yield replace(base, error=item if isinstance(item, ErrorInfo) else None)
-            else:
-                yield replace(base, predictions=ranked_predictions(logits, top, self.labels), input=item)
+                continue
+            probabilities = softmax(logits.astype(np.float64)).astype(np.float32)
+            predictions = top_k(probabilities, min(top, len(self.labels)), self.labels)
+            scores = wordnet().scores(probabilities, synsets) if synsets else ()
+            yield replace(base, predictions=predictions, input=item, groups=scores)
+
+    def _groups(self, words: Sequence[str]) -> list[Synset]:
+        if words and self.labels != imagenet1k():
+            raise UsageError(
+                f"{self.spec.name} has classes of its own: groups are WordNet's, over ImageNet-1k's"
+            )
+        return [wordnet().group(word) for word in words]
 
     def preprocess(self, images: Sequence[Any]) -> np.ndarray:
         """The float32 NHWC batch the engine receives for these RGB PIL images."""

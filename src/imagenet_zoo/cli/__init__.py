@@ -37,7 +37,8 @@ class _Accumulate(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:  # fmt: skip
         current = getattr(namespace, self.dest)
-        items = list(values) if current is self.default else [*current, *values]
+        given = [item for value in values for item in (value if isinstance(value, list) else [value])]
+        items = given if current is self.default else [*current, *given]
         setattr(namespace, self.dest, list(dict.fromkeys(items)))
 
 
@@ -163,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument(
         "--verbose", action="store_true", help="also show what the decoder warned about each photo"
     )
+    _add_list_option(classify, "--groups", [], type=_words, metavar="WORD[,WORD...]",
+                     help="also the probability of WordNet groups: dog,bird (see `groups`)")  # fmt: skip
     _add_model_option(classify)
     classify.add_argument("--top", type=_top_k, default=5, help="how many labels per photo (default 5)")
     _add_format_option(classify, "table", "json")
@@ -257,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_format_option(evaluate, "table", "json")
     evaluate.add_argument("--output", metavar="FILE", help="per-photo results (.jsonl or .csv)")
     evaluate.add_argument(
+        "--group", type=_word, metavar="WORD", help="also score a WordNet group as yes/no, e.g. dog"
+    )
+    evaluate.add_argument(
         "--batch-size", type=_positive, default=16, help="photos per engine call (default 16)"
     )
     evaluate.add_argument("--workers", type=_positive, help="decoding threads (default: one per core)")
@@ -333,6 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_format_option(bench, "table", "json", "markdown")
     bench.set_defaults(run=commands.bench)
 
+    groups = sub.add_parser("groups", help="WordNet groups of ImageNet classes (for classify --groups)")
+    groups.add_argument("word", metavar="WORD", help="part of a group's name, or a synset id")
+    _add_format_option(groups, "table", "json")
+    groups.set_defaults(run=commands.groups)
+
     models = sub.add_parser("models", help="every model, its input, size, accuracy and cached weights")
     models.add_argument("pattern", nargs="?", help="only models whose name matches, e.g. 'resnet*'")
     _add_format_option(models, "table", "json")
@@ -349,6 +360,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     weights.set_defaults(run=commands.weights)
     return parser
+
+
+def _words(value: str) -> list[str]:
+    """`--groups dog,bird`: each checked now, so an unknown or ambiguous word is a usage error."""
+    from imagenet_zoo.data.hierarchy import wordnet
+
+    words = [word.strip() for word in value.split(",") if word.strip()]
+    try:
+        return [wordnet().group(word).id for word in words]
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _word(value: str) -> str:
+    [synset] = _words(value)
+    return synset
 
 
 def _model_list(value: str) -> list[str]:

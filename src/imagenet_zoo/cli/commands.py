@@ -38,6 +38,7 @@ def classify(args: argparse.Namespace) -> int:
         decode=args.decode,
         recursive=args.recursive,
         resume=args.resume,
+        groups=tuple(args.groups),
         annotate=_path(args.annotate),
         annotate_dir=_path(args.annotate_dir),
         sheet=_path(args.sheet),
@@ -125,6 +126,25 @@ def models(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         sys.stdout.write(output.models_table(rows))
+    return 0
+
+
+def groups(args: argparse.Namespace) -> int:
+    from imagenet_zoo.data.hierarchy import wordnet
+
+    hierarchy = wordnet()
+    rows = [
+        {"synset": s.id, "name": s.name, "lemmas": list(s.lemmas), "depth": hierarchy.depths[s.id],
+         "classes": len(hierarchy.classes_under(s.id))}
+        for s in hierarchy.matching(args.word)
+    ]  # fmt: skip
+    if not rows:
+        raise UsageError(f"no WordNet group above the ImageNet classes is named like {args.word!r}")
+    if args.format == "json":
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(output.groups_table(rows))
     return 0
 
 
@@ -218,6 +238,7 @@ def evaluate(args: argparse.Namespace) -> int:
     results = evaluate_models(
         Path(args.source), args.model, engine=args.engine, precision=args.precision,
         batch_size=args.batch_size, workers=args.workers, decode=args.decode, output=_path(args.output),
+        group=args.group,
         warn=lambda message: print(f"imagenet-zoo: {message}", file=sys.stderr),
     )  # fmt: skip
     rows = [

@@ -26,7 +26,7 @@ def printable(text: str) -> str:
 
 
 def results_table(results: list[Classification], *, verbose: bool = False) -> str:
-    """Each result's top-k; with `verbose`, what the decoder warned about each photo too."""
+    """Each result's top-k and asked-for groups; with `verbose`, what the decoder warned about too."""
     lines: list[str] = []
     for result in results:
         source = printable(result.source)
@@ -36,14 +36,27 @@ def results_table(results: list[Classification], *, verbose: bool = False) -> st
             info = result.input
             described = f"{info.format or 'array'} {info.width}x{info.height} {info.mode}" if info else ""
             lines.append(f"{source}  [{printable(result.model)}; {described}]")
-            if verbose and info:
-                lines.extend(f"  warning: {printable(w)}" for w in info.warnings)
             lines.extend(
                 f"  {p.rank:>2}  {p.score:7.2%}  {printable(p.label):<32} {printable(p.synset)}  {p.index:>3}"
                 for p in result.predictions
             )
+            lines.extend(
+                f"  group {printable(g.name):<25} {g.score:7.2%}  {g.synset}  ({g.classes} classes)"
+                for g in result.groups
+            )
+            if verbose and info:
+                lines.extend(f"  warning: {printable(w)}" for w in info.warnings)
         lines.append("")
     return "\n".join(lines)
+
+
+def groups_table(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'synset':<10} {'depth':>5} {'classes':>7}  lemmas"]
+    lines += [
+        f"{r['synset']:<10} {r['depth']:>5} {r['classes']:>7}  {printable(', '.join(r['lemmas']))}"
+        for r in rows
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def model_rows(models: Iterable[RegisteredModel]) -> list[dict[str, Any]]:
@@ -188,7 +201,7 @@ def bench_markdown(env: dict[str, Any], rows: list[Row]) -> str:
 
 
 def accuracy_dict(accuracy: Accuracy) -> dict[str, Any]:
-    return {
+    row = {
         "model": accuracy.model,
         "engine": accuracy.engine,
         "precision": accuracy.precision,
@@ -199,6 +212,15 @@ def accuracy_dict(accuracy: Accuracy) -> dict[str, Any]:
         "seconds": round(accuracy.seconds, 2),
         "images_per_second": round(accuracy.images_per_second, 1),
     }
+    group = accuracy.group
+    if group is not None:
+        row["group"] = {
+            "name": group.name, "synset": group.synset, "precision": round(group.precision, 4),
+            "recall": round(group.recall, 4), "balanced_accuracy": round(group.balanced_accuracy, 4),
+            "true_positives": group.true_positives, "false_positives": group.false_positives,
+            "true_negatives": group.true_negatives, "false_negatives": group.false_negatives,
+        }  # fmt: skip
+    return row
 
 
 def accuracy_table(rows: list[dict[str, Any]]) -> str:
@@ -212,6 +234,14 @@ def accuracy_table(rows: list[dict[str, Any]]) -> str:
                 f"{row['model']:<20} {row['engine']:<9} {row['precision']:<5} {row['n']:>6} "
                 f"{row['top1']:>7.1%} {row['top5']:>7.1%} {row['failed']:>6} {row['images_per_second']:>7.1f}"
             )
+            if "group" in row:
+                g = row["group"]
+                lines.append(
+                    f"  group {g['name']} ({g['synset']}, score >= 50%): precision {g['precision']:.1%}, "
+                    f"recall {g['recall']:.1%}, balanced accuracy {g['balanced_accuracy']:.1%} "
+                    f"({g['true_positives']} of {g['true_positives'] + g['false_negatives']} found, "
+                    f"{g['false_positives']} false alarms)"
+                )
     return "\n".join(lines) + "\n"
 
 

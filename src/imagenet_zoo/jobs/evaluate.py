@@ -18,6 +18,7 @@ from typing import Any
 
 from imagenet_zoo.api import load, resolve_model
 from imagenet_zoo.classifier import Classification, Classifier
+from imagenet_zoo.data.hierarchy import wordnet
 from imagenet_zoo.data.images import DecodeMode, find_images
 from imagenet_zoo.data.labels import ClassLabel, imagenet1k
 from imagenet_zoo.errors import UsageError
@@ -33,6 +34,31 @@ class LabelledPhoto:
 
 
 @dataclass(frozen=True)
+class GroupAccuracy:
+    """A WordNet group as a yes/no classifier (its probability >= 0.5), against the photos' labels."""
+
+    name: str
+    synset: str
+    true_positives: int
+    false_positives: int
+    true_negatives: int
+    false_negatives: int
+
+    @property
+    def precision(self) -> float:
+        return self.true_positives / max(1, self.true_positives + self.false_positives)
+
+    @property
+    def recall(self) -> float:
+        return self.true_positives / max(1, self.true_positives + self.false_negatives)
+
+    @property
+    def balanced_accuracy(self) -> float:
+        specificity = self.true_negatives / max(1, self.true_negatives + self.false_positives)
+        return (self.recall + specificity) / 2
+
+
+@dataclass(frozen=True)
 class Accuracy:
     model: str
     engine: str
@@ -42,6 +68,7 @@ class Accuracy:
     top5: float
     failed: int  # photos that could not be decoded, counted as wrong
     seconds: float
+    group: GroupAccuracy | None = None
 
     @property
     def images_per_second(self) -> float:
@@ -104,18 +131,26 @@ def evaluate(
     engine: str,
     precision: str,
     on_result: Callable[[Classification, LabelledPhoto], None] | None = None,
+    group: str | None = None,
 ) -> Accuracy:
-    """Classify every photo once (top-5) and count hits; undecodable photos count as misses."""
+    """Classify every photo once (top-5) and count hits; undecodable photos count as misses. With
+    `group`, also how well that group's probability tells its photos from the others."""
     top1 = top5 = failed = 0
+    counts = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
+    members = wordnet().classes_under(wordnet().group(group).id) if group else frozenset()
     start = time.perf_counter()
-    results = classifier.iter_classify([p.path for p in photos], top=5)
+    results = classifier.iter_classify([p.path for p in photos], top=5, groups=[group] if group else [])
     for result, photo in zip(results, photos, strict=True):
         ranked = [p.index for p in result.predictions]
         failed += not result.ok
         top1 += bool(ranked) and ranked[0] == photo.label
         top5 += photo.label in ranked
+        if group:
+            said = bool(result.groups) and result.groups[0].score >= 0.5
+            counts[("t" if said == (photo.label in members) else "f") + ("p" if said else "n")] += 1
         if on_result:
             on_result(result, photo)
+    scored = wordnet().group(group) if group else None
     n = len(photos)
     return Accuracy(
         classifier.spec.name,
@@ -126,6 +161,9 @@ def evaluate(
         top5 / n if n else 0.0,
         failed,
         time.perf_counter() - start,
+        GroupAccuracy(scored.name, scored.id, counts["tp"], counts["fp"], counts["tn"], counts["fn"])
+        if scored
+        else None,
     )
 
 
@@ -171,6 +209,7 @@ def evaluate_models(
     workers: int | None = None,
     decode: DecodeMode = "fast",
     output: Path | None = None,
+    group: str | None = None,
     warn: Callable[[str], None] = lambda message: None,
 ) -> list[Accuracy | MissingWeights]:
     """Each model's accuracy on the labelled photos of `source`; per-photo records go to `output`."""
@@ -203,5 +242,9 @@ def evaluate_models(
                 decode=decode,
             )
             on_result = (lambda r, p: records.write_record(photo_record(r, p))) if records else None
-            rows.append(evaluate(classifier, photos, engine=engine, precision=precision, on_result=on_result))
+            rows.append(
+                evaluate(
+                    classifier, photos, engine=engine, precision=precision, on_result=on_result, group=group
+                )
+            )
     return rows

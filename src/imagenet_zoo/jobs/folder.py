@@ -34,6 +34,7 @@ class FolderJob(JobOptions):
     annotate_dir: Path | None = None  # a labelled copy of every photo, into this folder
     sheet: Path | None = None  # a contact sheet of labelled thumbnails
     progress: bool | None = None  # a progress bar on stderr; None: when it is a terminal
+    groups: tuple[str, ...] = ()  # WordNet groups whose probability each result reports ("dog", "bird")
 
 
 def run_folder_job(job: FolderJob, *, on_result: Callable[[Classification], None] | None = None) -> JobReport:
@@ -60,7 +61,7 @@ def run_folder_job(job: FolderJob, *, on_result: Callable[[Classification], None
         )  # fmt: skip
         progress = Progress("Classifying", len(todo), unit="img", enabled=job.progress)
         failures: list[tuple[str, ErrorInfo]] = []
-        for result in classifier.iter_classify(todo, top=job.top):
+        for result in classifier.iter_classify(todo, top=job.top, groups=job.groups):
             if results is not None:
                 results.write(result)
             if on_result is not None:

@@ -58,7 +58,7 @@ _PREDICTION_FIELDS = ("label", "synset", "index", "score")
 
 def csv_header(top: int) -> list[str]:
     ranked = [f"top{k}_{field}" for k in range(1, top + 1) for field in _PREDICTION_FIELDS]
-    return ["path", "model", "error_type", "error_message", *_INPUT_FIELDS, *ranked]
+    return ["path", "model", "error_type", "error_message", *_INPUT_FIELDS, *ranked, "groups"]
 
 
 def flat_result(result: Classification, top: int) -> dict[str, Any]:
@@ -71,6 +71,7 @@ def flat_result(result: Classification, top: int) -> dict[str, Any]:
         "error_message": result.error.message if result.error else None,
         **{field: info.get(field) for field in _INPUT_FIELDS},
         "warnings": "; ".join(info.get("warnings", [])) or None,
+        "groups": "; ".join(f"{g.name}={g.score:.6f}" for g in result.groups) or None,
     }
     for k, p in enumerate(result.predictions[:top], start=1):
         row.update({f"top{k}_label": p.label, f"top{k}_synset": p.synset, f"top{k}_index": p.index,
