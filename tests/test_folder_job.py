@@ -95,8 +95,8 @@ def test_ctrl_c_keeps_everything_already_classified(
 ) -> None:
     real = Classifier.iter_classify
 
-    def interrupted(self, inputs, *, top=5):  # type: ignore[no-untyped-def]
-        for n, result in enumerate(real(self, inputs, top=top)):
+    def interrupted(self, inputs, **options):  # type: ignore[no-untyped-def]
+        for n, result in enumerate(real(self, inputs, **options)):
             if n == 3:
                 raise KeyboardInterrupt
             yield result
