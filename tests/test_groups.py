@@ -80,3 +80,23 @@ def test_dog_or_not_with_no_training(with_lite0: Path, capsys: pytest.CaptureFix
     assert code == 0 and row["group"]["synset"] == "n02084071"
     assert row["group"]["true_positives"] + row["group"]["false_negatives"] == 23
     assert row["group"]["balanced_accuracy"] >= 0.95
+
+
+def test_the_service_reports_groups() -> None:
+    from fastapi.testclient import TestClient
+
+    from imagenet_zoo.server import create_app
+    from tests.test_server import fake_settings, png_bytes
+
+    upload = {"file": ("a.png", png_bytes(), "image/png")}
+    with TestClient(create_app(fake_settings())) as client:
+        ok = client.post("/v1/classify", params={"groups": "dog,bird"}, files=upload)
+        batch = client.post(
+            "/v1/classify/batch", params={"groups": "n02084071"}, files=[("files", upload["file"])] * 2
+        )
+        ambiguous = client.post("/v1/classify", params={"groups": "cat"}, files=upload)
+        plain = client.post("/v1/classify", files=upload)
+    assert ok.status_code == 200 and [g["name"] for g in ok.json()["groups"]] == ["dog", "bird"]
+    assert ok.json()["path"] == "a.png" and all(r["groups"][0]["synset"] == "n02084071" for r in batch.json())
+    assert ambiguous.status_code == 422 and "n02127808" in ambiguous.json()["error"]["message"]
+    assert plain.status_code == 200 and "groups" not in plain.json()

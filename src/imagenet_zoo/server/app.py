@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.resources import files
 from typing import Any
 
@@ -26,19 +26,24 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
 from imagenet_zoo.classifier import Classification, Classifier
+from imagenet_zoo.data.hierarchy import wordnet
+from imagenet_zoo.data.labels import imagenet1k
 from imagenet_zoo.errors import (
     CorruptImageError,
     EmptyImageError,
     ImageError,
     ImageTooLargeError,
     UnsupportedImageError,
+    UsageError,
 )
+from imagenet_zoo.model_types import RegisteredModel
 from imagenet_zoo.registry import normalize_name
 from imagenet_zoo.server.metrics import Metrics
 from imagenet_zoo.server.models import ModelPool
 from imagenet_zoo.server.settings import Settings
 
 MAX_FILENAME = 200
+GROUPS_HELP = "WordNet groups whose probability to report, comma-separated: dog,bird (or synset ids)"
 _IMAGE_ERROR_STATUS: dict[type[ImageError], int] = {
     UnsupportedImageError: 415,
     EmptyImageError: 422,
@@ -144,13 +149,30 @@ def _safe_name(filename: str | None) -> str:
 
 
 def _classify_bytes(
-    classifier: Classifier, uploads: list[tuple[str, bytes]], top: int
+    classifier: Classifier, uploads: list[tuple[str, bytes]], top: int, groups: list[str]
 ) -> list[Classification]:
-    results = classifier.classify_many([data for _, data in uploads], top=top)
-    return [
-        Classification(name, r.model, r.predictions, r.input, r.error)
-        for (name, _), r in zip(uploads, results, strict=True)
-    ]
+    results = classifier.classify_many([data for _, data in uploads], top=top, groups=groups)
+    return [replace(r, source=name) for (name, _), r in zip(uploads, results, strict=True)]
+
+
+MAX_GROUPS = 16
+
+
+def _groups(words: str | None, model: RegisteredModel) -> list[str]:
+    """`?groups=dog,bird` as synset ids; an unknown or ambiguous word is a 422 that lists candidates."""
+    names = [word for word in (words or "").split(",") if word.strip()]
+    if not names:
+        return []
+    if len(names) > MAX_GROUPS:
+        raise ApiError(422, "InvalidParameter", f"at most {MAX_GROUPS} groups per request")
+    if model.spec.labels != imagenet1k():
+        raise ApiError(
+            422, "InvalidParameter", f"{model.spec.name} has classes of its own: no WordNet groups"
+        )
+    try:
+        return [wordnet().group(word).id for word in names]
+    except UsageError as exc:
+        raise ApiError(422, "InvalidParameter", str(exc)) from None
 
 
 def _as_api_error(result: Classification) -> ApiError:
@@ -232,13 +254,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return [(_safe_name(u.filename), await u.read()) for u in uploads]
 
     async def classify(
-        request: Request, model: str | None, top_k: int, *, many: bool
+        request: Request, model: str | None, top_k: int, groups: str | None, *, many: bool
     ) -> list[Classification]:
         name = requestable.get(normalize_name(model or served[0]))
         if name is None:
             raise ApiError(
                 404, "UnknownModelError", f"{model!r} is not served here; served: {', '.join(served)}"
             )
+        synsets = _groups(groups, pool.served[name])
         queue.check_capacity()  # refuse before reading the upload: a full queue answers at once
         declared = request.headers.get("content-length", "")
         size = int(declared) if declared.isdigit() else settings.max_upload_bytes  # larger ones got 413
@@ -251,22 +274,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             uploads = await read_uploads(request, many=many)
         finally:
             state["buffered"] -= size
-        return await queue.run(lambda: _classify_bytes(pool.get(name), uploads, top_k))  # type: ignore[no-any-return]
+        work = lambda: _classify_bytes(pool.get(name), uploads, top_k, synsets)  # noqa: E731
+        return await queue.run(work)  # type: ignore[no-any-return]
 
     @app.post("/v1/classify", summary="Classify one image (multipart field `file`, or the raw body)")
     async def classify_one(
-        request: Request, model: str | None = None, top_k: int = Query(5, ge=1, le=1000)
+        request: Request,
+        model: str | None = None,
+        top_k: int = Query(5, ge=1, le=1000),
+        groups: str | None = Query(None, max_length=1000, description=GROUPS_HELP),
     ) -> dict[str, Any]:
-        [result] = await classify(request, model, top_k, many=False)
+        [result] = await classify(request, model, top_k, groups, many=False)
         if result.error is not None:
             raise _as_api_error(result)
         return result.to_dict()
 
     @app.post("/v1/classify/batch", summary="Classify several images (multipart fields `file`)")
     async def classify_batch(
-        request: Request, model: str | None = None, top_k: int = Query(5, ge=1, le=1000)
+        request: Request,
+        model: str | None = None,
+        top_k: int = Query(5, ge=1, le=1000),
+        groups: str | None = Query(None, max_length=1000, description=GROUPS_HELP),
     ) -> list[dict[str, Any]]:
-        return [r.to_dict() for r in await classify(request, model, top_k, many=True)]
+        return [r.to_dict() for r in await classify(request, model, top_k, groups, many=True)]
 
     @app.get("/v1/models", summary="Served models and whether each is loaded")
     async def models() -> list[dict[str, Any]]:
