@@ -100,3 +100,15 @@ def test_the_service_reports_groups() -> None:
     assert ok.json()["path"] == "a.png" and all(r["groups"][0]["synset"] == "n02084071" for r in batch.json())
     assert ambiguous.status_code == 422 and "n02127808" in ambiguous.json()["error"]["message"]
     assert plain.status_code == 200 and "groups" not in plain.json()
+
+
+def test_top_groups_rank_the_most_likely_kinds(with_lite0: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dog = sorted(SAMPLE_DIR.glob("n0208*"))[0]
+    argv = ["classify", str(dog), "--top-groups", "3", "--format", "json"]  # default depth 6
+    code, out, _ = run_cli(argv, capsys)
+    [result] = json.loads(out)
+    scores = [g["score"] for g in result["groups"]]
+    assert code == 0 and len(scores) == 3 and scores == sorted(scores, reverse=True)
+    assert result["groups"][0]["name"] == "animal" and scores[0] > 0.9
+    depth = imagenet_zoo.wordnet().depths
+    assert {depth[g["synset"]] for g in result["groups"]} == {6}

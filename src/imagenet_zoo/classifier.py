@@ -262,19 +262,32 @@ class Classifier(_Pipeline):
         return result
 
     def classify_many(
-        self, inputs: Iterable[ImageSource], *, top: int = 5, groups: Sequence[str] = ()
+        self,
+        inputs: Iterable[ImageSource],
+        *,
+        top: int = 5,
+        groups: Sequence[str] = (),
+        top_groups: tuple[int, int] | None = None,
     ) -> list[Classification]:
         """Classify every input, in input order (see `iter_classify`)."""
-        return list(self.iter_classify(inputs, top=top, groups=groups))
+        return list(self.iter_classify(inputs, top=top, groups=groups, top_groups=top_groups))
 
     def iter_classify(
-        self, inputs: Iterable[ImageSource], *, top: int = 5, groups: Sequence[str] = ()
+        self,
+        inputs: Iterable[ImageSource],
+        *,
+        top: int = 5,
+        groups: Sequence[str] = (),
+        top_groups: tuple[int, int] | None = None,
     ) -> Iterator[Classification]:
         """Yield results in input order as each batch of `batch_size` completes (post: softmax, top-k,
-        and the probability of each of `groups`)."""
+        the probability of each of `groups`, and with `top_groups=(k, depth)` the k most likely groups
+        `depth` is-a steps below "entity")."""
         if top < 1:
             raise ValueError("top must be at least 1")
         synsets = self._groups(groups)
+        if top_groups is not None:
+            self._require_imagenet_classes()
         for source, item, logits in self.iter_outputs(inputs):
             base = Classification(describe_source(source), self.spec.name)
             if isinstance(item, ErrorInfo) or logits is None:
@@ -283,14 +296,21 @@ class Classifier(_Pipeline):
             probabilities = softmax(logits.astype(np.float64)).astype(np.float32)
             predictions = top_k(probabilities, min(top, len(self.labels)), self.labels)
             scores = wordnet().scores(probabilities, synsets) if synsets else ()
+            if top_groups is not None:
+                k, depth = top_groups
+                scores += wordnet().top_groups(probabilities, depth=depth, k=k)
             yield replace(base, predictions=predictions, input=item, groups=scores)
 
     def _groups(self, words: Sequence[str]) -> list[Synset]:
-        if words and self.labels != imagenet1k():
+        if words:
+            self._require_imagenet_classes()
+        return [wordnet().group(word) for word in words]
+
+    def _require_imagenet_classes(self) -> None:
+        if self.labels != imagenet1k():
             raise UsageError(
                 f"{self.spec.name} has classes of its own: groups are WordNet's, over ImageNet-1k's"
             )
-        return [wordnet().group(word) for word in words]
 
     def preprocess(self, images: Sequence[Any]) -> np.ndarray:
         """The float32 NHWC batch the engine receives for these RGB PIL images."""

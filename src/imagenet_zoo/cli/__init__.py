@@ -166,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_list_option(classify, "--groups", [], type=_words, metavar="WORD[,WORD...]",
                      help="also the probability of WordNet groups: dog,bird (see `groups`)")  # fmt: skip
+    classify.add_argument(
+        "--top-groups", type=_positive, metavar="K", help="also the K most likely groups at --group-depth"
+    )
+    classify.add_argument(
+        "--group-depth", type=int, default=6, metavar="D",
+        help="is-a steps below 'entity' for --top-groups (default 6: animal, plant, container, ...)",
+    )  # fmt: skip
     _add_model_option(classify)
     classify.add_argument("--top", type=_top_k, default=5, help="how many labels per photo (default 5)")
     _add_format_option(classify, "table", "json")

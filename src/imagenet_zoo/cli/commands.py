@@ -39,6 +39,7 @@ def classify(args: argparse.Namespace) -> int:
         recursive=args.recursive,
         resume=args.resume,
         groups=tuple(args.groups),
+        top_groups=(args.top_groups, args.group_depth) if args.top_groups else None,
         annotate=_path(args.annotate),
         annotate_dir=_path(args.annotate_dir),
         sheet=_path(args.sheet),

@@ -35,6 +35,7 @@ class FolderJob(JobOptions):
     sheet: Path | None = None  # a contact sheet of labelled thumbnails
     progress: bool | None = None  # a progress bar on stderr; None: when it is a terminal
     groups: tuple[str, ...] = ()  # WordNet groups whose probability each result reports ("dog", "bird")
+    top_groups: tuple[int, int] | None = None  # (k, depth): the k most likely groups at that depth
 
 
 def run_folder_job(job: FolderJob, *, on_result: Callable[[Classification], None] | None = None) -> JobReport:
@@ -61,7 +62,9 @@ def run_folder_job(job: FolderJob, *, on_result: Callable[[Classification], None
         )  # fmt: skip
         progress = Progress("Classifying", len(todo), unit="img", enabled=job.progress)
         failures: list[tuple[str, ErrorInfo]] = []
-        for result in classifier.iter_classify(todo, top=job.top, groups=job.groups):
+        for result in classifier.iter_classify(
+            todo, top=job.top, groups=job.groups, top_groups=job.top_groups
+        ):
             if results is not None:
                 results.write(result)
             if on_result is not None:
