@@ -7,6 +7,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,14 +120,19 @@ def _summarize(
     print("\n".join(lines), file=sys.stderr)
 
 
-def models(args: argparse.Namespace) -> int:
-    registry = default_registry()
-    rows = output.model_rows([registry.get(name) for name in registry.names(args.pattern)])
-    if args.format == "json":
+def _emit(rows: Any, fmt: str, table: Callable[[Any], str]) -> None:
+    """`rows` on stdout as JSON, or as the table `table` makes of them."""
+    if fmt == "json":
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(output.models_table(rows))
+        sys.stdout.write(table(rows))
+
+
+def models(args: argparse.Namespace) -> int:
+    registry = default_registry()
+    _emit(output.model_rows([registry.get(name) for name in registry.names(args.pattern)]), args.format,
+          output.models_table)  # fmt: skip
     return 0
 
 
@@ -141,11 +147,7 @@ def groups(args: argparse.Namespace) -> int:
     ]  # fmt: skip
     if not rows:
         raise UsageError(f"no WordNet group above the ImageNet classes is named like {args.word!r}")
-    if args.format == "json":
-        json.dump(rows, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        sys.stdout.write(output.groups_table(rows))
+    _emit(rows, args.format, output.groups_table)
     return 0
 
 
@@ -246,11 +248,7 @@ def evaluate(args: argparse.Namespace) -> int:
         {"model": r.model, "error": r.message} if isinstance(r, MissingWeights) else output.accuracy_dict(r)
         for r in results
     ]
-    if args.format == "json":
-        json.dump(rows, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        sys.stdout.write(output.accuracy_table(rows))
+    _emit(rows, args.format, output.accuracy_table)
     return 1 if any("error" in row for row in rows) else 0
 
 
