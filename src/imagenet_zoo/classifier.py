@@ -16,7 +16,7 @@ from typing import Any, overload
 
 import numpy as np
 
-from imagenet_zoo.data.hierarchy import GroupScore, Synset, wordnet
+from imagenet_zoo.data.hierarchy import GroupScore, check_imagenet_labels, groups_for, wordnet
 from imagenet_zoo.data.images import (
     DEFAULT_MAX_PIXELS,
     DecodeMode,
@@ -28,7 +28,7 @@ from imagenet_zoo.data.images import (
 from imagenet_zoo.data.labels import ClassLabel, imagenet1k
 from imagenet_zoo.data.preprocess import Transform, create_transform, draft_short_side, preprocess
 from imagenet_zoo.engines.base import Engine
-from imagenet_zoo.errors import ImageError, UnsupportedImageError, UsageError
+from imagenet_zoo.errors import ImageError, UnsupportedImageError
 from imagenet_zoo.specs import DataConfig, ModelSpec
 
 
@@ -114,11 +114,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return probabilities
 
 
+def probabilities_of(logits: np.ndarray) -> np.ndarray:
+    """Softmax probabilities of logits, computed in float64 and returned as float32."""
+    probabilities: np.ndarray = softmax(logits.astype(np.float64)).astype(np.float32)
+    return probabilities
+
+
 def ranked_predictions(logits: np.ndarray, top: int, labels: Sequence[ClassLabel]) -> tuple[Prediction, ...]:
-    """Post-processing of one output row: softmax (in float64), then the `top` most likely classes (the
-    top 5 of a 2-class model is its 2 classes)."""
-    probabilities = softmax(logits.astype(np.float64)).astype(np.float32)
-    return top_k(probabilities, min(top, len(labels)), labels)
+    """Post-processing of one output row: softmax, then the `top` most likely classes (the top 5 of a
+    2-class model is its 2 classes)."""
+    return top_k(probabilities_of(logits), min(top, len(labels)), labels)
 
 
 def decode_predictions(
@@ -285,15 +290,15 @@ class Classifier(_Pipeline):
         `depth` is-a steps below "entity")."""
         if top < 1:
             raise ValueError("top must be at least 1")
-        synsets = self._groups(groups)
+        synsets = groups_for(groups, self.labels, self.spec.name)
         if top_groups is not None:
-            self._require_imagenet_classes()
+            check_imagenet_labels(self.labels, self.spec.name)
         for source, item, logits in self.iter_outputs(inputs):
             base = Classification(describe_source(source), self.spec.name)
             if isinstance(item, ErrorInfo) or logits is None:
                 yield replace(base, error=item if isinstance(item, ErrorInfo) else None)
                 continue
-            probabilities = softmax(logits.astype(np.float64)).astype(np.float32)
+            probabilities = probabilities_of(logits)
             predictions = top_k(probabilities, min(top, len(self.labels)), self.labels)
             scores = wordnet().scores(probabilities, synsets) if synsets else ()
             if top_groups is not None:
@@ -301,24 +306,13 @@ class Classifier(_Pipeline):
                 scores += wordnet().top_groups(probabilities, depth=depth, k=k)
             yield replace(base, predictions=predictions, input=item, groups=scores)
 
-    def _groups(self, words: Sequence[str]) -> list[Synset]:
-        if words:
-            self._require_imagenet_classes()
-        return [wordnet().group(word) for word in words]
-
-    def _require_imagenet_classes(self) -> None:
-        if self.labels != imagenet1k():
-            raise UsageError(
-                f"{self.spec.name} has classes of its own: groups are WordNet's, over ImageNet-1k's"
-            )
-
     def preprocess(self, images: Sequence[Any]) -> np.ndarray:
         """The float32 NHWC batch the engine receives for these RGB PIL images."""
         return np.stack([self.transform(image) for image in images])
 
     def predict_proba(self, images: Sequence[Any]) -> np.ndarray:
         """Softmax probabilities (N, classes) for RGB PIL images."""
-        return softmax(self._infer(self.preprocess(images)).astype(np.float64)).astype(np.float32)
+        return probabilities_of(self._infer(self.preprocess(images)))
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from imagenet_zoo.data.labels import imagenet1k
+from imagenet_zoo.data.labels import ClassLabel, imagenet1k
 from imagenet_zoo.errors import UsageError
 
 ROOT = "n00001740"  # entity
@@ -118,15 +118,41 @@ class Hierarchy:
     def scores(self, probabilities: np.ndarray, groups: Sequence[Synset]) -> tuple[GroupScore, ...]:
         """Each group's probability for one photo: the sum of its classes' softmax probabilities."""
         return tuple(
-            GroupScore(g.name, g.id, float(probabilities[sorted(self.classes_under(g.id))].sum()),
-                       len(self.classes_under(g.id)))
+            GroupScore(
+                g.name, g.id, float(probabilities[self._indices[g.id]].sum()), len(self._indices[g.id])
+            )
             for g in groups
-        )  # fmt: skip
+        )
 
     def top_groups(self, probabilities: np.ndarray, *, depth: int, k: int) -> tuple[GroupScore, ...]:
         """The `k` most likely groups among the synsets `depth` steps below "entity"."""
-        level = [self.synsets[s] for s, d in self.depths.items() if d == depth]
+        level = self._levels.get(depth, [])
         return tuple(sorted(self.scores(probabilities, level), key=lambda g: -g.score)[:k])
+
+    @cached_property
+    def _indices(self) -> dict[str, np.ndarray]:
+        """Each synset's class indices as an array, made once: scores are summed for every photo."""
+        return {s: np.array(sorted(classes), dtype=np.intp) for s, classes in self._classes_under.items()}
+
+    @cached_property
+    def _levels(self) -> dict[int, list[Synset]]:
+        levels: dict[int, list[Synset]] = {}
+        for synset, depth in self.depths.items():
+            levels.setdefault(depth, []).append(self.synsets[synset])
+        return levels
+
+
+def check_imagenet_labels(labels: Sequence[ClassLabel], model: str) -> None:
+    """Groups are WordNet's, over ImageNet-1k's classes: a model with classes of its own has none."""
+    if tuple(labels) != imagenet1k():
+        raise UsageError(f"{model} has classes of its own: groups are WordNet's, over ImageNet-1k's")
+
+
+def groups_for(words: Sequence[str], labels: Sequence[ClassLabel], model: str) -> list[Synset]:
+    """The groups `words` name (lemmas or synset ids), for a model whose outputs are `labels`."""
+    if words:
+        check_imagenet_labels(labels, model)
+    return [wordnet().group(word) for word in words]
 
 
 @cache

@@ -14,7 +14,6 @@ Ray is optional (`pip install 'imagenet-zoo[ray]'`): only this module imports it
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -29,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from imagenet_zoo.api import load_engine, resolve_model
+from imagenet_zoo.api import load_engine, resolve_data_config, resolve_model
 from imagenet_zoo.classifier import Classification, ErrorInfo, prepare_input, ranked_predictions
 from imagenet_zoo.data.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, DecodeMode, InputInfo, find_images
 from imagenet_zoo.errors import ClusterError, ImageError, ImageNotFoundError, ImageTooLargeError, UsageError
@@ -63,15 +62,15 @@ def run_job(job: ClusterJob) -> JobReport:
     sources = list_sources(job.sources, recursive=job.recursive)
     if not sources:
         raise UsageError("no image files found (use --recursive for sub-folders)")
-    output = PartitionFolder(job.output)
-    output.remove_unfinished(job_token(job))
+    output, token = PartitionFolder(job.output), job_token(job)
+    output.remove_unfinished(token)
     done = output.paths()
     todo = [s for s in sources if s not in done]
     ray = _import_ray()
     _connect(ray, job.address)
     if not todo:
         return JobReport(len(sources), len(sources), 0)
-    sink = _partition_sink(job.output, job.partition_format, job.task, job_token(job))
+    sink = _partition_sink(job.output, job.partition_format, job.task, token)
     # Writing is light I/O: it must not wait for a CPU that the model actors hold.
     _pipeline(ray, job, todo).write_datasink(sink, ray_remote_args={"num_cpus": 0})
     written, failures = sink.summary
@@ -116,9 +115,8 @@ class PartitionFolder:
         """Delete the temporary files an interrupted run of the job with this `token` left, and no other
         file: another job may be writing into the same folder."""
         for info in self._files():
-            if _UNFINISHED.fullmatch(Path(info.path).name) and Path(info.path).name.startswith(
-                f".part-{token}-"
-            ):
+            name = Path(info.path).name
+            if _UNFINISHED.fullmatch(name) and name.startswith(f".part-{token}-"):
                 self.filesystem.delete_file(info.path)
 
     def paths(self) -> set[str]:
@@ -218,12 +216,7 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 def _pipeline(ray: Any, job: ClusterJob, todo: list[str]) -> Any:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = job.progress
-    spec = resolve_model(job.model).spec
-    data_config = (
-        spec.data_config
-        if job.resize is None
-        else dataclasses.replace(spec.data_config, resize_mode=job.resize)
-    )
+    data_config = resolve_data_config(job.model, resize=job.resize)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     # Blocks of a few batches: the unit of retry (a killed worker redoes at most this) and of output.
     blocks = min(math.ceil(len(todo) / (_BATCHES_PER_BLOCK * job.batch_size)), _MAX_BLOCKS)
@@ -290,9 +283,10 @@ class _ModelActor:
         runtime: Any = _import_ray().get_runtime_context()
         threads = max(1, int(runtime.get_assigned_resources().get("CPU", 1)))
         self.job = job
-        self.spec = resolve_model(job.model).spec
+        model = resolve_model(job.model)  # once: a bundle's manifest and model file are read here
+        self.spec = model.spec
         self.engine = load_engine(
-            job.model,
+            model,
             engine=job.engine,
             precision=job.precision,
             features=job.task == "extract",

@@ -137,7 +137,8 @@ def evaluate(
     `group`, also how well that group's probability tells its photos from the others."""
     top1 = top5 = failed = 0
     counts = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
-    members = wordnet().classes_under(wordnet().group(group).id) if group else frozenset()
+    scored = wordnet().group(group) if group else None
+    members = wordnet().classes_under(scored.id) if scored else frozenset()
     start = time.perf_counter()
     results = classifier.iter_classify([p.path for p in photos], top=5, groups=[group] if group else [])
     for result, photo in zip(results, photos, strict=True):
@@ -150,7 +151,6 @@ def evaluate(
             counts[("t" if said == (photo.label in members) else "f") + ("p" if said else "n")] += 1
         if on_result:
             on_result(result, photo)
-    scored = wordnet().group(group) if group else None
     n = len(photos)
     return Accuracy(
         classifier.spec.name,

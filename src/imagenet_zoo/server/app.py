@@ -26,8 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
 from imagenet_zoo.classifier import Classification, Classifier
-from imagenet_zoo.data.hierarchy import wordnet
-from imagenet_zoo.data.labels import imagenet1k
+from imagenet_zoo.data.hierarchy import groups_for
 from imagenet_zoo.errors import (
     CorruptImageError,
     EmptyImageError,
@@ -165,12 +164,8 @@ def _groups(words: str | None, model: RegisteredModel) -> list[str]:
         return []
     if len(names) > MAX_GROUPS:
         raise ApiError(422, "InvalidParameter", f"at most {MAX_GROUPS} groups per request")
-    if model.spec.labels != imagenet1k():
-        raise ApiError(
-            422, "InvalidParameter", f"{model.spec.name} has classes of its own: no WordNet groups"
-        )
     try:
-        return [wordnet().group(word).id for word in names]
+        return [synset.id for synset in groups_for(names, model.spec.labels, model.spec.name)]
     except UsageError as exc:
         raise ApiError(422, "InvalidParameter", str(exc)) from None
 

@@ -79,7 +79,7 @@ def load_bundle(folder: Path, *, name: str | None = None) -> RegisteredModel:
         source=str(folder.resolve()),
         labels=classes,
     )
-    return RegisteredModel(spec, _builder(folder), BundleWeights(folder))
+    return RegisteredModel(spec, _builder(folder, len(classes)), BundleWeights(folder))
 
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -168,12 +168,11 @@ def stored_parameter_count(model_file: Path) -> int:
     return int(sum(sizes))
 
 
-def _builder(folder: Path) -> Any:
+def _builder(folder: Path, classes: int) -> Any:
     def build(
         *, weights: Path | None, include_top: bool, pooling: Pooling, input_shape: tuple[int, int, int] | None
     ) -> Any:
         model = load_keras_safely(folder / MODEL_FILE)
-        classes = len(read_manifest(folder)["classes"])
         if model.output_shape[-1] != classes:
             raise BundleError(
                 f"{folder}: the model has {model.output_shape[-1]} outputs for {classes} classes"
