@@ -102,10 +102,13 @@ def load_engine(
     progress: bool = True,
     registry: Registry | None = None,
     threads: int | None = None,
+    explain: bool = False,
 ) -> Engine:
     """The `core` of a classifier alone: preprocessed NHWC float32 in, logits (or pooled features) out.
 
-    `threads` bounds OpenVINO's inference threads (default: all cores)."""
+    `threads` bounds OpenVINO's inference threads (default: all cores). `explain` gives an engine that
+    also computes heatmaps (`imagenet_zoo.explain.ExplainingEngine`): CAM on either engine, Grad-CAM
+    (models whose spec says so) on Keras only."""
     entry = resolve_model(model, registry=registry)
     if engine not in ENGINES:
         raise UsageError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
@@ -119,10 +122,17 @@ def load_engine(
                 "the keras engine runs fp32 only; bf16 and int8 need --engine openvino"
             )
         pooling: Pooling = "avg" if features else None
-        return KerasEngine(create_model(entry, include_top=not features, pooling=pooling, progress=progress))
+        keras_model = create_model(entry, include_top=not features, pooling=pooling, progress=progress)
+        if explain:
+            from imagenet_zoo.engines.explain import keras_explainer
+
+            return keras_explainer(keras_model, entry.spec.explain_method)
+        return KerasEngine(keras_model)
     from imagenet_zoo.engines.openvino import load_engine as load_openvino
 
-    return load_openvino(entry, precision, progress=progress, features=features, threads=threads)
+    return load_openvino(
+        entry, precision, progress=progress, features=features, threads=threads, explain=explain
+    )
 
 
 @overload
@@ -137,6 +147,7 @@ def load(
     workers: int | None = ...,
     decode: DecodeMode = ...,
     features: Literal[False] = ...,
+    explain: bool = ...,
     progress: bool = ...,
     registry: Registry | None = ...,
 ) -> Classifier: ...
@@ -152,6 +163,7 @@ def load(
     workers: int | None = ...,
     decode: DecodeMode = ...,
     features: Literal[True],
+    explain: Literal[False] = ...,
     progress: bool = ...,
     registry: Registry | None = ...,
 ) -> FeatureExtractor: ...
@@ -168,6 +180,7 @@ def load(
     workers: int | None = None,
     decode: DecodeMode = "fast",
     features: bool = False,
+    explain: bool = False,
     progress: bool = True,
     registry: Registry | None = None,
 ) -> Classifier | FeatureExtractor:
@@ -180,10 +193,15 @@ def load(
     a `FeatureExtractor` instead: global-average-pooled penultimate features, as `include_top=False,
     pooling="avg"` gives in Keras (`load(..., features=True).extract(photos)`). `decode="fast"` (default)
     decodes large JPEGs at the reduced scale the model needs; `decode="full"` decodes every pixel, the
-    exact ImageNet evaluation protocol.
+    exact ImageNet evaluation protocol. With `explain=True` the classifier can also draw where the evidence
+    for a class lies (`classify(..., explain=True)`; see `imagenet_zoo.explain`).
     """
     entry = resolve_model(model, registry=registry)
-    runner = load_engine(entry, engine=engine, precision=precision, features=features, progress=progress)
+    if features and explain:
+        raise UsageError("a feature extractor has no classes to explain")
+    runner = load_engine(
+        entry, engine=engine, precision=precision, features=features, progress=progress, explain=explain
+    )
     data_config = resolve_data_config(entry, resize=resize)
     kind = FeatureExtractor if features else Classifier
     return kind(

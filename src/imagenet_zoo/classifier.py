@@ -26,10 +26,17 @@ from imagenet_zoo.data.images import (
     describe_source,
 )
 from imagenet_zoo.data.labels import ClassLabel, imagenet1k
-from imagenet_zoo.data.preprocess import Transform, create_transform, draft_short_side, preprocess
+from imagenet_zoo.data.preprocess import (
+    Transform,
+    create_transform,
+    draft_short_side,
+    input_region,
+    preprocess,
+)
 from imagenet_zoo.engines.base import Engine
-from imagenet_zoo.errors import ImageError, UnsupportedImageError
-from imagenet_zoo.specs import DataConfig, ModelSpec
+from imagenet_zoo.errors import ExplanationUnsupportedError, ImageError, UnsupportedImageError
+from imagenet_zoo.explain import ExplainingEngine, Explanation, class_index_of, positive_unit
+from imagenet_zoo.specs import DataConfig, ExplainMethod, ModelSpec
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,7 @@ class Classification:
     input: InputInfo | None = None
     error: ErrorInfo | None = None
     groups: tuple[GroupScore, ...] = ()  # asked-for WordNet groups and their probabilities
+    explanation: Explanation | None = None  # where the evidence for one class lies
 
     @property
     def ok(self) -> bool:
@@ -99,6 +107,8 @@ class Classification:
         }
         if self.groups:
             result["groups"] = [g.to_dict() for g in self.groups]
+        if self.explanation is not None:
+            result["explanation"] = self.explanation.to_dict()
         return result
 
 
@@ -162,7 +172,11 @@ def top_k(probabilities: np.ndarray, k: int, labels: Sequence[ClassLabel]) -> tu
     )
 
 
-Output = tuple[ImageSource, InputInfo | ErrorInfo, np.ndarray | None]
+# One input's result from the engine: the input, what decoding found (or the error), the output row, and
+# when asked, the class a heatmap is for and its raw map.
+Heat = tuple[int, np.ndarray]
+Output = tuple[ImageSource, InputInfo | ErrorInfo, np.ndarray | None, Heat | None]
+_NO_HEAT = object()  # `explain` left out: the engine's plain output
 
 
 class _Pipeline:
@@ -197,8 +211,9 @@ class _Pipeline:
         """Decoded RGB image -> this model's input (what `prepare` applies after decoding)."""
         return create_transform(self.data_config)
 
-    def iter_outputs(self, inputs: Iterable[ImageSource]) -> Iterator[Output]:
-        """The engine's raw output row for each input, in input order, or the input's error.
+    def iter_outputs(self, inputs: Iterable[ImageSource], *, explain: Any = _NO_HEAT) -> Iterator[Output]:
+        """The engine's raw output row for each input, in input order, or the input's error; with
+        `explain` (a class index, or None for each input's top-1), each row's heatmap too.
 
         The next batch is decoded by `workers` threads while the engine runs the current one (Pillow
         releases the GIL while decoding and resizing), so decoding and inference overlap.
@@ -211,7 +226,7 @@ class _Pipeline:
                 prepared = [future.result() for future in upcoming]
                 following = next(chunks, None)
                 upcoming = [pool.submit(self.prepare, s) for s in following or []]
-                yield from self._run_engine(chunk, prepared)
+                yield from self._run_engine(chunk, prepared, explain)
                 chunk = following
 
     def prepare(self, source: ImageSource) -> tuple[InputInfo, np.ndarray] | ErrorInfo:
@@ -219,20 +234,39 @@ class _Pipeline:
         return prepare_input(source, self.data_config, max_pixels=self.max_pixels, decode=self.decode)
 
     def _run_engine(
-        self, sources: Sequence[ImageSource], prepared: list[tuple[InputInfo, np.ndarray] | ErrorInfo]
+        self,
+        sources: Sequence[ImageSource],
+        prepared: list[tuple[InputInfo, np.ndarray] | ErrorInfo],
+        explain: Any = _NO_HEAT,
     ) -> Iterator[Output]:
         """Core: one engine call for the chunk's good inputs."""
         good = [item[1] for item in prepared if not isinstance(item, ErrorInfo)]
-        outputs = iter(self._infer(np.stack(good)) if good else [])
+        heats: Iterator[Heat | None] = itertools.repeat(None)
+        if not good:
+            outputs: Iterator[np.ndarray] = iter([])
+        elif explain is _NO_HEAT:
+            outputs = iter(self._infer(np.stack(good)))
+        else:
+            logits, maps, classes = self._explain(np.stack(good), explain)
+            outputs, heats = iter(logits), zip(classes.tolist(), maps, strict=True)
         for source, item in zip(sources, prepared, strict=True):
             if isinstance(item, ErrorInfo):
-                yield source, item, None
+                yield source, item, None, None
             else:
-                yield source, item[0], next(outputs)
+                yield source, item[0], next(outputs), next(heats)
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         with self._engine_lock:
             return self.engine.infer(batch)
+
+    def _explain(
+        self, batch: np.ndarray, class_index: int | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        engine = self.engine
+        if not isinstance(engine, ExplainingEngine):
+            raise ExplanationUnsupportedError("this classifier cannot explain: load it with explain=True")
+        with self._engine_lock:
+            return engine.explain(batch, class_index)
 
 
 class Classifier(_Pipeline):
@@ -244,24 +278,50 @@ class Classifier(_Pipeline):
 
     @overload
     def classify(
-        self, inputs: ImageSource, *, top: int = 5, groups: Sequence[str] = ()
+        self,
+        inputs: ImageSource,
+        *,
+        top: int = 5,
+        groups: Sequence[str] = (),
+        explain: bool = False,
+        explain_class: int | str | None = None,
     ) -> Classification: ...
     @overload
     def classify(
-        self, inputs: list[ImageSource] | tuple[ImageSource, ...], *, top: int = 5, groups: Sequence[str] = ()
+        self,
+        inputs: list[ImageSource] | tuple[ImageSource, ...],
+        *,
+        top: int = 5,
+        groups: Sequence[str] = (),
+        explain: bool = False,
+        explain_class: int | str | None = None,
     ) -> list[Classification]: ...
 
     def classify(
-        self, inputs: Any, *, top: int = 5, groups: Sequence[str] = ()
+        self,
+        inputs: Any,
+        *,
+        top: int = 5,
+        groups: Sequence[str] = (),
+        explain: bool = False,
+        explain_class: int | str | None = None,
     ) -> Classification | list[Classification]:
         """Classify one input (raises its `ImageError`) or a list (failures are returned as results).
 
         An input is a path, encoded bytes, a PIL image or a uint8 RGB array. `groups` names WordNet
-        groups ("dog", "bird", or synset ids) whose probabilities each result also reports.
+        groups ("dog", "bird", or synset ids) whose probabilities each result also reports. `explain`
+        adds a heatmap of the top-1 class's evidence (or of `explain_class`: index, synset or label) to
+        each result; the classifier must be loaded with `explain=True`.
         """
+        options: dict[str, Any] = {
+            "top": top,
+            "groups": groups,
+            "explain": explain,
+            "explain_class": explain_class,
+        }
         if isinstance(inputs, (list, tuple)):
-            return self.classify_many(inputs, top=top, groups=groups)
-        result = self.classify_many([inputs], top=top, groups=groups)[0]
+            return self.classify_many(inputs, **options)
+        result = self.classify_many([inputs], **options)[0]
         if result.error is not None and result.error.exception is not None:
             raise result.error.exception
         return result
@@ -273,9 +333,20 @@ class Classifier(_Pipeline):
         top: int = 5,
         groups: Sequence[str] = (),
         top_groups: tuple[int, int] | None = None,
+        explain: bool = False,
+        explain_class: int | str | None = None,
     ) -> list[Classification]:
         """Classify every input, in input order (see `iter_classify`)."""
-        return list(self.iter_classify(inputs, top=top, groups=groups, top_groups=top_groups))
+        return list(
+            self.iter_classify(
+                inputs,
+                top=top,
+                groups=groups,
+                top_groups=top_groups,
+                explain=explain,
+                explain_class=explain_class,
+            )
+        )
 
     def iter_classify(
         self,
@@ -284,16 +355,21 @@ class Classifier(_Pipeline):
         top: int = 5,
         groups: Sequence[str] = (),
         top_groups: tuple[int, int] | None = None,
+        explain: bool = False,
+        explain_class: int | str | None = None,
     ) -> Iterator[Classification]:
         """Yield results in input order as each batch of `batch_size` completes (post: softmax, top-k,
         the probability of each of `groups`, and with `top_groups=(k, depth)` the k most likely groups
-        `depth` is-a steps below "entity")."""
+        `depth` is-a steps below "entity"; with `explain`, the heatmap of the top-1 or `explain_class`)."""
         if top < 1:
             raise ValueError("top must be at least 1")
         synsets = groups_for(groups, self.labels, self.spec.name)
         if top_groups is not None:
             check_imagenet_labels(self.labels, self.spec.name)
-        for source, item, logits in self.iter_outputs(inputs):
+        heat_class: Any = _NO_HEAT
+        if explain or explain_class is not None:
+            heat_class = None if explain_class is None else class_index_of(self.labels, explain_class)
+        for source, item, logits, heat in self.iter_outputs(inputs, explain=heat_class):
             base = Classification(describe_source(source), self.spec.name)
             if isinstance(item, ErrorInfo) or logits is None:
                 yield replace(base, error=item if isinstance(item, ErrorInfo) else None)
@@ -304,7 +380,15 @@ class Classifier(_Pipeline):
             if top_groups is not None:
                 k, depth = top_groups
                 scores += wordnet().top_groups(probabilities, depth=depth, k=k)
-            yield replace(base, predictions=predictions, input=item, groups=scores)
+            explanation = self._explanation(heat, item) if heat is not None else None
+            yield replace(base, predictions=predictions, input=item, groups=scores, explanation=explanation)
+
+    def _explanation(self, heat: Heat, info: InputInfo) -> Explanation:
+        class_index, raw_map = heat
+        method: ExplainMethod = getattr(self.engine, "explain_method", "cam")
+        region = input_region(info.width, info.height, self.data_config)
+        label = self.labels[class_index].name
+        return Explanation(method, class_index, label, positive_unit(raw_map), region)
 
     def preprocess(self, images: Sequence[Any]) -> np.ndarray:
         """The float32 NHWC batch the engine receives for these RGB PIL images."""
@@ -336,7 +420,7 @@ class FeatureExtractor(_Pipeline):
         paths: list[str] = []
         rows: list[np.ndarray] = []
         failures: list[tuple[str, ErrorInfo]] = []
-        for source, item, output in self.iter_outputs(inputs):
+        for source, item, output, _ in self.iter_outputs(inputs):
             name = describe_source(source)
             if isinstance(item, ErrorInfo):
                 failures.append((name, item))

@@ -23,6 +23,10 @@ class UnsupportedPrecisionError(UsageError):
     """The requested precision is not available for this engine or on this CPU."""
 
 
+class ExplanationUnsupportedError(UsageError):
+    """A heatmap was asked of a model, engine or precision that cannot compute one (the message says why)."""
+
+
 class QuantizedModelMissingError(ImagenetZooError):
     """int8 was requested but no quantized model is cached yet (`imagenet-zoo quantize` makes one)."""
 

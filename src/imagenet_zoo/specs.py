@@ -15,6 +15,10 @@ from imagenet_zoo.data.labels import ClassLabel, imagenet1k
 PreprocessMode = Literal["caffe", "tf", "lite", "torch"]
 Interpolation = Literal["nearest", "bilinear", "bicubic"]
 ResizeMode = Literal["crop", "squash"]
+# How a heatmap of a class's evidence is computed (see `imagenet_zoo.explain`): "cam" where the head is
+# global average pooling + a linear layer (the map is exact and comes from the same forward pass),
+# "grad-cam" where it is not (VGG's dense layers, a neighbour-vote head), which needs gradients.
+ExplainMethod = Literal["cam", "grad-cam"]
 
 PREPROCESS_MODES: dict[str, str] = {
     "caffe": "BGR, minus ImageNet mean (Keras 'caffe')",
@@ -97,6 +101,7 @@ class ModelSpec:
     source: str
     weights_notop: WeightsFile | None = None
     aliases: tuple[str, ...] = ()
+    explain_method: ExplainMethod = "cam"
     # What each output means, in output order: ImageNet-1k's classes, or a bundle's own.
     labels: tuple[ClassLabel, ...] = field(default_factory=imagenet1k, repr=False)
 

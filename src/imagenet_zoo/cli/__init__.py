@@ -173,6 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--group-depth", type=int, default=6, metavar="D",
         help="is-a steps below 'entity' for --top-groups (default 6: animal, plant, container, ...)",
     )  # fmt: skip
+    classify.add_argument(
+        "--explain", action="store_true",
+        help="also a heatmap of where the evidence for the top-1 class lies (drawn by --annotate/--sheet)",
+    )  # fmt: skip
+    classify.add_argument(
+        "--explain-class", action=_StoreOnce, metavar="LABEL|INDEX",
+        help="explain this class instead of the top-1 (an index, synset id or label; implies --explain)",
+    )  # fmt: skip
     _add_model_option(classify)
     classify.add_argument("--top", type=_top_k, default=5, help="how many labels per photo (default 5)")
     _add_format_option(classify, "table", "json")

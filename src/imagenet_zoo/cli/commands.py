@@ -23,8 +23,10 @@ from imagenet_zoo.registry import default_registry, list_models
 
 def classify(args: argparse.Namespace) -> int:
     if args.cluster:
-        if args.annotate or args.annotate_dir or args.sheet:
-            raise UsageError("--annotate, --annotate-dir and --sheet run on one machine, not with --cluster")
+        if args.annotate or args.annotate_dir or args.sheet or args.explain or args.explain_class:
+            raise UsageError(
+                "--annotate, --annotate-dir, --sheet and --explain run on one machine, not with --cluster"
+            )
         return _on_cluster(args, "classify", resize=args.resize, top=args.top)
     job = FolderJob(
         sources=args.photos,
@@ -41,6 +43,8 @@ def classify(args: argparse.Namespace) -> int:
         resume=args.resume,
         groups=tuple(args.groups),
         top_groups=(args.top_groups, args.group_depth) if args.top_groups else None,
+        explain=args.explain,
+        explain_class=args.explain_class,
         annotate=_path(args.annotate),
         annotate_dir=_path(args.annotate_dir),
         sheet=_path(args.sheet),

@@ -8,6 +8,7 @@ from dataclasses import asdict
 from typing import Any
 
 from imagenet_zoo.classifier import Classification
+from imagenet_zoo.explain import Explanation
 from imagenet_zoo.jobs.bench import Row
 from imagenet_zoo.jobs.compare import ModelStatus, PhotoComparison
 from imagenet_zoo.jobs.evaluate import Accuracy
@@ -44,10 +45,29 @@ def results_table(results: list[Classification], *, verbose: bool = False) -> st
                 f"  group {printable(g.name):<25} {g.score:7.2%}  {g.synset}  ({g.classes} classes)"
                 for g in result.groups
             )
+            if result.explanation is not None:
+                lines.extend(_heatmap_lines(result.explanation))
             if verbose and info:
                 lines.extend(f"  warning: {printable(w)}" for w in info.warnings)
         lines.append("")
     return "\n".join(lines)
+
+
+_SHADES = " .:-=+*#%@"  # low to high evidence
+
+
+def _heatmap_lines(explanation: Explanation) -> list[str]:
+    """The heatmap in text: where the evidence lies, and the grid drawn with one character per cell."""
+    x, y = explanation.peak()
+    head = (
+        f"  {explanation.method} for {printable(explanation.label)} ({explanation.class_index}): "
+        f"strongest at x={x:.0f} y={y:.0f}"
+    )
+    rows = (
+        "".join(_SHADES[min(len(_SHADES) - 1, int(v * len(_SHADES)))] * 2 for v in row)
+        for row in explanation.grid
+    )
+    return [head, *(f"    |{row}|" for row in rows)]
 
 
 def groups_table(rows: list[dict[str, Any]]) -> str:

@@ -61,22 +61,36 @@ def resize_and_crop(image: Image.Image, config: DataConfig, *, fast: bool = Fals
     gap = REDUCING_GAP if fast else None
     if config.resize_mode == "squash":
         return np.asarray(image.resize((size, size), resample, reducing_gap=gap))
-    width, height = image.size
-    short = config.resize_shorter_to
+    new_size, (left, top) = _shorter_side_resize(image.width, image.height, config)
+    if new_size[0] * new_size[1] > MAX_INTERMEDIATE_PIXELS:
+        box = input_region(image.width, image.height, config)  # the crop, in the photo
+        return np.asarray(image.resize((size, size), resample, box=box, reducing_gap=gap))
+    resized = image.resize(new_size, resample, reducing_gap=gap)
+    return np.asarray(resized.crop((left, top, left + size, top + size)))
+
+
+def _shorter_side_resize(
+    width: int, height: int, config: DataConfig
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The size the shorter-side resize gives a `width` x `height` photo, and the crop's top-left corner."""
+    short, size = config.resize_shorter_to, config.input_size
     # The longer side is rounded (as timm does; torchvision truncates): this reproduces the
     # EfficientNet-Lite0 reference inputs exactly, pixel for pixel.
     if width <= height:
         new_size = (short, round(short * height / width))
     else:
         new_size = (round(short * width / height), short)
-    left = round((new_size[0] - size) / 2.0)
-    top = round((new_size[1] - size) / 2.0)
-    if new_size[0] * new_size[1] > MAX_INTERMEDIATE_PIXELS:
-        sx, sy = width / new_size[0], height / new_size[1]
-        box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)  # the crop, in the photo
-        return np.asarray(image.resize((size, size), resample, box=box, reducing_gap=gap))
-    resized = image.resize(new_size, resample, reducing_gap=gap)
-    return np.asarray(resized.crop((left, top, left + size, top + size)))
+    return new_size, (round((new_size[0] - size) / 2.0), round((new_size[1] - size) / 2.0))
+
+
+def input_region(width: int, height: int, config: DataConfig) -> tuple[float, float, float, float]:
+    """The box (left, top, right, bottom) of a `width` x `height` photo that the model's input shows: the
+    centre crop mapped back to the photo's pixels, or the whole photo for a squash."""
+    if config.resize_mode == "squash":
+        return (0.0, 0.0, float(width), float(height))
+    new_size, (left, top) = _shorter_side_resize(width, height, config)
+    sx, sy, size = width / new_size[0], height / new_size[1], config.input_size
+    return (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
 
 
 def normalize(pixels: np.ndarray, mode: PreprocessMode) -> np.ndarray:

@@ -16,3 +16,7 @@ class KerasEngine:
     def infer(self, batch: np.ndarray) -> np.ndarray:
         # predict_on_batch runs the compiled graph without `predict`'s progress bar and dataset set-up.
         return np.asarray(self._model.predict_on_batch(batch), dtype=np.float32)
+
+    def infer_outputs(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Every output of a model with several (a CAM model: logits and class maps)."""
+        return [np.asarray(out, dtype=np.float32) for out in self._model.predict_on_batch(batch)]

@@ -26,7 +26,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from imagenet_zoo.errors import QuantizedModelMissingError, UnsupportedPrecisionError, WeightsIntegrityError
+from imagenet_zoo.engines.base import Engine
+from imagenet_zoo.engines.explain import CamEngine, cam_model
+from imagenet_zoo.errors import (
+    ExplanationUnsupportedError,
+    QuantizedModelMissingError,
+    UnsupportedPrecisionError,
+    WeightsIntegrityError,
+)
 from imagenet_zoo.model_types import Pooling, RegisteredModel
 from imagenet_zoo.weights.download import exclusive_lock, file_digest
 from imagenet_zoo.weights.store import cache_dir
@@ -50,6 +57,7 @@ def ir_dir(
     *,
     random_weights: bool = False,
     features: bool = False,
+    explain: bool = False,
 ) -> Path:
     """The cache folder of a model's IR: fp32 (also compiled as bf16) or int8.
 
@@ -68,6 +76,7 @@ def ir_dir(
     digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
     variant = ("int8" if precision == "int8" else "fp32") + ("-random" if random_weights else "")
     variant += "-features" if features else ""  # include_top=False, pooling="avg": one vector per image
+    variant += "-explain" if explain else ""  # logits and class activation maps (engines/explain.py)
     return cache_dir() / "openvino" / _folder_name(spec.name) / f"{digest}-{variant}"
 
 
@@ -142,10 +151,16 @@ def check_ir(xml: Path) -> None:
 
 
 def convert_to_ir(
-    model: RegisteredModel, *, progress: bool = True, random_weights: bool = False, features: bool = False
+    model: RegisteredModel,
+    *,
+    progress: bool = True,
+    random_weights: bool = False,
+    features: bool = False,
+    explain: bool = False,
 ) -> Path:
-    """The fp32 IR of `model` (or of its pooled feature extractor), converted from Keras if not cached."""
-    dest = ir_dir(model, random_weights=random_weights, features=features)
+    """The fp32 IR of `model` (or of its pooled feature extractor, or of its CAM model with `explain`),
+    converted from Keras if not cached."""
+    dest = ir_dir(model, random_weights=random_weights, features=features, explain=explain)
     with exclusive_lock(dest):
         if not (dest / IR_FILE).is_file():
             weights = (
@@ -154,11 +169,14 @@ def convert_to_ir(
                 else model.weights.fetch(model.spec, include_top=not features, progress=progress)
             )
             pooling: Pooling = "avg" if features else None
-            ov_model = keras_to_openvino(
-                lambda: model.build(
+
+            def build() -> Any:
+                keras_model = model.build(
                     weights=weights, include_top=not features, pooling=pooling, input_shape=None
                 )
-            )
+                return cam_model(keras_model) if explain else keras_model
+
+            ov_model = keras_to_openvino(build)
             meta = {
                 "model": model.spec.name,
                 "weights_hash": None if random_weights else model.spec.weights.hash,
@@ -211,6 +229,11 @@ class OpenVinoEngine:
         result = self._request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
         return np.array(result[0], dtype=np.float32)
 
+    def infer_outputs(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Every output of an IR with several (a CAM model: logits and class maps)."""
+        result = self._request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+        return [np.array(result[i], dtype=np.float32) for i in range(len(self._compiled.outputs))]
+
 
 def load_engine(
     model: RegisteredModel,
@@ -220,11 +243,18 @@ def load_engine(
     random_weights: bool = False,
     features: bool = False,
     threads: int | None = None,
-) -> OpenVinoEngine:
-    """An engine for `model`, from the cached IR (converted now if needed; int8 must be quantized first)."""
+    explain: bool = False,
+) -> Engine:
+    """An engine for `model`, from the cached IR (converted now if needed; int8 must be quantized first).
+
+    `explain` gives a `CamEngine`: the IR computes the class activation maps in the same forward pass."""
     if precision not in PRECISIONS:
         choices = ", ".join(PRECISIONS)
         raise UnsupportedPrecisionError(f"unknown precision {precision!r}; choose one of: {choices}")
+    if explain:
+        check_explainable(model, precision)
+        xml = convert_to_ir(model, progress=progress, random_weights=random_weights, explain=True)
+        return CamEngine(OpenVinoEngine(xml, precision, threads=threads))
     if precision == "int8":
         if features:
             raise UnsupportedPrecisionError("feature extraction runs in fp32 or bf16")
@@ -232,6 +262,20 @@ def load_engine(
     else:
         xml = convert_to_ir(model, progress=progress, random_weights=random_weights, features=features)
     return OpenVinoEngine(xml, precision, threads=threads)
+
+
+def check_explainable(model: RegisteredModel, precision: Precision) -> None:
+    """Refuse, saying why, a heatmap this engine cannot compute."""
+    if model.spec.explain_method != "cam":
+        raise ExplanationUnsupportedError(
+            f"{model.spec.name}'s head is not global average pooling + a linear layer, so its heatmap "
+            "needs Grad-CAM, and Grad-CAM needs gradients, which the OpenVINO engine does not compute: "
+            "add --engine keras (engine='keras')"
+        )
+    if precision == "int8":
+        raise ExplanationUnsupportedError(
+            "heatmaps run in fp32 or bf16: the int8 model is quantized without the class maps"
+        )
 
 
 def int8_ir(model: RegisteredModel, *, random_weights: bool = False) -> Path:

@@ -10,6 +10,7 @@ from PIL import Image, ImageDraw, ImageFont
 from imagenet_zoo.classifier import Classification, Prediction
 from imagenet_zoo.data.images import decode_image
 from imagenet_zoo.errors import ImageError, UsageError
+from imagenet_zoo.explain import draw_heatmap
 
 
 def label_text(prediction: Prediction) -> str:
@@ -51,7 +52,8 @@ def contact_sheet(tiles: list[tuple[Image.Image, str]], *, tile: int = SHEET_TIL
 
 
 class AnnotationWriter:
-    """Writes labelled copies of classified photos as results arrive, and optionally a contact sheet.
+    """Writes labelled copies of classified photos as results arrive, and optionally a contact sheet;
+    a result with an explanation is drawn with its heatmap.
 
     `file` receives the single labelled image of a one-photo run; `folder` receives one per photo.
     Photos are decoded a second time here: only runs that ask for annotations pay for it.
@@ -80,6 +82,8 @@ class AnnotationWriter:
             image = decode_image(result.source).image
         except ImageError:
             return  # the file changed or vanished since it was classified
+        if result.explanation is not None:
+            image = draw_heatmap(image, result.explanation)
         if self.file or self.folder:
             target = self.file or self.folder / self._unique_name(Path(result.source).stem)  # type: ignore[operator]
             _save(annotate(image, result.top), target if target.suffix else target.with_suffix(".jpg"))

@@ -36,6 +36,8 @@ class FolderJob(JobOptions):
     progress: bool | None = None  # a progress bar on stderr; None: when it is a terminal
     groups: tuple[str, ...] = ()  # WordNet groups whose probability each result reports ("dog", "bird")
     top_groups: tuple[int, int] | None = None  # (k, depth): the k most likely groups at that depth
+    explain: bool = False  # a heatmap of the evidence for the top-1 class (or `explain_class`)
+    explain_class: str | None = None  # index, synset id or label of the class to explain
 
 
 def run_folder_job(job: FolderJob, *, on_result: Callable[[Classification], None] | None = None) -> JobReport:
@@ -59,12 +61,14 @@ def run_folder_job(job: FolderJob, *, on_result: Callable[[Classification], None
         classifier = load(
             job.model, engine=job.engine, precision=job.precision, resize=job.resize,
             batch_size=job.batch_size, workers=job.workers, decode=job.decode,
+            explain=job.explain or job.explain_class is not None,
         )  # fmt: skip
         progress = Progress("Classifying", len(todo), unit="img", enabled=job.progress)
         failures: list[tuple[str, ErrorInfo]] = []
         for result in classifier.iter_classify(
-            todo, top=job.top, groups=job.groups, top_groups=job.top_groups
-        ):
+            todo, top=job.top, groups=job.groups, top_groups=job.top_groups, explain=job.explain,
+            explain_class=job.explain_class,
+        ):  # fmt: skip
             if results is not None:
                 results.write(result)
             if on_result is not None:

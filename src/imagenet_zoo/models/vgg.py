@@ -23,6 +23,7 @@ VGG16 = ModelSpec(
     license="CC-BY-4.0 (Oxford VGG weights)",
     source="https://arxiv.org/abs/1409.1556",
     aliases=("vgg", "vgg-16"),
+    explain_method="grad-cam",  # Flatten + three dense layers: no class activation map
 )
 
 VGG19 = ModelSpec(
@@ -39,6 +40,7 @@ VGG19 = ModelSpec(
     license="CC-BY-4.0 (Oxford VGG weights)",
     source="https://arxiv.org/abs/1409.1556",
     aliases=("vgg-19",),
+    explain_method="grad-cam",
 )
 
 MODELS = (

@@ -78,6 +78,7 @@ def load_bundle(folder: Path, *, name: str | None = None) -> RegisteredModel:
         license="the user's own",
         source=str(folder.resolve()),
         labels=classes,
+        explain_method="grad-cam" if manifest.get("head") == "neighbours" else "cam",
     )
     return RegisteredModel(spec, _builder(folder, len(classes)), BundleWeights(folder))
 

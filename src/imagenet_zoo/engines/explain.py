@@ -1,0 +1,142 @@
+"""Engines that explain: the Keras graphs behind CAM and Grad-CAM, and the engines that run them.
+
+Every model here is `body -> pooling -> head`: `body` ends at the last feature map (rows x columns x
+channels), the pooling (global average pooling, or VGG's Flatten) ends space. For CAM the head after the
+pooling must be linear (Dropout, Identity, Dense without activation): then applying it at every position of
+the feature map, without the bias, gives each class's map (see `imagenet_zoo.explain`). SqueezeNet's
+classifier is a 1x1 convolution before the pooling, so its body already ends in the class maps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from imagenet_zoo.engines.base import Engine
+from imagenet_zoo.errors import ExplanationUnsupportedError
+from imagenet_zoo.explain import explained_classes
+from imagenet_zoo.specs import ExplainMethod
+
+
+def _keras() -> Any:
+    from imagenet_zoo.models._keras import import_keras
+
+    return import_keras()
+
+
+def split_at_pooling(model: Any) -> tuple[Any, list[Any]]:
+    """(body, [pooling, *head]): the sub-model that ends at the last feature map, and the layers after it.
+
+    A bundle's base is a nested model ending in its pooling: the split continues inside it."""
+    keras = _keras()
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    for i, layer in enumerate(layers):
+        if isinstance(layer, keras.Model):
+            body, head = split_at_pooling(layer)
+            return body, head + layers[i + 1 :]
+        if _rank(layer.input) == 4 and _rank(layer.output) == 2:  # where space ends
+            return keras.Model(model.inputs, layer.input), layers[i:]
+    raise ExplanationUnsupportedError(f"{model.name} has no feature map before its classifier to explain")
+
+
+def _rank(tensor: Any) -> int | None:
+    return None if isinstance(tensor, (list, tuple)) else len(tensor.shape)  # Add, Concatenate: several
+
+
+def _is_linear(layer: Any) -> bool:
+    keras = _keras()
+    if isinstance(layer, (keras.layers.Dropout, keras.layers.Identity)):
+        return True
+    return isinstance(layer, keras.layers.Dense) and getattr(layer.activation, "__name__", "") == "linear"
+
+
+def cam_model(model: Any) -> Any:
+    """The model with two outputs: its logits, and every class's map (N, rows, columns, classes)."""
+    keras = _keras()
+    body, (pooling, *head) = split_at_pooling(model)
+    if not (isinstance(pooling, keras.layers.GlobalAveragePooling2D) and all(map(_is_linear, head))):
+        raise ExplanationUnsupportedError(
+            f"{model.name}'s head is not global average pooling + a linear layer, so it has no class "
+            "activation map: it needs Grad-CAM"
+        )
+    inputs = keras.Input(model.input_shape[1:], name="pixels")
+    features = body(inputs)
+    logits, maps = pooling(features), features
+    for layer in head:
+        logits = layer(logits)
+        if isinstance(layer, keras.layers.Dense):  # the same weights at every position, without the bias
+            per_position = keras.layers.Dense(layer.units, use_bias=False, name=f"{layer.name}_cam")
+            maps = per_position(maps)
+            per_position.set_weights([layer.get_weights()[0]])
+    return keras.Model(inputs, [logits, maps], name=f"{model.name}_cam")
+
+
+def grad_cam_model(model: Any) -> Any:
+    """The model with two outputs: its logits and its last feature map, for Grad-CAM."""
+    keras = _keras()
+    body, head = split_at_pooling(model)
+    inputs = keras.Input(model.input_shape[1:], name="pixels")
+    features = body(inputs)
+    logits = features
+    for layer in head:
+        logits = layer(logits)
+    return keras.Model(inputs, [logits, features], name=f"{model.name}_grad_cam")
+
+
+class CamEngine:
+    """Runs a CAM model (Keras or OpenVINO): logits for `infer`, one class's map per input for `explain`."""
+
+    explain_method: ExplainMethod = "cam"
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine  # has infer_outputs(batch) -> [logits, maps] in either order
+        self.name: str = engine.name
+
+    def _outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        first, second = self._engine.infer_outputs(batch)
+        return (first, second) if first.ndim == 2 else (second, first)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        return self._outputs(batch)[0]
+
+    def explain(
+        self, batch: np.ndarray, class_index: int | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        logits, maps = self._outputs(batch)
+        classes = explained_classes(logits, class_index)
+        return logits, maps[np.arange(len(maps)), :, :, classes], classes
+
+
+class GradCamEngine:
+    """Runs a Keras model, with gradients for `explain` (TensorFlow computes them; OpenVINO cannot)."""
+
+    name = "keras"
+    explain_method: ExplainMethod = "grad-cam"
+
+    def __init__(self, model: Any) -> None:
+        self._model = grad_cam_model(model)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self._model.predict_on_batch(batch)[0], dtype=np.float32)
+
+    def explain(
+        self, batch: np.ndarray, class_index: int | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            logits, features = self._model(tf.constant(batch, tf.float32), training=False)
+            classes = explained_classes(logits.numpy(), class_index)
+            evidence = tf.reduce_sum(tf.gather(logits, classes, axis=1, batch_dims=1))
+        gradients = tape.gradient(evidence, features)
+        weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
+        maps = tf.reduce_sum(weights * features, axis=-1)
+        return logits.numpy().astype(np.float32), maps.numpy().astype(np.float32), classes
+
+
+def keras_explainer(model: Any, method: ExplainMethod) -> Engine:
+    """An explaining engine for a Keras classifier, by its spec's method."""
+    from imagenet_zoo.engines.keras import KerasEngine
+
+    return CamEngine(KerasEngine(cam_model(model))) if method == "cam" else GradCamEngine(model)
