@@ -19,13 +19,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PUBLIC_API = {
     "DEFAULT_MODEL", "ClassLabel", "Classification", "Classifier", "CorruptImageError", "DataConfig",
-    "EmptyImageError", "Engine", "ErrorInfo", "FeatureExtractor", "FeatureSet", "GroupScore", "Hierarchy",
+    "EmptyImageError", "Engine", "ErrorInfo", "Explanation",
+    "ExplanationUnsupportedError", "FeatureExtractor", "FeatureSet", "GroupScore", "Hierarchy",
     "ImageError",
     "ImageNotFoundError", "ImageTooLargeError", "ImagenetZooError", "InputInfo", "ModelSpec", "Prediction",
     "RegisteredModel", "Registry", "Synset", "Transform", "UnknownModelError", "UnsupportedImageError",
     "UsageError",
     "WeightsError", "WeightsFile", "WeightsFormatError", "WeightsIntegrityError", "WeightsUnavailableError",
     "__version__", "create_model", "create_transform", "decode_image", "decode_predictions",
+    "draw_heatmap",
     "extract_features", "get_model_spec", "imagenet1k", "list_models", "load", "load_engine", "preprocess",
     "resolve_data_config", "resolve_model", "wordnet",
 }  # fmt: skip

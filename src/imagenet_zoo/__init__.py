@@ -34,6 +34,7 @@ from imagenet_zoo.engines.base import Engine
 from imagenet_zoo.errors import (
     CorruptImageError,
     EmptyImageError,
+    ExplanationUnsupportedError,
     ImageError,
     ImagenetZooError,
     ImageNotFoundError,
@@ -46,6 +47,7 @@ from imagenet_zoo.errors import (
     WeightsIntegrityError,
     WeightsUnavailableError,
 )
+from imagenet_zoo.explain import Explanation, draw_heatmap
 from imagenet_zoo.model_types import RegisteredModel
 from imagenet_zoo.registry import DEFAULT_MODEL, Registry, get_model_spec, list_models
 from imagenet_zoo.specs import DataConfig, ModelSpec, WeightsFile
@@ -65,6 +67,8 @@ __all__ = [
     "EmptyImageError",
     "Engine",
     "ErrorInfo",
+    "Explanation",
+    "ExplanationUnsupportedError",
     "FeatureExtractor",
     "FeatureSet",
     "GroupScore",
@@ -93,6 +97,7 @@ __all__ = [
     "create_transform",
     "decode_image",
     "decode_predictions",
+    "draw_heatmap",
     "extract_features",
     "get_model_spec",
     "imagenet1k",

@@ -78,9 +78,15 @@ def load_bundle(folder: Path, *, name: str | None = None) -> RegisteredModel:
         license="the user's own",
         source=str(folder.resolve()),
         labels=classes,
-        explain_method="grad-cam" if manifest.get("head") == "neighbours" else "cam",
+        explain_method="grad-cam" if _head(manifest) == "neighbours" else "cam",
     )
     return RegisteredModel(spec, _builder(folder, len(classes)), BundleWeights(folder))
+
+
+def _head(manifest: dict[str, Any]) -> Any:
+    """The head `train` kept ("linear", "neighbours"); a hand-made bundle may not say."""
+    training = manifest.get("training")
+    return training.get("head") if isinstance(training, dict) else None
 
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
