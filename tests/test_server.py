@@ -295,3 +295,37 @@ def test_a_request_cannot_make_the_server_load_a_path(client: TestClient, tmp_pa
     response = client.post("/v1/classify", params={"model": str(planted)}, files=upload)
     assert _error(response) == (404, "UnknownModelError")
     assert all(m["name"] != "planted" for m in client.get("/v1/models").json())
+
+
+def test_explain_returns_the_heatmap_and_an_overlay(with_lite0: Path) -> None:
+    import base64
+
+    settings = Settings(models=("efficientnet_lite0", "vgg16"))
+    with TestClient(create_app(settings)) as c:
+        photo = {"file": ("bulldog.jpg", (SAMPLE_DIR / "n02108915_French_bulldog.JPEG").read_bytes())}
+        body = c.post("/v1/classify?explain=true&groups=dog", files=photo).json()
+        explanation = body["explanation"]
+        assert (
+            explanation["method"] == "cam" and explanation["class_index"] == body["predictions"][0]["index"]
+        )
+        assert np.array(explanation["grid"]).shape == (7, 7) and len(explanation["region"]) == 4
+        assert body["groups"][0]["name"] == "dog" and body["groups"][0]["score"] > 0.9
+        prefix = "data:image/png;base64,"
+        assert explanation["overlay"].startswith(prefix)
+        overlay = Image.open(io.BytesIO(base64.b64decode(explanation["overlay"][len(prefix) :])))
+        assert overlay.format == "PNG" and max(overlay.size) <= 512 and overlay.size[0] > overlay.size[1]
+        plain = c.post("/v1/classify", files=photo).json()
+        assert "explanation" not in plain and plain["predictions"] == body["predictions"]
+        batch = c.post("/v1/classify/batch?explain=true", files=[("files", photo["file"])] * 2).json()
+        assert [r["explanation"]["class_index"] for r in batch] == [explanation["class_index"]] * 2
+        refused = c.post("/v1/classify?model=vgg16&explain=true", files=photo)
+        assert refused.status_code == 422 and refused.json()["error"]["type"] == "ExplanationUnsupportedError"
+        assert "--engine keras" in refused.json()["error"]["message"]
+        rows = {m["name"]: m for m in c.get("/v1/models").json()}
+        assert rows["efficientnet_lite0"]["explain"] and not rows["vgg16"]["explain"]
+        assert not rows["vgg16"]["loaded"]  # refused before any load
+
+
+def test_explain_on_an_engine_that_cannot_is_a_clear_422(client: TestClient) -> None:
+    response = client.post("/v1/classify?explain=true", files={"file": ("t.jpg", TENCH)})
+    assert response.status_code == 422 and response.json()["error"]["type"] == "ExplanationUnsupportedError"

@@ -74,3 +74,22 @@ def test_a_text_file_shows_the_error_in_words(page, tmp_path: Path) -> None:  # 
     error.filter(has_text="That did not work").wait_for(timeout=30_000)
     assert "not an image" in error.inner_text()
     assert page.locator("#results li").count() == 0
+
+
+def test_the_heatmap_toggle_and_group_scores(page) -> None:  # type: ignore[no-untyped-def]
+    page.wait_for_selector("#model option", state="attached")
+    assert page.locator("label[for=explain]").inner_text() == "Show where it looked"
+    page.set_input_files("#file", str(SAMPLE_DIR / "n02108915_French_bulldog.JPEG"))
+    page.locator("#results li").first.wait_for(timeout=60_000)
+    groups = page.locator("#group-results li")
+    assert groups.count() == 4 and groups.first.inner_text().startswith("dog (118 classes)")
+    preview = page.locator("#preview")
+    page.wait_for_function("document.getElementById('preview').src.startsWith('data:image/png')")
+    assert "heatmap" in preview.get_attribute("alt")
+    assert 'evidence for "French bulldog"' in page.locator("#heatmap-caption").inner_text()
+    assert page.evaluate("document.getElementById('preview').naturalWidth") > 0  # the PNG decodes
+    page.uncheck("#explain")  # the photo itself again, no new request
+    assert preview.get_attribute("src").startswith("blob:")
+    assert page.locator("#heatmap-caption").is_hidden()
+    page.check("#explain")
+    assert preview.get_attribute("src").startswith("data:image/png")

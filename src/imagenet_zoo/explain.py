@@ -15,8 +15,9 @@ the identical grid whichever way it was computed. A map without a positive value
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -145,6 +146,21 @@ def draw_heatmap(image: Image.Image, explanation: Explanation) -> Image.Image:
     )
     _draw_legend(draw, out.size, f"{explanation.method.upper()}: {explanation.label}")
     return out
+
+
+def heatmap_png(
+    photo: Image.Image, explanation: Explanation, photo_size: tuple[int, int], *, max_side: int = 512
+) -> bytes:
+    """`draw_heatmap` as a PNG of at most `max_side` pixels a side, from `photo`: the classified photo, of
+    `photo_size` pixels, or a reduced decode of it."""
+    image = photo.copy()
+    image.thumbnail((max_side, max_side))
+    scale = image.width / photo_size[0]
+    left, top, right, bottom = explanation.region
+    scaled = replace(explanation, region=(left * scale, top * scale, right * scale, bottom * scale))
+    buffer = io.BytesIO()
+    draw_heatmap(image, scaled).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def _draw_legend(draw: ImageDraw.ImageDraw, size: tuple[int, int], title: str) -> None:

@@ -9,6 +9,7 @@ its declared type or file name, and file names are only echoed back, never used 
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
@@ -25,16 +26,19 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
-from imagenet_zoo.classifier import Classification, Classifier
+from imagenet_zoo.classifier import Classification
 from imagenet_zoo.data.hierarchy import groups_for
+from imagenet_zoo.data.images import decode_image
 from imagenet_zoo.errors import (
     CorruptImageError,
     EmptyImageError,
+    ExplanationUnsupportedError,
     ImageError,
     ImageTooLargeError,
     UnsupportedImageError,
     UsageError,
 )
+from imagenet_zoo.explain import heatmap_png
 from imagenet_zoo.model_types import RegisteredModel
 from imagenet_zoo.registry import normalize_name
 from imagenet_zoo.server.metrics import Metrics
@@ -43,6 +47,8 @@ from imagenet_zoo.server.settings import Settings
 
 MAX_FILENAME = 200
 GROUPS_HELP = "WordNet groups whose probability to report, comma-separated: dog,bird (or synset ids)"
+EXPLAIN_HELP = "also a heatmap of the top-1 class's evidence: `explanation`, with a PNG overlay as a data URL"
+OVERLAY_SIDE = 512  # the overlay's longer side in pixels: enough for a page, small in a JSON answer
 _IMAGE_ERROR_STATUS: dict[type[ImageError], int] = {
     UnsupportedImageError: 415,
     EmptyImageError: 422,
@@ -147,11 +153,41 @@ def _safe_name(filename: str | None) -> str:
     return name or "upload"
 
 
+Answer = tuple[Classification, str | None]  # a result, and its heatmap overlay as a data URL
+
+
 def _classify_bytes(
-    classifier: Classifier, uploads: list[tuple[str, bytes]], top: int, groups: list[str]
-) -> list[Classification]:
-    results = classifier.classify_many([data for _, data in uploads], top=top, groups=groups)
-    return [replace(r, source=name) for (name, _), r in zip(uploads, results, strict=True)]
+    pool: ModelPool, name: str, uploads: list[tuple[str, bytes]], top: int, groups: list[str], explain: bool
+) -> list[Answer]:
+    try:
+        classifier = pool.get(name, explain=explain)
+        results = classifier.classify_many(
+            [data for _, data in uploads], top=top, groups=groups, explain=explain
+        )
+    except ExplanationUnsupportedError as exc:
+        raise ApiError(422, "ExplanationUnsupportedError", str(exc)) from None
+    return [
+        (replace(r, source=name), _overlay(data, r, classifier.max_pixels) if explain else None)
+        for (name, data), r in zip(uploads, results, strict=True)
+    ]
+
+
+def _overlay(data: bytes, result: Classification, max_pixels: int) -> str | None:
+    """The heatmap over the photo as a PNG data URL, from a reduced decode of the upload."""
+    if result.explanation is None or result.input is None:
+        return None
+    photo = decode_image(data, max_pixels=max_pixels, min_short_side=OVERLAY_SIDE).image
+    size = (result.input.width, result.input.height)
+    png = heatmap_png(photo, result.explanation, size, max_side=OVERLAY_SIDE)
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _answer(answer: Answer) -> dict[str, Any]:
+    result, overlay = answer
+    body = result.to_dict()
+    if overlay is not None:
+        body["explanation"]["overlay"] = overlay
+    return body
 
 
 MAX_GROUPS = 16
@@ -249,8 +285,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return [(_safe_name(u.filename), await u.read()) for u in uploads]
 
     async def classify(
-        request: Request, model: str | None, top_k: int, groups: str | None, *, many: bool
-    ) -> list[Classification]:
+        request: Request, model: str | None, top_k: int, groups: str | None, explain: bool, *, many: bool
+    ) -> list[Answer]:
         name = requestable.get(normalize_name(model or served[0]))
         if name is None:
             raise ApiError(
@@ -269,7 +305,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             uploads = await read_uploads(request, many=many)
         finally:
             state["buffered"] -= size
-        work = lambda: _classify_bytes(pool.get(name), uploads, top_k, synsets)  # noqa: E731
+        work = lambda: _classify_bytes(pool, name, uploads, top_k, synsets, explain)  # noqa: E731
         return await queue.run(work)  # type: ignore[no-any-return]
 
     @app.post("/v1/classify", summary="Classify one image (multipart field `file`, or the raw body)")
@@ -278,11 +314,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         model: str | None = None,
         top_k: int = Query(5, ge=1, le=1000),
         groups: str | None = Query(None, max_length=1000, description=GROUPS_HELP),
+        explain: bool = Query(False, description=EXPLAIN_HELP),
     ) -> dict[str, Any]:
-        [result] = await classify(request, model, top_k, groups, many=False)
-        if result.error is not None:
-            raise _as_api_error(result)
-        return result.to_dict()
+        [answer] = await classify(request, model, top_k, groups, explain, many=False)
+        if answer[0].error is not None:
+            raise _as_api_error(answer[0])
+        return _answer(answer)
 
     @app.post("/v1/classify/batch", summary="Classify several images (multipart fields `file`)")
     async def classify_batch(
@@ -290,8 +327,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         model: str | None = None,
         top_k: int = Query(5, ge=1, le=1000),
         groups: str | None = Query(None, max_length=1000, description=GROUPS_HELP),
+        explain: bool = Query(False, description=EXPLAIN_HELP),
     ) -> list[dict[str, Any]]:
-        return [r.to_dict() for r in await classify(request, model, top_k, groups, many=True)]
+        return [_answer(a) for a in await classify(request, model, top_k, groups, explain, many=True)]
 
     @app.get("/v1/models", summary="Served models and whether each is loaded")
     async def models() -> list[dict[str, Any]]:
@@ -304,6 +342,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "name": spec.name,
                     "default": spec.name == served[0],
                     "input_size": spec.data_config.input_size,
+                    "classes": spec.num_classes,
+                    "explain": settings.engine == "keras"
+                    or (spec.explain_method == "cam" and settings.precision != "int8"),
                     "top1": spec.accuracy.top1,
                     "loaded": spec.name in loaded,
                     "ready": spec.name in loaded and state["ready"],

@@ -23,31 +23,38 @@ class ModelPool:
         for ref in settings.models:
             model = resolve_model(ref, registry=settings.registry)
             self.served.setdefault(model.spec.name, model)
-        self._loaded: OrderedDict[str, Classifier] = OrderedDict()
+        # Keyed by (name, explain): a model that draws heatmaps is a second compiled model (CAM outputs),
+        # loaded only when a request asks for one, so plain requests never pay for the maps.
+        self._loaded: OrderedDict[tuple[str, bool], Classifier] = OrderedDict()
         self._lock = threading.Lock()  # guards _loaded, briefly
-        self._loading = {name: threading.Lock() for name in self.served}  # one load at a time per model
+        # One load at a time per model and kind.
+        self._loading = {
+            (name, explain): threading.Lock() for name in self.served for explain in (False, True)
+        }
 
-    def get(self, name: str) -> Classifier:
-        """The classifier of a served model, by canonical name (loaded now if needed)."""
-        loaded = self._loaded_classifier(name)
+    def get(self, name: str, *, explain: bool = False) -> Classifier:
+        """The classifier of a served model, by canonical name (loaded now if needed); with `explain`, one
+        that computes heatmaps too."""
+        key = (name, explain)
+        loaded = self._loaded_classifier(key)
         if loaded is not None:
             return loaded
-        with self._loading[name]:
-            loaded = self._loaded_classifier(name)  # another request may have loaded it meanwhile
+        with self._loading[key]:
+            loaded = self._loaded_classifier(key)  # another request may have loaded it meanwhile
             if loaded is not None:
                 return loaded
-            classifier = self._load(name)
+            classifier = self._load(name, explain)
             with self._lock:
-                self._loaded[name] = classifier
+                self._loaded[key] = classifier
                 while len(self._loaded) > 1 and self._over_budget():
                     self._loaded.popitem(last=False)  # requests holding it keep their reference
             return classifier
 
-    def _loaded_classifier(self, name: str) -> Classifier | None:
+    def _loaded_classifier(self, key: tuple[str, bool]) -> Classifier | None:
         with self._lock:
-            if name in self._loaded:
-                self._loaded.move_to_end(name)
-                return self._loaded[name]
+            if key in self._loaded:
+                self._loaded.move_to_end(key)
+                return self._loaded[key]
         return None
 
     def _over_budget(self) -> bool:
@@ -55,7 +62,7 @@ class ModelPool:
         too_many = len(self._loaded) > self._settings.max_loaded_models
         return too_many or weights_mb > self._settings.max_model_memory_mb
 
-    def _load(self, name: str) -> Classifier:
+    def _load(self, name: str, explain: bool) -> Classifier:
         if self._settings.load_classifier is not None:
             classifier = self._settings.load_classifier(name)
             classifier.max_pixels = self._settings.max_pixels  # the service's cap, whoever built it
@@ -66,9 +73,10 @@ class ModelPool:
             precision=self._settings.precision,
             decode=self._settings.decode,
             max_pixels=self._settings.max_pixels,
+            explain=explain,
             progress=False,
         )
 
     def loaded(self) -> list[str]:
         with self._lock:
-            return list(self._loaded)
+            return list(dict.fromkeys(name for name, _ in self._loaded))
