@@ -117,6 +117,66 @@ def photo_payloads(count: int) -> list[dict[str, object]]:
     ]
 
 
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+FOLDER_JOB = """
+import sys, time
+import imagenet_zoo
+from imagenet_zoo.data.images import find_images
+paths = (find_images([sys.argv[1]], recursive=False) * 100)[: int(sys.argv[3])]
+classifier = imagenet_zoo.load("efficientnet_lite0", precision=sys.argv[2], progress=False)
+classifier.classify_many(paths[:16])
+start = time.perf_counter()
+assert all(r.ok for r in classifier.classify_many(paths))
+print(len(paths) / (time.perf_counter() - start))
+"""
+
+
+def folder_job_rate(precision: str, count: int) -> float:
+    """Photos per second of the folder job's classifier on the same photos, in its own process."""
+    if precision == "int8":
+        quantize = [sys.executable, "-m", "imagenet_zoo", "quantize", "efficientnet_lite0"]
+        subprocess.run([*quantize, "--calibration", str(SHARED)], check=True, capture_output=True)
+    command = [sys.executable, "-c", FOLDER_JOB, str(SHARED), precision, str(count)]
+    return float(subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()[-1])
+
+
+def batch_counts(url: str) -> tuple[float, float]:
+    """(images, engine calls) so far, from the server's batch-size histogram."""
+    text = httpx.get(f"{url}/metrics").text
+    images = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("imagenet_zoo_batch_size_sum")
+    )
+    calls = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("imagenet_zoo_batch_size_count")
+    )
+    return images, calls
+
+
+def throughput(url: str, requests: int, concurrency: int) -> tuple[dict[str, float], int]:
+    """Requests per second, latency percentiles (ms) and mean images per engine call; and the 5xx count."""
+    asyncio.run(run_concurrently(f"{url}/v1/classify", photo_payloads(2 * concurrency), concurrency))  # warm
+    images, calls = batch_counts(url)
+    start = time.perf_counter()
+    results = asyncio.run(run_concurrently(f"{url}/v1/classify", photo_payloads(requests), concurrency))
+    elapsed = time.perf_counter() - start
+    images_after, calls_after = batch_counts(url)
+    seconds = [s for _, s in results]
+    row = {f"p{q}": 1000 * percentile(seconds, q) for q in (50, 95, 99)}
+    row["rate"] = len(results) / elapsed
+    row["per_call"] = (images_after - images) / max(1.0, calls_after - calls)
+    return row, sum(status >= 500 for status, _ in results)
+
+
 def bomb_png() -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
@@ -148,34 +208,47 @@ def main() -> None:
     )
     parser.add_argument("--requests", type=int, default=200, help="photo requests per concurrency level")
     parser.add_argument("--bad-requests", type=int, default=5000)
+    parser.add_argument(
+        "--precision", action="append", choices=("fp32", "bf16", "int8"),
+        help="precisions to measure throughput in (default fp32 and int8; int8 is quantized if needed)",
+    )  # fmt: skip
     args = parser.parse_args()
+    args.precision = args.precision or ["fp32", "int8"]
     report = [
-        f"Load test of `imagenet-zoo serve` (EfficientNet-Lite0, OpenVINO fp32), {os.cpu_count()} cores:",
+        f"Load test of `imagenet-zoo serve` (EfficientNet-Lite0, OpenVINO), {os.cpu_count()} cores, "
+        f"{cpu_model()}:",
         "",
     ]
     server_errors = 0
 
-    with server() as (url, pid):
-        report += [
-            "| concurrency | requests | throughput (req/s) | p50 ms | p95 ms | p99 ms | 5xx |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for concurrency in (1, 4, 16):
-            start = time.perf_counter()
-            results = asyncio.run(
-                run_concurrently(f"{url}/v1/classify", photo_payloads(args.requests), concurrency)
-            )
-            elapsed = time.perf_counter() - start
-            seconds = [s for _, s in results]
-            fivexx = sum(status >= 500 for status, _ in results)
-            server_errors += fivexx
-            p50, p95, p99 = (1000 * percentile(seconds, q) for q in (50, 95, 99))
-            rate = len(results) / elapsed
-            report.append(
-                f"| {concurrency} | {len(results)} | {rate:.1f} "
-                f"| {p50:.1f} | {p95:.1f} | {p99:.1f} | {fivexx} |"
-            )
+    folder = {precision: folder_job_rate(precision, args.requests) for precision in args.precision}
+    report += [
+        "| precision | dynamic batching | concurrency | req/s | of the folder job | p50 ms | p95 ms | p99 ms "
+        "| images per engine call | 5xx |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for precision in args.precision:
+        for batching in ("on", "off"):
+            levels = (1, 4, 16) if (precision, batching) == (args.precision[0], "on") else (16,)
+            size = "8" if batching == "on" else "1"
+            with server("--precision", precision, "--max-batch-size", size) as (url, _):
+                for concurrency in levels:
+                    row, fivexx = throughput(url, args.requests, concurrency)
+                    server_errors += fivexx
+                    share = row["rate"] / folder[precision]
+                    report.append(
+                        f"| {precision} | {batching} | {concurrency} | {row['rate']:.1f} | {share:.0%} "
+                        f"| {row['p50']:.1f} | {row['p95']:.1f} | {row['p99']:.1f} "
+                        f"| {row['per_call']:.2f} | {fivexx} |"
+                    )
+    report += [
+        "",
+        "Folder job on the same photos, same process kind (a loaded classifier's `classify_many`): "
+        + ", ".join(f"{p} {rate:.1f} img/s" for p, rate in folder.items())
+        + ".",
+    ]
 
+    with server() as (url, pid):
         rss = [rss_mb(pid)]
         bad = bad_payloads(args.bad_requests)
         statuses: dict[int, int] = {}

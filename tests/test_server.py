@@ -83,7 +83,7 @@ def test_readiness_waits_for_the_default_model() -> None:
     app = create_app(fake_settings())
     with TestClient(app) as c:
         assert c.get("/readyz").status_code == 200
-        app.state.status["draining"] = True
+        app.state.service.draining = True
         assert _error(c.get("/readyz")) == (503, "NotReady")
 
 
@@ -194,7 +194,7 @@ def test_batch_reports_each_file(client: TestClient) -> None:
 
 def test_a_full_queue_answers_503_at_once() -> None:
     gate = threading.Event()
-    settings = fake_settings(FakeEngine(gate=gate), max_queue=1, inference_threads=1)
+    settings = fake_settings(FakeEngine(gate=gate), max_queue=1, decode_threads=1)
     with TestClient(create_app(settings)) as c:
         gate.set()  # let the warm-up through, then hold the next inference
         time.sleep(0.1)
@@ -329,3 +329,32 @@ def test_explain_returns_the_heatmap_and_an_overlay(with_lite0: Path) -> None:
 def test_explain_on_an_engine_that_cannot_is_a_clear_422(client: TestClient) -> None:
     response = client.post("/v1/classify?explain=true", files={"file": ("t.jpg", TENCH)})
     assert response.status_code == 422 and response.json()["error"]["type"] == "ExplanationUnsupportedError"
+
+
+def test_concurrent_requests_share_engine_calls_and_keep_their_answers() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    class Recording(FakeEngine):
+        def __init__(self) -> None:
+            super().__init__(delay_s=0.05)
+            self.sizes: list[int] = []
+
+        def infer(self, batch: np.ndarray) -> np.ndarray:
+            self.sizes.append(len(batch))
+            return super().infer(batch)
+
+    engine = Recording()
+    shades = [png_bytes((30 * i, 20 * i, 10 * i)) for i in range(8)]
+    uploads = [*shades, b"not an image", TENCH[:300], *shades]
+    with TestClient(create_app(fake_settings(engine, max_batch_delay_ms=20, max_batch_size=8))) as c:
+        alone = [c.post("/v1/classify", content=photo).json()["predictions"][0]["index"] for photo in shades]
+        engine.sizes.clear()
+        with ThreadPoolExecutor(len(uploads)) as pool:
+            answers = list(pool.map(lambda body: c.post("/v1/classify", content=body), uploads))
+        metrics = c.get("/metrics").text
+    good = [a.json()["predictions"][0]["index"] for a in answers if a.status_code == 200]
+    assert good == alone + alone  # batch-mates never change an answer
+    assert [a.status_code for a in answers[8:10]] == [415, 422]  # the broken ones fail alone
+    assert sum(engine.sizes) == 16 and max(engine.sizes) > 1 and len(engine.sizes) < 16
+    assert 'imagenet_zoo_batch_size_count{model="efficientnet_lite0"}' in metrics
+    assert "imagenet_zoo_batch_queue_seconds_bucket" in metrics

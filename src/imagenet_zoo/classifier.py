@@ -16,7 +16,7 @@ from typing import Any, overload
 
 import numpy as np
 
-from imagenet_zoo.data.hierarchy import GroupScore, check_imagenet_labels, groups_for, wordnet
+from imagenet_zoo.data.hierarchy import GroupScore, Synset, check_imagenet_labels, groups_for, wordnet
 from imagenet_zoo.data.images import (
     DEFAULT_MAX_PIXELS,
     DecodeMode,
@@ -245,9 +245,9 @@ class _Pipeline:
         if not good:
             outputs: Iterator[np.ndarray] = iter([])
         elif explain is _NO_HEAT:
-            outputs = iter(self._infer(np.stack(good)))
+            outputs = iter(self.infer_batch(np.stack(good)))
         else:
-            logits, maps, classes = self._explain(np.stack(good), explain)
+            logits, maps, classes = self.explain_batch(np.stack(good), explain)
             outputs, heats = iter(logits), zip(classes.tolist(), maps, strict=True)
         for source, item in zip(sources, prepared, strict=True):
             if isinstance(item, ErrorInfo):
@@ -255,18 +255,29 @@ class _Pipeline:
             else:
                 yield source, item[0], next(outputs), next(heats)
 
-    def _infer(self, batch: np.ndarray) -> np.ndarray:
+    def infer_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Core alone: the engine on a preprocessed batch (callers in several threads take turns)."""
         with self._engine_lock:
             return self.engine.infer(batch)
 
-    def _explain(
-        self, batch: np.ndarray, class_index: int | None
+    def explain_batch(
+        self, batch: np.ndarray, class_index: int | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Core alone, with heatmaps: logits, raw maps and their classes (see `ExplainingEngine`)."""
         engine = self.engine
         if not isinstance(engine, ExplainingEngine):
             raise ExplanationUnsupportedError("this classifier cannot explain: load it with explain=True")
         with self._engine_lock:
             return engine.explain(batch, class_index)
+
+
+@dataclass(frozen=True)
+class PostOptions:
+    """What post-processing reports besides the top-k: WordNet groups, the most likely groups."""
+
+    top: int = 5
+    synsets: tuple[Synset, ...] = ()
+    top_groups: tuple[int, int] | None = None  # (k, depth)
 
 
 class Classifier(_Pipeline):
@@ -361,27 +372,44 @@ class Classifier(_Pipeline):
         """Yield results in input order as each batch of `batch_size` completes (post: softmax, top-k,
         the probability of each of `groups`, and with `top_groups=(k, depth)` the k most likely groups
         `depth` is-a steps below "entity"; with `explain`, the heatmap of the top-1 or `explain_class`)."""
-        if top < 1:
-            raise ValueError("top must be at least 1")
-        synsets = groups_for(groups, self.labels, self.spec.name)
-        if top_groups is not None:
-            check_imagenet_labels(self.labels, self.spec.name)
+        post = self.post_options(top=top, groups=groups, top_groups=top_groups)
         heat_class: Any = _NO_HEAT
         if explain or explain_class is not None:
             heat_class = None if explain_class is None else class_index_of(self.labels, explain_class)
         for source, item, logits, heat in self.iter_outputs(inputs, explain=heat_class):
-            base = Classification(describe_source(source), self.spec.name)
-            if isinstance(item, ErrorInfo) or logits is None:
-                yield replace(base, error=item if isinstance(item, ErrorInfo) else None)
-                continue
-            probabilities = probabilities_of(logits)
-            predictions = top_k(probabilities, min(top, len(self.labels)), self.labels)
-            scores = wordnet().scores(probabilities, synsets) if synsets else ()
-            if top_groups is not None:
-                k, depth = top_groups
-                scores += wordnet().top_groups(probabilities, depth=depth, k=k)
-            explanation = self._explanation(heat, item) if heat is not None else None
-            yield replace(base, predictions=predictions, input=item, groups=scores, explanation=explanation)
+            yield self.postprocess(describe_source(source), item, logits, heat, post)
+
+    def post_options(
+        self, *, top: int = 5, groups: Sequence[str] = (), top_groups: tuple[int, int] | None = None
+    ) -> PostOptions:
+        """Checked post-processing options (an unknown group is a `UsageError` before any work)."""
+        if top < 1:
+            raise ValueError("top must be at least 1")
+        synsets = tuple(groups_for(groups, self.labels, self.spec.name))
+        if top_groups is not None:
+            check_imagenet_labels(self.labels, self.spec.name)
+        return PostOptions(min(top, len(self.labels)), synsets, top_groups)
+
+    def postprocess(
+        self,
+        source: str,
+        item: InputInfo | ErrorInfo,
+        logits: np.ndarray | None,
+        heat: Heat | None,
+        post: PostOptions,
+    ) -> Classification:
+        """Post: one input's engine output to its result (softmax, top-k, groups, heatmap)."""
+        base = Classification(source, self.spec.name)
+        if isinstance(item, ErrorInfo) or logits is None:
+            return replace(base, error=item if isinstance(item, ErrorInfo) else None)
+        probabilities = probabilities_of(logits)
+        predictions = top_k(probabilities, post.top, self.labels)
+        scores = wordnet().scores(probabilities, post.synsets) if post.synsets else ()
+        if post.top_groups is not None:
+            k, depth = post.top_groups
+            scores += wordnet().top_groups(probabilities, depth=depth, k=k)
+        explanation = self._explanation(heat, item) if heat is not None else None
+        return replace(base, predictions=predictions, input=item, groups=scores, explanation=explanation)
 
     def _explanation(self, heat: Heat, info: InputInfo) -> Explanation:
         class_index, raw_map = heat
@@ -396,7 +424,7 @@ class Classifier(_Pipeline):
 
     def predict_proba(self, images: Sequence[Any]) -> np.ndarray:
         """Softmax probabilities (N, classes) for RGB PIL images."""
-        return probabilities_of(self._infer(self.preprocess(images)))
+        return probabilities_of(self.infer_batch(self.preprocess(images)))
 
 
 @dataclass(frozen=True)

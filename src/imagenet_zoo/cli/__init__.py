@@ -314,6 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--deadline", type=float, default=30.0, help="seconds before a request answers 504")
     serve.add_argument(
+        "--max-batch-size", type=_positive, default=8,
+        help="images one engine call may take from any requests (default 8; 1: no dynamic batching)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-batch-delay-ms", type=float, default=2.0,
+        help="how long an image waits for others to share its engine call (default 2)",
+    )  # fmt: skip
+    serve.add_argument(
         "--drain-seconds", type=float, default=5.0, help="on SIGTERM: not-ready this long, then stop"
     )
     _add_engine_options(serve)

@@ -282,10 +282,10 @@ def serve(args: argparse.Namespace) -> int:
     from imagenet_zoo.server.run import serve as run_server
 
     sizes = (args.max_upload_mb, args.max_upload_buffer_mb, args.max_megapixels, args.deadline)
-    if min(sizes) <= 0 or args.drain_seconds < 0:
+    if min(sizes) <= 0 or min(args.drain_seconds, args.max_batch_delay_ms) < 0:
         raise UsageError(
             "--max-upload-mb, --max-upload-buffer-mb, --max-megapixels and --deadline must be positive, "
-            "--drain-seconds not negative"
+            "--drain-seconds and --max-batch-delay-ms not negative"
         )
     settings = Settings(
         models=tuple(dict.fromkeys(args.model)),
@@ -297,6 +297,8 @@ def serve(args: argparse.Namespace) -> int:
         max_upload_buffer_mb=args.max_upload_buffer_mb,
         max_pixels=int(args.max_megapixels * 1e6),
         deadline_s=args.deadline,
+        max_batch_size=args.max_batch_size,
+        max_batch_delay_ms=args.max_batch_delay_ms,
     )
     run_server(settings, host=args.host, port=args.port, drain_s=args.drain_seconds)
     return 0

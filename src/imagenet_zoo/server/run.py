@@ -10,24 +10,24 @@ from __future__ import annotations
 import signal
 import threading
 from types import FrameType
-from typing import Any
 
 import uvicorn
 
 from imagenet_zoo.server.app import create_app
+from imagenet_zoo.server.service import Service
 from imagenet_zoo.server.settings import Settings
 
 
 class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, status: dict[str, bool], drain_s: float) -> None:
+    def __init__(self, config: uvicorn.Config, service: Service, drain_s: float) -> None:
         super().__init__(config)
-        self._status, self._drain_s = status, drain_s
+        self._service, self._drain_s = service, drain_s
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if sig != signal.SIGTERM or self._status["draining"]:
+        if sig != signal.SIGTERM or self._service.draining:
             self.should_exit = True  # Ctrl-C, or a second SIGTERM: stop now (in-flight requests still finish)
             return
-        self._status["draining"] = True
+        self._service.draining = True
         threading.Timer(self._drain_s, self._stop).start()
 
     def _stop(self) -> None:
@@ -39,5 +39,4 @@ def serve(settings: Settings, *, host: str, port: int, drain_s: float, log_level
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=int(settings.deadline_s) + 1
     )
-    status: Any = app.state.status
-    DrainingServer(config, status, drain_s).run()
+    DrainingServer(config, app.state.service, drain_s).run()

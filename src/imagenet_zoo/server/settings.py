@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from imagenet_zoo.classifier import Classifier
 from imagenet_zoo.data.images import DecodeMode
+from imagenet_zoo.engines.batching import BatchingOptions
 from imagenet_zoo.registry import Registry
 
 
@@ -27,10 +28,20 @@ class Settings:
     deadline_s: float = 30.0  # past this a request gets 504
     max_loaded_models: int = 2  # least recently used models are unloaded beyond this many...
     max_model_memory_mb: float = 2048.0  # ...or beyond this much weight memory (fp32 parameters)
-    inference_threads: int = 2
+    decode_threads: int | None = None  # threads decoding uploads (default: one per core)
+    max_batch_size: int = 8  # images one engine call may hold, from any requests (1: no batching)
+    max_batch_delay_ms: float = 2.0  # how long an image waits for others to share its engine call
     registry: Registry | None = None
+    # Bearer tokens a request to the API must carry (`--api-key-file`); empty: no authentication.
+    # Never shown: not in this object's repr, not in logs, not in any answer.
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (`--cors-origin`)
     # Tests inject a classifier with a fake engine so API tests need no weights.
     load_classifier: Callable[[str], Classifier] | None = None
+
+    @property
+    def batching(self) -> BatchingOptions:
+        return BatchingOptions(self.max_batch_size, self.max_batch_delay_ms / 1000)
 
     @property
     def max_upload_bytes(self) -> int:

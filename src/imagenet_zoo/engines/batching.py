@@ -1,0 +1,110 @@
+"""Dynamic batching across callers, as Triton's dynamic batcher and infinity's `BatchHandler` do it.
+
+Callers (the service's requests) submit one preprocessed input each and get a future. One thread per
+model takes the first waiting input, waits up to `max_delay_s` for more (never past `max_batch_size`),
+and runs them as one engine call: a batch of 8 costs far less than 8 calls of 1 on a CPU, and much less
+still on an accelerator. Decoding stays with the callers, in parallel, outside the batcher.
+
+An engine call that fails fails only the futures of its own batch, with the engine's error; a caller
+that stops waiting (a deadline) leaves its input to be computed and dropped.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# Runs one batch (N, H, W, C) and returns one result per row.
+BatchRunner = Callable[[np.ndarray], Sequence[Any]]
+# Told of every engine call: how many inputs it ran, and how long each had waited in the queue.
+BatchObserver = Callable[[int, list[float]], None]
+
+
+@dataclass(frozen=True)
+class BatchingOptions:
+    max_batch_size: int = 8  # 1: every input is its own engine call
+    max_delay_s: float = 0.002  # how long the first input of a batch waits for company
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        run: BatchRunner,
+        options: BatchingOptions = BatchingOptions(),
+        *,
+        observe: BatchObserver | None = None,
+        name: str = "batcher",
+    ) -> None:
+        if options.max_batch_size < 1 or options.max_delay_s < 0:
+            raise ValueError("max_batch_size must be at least 1 and max_delay_s not negative")
+        self._run, self._options, self._observe = run, options, observe
+        self._inputs: queue.SimpleQueue[tuple[np.ndarray, Future[Any], float] | None] = queue.SimpleQueue()
+        self._closed = False
+        self._closing = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, x: np.ndarray) -> Future[Any]:
+        """The future result of one input (H, W, C), computed in a batch with others."""
+        future: Future[Any] = Future()
+        item = (x, future, time.perf_counter())
+        with self._closing:
+            if not self._closed:
+                self._inputs.put(item)
+                return future
+        self._run_batch([item])  # closed (a model unloaded while a request held it): run it here, alone
+        return future
+
+    def close(self, *, wait: bool = False) -> None:
+        """Finish what was submitted, then stop the thread (`wait`: until it has); later inputs run in
+        their callers' threads."""
+        with self._closing:
+            if not self._closed:
+                self._closed = True
+                self._inputs.put(None)
+        if wait:
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while (first := self._inputs.get()) is not None:
+            batch = [first]
+            stop = self._gather(batch)
+            self._run_batch(batch)
+            if stop:
+                return
+
+    def _gather(self, batch: list[tuple[np.ndarray, Future[Any], float]]) -> bool:
+        """Add waiting inputs to `batch` until it is full or the delay is over; True if told to stop."""
+        deadline = time.perf_counter() + self._options.max_delay_s
+        while len(batch) < self._options.max_batch_size:
+            try:
+                item = self._inputs.get(timeout=max(0.0, deadline - time.perf_counter()))
+            except queue.Empty:
+                return False
+            if item is None:
+                return True
+            batch.append(item)
+        return False
+
+    def _run_batch(self, batch: list[tuple[np.ndarray, Future[Any], float]]) -> None:
+        started = time.perf_counter()
+        live = [(x, f) for x, f, _ in batch if f.set_running_or_notify_cancel()]
+        if self._observe is not None:
+            self._observe(len(live), [started - submitted for _, _, submitted in batch])
+        if not live:
+            return
+        try:
+            results = self._run(np.stack([x for x, _ in live]))
+        except Exception as exc:  # the engine's failure is this batch's answer, not the thread's end
+            for _, future in live:
+                future.set_exception(exc)
+            return
+        for (_, future), result in zip(live, results, strict=True):
+            future.set_result(result)

@@ -1,0 +1,148 @@
+"""The service's own dialect, `/v1`: multipart or raw-body uploads, answers as `classify --format json`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+
+from imagenet_zoo.classifier import PostOptions
+from imagenet_zoo.data.hierarchy import Synset, groups_for
+from imagenet_zoo.errors import UsageError
+from imagenet_zoo.model_types import RegisteredModel
+from imagenet_zoo.server import schemas
+from imagenet_zoo.server.errors import ApiError, image_error
+from imagenet_zoo.server.service import Answer, Service, Upload
+
+MAX_FILENAME = 200
+MAX_GROUPS = 16
+GROUPS_HELP = "WordNet groups whose probability to report, comma-separated: dog,bird (or synset ids)"
+EXPLAIN_HELP = "also a heatmap of the top-1 class's evidence: `explanation`, with a PNG overlay as a data URL"
+MODEL_HELP = "a served model's name or alias (default: the first served)"
+
+
+def v1_router(service: Service, *, protected: tuple[int, ...] = ()) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["v1"])
+    settings = service.settings
+
+    async def uploads_of(request: Request, *, many: bool) -> list[Upload]:
+        body = await service.read_request(request)
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            return [("upload", body)]
+        request._body = body  # Starlette parses the form from the bounded bytes already read
+        try:
+            form = await request.form(
+                max_files=settings.max_batch_files if many else 1,
+                max_fields=max(settings.max_batch_files, 8),
+                max_part_size=64 * 1024,  # non-file fields: a model name fits in far less
+            )
+        except MultiPartException as exc:
+            raise ApiError(400, "MalformedRequest", str(exc)) from None
+        files = [v for key, v in form.multi_items() if key in ("file", "files") and isinstance(v, UploadFile)]
+        if not files:
+            raise ApiError(
+                400, "MalformedRequest", "send the image as a multipart field named 'file' or as the body"
+            )
+        return [(_safe_name(f.filename), await f.read()) for f in files]
+
+    async def classify(
+        request: Request, model: str | None, top_k: int, groups: str | None, explain: bool, *, many: bool
+    ) -> list[Answer]:
+        name = service.model_name(model)
+        post = PostOptions(top_k, _groups(groups, service.pool.served[name]))
+        uploads = await uploads_of(request, many=many)
+        return await service.classify(name, uploads, post, explain=explain)
+
+    @router.post(
+        "/classify",
+        summary="Classify one image (multipart field `file`, or the raw body)",
+        response_model=schemas.Classification,
+        response_model_exclude_none=True,
+        responses=schemas.errors(*protected, 400, 404, 413, 415, 422, 503, 504),
+        openapi_extra={"requestBody": schemas.IMAGE_BODY},
+    )
+    async def classify_one(
+        request: Request,
+        model: str | None = Query(None, description=MODEL_HELP),
+        top_k: int = Query(5, ge=1, le=1000),
+        groups: str | None = Query(None, max_length=1000, description=GROUPS_HELP),
+        explain: bool = Query(False, description=EXPLAIN_HELP),
+    ) -> dict[str, Any]:
+        [answer] = await classify(request, model, top_k, groups, explain, many=False)
+        if answer[0].error is not None:
+            raise image_error(answer[0])
+        return _body(answer)
+
+    @router.post(
+        "/classify/batch",
+        summary="Classify several images (multipart fields `file` or `files`); each answers on its own",
+        response_model=list[schemas.Classification | schemas.FailedFile],
+        response_model_exclude_none=True,
+        responses=schemas.errors(*protected, 400, 404, 413, 422, 503, 504),
+        openapi_extra={"requestBody": schemas.IMAGES_BODY},
+    )
+    async def classify_batch(
+        request: Request,
+        model: str | None = Query(None, description=MODEL_HELP),
+        top_k: int = Query(5, ge=1, le=1000),
+        groups: str | None = Query(None, max_length=1000, description=GROUPS_HELP),
+        explain: bool = Query(False, description=EXPLAIN_HELP),
+    ) -> list[dict[str, Any]]:
+        return [_body(a) for a in await classify(request, model, top_k, groups, explain, many=True)]
+
+    @router.get(
+        "/models",
+        summary="Served models and whether each is loaded",
+        response_model=list[schemas.ModelInfo],
+        responses=schemas.errors(*protected),
+    )
+    async def models() -> list[dict[str, Any]]:
+        loaded = service.pool.loaded()
+        rows = []
+        for name, model in service.pool.served.items():
+            spec = model.spec
+            rows.append(
+                {
+                    "name": name,
+                    "default": name == service.names[0],
+                    "input_size": spec.data_config.input_size,
+                    "classes": spec.num_classes,
+                    "top1": spec.accuracy.top1,
+                    "explain": service.can_explain(name),
+                    "loaded": name in loaded,
+                    "ready": name in loaded and service.ready,
+                }
+            )
+        return rows
+
+    return router
+
+
+def _safe_name(filename: str | None) -> str:
+    """An uploaded file's name, reduced to something safe to echo (it is never used as a path)."""
+    name = (filename or "upload").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable())[:MAX_FILENAME]
+    return name or "upload"
+
+
+def _body(answer: Answer) -> dict[str, Any]:
+    result, overlay = answer
+    body = result.to_dict()
+    if overlay is not None:
+        body["explanation"]["overlay"] = overlay
+    return body
+
+
+def _groups(words: str | None, model: RegisteredModel) -> tuple[Synset, ...]:
+    """`?groups=dog,bird` as synsets; an unknown or ambiguous word is a 422 that lists candidates."""
+    names = [word for word in (words or "").split(",") if word.strip()]
+    if not names:
+        return ()
+    if len(names) > MAX_GROUPS:
+        raise ApiError(422, "InvalidParameter", f"at most {MAX_GROUPS} groups per request")
+    try:
+        return tuple(groups_for(names, model.spec.labels, model.spec.name))
+    except UsageError as exc:
+        raise ApiError(422, "InvalidParameter", str(exc)) from None
