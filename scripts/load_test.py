@@ -313,7 +313,7 @@ def sliver_png(width: int = 1, height: int = 100_000) -> bytes:
 
 async def abuse(url: str) -> dict[int, int]:
     """Sliver batches at concurrency 8, then 64 uploads of 20 MB at concurrency 32; status counts."""
-    slivers = [("files", (f"s{i}.png", sliver_png(), "image/png")) for i in range(16)]
+    slivers = [("file", (f"s{i}.png", sliver_png(), "image/png")) for i in range(16)]
     batches = [{"files": slivers} for _ in range(40)]
     statuses: dict[int, int] = {}
     for status, _ in await run_concurrently(f"{url}/v1/classify/batch", batches, 8):

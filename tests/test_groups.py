@@ -92,7 +92,7 @@ def test_the_service_reports_groups() -> None:
     with TestClient(create_app(fake_settings())) as client:
         ok = client.post("/v1/classify", params={"groups": "dog,bird"}, files=upload)
         batch = client.post(
-            "/v1/classify/batch", params={"groups": "n02084071"}, files=[("files", upload["file"])] * 2
+            "/v1/classify/batch", params={"groups": "n02084071"}, files=[("file", upload["file"])] * 2
         )
         ambiguous = client.post("/v1/classify", params={"groups": "cat"}, files=upload)
         plain = client.post("/v1/classify", files=upload)

@@ -81,7 +81,7 @@ def test_a_batch_of_slivers_to_the_service() -> None:
     """16 files of 1x100,000 pixels fit in 8 KB of upload."""
     from tests.test_server import fake_settings
 
-    files = [("files", (f"s{i}.png", sliver_png(1, 100_000), "image/png")) for i in range(16)]
+    files = [("file", (f"s{i}.png", sliver_png(1, 100_000), "image/png")) for i in range(16)]
     assert sum(len(f[1][1]) for f in files) < 8192
     with TestClient(create_app(fake_settings())) as client:
         response = client.post("/v1/classify/batch", files=files)

@@ -316,7 +316,7 @@ def test_explain_returns_the_heatmap_and_an_overlay(with_lite0: Path) -> None:
         assert overlay.format == "PNG" and max(overlay.size) <= 512 and overlay.size[0] > overlay.size[1]
         plain = c.post("/v1/classify", files=photo).json()
         assert "explanation" not in plain and plain["predictions"] == body["predictions"]
-        batch = c.post("/v1/classify/batch?explain=true", files=[("files", photo["file"])] * 2).json()
+        batch = c.post("/v1/classify/batch?explain=true", files=[("file", photo["file"])] * 2).json()
         assert [r["explanation"]["class_index"] for r in batch] == [explanation["class_index"]] * 2
         refused = c.post("/v1/classify?model=vgg16&explain=true", files=photo)
         assert refused.status_code == 422 and refused.json()["error"]["type"] == "ExplanationUnsupportedError"

@@ -314,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--deadline", type=float, default=30.0, help="seconds before a request answers 504")
     serve.add_argument(
+        "--api-key-file", metavar="FILE",
+        help="require `Authorization: Bearer KEY` with a key from FILE (one per line); health stays open",
+    )  # fmt: skip
+    _add_list_option(serve, "--cors-origin", [], metavar="ORIGIN",
+                     help="a browser origin allowed to call the API: https://app.example.org")  # fmt: skip
+    serve.add_argument(
         "--max-batch-size", type=_positive, default=8,
         help="images one engine call may take from any requests (default 8; 1: no dynamic batching)",
     )  # fmt: skip

@@ -280,6 +280,7 @@ def compare(args: argparse.Namespace) -> int:
 def serve(args: argparse.Namespace) -> int:
     from imagenet_zoo.server import Settings
     from imagenet_zoo.server.run import serve as run_server
+    from imagenet_zoo.server.settings import read_api_keys
 
     sizes = (args.max_upload_mb, args.max_upload_buffer_mb, args.max_megapixels, args.deadline)
     if min(sizes) <= 0 or min(args.drain_seconds, args.max_batch_delay_ms) < 0:
@@ -299,6 +300,8 @@ def serve(args: argparse.Namespace) -> int:
         deadline_s=args.deadline,
         max_batch_size=args.max_batch_size,
         max_batch_delay_ms=args.max_batch_delay_ms,
+        api_keys=read_api_keys(Path(args.api_key_file)) if args.api_key_file else (),
+        cors_origins=tuple(args.cors_origin),
     )
     run_server(settings, host=args.host, port=args.port, drain_s=args.drain_seconds)
     return 0

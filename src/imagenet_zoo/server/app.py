@@ -14,12 +14,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib.resources import files
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -29,7 +30,7 @@ from imagenet_zoo.server.metrics import Metrics
 from imagenet_zoo.server.service import DeclaredBodyLimit, Service
 from imagenet_zoo.server.settings import Settings
 from imagenet_zoo.server.v1 import v1_router
-from imagenet_zoo.server.v2 import v2_router
+from imagenet_zoo.server.v2 import request_schemas, v2_router
 
 _BEARER = HTTPBearer(auto_error=False, description="an API key from the file given to --api-key-file")
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="imagenet-zoo"'}
@@ -83,10 +84,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get(
         "/metrics",
         summary="Prometheus metrics",
-        response_class=PlainTextResponse,
+        response_class=Response,
         responses={
             200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
-            **schemas.errors(*protected),
+            **schemas.json_errors(*protected),
         },
         dependencies=authorized,
     )
@@ -96,6 +97,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/", summary="The web page", response_class=HTMLResponse)
     async def page() -> HTMLResponse:
         return HTMLResponse(files(__package__).joinpath("page.html").read_text(encoding="utf-8"))
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            document.setdefault("components", {}).setdefault("schemas", {}).update(request_schemas())
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     if settings.cors_origins:  # browsers on these origins may call the API (preflight included)
         app.add_middleware(

@@ -98,25 +98,37 @@ IMAGE_BODY: dict[str, Any] = {
     "description": "One image: a multipart field `file`, or the raw bytes as the body (an empty body is 422)",
     "content": {
         "multipart/form-data": {
-            "schema": {"type": "object", "properties": {"file": _BINARY}, "required": ["file"]}
+            "schema": {
+                "type": "object",
+                "properties": {"file": _BINARY},
+                "required": ["file"],
+                "additionalProperties": False,
+            }
         },
         "application/octet-stream": {"schema": _BINARY},
         "image/*": {"schema": _BINARY},
     },
 }
-IMAGES_BODY: dict[str, Any] = {
-    "required": True,
-    "description": "Several images as multipart fields `file` or `files` (each answered on its own)",
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "properties": {"files": {"type": "array", "items": _BINARY, "minItems": 1}},
-                "required": ["files"],
+
+
+def images_body(max_files: int) -> dict[str, Any]:
+    return {
+        "required": True,
+        "description": "Several images as multipart fields `file` (each answered on its own)",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {"type": "array", "items": _BINARY, "minItems": 1, "maxItems": max_files}
+                    },
+                    "required": ["file"],
+                    "additionalProperties": False,
+                }
             }
-        }
-    },
-}
+        },
+    }
+
 
 _MEANINGS = {
     400: "a malformed multipart body, or one without a `file` field",
@@ -133,3 +145,12 @@ _MEANINGS = {
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for these error statuses, each with the error body and what it means."""
     return {status: {"model": ErrorBody, "description": _MEANINGS[status]} for status in statuses}
+
+
+def json_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`errors` for a route whose own answer is not JSON (FastAPI would give them the route's type)."""
+    schema = {"$ref": "#/components/schemas/ErrorBody"}
+    return {
+        status: {"description": _MEANINGS[status], "content": {"application/json": {"schema": schema}}}
+        for status in statuses
+    }

@@ -4,11 +4,31 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from imagenet_zoo.classifier import Classifier
 from imagenet_zoo.data.images import DecodeMode
 from imagenet_zoo.engines.batching import BatchingOptions
+from imagenet_zoo.errors import UsageError
 from imagenet_zoo.registry import Registry
+
+MIN_KEY_LENGTH = 16
+
+
+def read_api_keys(path: Path) -> tuple[str, ...]:
+    """The keys in a file, one per line (blank lines and `#` comments skipped). Errors never quote a key."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read the API key file {path}: {type(exc).__name__}") from None
+    keys = tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
+    if not keys:
+        raise UsageError(f"{path} holds no API key")
+    if any(len(key) < MIN_KEY_LENGTH or not key.isprintable() or " " in key for key in keys):
+        raise UsageError(
+            f"{path}: every key must be at least {MIN_KEY_LENGTH} printable characters without spaces"
+        )
+    return keys
 
 
 @dataclass(frozen=True)

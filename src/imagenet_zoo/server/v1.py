@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
 from imagenet_zoo.classifier import PostOptions
@@ -38,12 +39,13 @@ def v1_router(service: Service, *, protected: tuple[int, ...] = ()) -> APIRouter
                 max_fields=max(settings.max_batch_files, 8),
                 max_part_size=64 * 1024,  # non-file fields: a model name fits in far less
             )
-        except MultiPartException as exc:
-            raise ApiError(400, "MalformedRequest", str(exc)) from None
-        files = [v for key, v in form.multi_items() if key in ("file", "files") and isinstance(v, UploadFile)]
-        if not files:
+        except (MultiPartException, StarletteHTTPException) as exc:  # Starlette: too many files or fields
+            raise ApiError(400, "MalformedRequest", getattr(exc, "detail", None) or str(exc)) from None
+        parts = form.multi_items()
+        files = [value for key, value in parts if key == "file" and isinstance(value, UploadFile)]
+        if not files or len(files) != len(parts):  # as documented: file parts named `file`, nothing else
             raise ApiError(
-                400, "MalformedRequest", "send the image as a multipart field named 'file' or as the body"
+                400, "MalformedRequest", "send images as multipart file fields named 'file' (nothing else)"
             )
         return [(_safe_name(f.filename), await f.read()) for f in files]
 
@@ -77,11 +79,11 @@ def v1_router(service: Service, *, protected: tuple[int, ...] = ()) -> APIRouter
 
     @router.post(
         "/classify/batch",
-        summary="Classify several images (multipart fields `file` or `files`); each answers on its own",
+        summary="Classify several images (multipart fields `file`); each answers on its own",
         response_model=list[schemas.Classification | schemas.FailedFile],
         response_model_exclude_none=True,
         responses=schemas.errors(*protected, 400, 404, 413, 422, 503, 504),
-        openapi_extra={"requestBody": schemas.IMAGES_BODY},
+        openapi_extra={"requestBody": schemas.images_body(settings.max_batch_files)},
     )
     async def classify_batch(
         request: Request,

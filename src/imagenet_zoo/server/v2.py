@@ -104,7 +104,7 @@ class InferenceResponse(BaseModel):
     outputs: list[ResponseTensor]
 
 
-class ErrorBody(BaseModel):
+class ProtocolError(BaseModel):
     error: str
 
 
@@ -119,18 +119,35 @@ _MEANINGS = {
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {status: {"model": ErrorBody, "description": _MEANINGS[status]} for status in statuses}
+    return {status: {"model": ProtocolError, "description": _MEANINGS[status]} for status in statuses}
 
 
+_BINARY = {"type": "string", "format": "binary"}
+# A 32x32 PNG: the document's example request classifies a real image.
+_EXAMPLE_PNG = (
+    "iVBORw0KGgoAAAANSUhEUgAAACAAAAAgCAIAAAD8GO2jAAAAK0lEQVR42u3NQQEAQAQAMC6XYIIJeCX4bQWW0xWXXhwTCAQCgUAgEAgE"
+    "Wz6b1gGoIFfSOQAAAABJRU5ErkJggg=="
+)
+_EXAMPLE = {
+    "parameters": {"top_k": 3},
+    "inputs": [{"name": INPUT, "shape": [1], "datatype": "BYTES", "data": [_EXAMPLE_PNG]}],
+}
 _INFER_BODY: dict[str, Any] = {
     "required": True,
     "description": "An inference request in JSON, or with the binary tensor data extension: the JSON header "
     f"({HEADER_LENGTH} bytes long) followed by the tensors' bytes",
     "content": {
-        _JSON: {"schema": {"$ref": "#/components/schemas/InferenceRequest"}},
-        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        _JSON: {"schema": {"$ref": "#/components/schemas/InferenceRequest"}, "example": _EXAMPLE},
+        "application/octet-stream": {"schema": _BINARY},
     },
 }
+
+
+def request_schemas() -> dict[str, Any]:
+    """The inference request's JSON schemas, for the OpenAPI document's components: the route reads the
+    body itself (JSON, or JSON + binary tensors), so FastAPI cannot list them."""
+    schema = InferenceRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {**schema.pop("$defs", {}), "InferenceRequest": schema}
 
 
 def v2_router(service: Service, *, authorized: Sequence[Depends], protected: tuple[int, ...]) -> APIRouter:
@@ -197,9 +214,7 @@ def v2_router(service: Service, *, authorized: Sequence[Depends], protected: tup
         response_model=InferenceResponse,
         response_model_exclude_none=True,
         responses={
-            200: {
-                "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
-            },
+            200: {"content": {"application/octet-stream": {"schema": _BINARY}}},
             **_errors(*protected, 400, 404, 413, 503, 504),
         },
         openapi_extra={"requestBody": _INFER_BODY},
