@@ -358,3 +358,55 @@ def test_concurrent_requests_share_engine_calls_and_keep_their_answers() -> None
     assert sum(engine.sizes) == 16 and max(engine.sizes) > 1 and len(engine.sizes) < 16
     assert 'imagenet_zoo_batch_size_count{model="efficientnet_lite0"}' in metrics
     assert "imagenet_zoo_batch_queue_seconds_bucket" in metrics
+
+
+KEY = "k" * 8 + "-secret-0123456789"
+
+
+def test_bearer_keys_guard_the_api_and_leave_health_open(tmp_path: Path) -> None:
+    from imagenet_zoo.errors import UsageError
+    from imagenet_zoo.server.settings import read_api_keys
+
+    keys = tmp_path / "keys"
+    keys.write_text(f"# rotated monthly\n{KEY}\n\nanother-key-000000000\n")
+    settings = replace(fake_settings(), api_keys=read_api_keys(keys))
+    assert KEY not in repr(settings)
+    with TestClient(create_app(settings)) as c:
+        for path in ("/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/", "/openapi.json"):
+            assert c.get(path).status_code == 200, path
+        guarded = [("GET", "/v1/models"), ("GET", "/metrics"), ("POST", "/v1/classify"),
+                   ("GET", "/v2/models/efficientnet_lite0"), ("POST", "/v2/models/lite0/infer")]  # fmt: skip
+        for method, path in guarded:
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEY}"}):
+                response = c.request(
+                    method, path, headers=headers, content=TENCH if method == "POST" else None
+                )
+                assert response.status_code == 401, (path, headers)
+                assert response.headers["www-authenticate"].startswith("Bearer") and KEY not in response.text
+        good = {"Authorization": f"Bearer {KEY}"}
+        assert c.post("/v1/classify", content=TENCH, headers=good).status_code == 200
+        other = {"Authorization": "Bearer another-key-000000000"}
+        assert c.get("/v1/models", headers=other).status_code == 200
+    for text, message in [("", "no API key"), ("short\n", "at least 16")]:
+        keys.write_text(text)
+        with pytest.raises(UsageError, match=message):
+            read_api_keys(keys)
+
+
+def test_cors_allows_only_the_listed_origins() -> None:
+    settings = replace(fake_settings(), cors_origins=("https://app.example.org",))
+    with TestClient(create_app(settings)) as c:
+        preflight = {
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization",
+        }
+        allowed = c.options("/v1/classify", headers={"Origin": "https://app.example.org", **preflight})
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "https://app.example.org"
+        refused = c.options("/v1/classify", headers={"Origin": "https://evil.example.com", **preflight})
+        assert "access-control-allow-origin" not in refused.headers
+        simple = c.get("/v1/models", headers={"Origin": "https://evil.example.com"})
+        assert "access-control-allow-origin" not in simple.headers
+    with TestClient(create_app(fake_settings())) as c:  # no origins given: no CORS headers at all
+        response = c.get("/v1/models", headers={"Origin": "https://app.example.org"})
+        assert "access-control-allow-origin" not in response.headers

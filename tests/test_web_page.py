@@ -93,3 +93,42 @@ def test_the_heatmap_toggle_and_group_scores(page) -> None:  # type: ignore[no-u
     assert page.locator("#heatmap-caption").is_hidden()
     page.check("#explain")
     assert preview.get_attribute("src").startswith("data:image/png")
+
+
+@pytest.fixture
+def keyed_page(with_lite0: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+    if not CHROMIUM.exists():
+        pytest.fail("Debian's chromium is needed") if os.environ.get("CI") else pytest.skip("no chromium")
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    settings = Settings(api_keys=("page-test-key-0123456789",))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.1)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{port}")
+        yield page
+        browser.close()
+    server.should_exit = True
+    thread.join(30)
+
+
+def test_the_page_asks_for_the_api_key_and_then_works(keyed_page) -> None:  # type: ignore[no-untyped-def]
+    page = keyed_page
+    page.locator("#key-box").wait_for(state="visible", timeout=30_000)
+    assert "needs an API key" in page.locator("#error").inner_text()
+    assert page.locator("label[for=key]").inner_text() == "API key"
+    page.fill("#key", "page-test-key-0123456789")
+    page.click("#key-box button")
+    page.wait_for_selector("#model option", state="attached")
+    assert page.locator("#key-box").is_hidden()
+    page.set_input_files("#file", str(SAMPLE_DIR / "n01440764_tench.JPEG"))
+    page.locator("#results li").first.wait_for(timeout=60_000)
+    assert page.locator("#results li").first.inner_text().startswith("1. tench")
