@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import statistics
@@ -109,12 +110,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def photo_payloads(count: int) -> list[dict[str, object]]:
-    photos = sorted(SHARED.iterdir())
-    return [
-        {"files": {"file": (p.name, p.read_bytes(), "image/jpeg")}}
-        for p in (photos * (count // 200 + 1))[:count]
-    ]
+def photo_payloads(count: int, body: str = "multipart") -> list[dict[str, object]]:
+    """`count` photo requests: multipart (`curl -F file=@photo.jpg`) or raw (`curl --data-binary`)."""
+    photos = (sorted(SHARED.iterdir()) * (count // 200 + 1))[:count]
+    if body == "raw":
+        return [{"content": p.read_bytes()} for p in photos]
+    return [{"files": {"file": (p.name, p.read_bytes(), "image/jpeg")}} for p in photos]
 
 
 def cpu_model() -> str:
@@ -162,12 +163,13 @@ def batch_counts(url: str) -> tuple[float, float]:
     return images, calls
 
 
-def throughput(url: str, requests: int, concurrency: int) -> tuple[dict[str, float], int]:
+def throughput(url: str, requests: int, concurrency: int, body: str) -> tuple[dict[str, float], int]:
     """Requests per second, latency percentiles (ms) and mean images per engine call; and the 5xx count."""
     asyncio.run(run_concurrently(f"{url}/v1/classify", photo_payloads(2 * concurrency), concurrency))  # warm
     images, calls = batch_counts(url)
     start = time.perf_counter()
-    results = asyncio.run(run_concurrently(f"{url}/v1/classify", photo_payloads(requests), concurrency))
+    payloads = photo_payloads(requests, body)
+    results = asyncio.run(run_concurrently(f"{url}/v1/classify", payloads, concurrency))
     elapsed = time.perf_counter() - start
     images_after, calls_after = batch_counts(url)
     seconds = [s for _, s in results]
@@ -202,6 +204,38 @@ def bad_payloads(count: int) -> list[dict[str, object]]:
     return [oversized if i % 100 == 99 else kinds[i % len(kinds)] for i in range(count)]
 
 
+V2_IMAGE = {"name": "IMAGE", "shape": [1], "datatype": "BYTES"}
+
+
+def v2_bad(payloads: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The same bad images as Open Inference Protocol requests (binary tensors, as tritonclient sends),
+    and requests broken in the protocol's own ways: bad JSON, bad base64, truncated tensors."""
+    out: list[dict[str, object]] = []
+    for i, payload in enumerate(payloads):
+        image = payload.get("content")
+        if not isinstance(image, bytes):
+            file = payload["files"]["file"]  # type: ignore[index]
+            image = file[1]
+        kind = i % 4
+        if kind == 0:
+            out.append(v2_binary(image))
+        elif kind == 1:
+            out.append({"content": json.dumps({"inputs": [{**V2_IMAGE, "data": ["@@"]}]}).encode()})
+        elif kind == 2:
+            request = v2_binary(image)
+            out.append({"content": request["content"][:-3], "headers": request["headers"]})  # type: ignore[index]
+        else:
+            out.append({"content": b'{"inputs": [' * 50})
+    return out
+
+
+def v2_binary(image: bytes) -> dict[str, object]:
+    tensor = struct.pack("<I", len(image)) + image
+    inputs = [{**V2_IMAGE, "parameters": {"binary_data_size": len(tensor)}}]
+    header = json.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}}).encode()
+    return {"content": header + tensor, "headers": {"Inference-Header-Content-Length": str(len(header))}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -223,22 +257,24 @@ def main() -> None:
 
     folder = {precision: folder_job_rate(precision, args.requests) for precision in args.precision}
     report += [
-        "| precision | dynamic batching | concurrency | req/s | of the folder job | p50 ms | p95 ms | p99 ms "
-        "| images per engine call | 5xx |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| precision | dynamic batching | body | concurrency | req/s | of the folder job | p50 ms | p95 ms "
+        "| p99 ms | images per engine call | 5xx |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for precision in args.precision:
         for batching in ("on", "off"):
-            levels = (1, 4, 16) if (precision, batching) == (args.precision[0], "on") else (16,)
+            first = (precision, batching) == (args.precision[0], "on")
+            levels = [(c, "multipart") for c in (1, 4, 16)] if first else [(16, "multipart")]
+            levels.append((16, "raw"))
             size = "8" if batching == "on" else "1"
             with server("--precision", precision, "--max-batch-size", size) as (url, _):
-                for concurrency in levels:
-                    row, fivexx = throughput(url, args.requests, concurrency)
+                for concurrency, body in levels:
+                    row, fivexx = throughput(url, args.requests, concurrency, body)
                     server_errors += fivexx
                     share = row["rate"] / folder[precision]
                     report.append(
-                        f"| {precision} | {batching} | {concurrency} | {row['rate']:.1f} | {share:.0%} "
-                        f"| {row['p50']:.1f} | {row['p95']:.1f} | {row['p99']:.1f} "
+                        f"| {precision} | {batching} | {body} | {concurrency} | {row['rate']:.1f} "
+                        f"| {share:.0%} | {row['p50']:.1f} | {row['p95']:.1f} | {row['p99']:.1f} "
                         f"| {row['per_call']:.2f} | {fivexx} |"
                     )
     report += [
@@ -254,14 +290,20 @@ def main() -> None:
         statuses: dict[int, int] = {}
         for part in range(5):
             chunk = bad[part * len(bad) // 5 : (part + 1) * len(bad) // 5]
-            for status, _ in asyncio.run(run_concurrently(f"{url}/v1/classify", chunk, 8)):
-                statuses[status] = statuses.get(status, 0) + 1
+            half = len(chunk) // 2  # half through /v1, half through the Open Inference Protocol
+            sent = [
+                (f"{url}/v1/classify", chunk[:half]),
+                (f"{url}/v2/models/efficientnet_lite0/infer", v2_bad(chunk[half:])),
+            ]
+            for target, payloads in sent:
+                for status, _ in asyncio.run(run_concurrently(target, payloads, 8)):
+                    statuses[status] = statuses.get(status, 0) + 1
             rss.append(rss_mb(pid))
         server_errors += sum(n for status, n in statuses.items() if status >= 500)
         codes = ", ".join(f"{code}: {n}" for code, n in sorted(statuses.items()))
         report += [
             "",
-            f"{args.bad_requests:,} bad requests ({codes}); server RSS after each fifth: "
+            f"{args.bad_requests:,} bad requests, half of them to /v2 ({codes}); RSS after each fifth: "
             + " -> ".join(f"{r:.0f}" for r in rss)
             + f" MB (growth {rss[-1] - rss[1]:+.0f} MB after the first fifth).",
         ]

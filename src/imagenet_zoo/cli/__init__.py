@@ -313,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-megapixels", type=float, default=50.0, help="largest decoded image an upload may be (50)"
     )
     serve.add_argument("--deadline", type=float, default=30.0, help="seconds before a request answers 504")
+    serve.add_argument("--access-log", action="store_true", help="log a line per request (default off)")
     serve.add_argument(
         "--api-key-file", metavar="FILE",
         help="require `Authorization: Bearer KEY` with a key from FILE (one per line); health stays open",

@@ -303,7 +303,9 @@ def serve(args: argparse.Namespace) -> int:
         api_keys=read_api_keys(Path(args.api_key_file)) if args.api_key_file else (),
         cors_origins=tuple(args.cors_origin),
     )
-    run_server(settings, host=args.host, port=args.port, drain_s=args.drain_seconds)
+    run_server(
+        settings, host=args.host, port=args.port, drain_s=args.drain_seconds, access_log=args.access_log
+    )
     return 0
 
 

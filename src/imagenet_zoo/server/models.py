@@ -89,6 +89,10 @@ class ModelPool:
                     evicted.batcher.close()  # requests still holding it get their results all the same
             return served
 
+    def loaded_model(self, name: str, *, explain: bool = False) -> ServedModel | None:
+        """The model if it is loaded now (never loads it)."""
+        return self._loaded_classifier((name, explain))
+
     def _loaded_classifier(self, key: tuple[str, bool]) -> ServedModel | None:
         with self._lock:
             if key in self._loaded:

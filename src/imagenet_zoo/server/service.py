@@ -157,8 +157,9 @@ class Service:
         """Each upload's result (and heatmap overlay with `explain`), within the queue's bounds."""
 
         async def work() -> list[Answer]:
-            loop = asyncio.get_running_loop()
-            served = await loop.run_in_executor(None, self._load, name, explain)
+            served = self.pool.loaded_model(name, explain=explain)  # the common case: no thread hop
+            if served is None:  # loading takes seconds: not on the event loop
+                served = await asyncio.get_running_loop().run_in_executor(None, self._load, name, explain)
             return await classify_uploads(served, uploads, post, self.queue.decoder)
 
         return await self.queue.run(work())
