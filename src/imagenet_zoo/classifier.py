@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, overload
 
 import numpy as np
@@ -211,27 +212,44 @@ class _Pipeline:
         """Decoded RGB image -> this model's input (what `prepare` applies after decoding)."""
         return create_transform(self.data_config)
 
-    def iter_outputs(self, inputs: Iterable[ImageSource], *, explain: Any = _NO_HEAT) -> Iterator[Output]:
+    def iter_outputs(
+        self,
+        inputs: Iterable[ImageSource],
+        *,
+        explain: Any = _NO_HEAT,
+        read: Callable[[Any], ImageSource] | None = None,
+    ) -> Iterator[Output]:
         """The engine's raw output row for each input, in input order, or the input's error; with
-        `explain` (a class index, or None for each input's top-1), each row's heatmap too.
+        `explain` (a class index, or None for each input's top-1), each row's heatmap too. `read` turns an
+        input into what is decoded (a URL into its bytes) in the decoding threads; its `ImageError` is
+        that input's error.
 
         The next batch is decoded by `workers` threads while the engine runs the current one (Pillow
         releases the GIL while decoding and resizing), so decoding and inference overlap.
         """
         chunks = _chunked(iter(inputs), self.batch_size)
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            prepare = self.prepare if read is None else partial(self._read_and_prepare, read)
             chunk = next(chunks, None)
-            upcoming = [pool.submit(self.prepare, s) for s in chunk or []]
+            upcoming = [pool.submit(prepare, s) for s in chunk or []]
             while chunk is not None:
                 prepared = [future.result() for future in upcoming]
                 following = next(chunks, None)
-                upcoming = [pool.submit(self.prepare, s) for s in following or []]
+                upcoming = [pool.submit(prepare, s) for s in following or []]
                 yield from self._run_engine(chunk, prepared, explain)
                 chunk = following
 
     def prepare(self, source: ImageSource) -> tuple[InputInfo, np.ndarray] | ErrorInfo:
         """Pre-processing of one input with this model's preprocessing (see `prepare_input`)."""
         return prepare_input(source, self.data_config, max_pixels=self.max_pixels, decode=self.decode)
+
+    def _read_and_prepare(
+        self, read: Callable[[Any], ImageSource], source: Any
+    ) -> tuple[InputInfo, np.ndarray] | ErrorInfo:
+        try:
+            return self.prepare(read(source))
+        except ImageError as exc:
+            return ErrorInfo.of(exc)
 
     def _run_engine(
         self,

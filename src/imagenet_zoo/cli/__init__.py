@@ -136,6 +136,10 @@ def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--max-actors", type=_positive, metavar="N", help="model actors at most (default: one per CPU)"
     )
+    group.add_argument(
+        "--stall-timeout", type=float, default=300.0, metavar="SECONDS",
+        help="stop the job if no partition is written for this long (default 300); a rerun resumes",
+    )  # fmt: skip
 
 
 def _add_format_option(parser: argparse.ArgumentParser, *formats: str) -> None:

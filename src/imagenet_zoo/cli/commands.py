@@ -328,6 +328,8 @@ def _on_cluster(args: argparse.Namespace, task: Task, **options: Any) -> int:
     """The same job on Ray: partitions in the --output folder; a rerun continues where one stopped."""
     if not args.output:
         raise UsageError("--cluster writes partition files into a folder: give it with --output DIR")
+    if args.stall_timeout <= 0:
+        raise UsageError("--stall-timeout must be positive")
     job = ClusterJob(
         task=task,
         sources=args.photos,
@@ -341,6 +343,7 @@ def _on_cluster(args: argparse.Namespace, task: Task, **options: Any) -> int:
         decode=args.decode,
         partition_format=args.partition_format,
         max_actors=args.max_actors,
+        stall_timeout_s=args.stall_timeout,
         progress=not args.quiet and sys.stderr.isatty(),
         **options,
     )
