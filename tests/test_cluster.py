@@ -1,5 +1,6 @@
 """The folder job on a Ray cluster: a head and a second node on this machine, 1 CPU each, started here."""
 
+import contextlib
 import json
 import os
 import signal
@@ -185,7 +186,55 @@ def _kill_a_model_actor_once_results_appear(output: Path, process: subprocess.Po
     pytest.fail("the job finished or stalled before a model actor could be killed mid-run")
 
 
-def _model_actor_pids(raylet: int) -> list[int]:
+@pytest.mark.slow
+def test_a_stalled_job_stops_with_a_clear_error_and_a_rerun_resumes(
+    cluster: Any, photos: Path, lite0_home: Path, tmp_path: Path
+) -> None:
+    """Every model actor stopped (SIGSTOP: a hung worker) once the first partition is written: the job
+    must not wait forever. It stops after --stall-timeout, names what is left and exits 1; a rerun
+    finishes the job from the written partitions."""
+    output = tmp_path / "results"
+    argv = [
+        "classify",
+        str(photos),
+        "--cluster",
+        cluster.address,
+        "--output",
+        str(output),
+        "--batch-size",
+        "2",
+    ]
+    process = _cli(*argv, "--stall-timeout", "8", home=lite0_home)
+    stopped: list[int] = []
+    try:
+        deadline = time.monotonic() + 300
+        while not (output.is_dir() and any(output.glob("part-*"))) and time.monotonic() < deadline:
+            assert process.poll() is None, process.communicate()[1]
+            time.sleep(0.05)
+        stopped = _model_actor_pids(None)
+        assert stopped
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        start = time.monotonic()
+        _, err = process.communicate(timeout=120)
+        waited = time.monotonic() - start
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    assert process.returncode == 1 and "Traceback" not in err, err
+    assert "stopped making progress" in err and "run the same command again to resume" in err
+    assert 8 <= waited < 60
+    written = len(list(PartitionFolder(str(output)).records()))
+    assert 0 < written < 201
+    code, err = _run(*argv, home=lite0_home)
+    assert code == 1, err  # the broken photo
+    paths = [r["path"] for r in PartitionFolder(str(output)).records()]
+    assert len(paths) == len(set(paths)) == 201
+
+
+def _model_actor_pids(raylet: int | None) -> list[int]:
+    """The model actors' processes (on the node of `raylet`, or on every node)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -194,7 +243,8 @@ def _model_actor_pids(raylet: int) -> list[int]:
                 parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
             except OSError:
                 continue  # gone meanwhile
-            if command.startswith(b"ray::MapWorker") and b"_ModelActor" in command and parent == raylet:
+            actor = command.startswith(b"ray::MapWorker") and b"_ModelActor" in command
+            if actor and raylet in (None, parent):
                 pids.append(int(entry.name))
     return pids
 

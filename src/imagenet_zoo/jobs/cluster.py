@@ -14,6 +14,7 @@ Ray is optional (`pip install 'imagenet-zoo[ray]'`): only this module imports it
 
 from __future__ import annotations
 
+import _thread
 import hashlib
 import json
 import logging
@@ -84,53 +85,59 @@ def run_job(job: ClusterJob) -> JobReport:
     sink = _partition_sink(job.output, job.partition_format, job.task, token)
     # Writing is light I/O: it must not wait for a CPU that the model actors hold.
     dataset = _pipeline(ray, job, todo)
-    _watched(lambda: dataset.write_datasink(sink, ray_remote_args={"num_cpus": 0}), ray, output, job, todo)
+    _watched(lambda: dataset.write_datasink(sink, ray_remote_args={"num_cpus": 0}), output, job, todo)
     written, failures = sink.summary
     failures.sort(key=lambda failure: failure[0])
     return JobReport(len(sources), len(sources) - len(todo), written, failures)
 
 
 _WATCH_INTERVAL_S = 2.0
+_STARTUP_S = 120.0  # before the first partition: the actors start and load the model too
 
 
-def _watched(
-    write: Callable[[], None], ray: Any, output: PartitionFolder, job: ClusterJob, todo: list[str]
-) -> None:
-    """Run `write` (the whole job) while watching the output folder; if no partition appears for
-    `job.stall_timeout_s`, stop the job (Ray shut down: its tasks and actors end) and say what is stuck."""
-    failure: list[BaseException] = []
+def _watched(write: Callable[[], None], output: PartitionFolder, job: ClusterJob, todo: list[str]) -> None:
+    """Run `write` (the whole job) while watching the output folder: if no partition appears for
+    `job.stall_timeout_s` (plus `_STARTUP_S` before the first one), interrupt the job as Ctrl-C would (Ray
+    Data then stops its tasks and actors) and raise a `ClusterError` that says what is left to do.
 
-    def run() -> None:
-        try:
-            write()
-        except BaseException as exc:  # handed to the driver's thread below
-            failure.append(exc)
+    Only a job run from the main thread is watched: the interruption is delivered to that thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return write()
+    stalled, finished = threading.Event(), threading.Event()
 
-    worker = threading.Thread(target=run, name="cluster-job", daemon=True)
-    worker.start()
-    written, last_progress = output.partition_count(), time.monotonic()
-    while worker.is_alive():
-        worker.join(min(_WATCH_INTERVAL_S, job.stall_timeout_s))
-        count = output.partition_count()
-        if count != written:
-            written, last_progress = count, time.monotonic()
-        elif worker.is_alive() and time.monotonic() - last_progress > job.stall_timeout_s:
-            raise _stalled(ray, output, job, todo, written)
-    if failure:
-        raise failure[0]
+    def watch() -> None:
+        written, last_progress = output.partition_count(), time.monotonic()
+        allowance = job.stall_timeout_s + _STARTUP_S
+        while not finished.wait(min(_WATCH_INTERVAL_S, job.stall_timeout_s)):
+            count = output.partition_count()
+            if count != written:
+                written, last_progress, allowance = count, time.monotonic(), job.stall_timeout_s
+            elif time.monotonic() - last_progress > allowance and not finished.is_set():
+                stalled.set()
+                _thread.interrupt_main()
+                return
+
+    watcher = threading.Thread(target=watch, name="cluster-watchdog", daemon=True)
+    watcher.start()
+    try:
+        write()
+    except KeyboardInterrupt:
+        if stalled.is_set():
+            raise _stalled(output, job, todo) from None
+        raise
+    finally:
+        finished.set()
 
 
-def _stalled(
-    ray: Any, output: PartitionFolder, job: ClusterJob, todo: list[str], written: int
-) -> ClusterError:
-    ray.shutdown()  # the job's tasks and actors end with the driver's connection
+def _stalled(output: PartitionFolder, job: ClusterJob, todo: list[str]) -> ClusterError:
     done = output.paths()
     waiting = [path for path in todo if path not in done]
     examples = ", ".join(waiting[:3]) + (", ..." if len(waiting) > 3 else "")
     return ClusterError(
         f"the job stopped making progress: no partition was written for {job.stall_timeout_s:g} s "
         f"(--stall-timeout), with {len(waiting)} photos still to do ({examples}); it was stopped. "
-        f"The {written} partitions written are kept: run the same command again to resume from them"
+        f"The {output.partition_count()} partitions written are kept: run the same command again to "
+        "resume from them"
     )
 
 
