@@ -142,9 +142,11 @@ _MEANINGS = {
 }
 
 
-def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` for these error statuses, each with the error body and what it means."""
-    return {status: {"model": ErrorBody, "description": _MEANINGS[status]} for status in statuses}
+def errors(
+    *statuses: int, body: type[BaseModel] = ErrorBody, meanings: dict[int, str] = _MEANINGS
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, each with its error body and what it means."""
+    return {status: {"model": body, "description": meanings[status]} for status in statuses}
 
 
 def json_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -14,13 +14,14 @@ import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from fastapi import Request
 
 from imagenet_zoo.classifier import Classification, ErrorInfo, PostOptions
 from imagenet_zoo.data.images import InputInfo, decode_image
+from imagenet_zoo.engines.openvino import Precision, check_explainable
 from imagenet_zoo.errors import ExplanationUnsupportedError
 from imagenet_zoo.explain import heatmap_png
 from imagenet_zoo.registry import normalize_name
@@ -171,9 +172,14 @@ class Service:
             raise ApiError(422, "ExplanationUnsupportedError", str(exc)) from None
 
     def can_explain(self, name: str) -> bool:
-        spec = self.pool.served[name].spec
-        engine, precision = self.settings.engine, self.settings.precision
-        return engine == "keras" or (spec.explain_method == "cam" and precision != "int8")
+        """Whether `?explain=true` works for this model here (the engine's own check, not a copy of it)."""
+        if self.settings.engine == "keras":
+            return True
+        try:
+            check_explainable(self.pool.served[name], cast(Precision, self.settings.precision))
+        except ExplanationUnsupportedError:
+            return False
+        return True
 
     def warm_up(self) -> None:
         """Load the default model and run it once, so the first request does not pay for compilation."""

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -23,6 +23,19 @@ MAX_GROUPS = 16
 GROUPS_HELP = "WordNet groups whose probability to report, comma-separated: dog,bird (or synset ids)"
 EXPLAIN_HELP = "also a heatmap of the top-1 class's evidence: `explanation`, with a PNG overlay as a data URL"
 MODEL_HELP = "a served model's name or alias (default: the first served)"
+
+
+class ClassifyQuery:
+    """The query parameters both classify routes take."""
+
+    def __init__(
+        self,
+        model: str | None = Query(None, description=MODEL_HELP),
+        top_k: int = Query(5, ge=1, le=1000),
+        groups: str | None = Query(None, max_length=1000, description=GROUPS_HELP),
+        explain: bool = Query(False, description=EXPLAIN_HELP),
+    ) -> None:
+        self.model, self.top_k, self.groups, self.explain = model, top_k, groups, explain
 
 
 def v1_router(service: Service, *, protected: tuple[int, ...] = ()) -> APIRouter:
@@ -50,13 +63,11 @@ def v1_router(service: Service, *, protected: tuple[int, ...] = ()) -> APIRouter
             )
         return [(_safe_name(f.filename), await f.read()) for f in files]
 
-    async def classify(
-        request: Request, model: str | None, top_k: int, groups: str | None, explain: bool, *, many: bool
-    ) -> list[Answer]:
-        name = service.model_name(model)
-        post = PostOptions(top_k, _groups(groups, service.pool.served[name]))
+    async def classify(request: Request, query: ClassifyQuery, *, many: bool) -> list[Answer]:
+        name = service.model_name(query.model)
+        post = PostOptions(query.top_k, _groups(query.groups, service.pool.served[name]))
         uploads = await uploads_of(request, many=many)
-        return await service.classify(name, uploads, post, explain=explain)
+        return await service.classify(name, uploads, post, explain=query.explain)
 
     @router.post(
         "/classify",
@@ -66,14 +77,8 @@ def v1_router(service: Service, *, protected: tuple[int, ...] = ()) -> APIRouter
         responses=schemas.errors(*protected, 400, 404, 413, 415, 422, 503, 504),
         openapi_extra={"requestBody": schemas.IMAGE_BODY},
     )
-    async def classify_one(
-        request: Request,
-        model: str | None = Query(None, description=MODEL_HELP),
-        top_k: int = Query(5, ge=1, le=1000),
-        groups: str | None = Query(None, max_length=1000, description=GROUPS_HELP),
-        explain: bool = Query(False, description=EXPLAIN_HELP),
-    ) -> JSONResponse:
-        [answer] = await classify(request, model, top_k, groups, explain, many=False)
+    async def classify_one(request: Request, query: Annotated[ClassifyQuery, Depends()]) -> JSONResponse:
+        [answer] = await classify(request, query, many=False)
         if answer[0].error is not None:
             raise image_error(answer[0])
         # Returned as built: the answers are the schema's by construction (the contract test checks),
@@ -88,14 +93,8 @@ def v1_router(service: Service, *, protected: tuple[int, ...] = ()) -> APIRouter
         responses=schemas.errors(*protected, 400, 404, 413, 422, 503, 504),
         openapi_extra={"requestBody": schemas.images_body(settings.max_batch_files)},
     )
-    async def classify_batch(
-        request: Request,
-        model: str | None = Query(None, description=MODEL_HELP),
-        top_k: int = Query(5, ge=1, le=1000),
-        groups: str | None = Query(None, max_length=1000, description=GROUPS_HELP),
-        explain: bool = Query(False, description=EXPLAIN_HELP),
-    ) -> JSONResponse:
-        answers = await classify(request, model, top_k, groups, explain, many=True)
+    async def classify_batch(request: Request, query: Annotated[ClassifyQuery, Depends()]) -> JSONResponse:
+        answers = await classify(request, query, many=True)
         return JSONResponse([_body(a) for a in answers])
 
     @router.get(

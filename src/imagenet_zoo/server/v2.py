@@ -26,6 +26,7 @@ from fastapi.params import Depends
 from pydantic import BaseModel, Field
 
 from imagenet_zoo.classifier import Classification, PostOptions
+from imagenet_zoo.server import schemas
 from imagenet_zoo.server.errors import ApiError
 from imagenet_zoo.server.service import Service, Upload
 
@@ -119,7 +120,7 @@ _MEANINGS = {
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {status: {"model": ProtocolError, "description": _MEANINGS[status]} for status in statuses}
+    return schemas.errors(*statuses, body=ProtocolError, meanings=_MEANINGS)
 
 
 _BINARY = {"type": "string", "format": "binary"}
