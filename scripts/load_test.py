@@ -149,18 +149,12 @@ def folder_job_rate(precision: str, count: int) -> float:
 
 def batch_counts(url: str) -> tuple[float, float]:
     """(images, engine calls) so far, from the server's batch-size histogram."""
-    text = httpx.get(f"{url}/metrics").text
-    images = sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("imagenet_zoo_batch_size_sum")
-    )
-    calls = sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("imagenet_zoo_batch_size_count")
-    )
-    return images, calls
+    lines = httpx.get(f"{url}/metrics").text.splitlines()
+
+    def total(series: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(series))
+
+    return total("imagenet_zoo_batch_size_sum"), total("imagenet_zoo_batch_size_count")
 
 
 def throughput(url: str, requests: int, concurrency: int, body: str) -> tuple[dict[str, float], int]:

@@ -8,8 +8,11 @@ import os
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -160,3 +163,24 @@ def file_server(tmp_path: Path) -> Iterator[FileServer]:
     server = FileServer(root)
     yield server
     server.close()
+
+
+@contextmanager
+def running_app(settings: Any, port: int) -> Iterator[str]:
+    """`create_app(settings)` under uvicorn in a thread, on loopback; yields its host:port."""
+    import uvicorn
+
+    from imagenet_zoo.server import create_app
+
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)

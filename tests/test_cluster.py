@@ -150,16 +150,7 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
     cluster: Any, photos: Path, lite0_home: Path, tmp_path: Path
 ) -> None:
     output = tmp_path / "results"
-    argv = [
-        "classify",
-        str(photos),
-        "--cluster",
-        cluster.address,
-        "--output",
-        str(output),
-        "--batch-size",
-        "2",
-    ]
+    argv = _small_block_job(cluster, photos, output)
     process = _cli(*argv, home=lite0_home)
     second_node = next(node for node in cluster.list_all_nodes() if not node.head)
     raylet = second_node.all_processes["raylet"][0].process.pid
@@ -173,17 +164,39 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
     assert sum("error" in r for r in records) == 1
 
 
+def _small_block_job(cluster: Any, photos: Path, output: Path) -> list[str]:
+    """classify on the cluster in blocks of 16 photos: partitions appear early and often."""
+    return [
+        "classify",
+        str(photos),
+        "--cluster",
+        cluster.address,
+        "--output",
+        str(output),
+        "--batch-size",
+        "2",
+    ]
+
+
+def _wait_for_first_partition(output: Path, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 300
+    while not (output.is_dir() and any(output.glob("part-*"))):
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"the job ended or stalled before its first partition: {process.communicate()[1]}")
+        time.sleep(0.05)
+
+
 def _kill_a_model_actor_once_results_appear(output: Path, process: subprocess.Popen[str], raylet: int) -> int:
     """SIGKILL the model actor's process on the node of `raylet` as soon as the first partition is
     written; the records written by then."""
+    _wait_for_first_partition(output, process)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None:
-        if output.is_dir() and any(output.glob("part-*")):
-            for pid in _model_actor_pids(raylet):
-                os.kill(pid, signal.SIGKILL)
-                return len(list(PartitionFolder(str(output)).records()))
+    while not (actors := _model_actor_pids(raylet)):
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail("the job finished or stalled before a model actor could be killed mid-run")
         time.sleep(0.05)
-    pytest.fail("the job finished or stalled before a model actor could be killed mid-run")
+    os.kill(actors[0], signal.SIGKILL)
+    return len(list(PartitionFolder(str(output)).records()))
 
 
 @pytest.mark.slow
@@ -194,23 +207,11 @@ def test_a_stalled_job_stops_with_a_clear_error_and_a_rerun_resumes(
     must not wait forever. It stops after --stall-timeout, names what is left and exits 1; a rerun
     finishes the job from the written partitions."""
     output = tmp_path / "results"
-    argv = [
-        "classify",
-        str(photos),
-        "--cluster",
-        cluster.address,
-        "--output",
-        str(output),
-        "--batch-size",
-        "2",
-    ]
+    argv = _small_block_job(cluster, photos, output)
     process = _cli(*argv, "--stall-timeout", "8", home=lite0_home)
     stopped: list[int] = []
     try:
-        deadline = time.monotonic() + 300
-        while not (output.is_dir() and any(output.glob("part-*"))) and time.monotonic() < deadline:
-            assert process.poll() is None, process.communicate()[1]
-            time.sleep(0.05)
+        _wait_for_first_partition(output, process)
         stopped = _model_actor_pids(None)
         assert stopped
         for pid in stopped:

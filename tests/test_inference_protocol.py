@@ -2,8 +2,6 @@
 with its default settings (binary tensors), against a real server on loopback."""
 
 import base64
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -11,10 +9,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
-from imagenet_zoo.server import Settings, create_app
-from tests.conftest import SAMPLE_DIR
+from imagenet_zoo.server import Settings
+from tests.conftest import SAMPLE_DIR, running_app
 from tests.test_serve_process import free_port
 
 PHOTOS = sorted(SAMPLE_DIR.glob("*.JPEG"))[::25]  # 8 photos of 8 classes
@@ -27,18 +24,8 @@ def server_url(lite0_home: Path) -> Iterator[str]:
 
     os.environ["IMAGENET_ZOO_HOME"] = str(lite0_home)
     settings = replace(Settings(), api_keys=("first-key", "second-key"))
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.1)
-    yield f"127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(30)
+    with running_app(settings, free_port()) as url:
+        yield url
     del os.environ["IMAGENET_ZOO_HOME"]
 
 

@@ -1,16 +1,15 @@
 """The web page in a real headless Chromium: upload a real photo and see its label; see errors in words."""
 
 import os
-import threading
-import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
-import uvicorn
 
-from imagenet_zoo.server import Settings, create_app
-from tests.conftest import SAMPLE_DIR
+from imagenet_zoo.server import Settings
+from tests.conftest import SAMPLE_DIR, running_app
 from tests.test_serve_process import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -22,22 +21,13 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture
 def server_url(with_lite0: Path) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(Settings()), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(30)
+    with running_app(Settings(), free_port()) as url:
+        yield f"http://{url}"
 
 
-@pytest.fixture
-def page(server_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+@contextmanager
+def browser_at(url: str) -> Iterator[Any]:
+    """A page of Debian's headless chromium at `url` (a failure in CI if chromium is missing)."""
     if not CHROMIUM.exists():
         message = "Debian's chromium is needed for the browser test (apt-get install chromium)"
         pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
@@ -46,10 +36,16 @@ def page(server_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page()
-        page.goto(server_url)
+        page.goto(url)
+        yield page
+        browser.close()
+
+
+@pytest.fixture
+def page(server_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    with browser_at(server_url) as page:
         yield page
         page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
-        browser.close()
 
 
 def test_upload_a_photo_and_see_its_label(page) -> None:  # type: ignore[no-untyped-def]
@@ -96,28 +92,10 @@ def test_the_heatmap_toggle_and_group_scores(page) -> None:  # type: ignore[no-u
 
 
 @pytest.fixture
-def keyed_page(with_lite0: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
-    if not CHROMIUM.exists():
-        pytest.fail("Debian's chromium is needed") if os.environ.get("CI") else pytest.skip("no chromium")
-    from playwright.sync_api import sync_playwright
-
-    port = free_port()
+def keyed_page(with_lite0: Path):  # type: ignore[no-untyped-def]
     settings = Settings(api_keys=("page-test-key-0123456789",))
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.1)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        page.goto(f"http://127.0.0.1:{port}")
+    with running_app(settings, free_port()) as url, browser_at(f"http://{url}") as page:
         yield page
-        browser.close()
-    server.should_exit = True
-    thread.join(30)
 
 
 def test_the_page_asks_for_the_api_key_and_then_works(keyed_page) -> None:  # type: ignore[no-untyped-def]

@@ -184,10 +184,7 @@ class PartitionFolder:
 
     def partition_count(self) -> int:
         """How many complete partitions the folder holds (a cheap listing: the watchdog's progress)."""
-        return sum(
-            Path(info.path).name.startswith("part-") and info.path.endswith((".jsonl", ".parquet"))
-            for info in self._files()
-        )
+        return len(self._complete())
 
     def paths(self) -> set[str]:
         """The photos the folder holds records of (from Parquet, the path column alone)."""
@@ -209,11 +206,17 @@ class PartitionFolder:
 
     def _partitions(self) -> Iterator[tuple[str, Any]]:
         """(name, open file) of each complete partition."""
-        for info in sorted(self._files(), key=lambda i: i.path):
-            name = Path(info.path).name
-            if name.startswith("part-") and name.endswith((".jsonl", ".parquet")):
-                with self.filesystem.open_input_file(info.path) as file:
-                    yield name, file
+        for info in sorted(self._complete(), key=lambda i: i.path):
+            with self.filesystem.open_input_file(info.path) as file:
+                yield Path(info.path).name, file
+
+    def _complete(self) -> list[Any]:
+        """The complete partitions' file infos (written ones, not `.part-*` leftovers)."""
+        return [
+            info
+            for info in self._files()
+            if Path(info.path).name.startswith("part-") and info.path.endswith((".jsonl", ".parquet"))
+        ]
 
     def _files(self) -> list[Any]:
         from pyarrow import fs
