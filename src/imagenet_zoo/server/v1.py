@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -25,17 +26,25 @@ EXPLAIN_HELP = "also a heatmap of the top-1 class's evidence: `explanation`, wit
 MODEL_HELP = "a served model's name or alias (default: the first served)"
 
 
+@dataclass(frozen=True)
 class ClassifyQuery:
     """The query parameters both classify routes take."""
 
-    def __init__(
-        self,
-        model: str | None = Query(None, description=MODEL_HELP),
-        top_k: int = Query(5, ge=1, le=1000),
-        groups: str | None = Query(None, max_length=1000, description=GROUPS_HELP),
-        explain: bool = Query(False, description=EXPLAIN_HELP),
-    ) -> None:
-        self.model, self.top_k, self.groups, self.explain = model, top_k, groups, explain
+    model: str | None
+    top_k: int
+    groups: str | None
+    explain: bool
+
+
+async def classify_query(
+    model: str | None = Query(None, description=MODEL_HELP),
+    top_k: int = Query(5, ge=1, le=1000),
+    groups: str | None = Query(None, max_length=1000, description=GROUPS_HELP),
+    explain: bool = Query(False, description=EXPLAIN_HELP),
+) -> ClassifyQuery:
+    # A coroutine on purpose: FastAPI runs a plain callable (a class too) in a worker thread, a
+    # thread hop per request for nothing.
+    return ClassifyQuery(model, top_k, groups, explain)
 
 
 def v1_router(service: Service, *, protected: tuple[int, ...] = ()) -> APIRouter:
@@ -77,7 +86,9 @@ def v1_router(service: Service, *, protected: tuple[int, ...] = ()) -> APIRouter
         responses=schemas.errors(*protected, 400, 404, 413, 415, 422, 503, 504),
         openapi_extra={"requestBody": schemas.IMAGE_BODY},
     )
-    async def classify_one(request: Request, query: Annotated[ClassifyQuery, Depends()]) -> JSONResponse:
+    async def classify_one(
+        request: Request, query: Annotated[ClassifyQuery, Depends(classify_query)]
+    ) -> JSONResponse:
         [answer] = await classify(request, query, many=False)
         if answer[0].error is not None:
             raise image_error(answer[0])
@@ -93,7 +104,9 @@ def v1_router(service: Service, *, protected: tuple[int, ...] = ()) -> APIRouter
         responses=schemas.errors(*protected, 400, 404, 413, 422, 503, 504),
         openapi_extra={"requestBody": schemas.images_body(settings.max_batch_files)},
     )
-    async def classify_batch(request: Request, query: Annotated[ClassifyQuery, Depends()]) -> JSONResponse:
+    async def classify_batch(
+        request: Request, query: Annotated[ClassifyQuery, Depends(classify_query)]
+    ) -> JSONResponse:
         answers = await classify(request, query, many=True)
         return JSONResponse([_body(a) for a in answers])
 
