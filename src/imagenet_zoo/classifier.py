@@ -86,6 +86,9 @@ class Classification:
     error: ErrorInfo | None = None
     groups: tuple[GroupScore, ...] = ()  # asked-for WordNet groups and their probabilities
     explanation: Explanation | None = None  # where the evidence for one class lies
+    # Every class's probability, kept only when asked (`PostOptions.probabilities`): a protocol's
+    # full-softmax output. Not in to_dict(); not compared.
+    probabilities: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -296,6 +299,7 @@ class PostOptions:
     top: int = 5
     synsets: tuple[Synset, ...] = ()
     top_groups: tuple[int, int] | None = None  # (k, depth)
+    probabilities: bool = False  # keep the whole softmax row in the result
 
 
 class Classifier(_Pipeline):
@@ -427,7 +431,15 @@ class Classifier(_Pipeline):
             k, depth = post.top_groups
             scores += wordnet().top_groups(probabilities, depth=depth, k=k)
         explanation = self._explanation(heat, item) if heat is not None else None
-        return replace(base, predictions=predictions, input=item, groups=scores, explanation=explanation)
+        kept = probabilities if post.probabilities else None
+        return replace(
+            base,
+            predictions=predictions,
+            input=item,
+            groups=scores,
+            explanation=explanation,
+            probabilities=kept,
+        )
 
     def _explanation(self, heat: Heat, info: InputInfo) -> Explanation:
         class_index, raw_map = heat

@@ -224,7 +224,7 @@ def v2_router(service: Service, *, authorized: Sequence[Depends], protected: tup
         canonical = service.model_name(name)
         parsed = parse_request(await service.read_request(request), request.headers.get(HEADER_LENGTH))
         labels = service.pool.served[canonical].spec.labels
-        post = PostOptions(parsed.predictions_needed(len(labels)))
+        post = PostOptions(parsed.predictions_needed(len(labels)), probabilities=parsed.probabilities)
         answers = await service.classify(canonical, parsed.images, post)
         results = [result for result, _ in answers]
         for i, result in enumerate(results):
@@ -244,10 +244,14 @@ class ParsedRequest:
     outputs: dict[str, dict[str, Any]]  # requested output -> its parameters (every output if none asked)
     binary_default: bool
 
+    @property
+    def probabilities(self) -> bool:
+        return "PROBABILITIES" in self.outputs
+
     def predictions_needed(self, classes: int) -> int:
         """How many ranked classes post-processing must keep for the outputs asked."""
         needed = [self.top_k] + [int(p.get("classification") or 0) for p in self.outputs.values()]
-        return classes if "PROBABILITIES" in self.outputs else min(classes, max(needed))
+        return min(classes, max(needed))
 
 
 def parse_request(body: bytes, header_length: str | None) -> ParsedRequest:
@@ -383,17 +387,13 @@ def _output_tensors(
             "INT64",
             np.array([[p.index for p in row] for row in rows], dtype=np.int64),
         ),
-        "PROBABILITIES": lambda: ("FP32", _probabilities(results, len(labels))),
+        "PROBABILITIES": lambda: ("FP32", np.stack([_probabilities(r) for r in results])),
     }
 
 
-def _probabilities(results: list[Classification], classes: int) -> np.ndarray:
-    """Each image's softmax over every class (its predictions hold every class when this is asked)."""
-    table = np.zeros((len(results), classes), np.float32)
-    for row, result in zip(table, results, strict=True):
-        for p in result.predictions:
-            row[p.index] = p.score
-    return table
+def _probabilities(result: Classification) -> np.ndarray:
+    assert result.probabilities is not None, "kept by post-processing when PROBABILITIES is asked"
+    return result.probabilities
 
 
 def _classification(results: list[Classification], labels: Sequence[Any], count: Any) -> np.ndarray:
