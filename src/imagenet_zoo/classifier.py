@@ -285,11 +285,17 @@ class _Pipeline:
         self, batch: np.ndarray, class_index: int | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Core alone, with heatmaps: logits, raw maps and their classes (see `ExplainingEngine`)."""
-        engine = self.engine
-        if not isinstance(engine, ExplainingEngine):
-            raise ExplanationUnsupportedError("this classifier cannot explain: load it with explain=True")
+        engine = self.explaining_engine()
         with self._engine_lock:
             return engine.explain(batch, class_index)
+
+    def explaining_engine(self) -> ExplainingEngine:
+        """The engine, if it draws heatmaps (ExplanationUnsupportedError if not)."""
+        if not isinstance(self.engine, ExplainingEngine):
+            raise ExplanationUnsupportedError(
+                f"{self.spec.name} was not loaded to explain: load it with explain=True"
+            )
+        return self.engine
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,6 @@ import numpy as np
 from imagenet_zoo.api import load, resolve_model
 from imagenet_zoo.classifier import Classifier, Heat
 from imagenet_zoo.engines.batching import BatchObserver, DynamicBatcher
-from imagenet_zoo.errors import ExplanationUnsupportedError
-from imagenet_zoo.explain import ExplainingEngine
 from imagenet_zoo.model_types import RegisteredModel
 from imagenet_zoo.server.settings import Settings
 
@@ -38,8 +36,7 @@ class ServedModel:
 def _batch_runner(classifier: Classifier, explain: bool) -> Callable[[np.ndarray], Sequence[Any]]:
     if not explain:
         return lambda batch: list(classifier.infer_batch(batch))
-    if not isinstance(classifier.engine, ExplainingEngine):
-        raise ExplanationUnsupportedError(f"{classifier.spec.name}'s engine here cannot draw heatmaps")
+    classifier.explaining_engine()  # refused at load, not at the first request's batch
 
     def explained(batch: np.ndarray) -> list[tuple[np.ndarray, Heat]]:
         logits, maps, classes = classifier.explain_batch(batch)
