@@ -7,9 +7,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.formparsers import MultiPartException
 
 from imagenet_zoo.classifier import PostOptions
 from imagenet_zoo.data.hierarchy import Synset, groups_for
@@ -17,6 +14,7 @@ from imagenet_zoo.errors import UsageError
 from imagenet_zoo.model_types import RegisteredModel
 from imagenet_zoo.server import schemas
 from imagenet_zoo.server.errors import ApiError, image_error
+from imagenet_zoo.server.multipart import image_files
 from imagenet_zoo.server.service import Answer, Service, Upload
 
 MAX_FILENAME = 200
@@ -53,24 +51,11 @@ def v1_router(service: Service, *, protected: tuple[int, ...] = ()) -> APIRouter
 
     async def uploads_of(request: Request, *, many: bool) -> list[Upload]:
         body = await service.read_request(request)
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        content_type = request.headers.get("content-type", "")
+        if not content_type.startswith("multipart/form-data"):
             return [("upload", body)]
-        request._body = body  # Starlette parses the form from the bounded bytes already read
-        try:
-            form = await request.form(
-                max_files=settings.max_batch_files if many else 1,
-                max_fields=max(settings.max_batch_files, 8),
-                max_part_size=64 * 1024,  # non-file fields: a model name fits in far less
-            )
-        except (MultiPartException, StarletteHTTPException) as exc:  # Starlette: too many files or fields
-            raise ApiError(400, "MalformedRequest", getattr(exc, "detail", None) or str(exc)) from None
-        parts = form.multi_items()
-        files = [value for key, value in parts if key == "file" and isinstance(value, UploadFile)]
-        if not files or len(files) != len(parts):  # as documented: file parts named `file`, nothing else
-            raise ApiError(
-                400, "MalformedRequest", "send images as multipart file fields named 'file' (nothing else)"
-            )
-        return [(_safe_name(f.filename), await f.read()) for f in files]
+        files = image_files(body, content_type, max_files=settings.max_batch_files if many else 1)
+        return [(_safe_name(name), data) for name, data in files]
 
     async def classify(request: Request, query: ClassifyQuery, *, many: bool) -> list[Answer]:
         name = service.model_name(query.model)
