@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from imagenet_zoo.classifier import PostOptions
 from imagenet_zoo.data.hierarchy import Synset, groups_for
@@ -24,25 +24,13 @@ EXPLAIN_HELP = "also a heatmap of the top-1 class's evidence: `explanation`, wit
 MODEL_HELP = "a served model's name or alias (default: the first served)"
 
 
-@dataclass(frozen=True)
-class ClassifyQuery:
-    """The query parameters both classify routes take."""
+class ClassifyQuery(BaseModel):
+    """The query parameters both classify routes take (one model: FastAPI validates it in one step)."""
 
-    model: str | None
-    top_k: int
-    groups: str | None
-    explain: bool
-
-
-async def classify_query(
-    model: str | None = Query(None, description=MODEL_HELP),
-    top_k: int = Query(5, ge=1, le=1000),
-    groups: str | None = Query(None, max_length=1000, description=GROUPS_HELP),
-    explain: bool = Query(False, description=EXPLAIN_HELP),
-) -> ClassifyQuery:
-    # A coroutine on purpose: FastAPI runs a plain callable (a class too) in a worker thread, a
-    # thread hop per request for nothing.
-    return ClassifyQuery(model, top_k, groups, explain)
+    model: str | None = Field(None, description=MODEL_HELP)
+    top_k: int = Field(5, ge=1, le=1000)
+    groups: str | None = Field(None, max_length=1000, description=GROUPS_HELP)
+    explain: bool = Field(False, description=EXPLAIN_HELP)
 
 
 def v1_router(service: Service, *, protected: tuple[int, ...] = ()) -> APIRouter:
@@ -71,9 +59,7 @@ def v1_router(service: Service, *, protected: tuple[int, ...] = ()) -> APIRouter
         responses=schemas.errors(*protected, 400, 404, 413, 415, 422, 503, 504),
         openapi_extra={"requestBody": schemas.IMAGE_BODY},
     )
-    async def classify_one(
-        request: Request, query: Annotated[ClassifyQuery, Depends(classify_query)]
-    ) -> JSONResponse:
+    async def classify_one(request: Request, query: Annotated[ClassifyQuery, Query()]) -> JSONResponse:
         [answer] = await classify(request, query, many=False)
         if answer[0].error is not None:
             raise image_error(answer[0])
@@ -89,9 +75,7 @@ def v1_router(service: Service, *, protected: tuple[int, ...] = ()) -> APIRouter
         responses=schemas.errors(*protected, 400, 404, 413, 422, 503, 504),
         openapi_extra={"requestBody": schemas.images_body(settings.max_batch_files)},
     )
-    async def classify_batch(
-        request: Request, query: Annotated[ClassifyQuery, Depends(classify_query)]
-    ) -> JSONResponse:
+    async def classify_batch(request: Request, query: Annotated[ClassifyQuery, Query()]) -> JSONResponse:
         answers = await classify(request, query, many=True)
         return JSONResponse([_body(a) for a in answers])
 
