@@ -1,10 +1,11 @@
 """The folder job (classify or extract) on a Ray cluster, for collections that outgrow one machine.
 
-A Ray Data pipeline: the listed photos -> read + decode + preprocess in CPU tasks -> a pool of model
-actors (each loads the engine once: the cached OpenVINO IR on its node) -> partition files in an output
-folder. Each partition is written under a temporary name and renamed, and named after the photos it holds,
-so a retried write replaces its own file: a killed worker costs time, never results, and never writes a
-photo twice. A rerun with the same output skips the photos its partitions already hold.
+A Ray Data pipeline: blocks of the listed photos -> a pool of model actors (each loads the engine once:
+the cached OpenVINO IR on its node; each reads, decodes and classifies a block as the single-machine job
+does, then writes it as one partition file in the output folder) -> each photo's path and error, back to
+the driver. Each partition is written under a temporary name and renamed, and named after the photos it
+holds, so a retried block replaces its own file: a killed worker costs time, never results, and never
+writes a photo twice. A rerun with the same output skips the photos its partitions already hold.
 
 Every record has the single-machine path's JSON fields (`Classification.to_dict()` for classify; path,
 model and features for extract); a broken photo is a record with its error.
@@ -14,20 +15,20 @@ Ray is optional (`pip install 'imagenet-zoo[ray]'`): only this module imports it
 
 from __future__ import annotations
 
-import _thread
 import hashlib
 import json
 import logging
 import math
 import os
 import re
+import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -50,6 +51,7 @@ MAX_FILE_BYTES = 256 * 2**20  # read into memory whole from object storage: a bo
 _BATCHES_PER_BLOCK = 8
 _MAX_BLOCKS = 10_000
 _FORWARDED_ENV = ("IMAGENET_ZOO_HOME", "IMAGENET_ZOO_MIRROR")  # where workers find weights and IR
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,20 +84,28 @@ def run_job(job: ClusterJob) -> JobReport:
     _connect(ray, job.address)
     if not todo:
         return JobReport(len(sources), len(sources), 0)
-    sink = _partition_sink(job.output, job.partition_format, job.task, token)
-    # Writing is light I/O: it must not wait for a CPU that the model actors hold.
-    dataset = _pipeline(ray, job, todo)
-    _watched(lambda: dataset.write_datasink(sink, ray_remote_args={"num_cpus": 0}), output, job, todo)
-    written, failures = sink.summary
+    dataset = _pipeline(ray, job, todo, token)
+    written, failures = _watched(lambda: _collect(dataset), output, job, todo)
     failures.sort(key=lambda failure: failure[0])
     return JobReport(len(sources), len(sources) - len(todo), written, failures)
+
+
+def _collect(dataset: Any) -> tuple[int, list[tuple[str, ErrorInfo]]]:
+    """Run the job to its end: the actors write the partitions; what comes back is one row per photo,
+    its path and, if it failed, its error's type and message."""
+    written, failures = 0, []
+    for block in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+        written += len(block["path"])
+        rows = zip(block["path"], block["error_type"], block["error_message"], strict=True)
+        failures += [(str(path), ErrorInfo(str(kind), str(message))) for path, kind, message in rows if kind]
+    return written, failures
 
 
 _WATCH_INTERVAL_S = 2.0
 _STARTUP_S = 120.0  # before the first partition: the actors start and load the model too
 
 
-def _watched(write: Callable[[], None], output: PartitionFolder, job: ClusterJob, todo: list[str]) -> None:
+def _watched(write: Callable[[], T], output: PartitionFolder, job: ClusterJob, todo: list[str]) -> T:
     """Run `write` (the whole job) while watching the output folder: if no partition appears for
     `job.stall_timeout_s` (plus `_STARTUP_S` before the first one), interrupt the job as Ctrl-C would (Ray
     Data then stops its tasks and actors) and raise a `ClusterError` that says what is left to do.
@@ -114,13 +124,15 @@ def _watched(write: Callable[[], None], output: PartitionFolder, job: ClusterJob
                 written, last_progress, allowance = count, time.monotonic(), job.stall_timeout_s
             elif time.monotonic() - last_progress > allowance and not finished.is_set():
                 stalled.set()
-                _thread.interrupt_main()
+                # A real SIGINT to the main thread: it interrupts a blocking wait there too (waiting
+                # for the next block), which `_thread.interrupt_main` leaves blocked.
+                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
                 return
 
     watcher = threading.Thread(target=watch, name="cluster-watchdog", daemon=True)
     watcher.start()
     try:
-        write()
+        return write()
     except KeyboardInterrupt:
         if stalled.is_set():
             raise _stalled(output, job, todo) from None
@@ -286,7 +298,7 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         raise ClusterError(f"no Ray cluster answers at {address}: {exc.strerror or exc}") from None
 
 
-def _pipeline(ray: Any, job: ClusterJob, todo: list[str]) -> Any:
+def _pipeline(ray: Any, job: ClusterJob, todo: list[str], token: str) -> Any:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = job.progress
     cpus = int(ray.cluster_resources().get("CPU", 1))
@@ -295,7 +307,11 @@ def _pipeline(ray: Any, job: ClusterJob, todo: list[str]) -> Any:
     photos = ray.data.from_items([{"path": p} for p in todo], override_num_blocks=blocks)
     return photos.map_batches(
         _ModelActor,
-        fn_constructor_kwargs={"job": job, "data_config": resolve_data_config(job.model, resize=job.resize)},
+        fn_constructor_kwargs={
+            "job": job,
+            "data_config": resolve_data_config(job.model, resize=job.resize),
+            "token": token,
+        },
         batch_size=None,  # a whole block per call: the actor's own pipeline overlaps its batches
         batch_format="numpy",
         num_cpus=1,
@@ -322,14 +338,16 @@ def _read(location: str) -> str | bytes:
 
 class _ModelActor:
     """Loads the engine once per actor, then classifies (or extracts) each block of photos as the
-    single-machine job does: its pipeline decodes the next batch in a thread while the engine runs the
-    current one. (Decoding in separate Ray tasks ran one after the other with inference in the same
-    process, Ray having fused the two stages, and cost a third of the single-machine rate.)"""
+    single-machine job does (its pipeline decodes the next batch in a thread while the engine runs the
+    current one) and writes the block's partition. (Decoding in separate Ray tasks ran one after the
+    other with inference in the same process, Ray having fused the two stages, and cost a third of the
+    single-machine rate. Writing in Ray Data write tasks started a new worker process for most blocks,
+    Ray ending idle workers after a second: 1.2 s of CPU each, up to half of the job's CPU.)"""
 
-    def __init__(self, job: ClusterJob, data_config: DataConfig) -> None:
+    def __init__(self, job: ClusterJob, data_config: DataConfig, token: str) -> None:
         runtime: Any = _import_ray().get_runtime_context()
         threads = max(1, int(runtime.get_assigned_resources().get("CPU", 1)))
-        self.job = job
+        self.job, self.token = job, token
         model = resolve_model(job.model)  # once: a bundle's manifest and model file are read here
         self.spec = model.spec
         extract = job.task == "extract"
@@ -348,10 +366,19 @@ class _ModelActor:
         )  # fmt: skip
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Classify a block and write its partition; return each photo's path and error (or "")."""
         paths = [str(path) for path in batch["path"]]
         outputs = self.pipeline.iter_outputs(paths, read=_read)
         records = [self._record(str(path), item, output) for path, item, output, _ in outputs]
-        return {"path": batch["path"], "record": np.array([json.dumps(r) for r in records])}
+        job = self.job
+        if records:  # Ray Data may hand a map an empty block
+            _write_partition(job.output, job.partition_format, job.task, self.token, records)
+        errors = [record.get("error") or {} for record in records]
+        return {
+            "path": batch["path"],
+            "error_type": np.array([error.get("type", "") for error in errors]),
+            "error_message": np.array([error.get("message", "") for error in errors]),
+        }
 
     def _record(self, path: str, item: InputInfo | ErrorInfo, output: np.ndarray | None) -> dict[str, Any]:
         if isinstance(item, ErrorInfo) or output is None:
@@ -375,30 +402,6 @@ def partition_name(paths: list[str], partition_format: str) -> str:
 
 
 _UNFINISHED = re.compile(r"\.part-[0-9a-f]{12}-[0-9a-f]{32}-\d+\.(jsonl|parquet)")
-
-
-def _partition_sink(output: str, partition_format: str, task: Task, token: str) -> Any:
-    """A Ray Data sink writing each block as one partition (defined here: Ray is imported only now)."""
-    from ray.data import Datasink
-    from ray.data.block import BlockAccessor
-
-    class PartitionSink(Datasink[list[tuple[str, str, str]]]):
-        summary: tuple[int, list[tuple[str, ErrorInfo]]] = (0, [])  # set on the driver when all is written
-
-        def write(self, blocks: Iterable[Any], ctx: Any) -> list[tuple[str, str, str]]:
-            """Runs in a task: writes the partition; returns its failed photos (path, type, message)."""
-            column = [BlockAccessor.for_block(b).to_arrow().column("record").to_pylist() for b in blocks]
-            records = [json.loads(r) for rows in column for r in rows]
-            if records:
-                _write_partition(output, partition_format, task, token, records)
-            return [(r["path"], r["error"]["type"], r["error"]["message"]) for r in records if "error" in r]
-
-        def on_write_complete(self, write_result: Any) -> None:
-            failures = [(path, ErrorInfo(kind, message)) for task in write_result.write_returns
-                        for path, kind, message in task]  # fmt: skip
-            self.summary = (write_result.num_rows, failures)
-
-    return PartitionSink()
 
 
 def _write_partition(
