@@ -2,7 +2,8 @@
 
 Starts its own servers on 127.0.0.1 (never another address), bounded in requests and seconds per phase:
 
-1. real photos at concurrency 1, 4 and 16: p50/p95/p99 latency and throughput, counting any 5xx;
+1. real photos at concurrency 1, 4 and 16: p50/p95/p99 latency and throughput, counting any 5xx, sent by
+   a lean client (`send_all`) so that the generator takes little of the CPU the server shares with it;
 2. a server with a 2-slot queue flooded by 24 concurrent requests: the overflow must get 503 at once;
 3. 5,000 bad requests (empty, text, truncated JPEG, decompression bomb, oversized): the server's resident
    memory is sampled along the way and must stay flat;
