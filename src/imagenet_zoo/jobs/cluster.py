@@ -342,7 +342,7 @@ class _ModelActor:
     current one) and writes the block's partition. (Decoding in separate Ray tasks ran one after the
     other with inference in the same process, Ray having fused the two stages, and cost a third of the
     single-machine rate. Writing in Ray Data write tasks started a new worker process for most blocks,
-    Ray ending idle workers after a second: 1.2 s of CPU each, up to half of the job's CPU.)"""
+    Ray ending idle workers after a second: 1.2 s of CPU each, up to a third of the job's CPU.)"""
 
     def __init__(self, job: ClusterJob, data_config: DataConfig, token: str) -> None:
         runtime: Any = _import_ray().get_runtime_context()
