@@ -223,14 +223,14 @@ def v2_router(service: Service, *, authorized: Sequence[Depends], protected: tup
     async def infer(name: str, request: Request) -> Response:
         canonical = service.model_name(name)
         parsed = parse_request(await service.read_request(request), request.headers.get(HEADER_LENGTH))
-        labels = service.pool.served[canonical].spec.labels
-        post = PostOptions(parsed.predictions_needed(len(labels)), probabilities=parsed.probabilities)
+        classes = service.pool.served[canonical].spec.num_classes
+        post = PostOptions(parsed.predictions_needed(classes), probabilities=parsed.probabilities)
         answers = await service.classify(canonical, parsed.images, post)
         results = [result for result, _ in answers]
         for i, result in enumerate(results):
             if result.error is not None:
                 raise ApiError(400, result.error.type, f"input {INPUT}[{i}]: {result.error.message}")
-        return encode_response(canonical, parsed, results, labels)
+        return encode_response(canonical, parsed, results)
 
     router.include_router(model_routes)
     return router
@@ -337,17 +337,15 @@ def _pack_bytes(items: Sequence[bytes]) -> bytes:
     return b"".join(struct.pack("<I", len(item)) + item for item in items)
 
 
-def encode_response(
-    model: str, request: ParsedRequest, results: list[Classification], labels: Sequence[Any]
-) -> Response:
+def encode_response(model: str, request: ParsedRequest, results: list[Classification]) -> Response:
     """The outputs asked for, each as JSON data or binary (then appended after the JSON header)."""
-    tensors = _output_tensors(results, labels, request.top_k)
+    tensors = _output_tensors(results, request.top_k)
     outputs, chunks = [], []
     for name, parameters in request.outputs.items():
         datatype, array = tensors[name]()
         count = parameters.get("classification")
         if count is not None:
-            datatype, array = "BYTES", _classification(results, labels, count)
+            datatype, array = "BYTES", _classification(results, count)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if parameters.get("binary_data", request.binary_default) is True:
             raw = _pack_bytes(list(array.reshape(-1))) if datatype == "BYTES" else array.tobytes()
@@ -374,7 +372,7 @@ def _id(request: ParsedRequest) -> dict[str, str]:
 
 
 def _output_tensors(
-    results: list[Classification], labels: Sequence[Any], top_k: int
+    results: list[Classification], top_k: int
 ) -> dict[str, Callable[[], tuple[str, np.ndarray]]]:
     rows = [r.predictions[:top_k] for r in results]
     return {
@@ -396,7 +394,7 @@ def _probabilities(result: Classification) -> np.ndarray:
     return result.probabilities
 
 
-def _classification(results: list[Classification], labels: Sequence[Any], count: Any) -> np.ndarray:
+def _classification(results: list[Classification], count: Any) -> np.ndarray:
     """Triton's classification extension: the top `count` as "score:index:label", best first."""
     if not (isinstance(count, int) and count >= 1):
         raise ApiError(400, "InvalidRequest", "classification must be a positive whole number")
