@@ -63,14 +63,14 @@ class ModelPool:
         }
 
     def get(self, name: str, *, explain: bool = False) -> ServedModel:
-        """The classifier of a served model, by canonical name (loaded now if needed); with `explain`, one
-        that computes heatmaps too."""
+        """A served model, by canonical name (loaded now if needed): its classifier and batcher; with
+        `explain`, one that computes heatmaps too."""
         key = (name, explain)
-        loaded = self._loaded_classifier(key)
+        loaded = self.loaded_model(name, explain=explain)
         if loaded is not None:
             return loaded
         with self._loading[key]:
-            loaded = self._loaded_classifier(key)  # another request may have loaded it meanwhile
+            loaded = self.loaded_model(name, explain=explain)  # another request may have loaded it
             if loaded is not None:
                 return loaded
             classifier = self._load(name, explain)
@@ -87,10 +87,8 @@ class ModelPool:
             return served
 
     def loaded_model(self, name: str, *, explain: bool = False) -> ServedModel | None:
-        """The model if it is loaded now (never loads it)."""
-        return self._loaded_classifier((name, explain))
-
-    def _loaded_classifier(self, key: tuple[str, bool]) -> ServedModel | None:
+        """The model if it is loaded now (never loads it); it becomes the most recently used."""
+        key = (name, explain)
         with self._lock:
             if key in self._loaded:
                 self._loaded.move_to_end(key)
