@@ -105,14 +105,14 @@ _WATCH_INTERVAL_S = 2.0
 _STARTUP_S = 120.0  # before the first partition: the actors start and load the model too
 
 
-def _watched(write: Callable[[], T], output: PartitionFolder, job: ClusterJob, todo: list[str]) -> T:
-    """Run `write` (the whole job) while watching the output folder: if no partition appears for
+def _watched(work: Callable[[], T], output: PartitionFolder, job: ClusterJob, todo: list[str]) -> T:
+    """Run `work` (the whole job) while watching the output folder: if no partition appears for
     `job.stall_timeout_s` (plus `_STARTUP_S` before the first one), interrupt the job as Ctrl-C would (Ray
     Data then stops its tasks and actors) and raise a `ClusterError` that says what is left to do.
 
     Only a job run from the main thread is watched: the interruption is delivered to that thread."""
     if threading.current_thread() is not threading.main_thread():
-        return write()
+        return work()
     stalled, finished = threading.Event(), threading.Event()
 
     def watch() -> None:
@@ -132,7 +132,7 @@ def _watched(write: Callable[[], T], output: PartitionFolder, job: ClusterJob, t
     watcher = threading.Thread(target=watch, name="cluster-watchdog", daemon=True)
     watcher.start()
     try:
-        return write()
+        return work()
     except KeyboardInterrupt:
         if stalled.is_set():
             raise _stalled(output, job, todo) from None
