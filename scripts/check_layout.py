@@ -4,8 +4,10 @@
    TensorFlow nor OpenVINO (checked in a fresh interpreter).
 2. No import circle: the graph of imports between imagenet_zoo's modules, those inside functions (lazy
    ones) included, has no cycle.
-3. The lower layers never import the upper ones: nothing below `jobs/`, `transfer/`, `server/` and `cli/`
-   imports them at module level (the factory's lazy import of bundles is inside a function).
+3. Layers, lazy imports included: a module imports only its own layer and those below (`LAYERS`, lowest
+   first); the packages of the applications' layer (`jobs/`, `transfer/`, `selftest/`) never import each
+   other; an engine's implementation is imported only by the engines themselves (everything else asks
+   the engine registry).
 """
 
 from __future__ import annotations
@@ -18,6 +20,23 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "imagenet_zoo"
 UPPER = ("imagenet_zoo.jobs", "imagenet_zoo.transfer", "imagenet_zoo.server", "imagenet_zoo.cli")
 HEAVY = ("keras", "tensorflow", "openvino")
+# Lowest first; a module not listed is in the lowest layer (the data, models, weights and their types).
+LAYERS = (
+    (),
+    ("imagenet_zoo.engines",),
+    ("imagenet_zoo.pipeline", "imagenet_zoo.classifier", "imagenet_zoo.api"),
+    ("imagenet_zoo.jobs", "imagenet_zoo.transfer", "imagenet_zoo.selftest"),
+    ("imagenet_zoo.server",),
+    ("imagenet_zoo.cli", "imagenet_zoo.__main__"),
+)
+PUBLIC_API_LAYER = 2  # `imagenet_zoo` itself: the public API, the factory's layer
+APPLICATIONS = 3  # the layer whose packages are independent of each other
+ENGINE_SEAMS = {
+    "imagenet_zoo.engines",
+    "imagenet_zoo.engines.registry",
+    "imagenet_zoo.engines.base",
+    "imagenet_zoo.engines.batching",
+}
 
 
 def module_name(path: Path) -> str:
@@ -25,11 +44,10 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports(path: Path, modules: set[str], *, lazy: bool) -> set[str]:
-    """imagenet_zoo modules that `path` imports: when it is imported, or (`lazy`) anywhere in it."""
-    tree = ast.parse(path.read_text())
+def imports(path: Path, modules: set[str]) -> set[str]:
+    """imagenet_zoo modules that `path` imports, anywhere in it (inside functions too)."""
     found: set[str] = set()
-    for node in ast.walk(tree) if lazy else _module_level_statements(tree.body):
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             for alias in node.names:
                 candidate = f"{node.module}.{alias.name}"
@@ -39,24 +57,9 @@ def imports(path: Path, modules: set[str], *, lazy: bool) -> set[str]:
     return {name for name in found if name in modules}
 
 
-def _module_level_statements(body: list[ast.stmt]) -> list[ast.stmt]:
-    statements: list[ast.stmt] = []
-    for node in body:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            continue
-        if isinstance(node, (ast.If, ast.Try, ast.With)):
-            nested = [*node.body, *getattr(node, "orelse", []), *getattr(node, "finalbody", [])]
-            for handler in getattr(node, "handlers", []):
-                nested.extend(handler.body)
-            statements.extend(_module_level_statements(nested))
-        else:
-            statements.append(node)
-    return statements
-
-
-def import_graph(*, lazy: bool) -> dict[str, set[str]]:
+def import_graph() -> dict[str, set[str]]:
     paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
-    return {name: imports(path, set(paths), lazy=lazy) - {name} for name, path in paths.items()}
+    return {name: imports(path, set(paths)) - {name} for name, path in paths.items()}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -91,16 +94,39 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def upward_imports(graph: dict[str, set[str]]) -> list[str]:
-    def layer_of(name: str) -> str | None:
-        return next((upper for upper in UPPER if name == upper or name.startswith(upper + ".")), None)
+def _in(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
 
-    return [
-        f"{name} imports {target}"
-        for name, targets in sorted(graph.items())
-        for target in sorted(targets)
-        if layer_of(name) is None and layer_of(target) is not None and name != "imagenet_zoo.__main__"
-    ]
+
+def layer_of(name: str) -> tuple[int, str]:
+    """A module's layer, and the package of that layer it belongs to."""
+    if name == "imagenet_zoo":
+        return PUBLIC_API_LAYER, name
+    for number, packages in enumerate(LAYERS):
+        for package in packages:
+            if _in(name, package):
+                return number, package
+    return 0, ""
+
+
+def layering_problems(graph: dict[str, set[str]]) -> list[str]:
+    """Every import that goes up a layer, sideways between applications, or past the engine registry."""
+    problems = []
+    for name, targets in sorted(graph.items()):
+        (layer, package) = layer_of(name)
+        for target in sorted(targets):
+            (target_layer, target_package) = layer_of(target)
+            if target_layer > layer:
+                problems.append(f"a lower layer imports an upper one: {name} imports {target}")
+            elif target_layer == layer == APPLICATIONS and package != target_package:
+                problems.append(f"one application imports another: {name} imports {target}")
+            elif (
+                _in(target, "imagenet_zoo.engines")
+                and target not in ENGINE_SEAMS
+                and not _in(name, "imagenet_zoo.engines")
+            ):
+                problems.append(f"an engine is imported past the registry: {name} imports {target}")
+    return problems
 
 
 def loaded_by_plain_import() -> list[str]:
@@ -110,16 +136,16 @@ def loaded_by_plain_import() -> list[str]:
 
 
 def main() -> int:
-    graph, module_level = import_graph(lazy=True), import_graph(lazy=False)
+    graph = import_graph()
     problems = [f"`import imagenet_zoo` loads {name}" for name in loaded_by_plain_import()]
     problems += [f"import circle: {' <-> '.join(group)}" for group in cycles(graph)]
-    problems += [f"a lower layer imports an upper one: {edge}" for edge in upward_imports(module_level)]
+    problems += layering_problems(graph)
     edges = sum(len(targets) for targets in graph.values())
     print(f"{len(graph)} modules, {edges} imports between them")
     print(
         "\n".join(problems)
         if problems
-        else "layout ok: a light top-level import, no circle, no upward import"
+        else "layout ok: a light top-level import, no circle, no upward or sideways import"
     )
     return 1 if problems else 0
 

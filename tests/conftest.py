@@ -84,6 +84,15 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(autouse=True)
+def isolated_engines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Engines a test registers (`tests.fakes.register_fake`) are gone when it ends."""
+    from imagenet_zoo.engines.registry import engine_registry
+
+    registry = engine_registry()
+    monkeypatch.setattr(registry, "_engines", dict(registry._engines))
+
+
+@pytest.fixture(autouse=True)
 def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "zoo-home"
     monkeypatch.setenv("IMAGENET_ZOO_HOME", str(home))

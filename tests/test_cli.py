@@ -1,6 +1,7 @@
 """The `imagenet-zoo` command: output formats, exit codes, broken inputs, annotation, weights."""
 
 import argparse
+import base64
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import run_cli, skimage_photo
+from tests.fakes import constant_bundle
 from tests.test_images import png_header_only
 
 COFFEE = str(skimage_photo("coffee.png"))
@@ -234,9 +236,9 @@ def test_repeated_list_flags_add_up_and_single_ones_are_refused(capsys: pytest.C
 
 def test_tensorflow_start_up_lines_never_reach_the_terminal(tmp_path: Path) -> None:
     """Loading a Keras model imports TensorFlow, whose C++ notices ignore TF_CPP_MIN_LOG_LEVEL."""
-    from tests.test_registry import _constant_bundle
+    from tests.fakes import constant_bundle
 
-    bundle = _constant_bundle(tmp_path / "bundle", "dog")
+    bundle = constant_bundle(tmp_path / "bundle", "dog")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
     command = [
         sys.executable,
@@ -252,3 +254,76 @@ def test_tensorflow_start_up_lines_never_reach_the_terminal(tmp_path: Path) -> N
     run = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     assert run.returncode == 0 and "dog" in run.stdout
     assert run.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--cluster", "local", "--output", "out", "--workers", "2"], "--workers is not used with --cluster"),
+        (["--cluster", "local", "--output", "out", "--verbose"], "--verbose is not used with --cluster"),
+        (["--output", "out.csv", "--format", "json"], "--format is not used with --output"),
+        (["--format", "json", "--verbose"], "--verbose is not used with --format json"),
+        (["--partition-format", "parquet"], "--partition-format is not used without --cluster"),
+        (["--stall-timeout", "5"], "--stall-timeout is not used without --cluster"),
+        (["--group-depth", "3"], "give --top-groups K too"),
+        (["--cluster", "local", "--output", "out", "--stall-timeout", "nan"], "--stall-timeout must be"),
+    ],
+)
+def test_an_option_a_path_does_not_use_is_refused_saying_why(
+    argv: list[str],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every option works on every path that takes it, or is refused before any work: none is dropped."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(["classify", COFFEE, *argv], capsys)
+    assert code == 2 and message in err and out == "" and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def many_classes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle of 1,500 classes: more than ImageNet's 1,000 (a bundle may have up to 100,000)."""
+    classes = [f"class {i:04d}" for i in range(1500)]
+    return constant_bundle(tmp_path_factory.mktemp("many") / "bundle", "class 1234", classes)
+
+
+def test_top_k_goes_up_to_the_models_classes(many_classes: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--top was capped at 1,000 (and the service's top_k too), whatever the model's classes."""
+    argv = [
+        "classify",
+        COFFEE,
+        "--model",
+        str(many_classes),
+        "--engine",
+        "keras",
+        "--top",
+        "1200",
+        "--format",
+        "json",
+    ]
+    code, out, _ = run_cli(argv, capsys)
+    [result] = json.loads(out)
+    assert (
+        code == 0 and len(result["predictions"]) == 1200 and result["predictions"][0]["label"] == "class 1234"
+    )
+    code, _, err = run_cli([*argv[:-4], "--top", "1501"], capsys)
+    assert code == 2 and "has 1,500 classes" in err
+
+    from fastapi.testclient import TestClient
+
+    from imagenet_zoo.pipeline import LoadConfig
+    from imagenet_zoo.server import Settings, create_app
+
+    settings = Settings(models=(str(many_classes),), load=LoadConfig(engine="keras"))
+    photo = Path(COFFEE).read_bytes()
+    with TestClient(create_app(settings)) as client:
+        v1 = client.post("/v1/classify", params={"top_k": 1200}, content=photo).json()
+    assert len(v1["predictions"]) == 1200
+    from imagenet_zoo.server.v2 import parse_request
+
+    image = {"name": "IMAGE", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(photo).decode()]}
+    request = {"inputs": [image], "parameters": {"top_k": 1200}}
+    assert parse_request(json.dumps(request).encode(), None).top_k == 1200

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from imagenet_zoo.jobs.cluster import ClusterJob, PartitionFolder, job_token, partition_name, records_by_path
-from imagenet_zoo.transfer.features import load_features
+from imagenet_zoo.jobs.cluster import ClusterJob, PartitionFolder, job_token, partition_name
+from imagenet_zoo.jobs.features import load_features
 from tests.conftest import SAMPLE_DIR, run_cli
 
 ray = pytest.importorskip("ray")
@@ -103,7 +103,9 @@ def test_classify_on_the_cluster_equals_one_machine(
     lost_paths = {json.loads(line)["path"] for line in lost.read_text().splitlines()}
     lost.unlink()
     job = ClusterJob(sources=[str(photos)], output=str(output), address=cluster.address)
-    leftover = output / f".part-{job_token(job)}-{'0' * 32}-4242.jsonl"  # left by a killed writer
+    leftover = (
+        output / f".part-{job_token(job, job.check().identity)}-{'0' * 32}-4242.jsonl"
+    )  # a killed writer's
     leftover.write_text('{"path": "half')
     others = output / f".part-{'f' * 12}-{'0' * 32}-4242.jsonl"  # another job's, writing into this folder
     others.write_text('{"path": "still writing')
@@ -137,8 +139,8 @@ def test_extract_on_the_cluster_reads_a_url_and_writes_parquet_partitions(
     ]
     code, err = _run(*argv, home=lite0_home)
     assert code == 1 and "extracted features of 200 of 201 photos" in err
-    assert {p.suffix for p in output.iterdir()} == {".parquet"}
-    records = records_by_path(str(output))
+    assert {p.suffix for p in output.glob("part-*")} == {".parquet"}  # beside them: _job.json, the settings
+    records = {record["path"]: record for record in PartitionFolder(str(output)).records()}
     assert records[f"{source}/zz_broken.jpg"]["error"]["type"] == "UnsupportedImageError"
     expected = load_features(single)
     got = np.array([records[f"file://{path}"]["features"] for path in expected.paths], np.float32)
@@ -281,3 +283,63 @@ def test_partition_names_never_collide_for_different_path_lists() -> None:
     """Paths joined with new lines collided: ["a\\nb"] and ["a", "b"] named one partition."""
     assert partition_name(["a\nb"], "jsonl") != partition_name(["a", "b"], "jsonl")
     assert partition_name(["a", "b"], "jsonl") == partition_name(["a", "b"], "jsonl")  # a retry: the same
+
+
+@pytest.fixture(scope="module")
+def dogs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("dogs")
+    for photo in sorted(SAMPLE_DIR.glob("n0208*"))[:6]:
+        (folder / photo.name).symlink_to(photo)
+    return folder
+
+
+@pytest.mark.slow
+def test_groups_and_heatmaps_on_the_cluster_are_the_single_machine_records(
+    cluster: Any, dogs: Path, lite0_home: Path, tmp_path: Path
+) -> None:
+    """`--cluster --groups dog` wrote records without their groups: the actors ranked the predictions
+    themselves."""
+    options = ["--groups", "dog", "--top-groups", "2", "--explain", "--top", "3"]
+    single = tmp_path / "single.jsonl"
+    code, err = _run("classify", str(dogs), *options, "--output", str(single), "--quiet", home=lite0_home)
+    assert code == 0, err
+    output = tmp_path / "partitions"
+    code, err = _run(
+        "classify",
+        str(dogs),
+        *options,
+        "--cluster",
+        cluster.address,
+        "--output",
+        str(output),
+        home=lite0_home,
+    )
+    assert code == 0, err
+    got = {r["path"]: r for r in PartitionFolder(str(output)).records()}
+    for expected in map(json.loads, single.read_text().splitlines()):
+        record = got[expected["path"]]
+        assert record.keys() == expected.keys() >= {"groups", "explanation"}
+        assert [g["name"] for g in record["groups"]] == [g["name"] for g in expected["groups"]]
+        assert record["groups"][0]["name"] == "dog" and record["groups"][0]["score"] > 0.5
+        np.testing.assert_allclose(record["explanation"]["grid"], expected["explanation"]["grid"], atol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_rerun_with_other_settings_is_refused_and_mixes_nothing(
+    cluster: Any, dogs: Path, photos: Path, lite0_home: Path, tmp_path: Path
+) -> None:
+    """A rerun into the same folder with `--top 5` and more photos counted every photo of the first run
+    (made with `--top 3`) as done and added the others: one folder, two settings."""
+    output = tmp_path / "partitions"
+    first = ["--cluster", cluster.address, "--output", str(output)]
+    code, err = _run("classify", str(dogs), *first, "--top", "3", home=lite0_home)
+    assert code == 0, err
+    written = sorted(p.name for p in output.iterdir())
+    code, err = _run("classify", str(dogs), str(photos), *first, "--top", "5", home=lite0_home)
+    assert code == 2 and "--top was 3, now 5" in err and "Traceback" not in err
+    code, err = _run(
+        "classify", str(photos), *first, "--top", "3", "--model", "squeezenet1_1", home=lite0_home
+    )
+    assert code == 2 and "--model was 'efficientnet_lite0', now 'squeezenet1_1'" in err
+    assert sorted(p.name for p in output.iterdir()) == written
+    assert {len(r["predictions"]) for r in PartitionFolder(str(output)).records()} == {3}

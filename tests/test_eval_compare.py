@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from imagenet_zoo.jobs.compare import compare
+from imagenet_zoo.jobs.compare import compare_models
 from imagenet_zoo.jobs.evaluate import labelled_photos
+from imagenet_zoo.pipeline import LoadConfig
 from imagenet_zoo.registry import Registry, default_registry
 from tests.conftest import SAMPLE_DIR, run_cli, skimage_photo
 
@@ -117,7 +118,7 @@ def test_compare_agreement_between_models(with_lite0: Path) -> None:
     )
     registry = Registry([lite0, squash])
     photos = [str(skimage_photo("coffee.png")), str(skimage_photo("chelsea.png"))]
-    statuses, comparisons = compare(photos, list(registry), top=3, engine="openvino", precision="fp32")
+    statuses, comparisons = compare_models(photos, list(registry), LoadConfig(), top=3)
     assert [s.ready for s in statuses] == [True, True]
     coffee = comparisons[0].agreement()
     assert coffee == {

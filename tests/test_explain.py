@@ -219,12 +219,6 @@ def test_a_broken_photo_in_an_explained_batch(with_lite0: Path, tmp_path: Path) 
     assert results[2].explanation is not None and results[2].explanation.label == "French bulldog"
 
 
-def test_explain_with_cluster_is_a_usage_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    argv = ["classify", str(TENCH), "--explain", "--cluster", "local", "--output", str(tmp_path / "o")]
-    code, _, err = run_cli(argv, capsys)
-    assert code == 2 and "one machine" in err
-
-
 @pytest.mark.slow
 def test_bundles_linear_head_cam_neighbours_grad_cam(
     with_lite0: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

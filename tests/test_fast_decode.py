@@ -11,9 +11,8 @@ from PIL import Image
 from scripts.make_phone_photos import phone_jpeg
 
 import imagenet_zoo
-from imagenet_zoo.classifier import ErrorInfo, prepare_input
 from imagenet_zoo.data.images import DEFAULT_MAX_PIXELS, decode_image
-from imagenet_zoo.data.preprocess import DRAFT_MARGIN, draft_short_side
+from imagenet_zoo.data.preprocess import DRAFT_MARGIN, draft_short_side, model_input
 from imagenet_zoo.errors import ImageTooLargeError
 from tests.conftest import SAMPLE_DIR, run_cli
 
@@ -22,9 +21,8 @@ LITE0 = imagenet_zoo.resolve_data_config("efficientnet_lite0")
 
 
 def _inputs(source: bytes | str, decode: str) -> np.ndarray:
-    prepared = prepare_input(source, LITE0, max_pixels=DEFAULT_MAX_PIXELS, decode=decode)  # type: ignore[arg-type]
-    assert not isinstance(prepared, ErrorInfo)
-    return prepared[1]
+    _, pixels = model_input(source, LITE0, max_pixels=DEFAULT_MAX_PIXELS, decode=decode)  # type: ignore[arg-type]
+    return pixels
 
 
 def test_a_phone_jpeg_is_decoded_at_the_smallest_scale_that_keeps_the_margin() -> None:

@@ -93,15 +93,15 @@ def test_ctrl_c_keeps_everything_already_classified(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    real = Classifier.iter_classify
+    real = Classifier.run
 
-    def interrupted(self, inputs, **options):  # type: ignore[no-untyped-def]
-        for n, result in enumerate(real(self, inputs, **options)):
+    def interrupted(self, inputs, *args, **options):  # type: ignore[no-untyped-def]
+        for n, result in enumerate(real(self, inputs, *args, **options)):
             if n == 3:
                 raise KeyboardInterrupt
             yield result
 
-    monkeypatch.setattr(Classifier, "iter_classify", interrupted)
+    monkeypatch.setattr(Classifier, "run", interrupted)
     output = tmp_path / "results.json"
     assert run_cli(["classify", str(photos), "--output", str(output), "--batch-size", "2"], capsys)[0] == 130
     assert _paths_in(output) == find_images([str(photos)])[:3]  # still a valid JSON array
@@ -195,3 +195,36 @@ def test_progress_line_has_rate_and_eta() -> None:
     quiet = io.StringIO()
     Progress("x", 3, stream=quiet, enabled=False).update(3)
     assert quiet.getvalue() == ""
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".json"])
+def test_a_resume_with_other_settings_is_refused_naming_the_difference(
+    with_lite0: Path, photos: Path, tmp_path: Path, suffix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--top 3`, then `--top 5 --resume`: the file got rows of both shapes (in CSV, with groups, values
+    under the wrong columns); another model's answers were appended just the same."""
+    output = tmp_path / f"results{suffix}"
+    base = ["classify", str(photos), "--output", str(output)]
+    assert run_cli([*base, "--top", "3"], capsys)[0] == 1  # the broken photo
+    written = output.read_bytes()
+    for extra, difference in [
+        (["--top", "5"], "--top was 3, now 5"),
+        (["--top", "3", "--groups", "dog"], "--groups was [], now ['n02084071']"),
+        (["--top", "3", "--model", "squeezenet1_1"], "--model was 'efficientnet_lite0', now 'squeezenet1_1'"),
+        (["--top", "3", "--decode", "full"], "--decode was 'fast', now 'full'"),
+    ]:
+        code, _, err = run_cli([*base, *extra, "--resume"], capsys)
+        assert code == 2 and difference in err and "Traceback" not in err, err
+        assert output.read_bytes() == written  # refused before the file was touched
+    code, _, err = run_cli([*base, "--top", "3", "--resume"], capsys)  # the same settings: nothing left to do
+    assert code == 0 and "skipped 7 already in" in err and _paths_in(output) == find_images([str(photos)])
+
+
+def test_a_results_file_without_its_settings_is_not_resumed(
+    with_lite0: Path, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "results.jsonl"
+    output.write_text('{"path": "elsewhere.jpg", "model": "resnet50", "predictions": []}\n')
+    code, _, err = run_cli(["classify", str(photos), "--output", str(output), "--resume"], capsys)
+    assert code == 2 and "no record of the settings" in err
+    assert output.read_text().count("\n") == 1

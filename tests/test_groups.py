@@ -63,10 +63,9 @@ def test_classify_groups_and_the_groups_command(with_lite0: Path, capsys: pytest
 
 
 def test_a_bundle_refuses_groups(tmp_path: Path) -> None:
-    from tests.test_registry import _constant_bundle
-    from tests.test_server import FakeEngine
+    from tests.fakes import FakeEngine, constant_bundle
 
-    bundle = imagenet_zoo.resolve_model(_constant_bundle(tmp_path / "b", "dog"))
+    bundle = imagenet_zoo.resolve_model(constant_bundle(tmp_path / "b", "dog"))
     classifier = imagenet_zoo.Classifier(bundle.spec, FakeEngine())
     with pytest.raises(UsageError, match="classes of its own"):
         classifier.classify(np.zeros((8, 8, 3), np.uint8), groups=["dog"])
@@ -86,7 +85,7 @@ def test_the_service_reports_groups() -> None:
     from fastapi.testclient import TestClient
 
     from imagenet_zoo.server import create_app
-    from tests.test_server import fake_settings, png_bytes
+    from tests.fakes import fake_settings, png_bytes
 
     upload = {"file": ("a.png", png_bytes(), "image/png")}
     with TestClient(create_app(fake_settings())) as client:

@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 import imagenet_zoo
-from imagenet_zoo.classifier import ErrorInfo, prepare_input
 from imagenet_zoo.data.images import DEFAULT_MAX_PIXELS
+from imagenet_zoo.data.preprocess import model_input
 from imagenet_zoo.server import Settings, create_app
 from tests.conftest import SAMPLE_DIR, run_cli, run_measured
 
@@ -34,9 +34,9 @@ def test_an_extreme_aspect_ratio_is_resized_only_inside_its_crop(size: tuple[int
     data = sliver_png(*size)
     assert len(data) < 1000
     for decode in ("fast", "full"):
-        prepared = prepare_input(data, LITE0, max_pixels=DEFAULT_MAX_PIXELS, decode=decode)  # type: ignore[arg-type]
-        assert not isinstance(prepared, ErrorInfo) and prepared[1].shape == (224, 224, 3)
-        np.testing.assert_allclose(prepared[1][112, 112], (np.array([200, 30, 30]) - 127) / 128, atol=0.01)
+        _, pixels = model_input(data, LITE0, max_pixels=DEFAULT_MAX_PIXELS, decode=decode)  # type: ignore[arg-type]
+        assert pixels.shape == (224, 224, 3)
+        np.testing.assert_allclose(pixels[112, 112], (np.array([200, 30, 30]) - 127) / 128, atol=0.01)
 
 
 @pytest.mark.slow
@@ -58,16 +58,16 @@ def test_a_folder_of_slivers_classifies_in_bounded_memory(with_lite0: Path, tmp_
 
 
 def test_a_failure_while_preprocessing_is_that_photos_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from imagenet_zoo import classifier
+    from imagenet_zoo.data import preprocess as stage
 
-    real = classifier.preprocess
+    real = stage.preprocess
 
     def preprocess(image: Image.Image, config: imagenet_zoo.DataConfig, *, fast: bool = False) -> np.ndarray:
         if image.width == 77:
             raise ValueError("height and width must be > 0")  # what Pillow raises on a hostile resize
         return real(image, config, fast=fast)
 
-    monkeypatch.setattr(classifier, "preprocess", preprocess)
+    monkeypatch.setattr(stage, "preprocess", preprocess)
     engine = type(
         "Fake", (), {"name": "fake", "infer": lambda self, b: np.zeros((len(b), 1000), np.float32)}
     )()
@@ -79,7 +79,7 @@ def test_a_failure_while_preprocessing_is_that_photos_error(monkeypatch: pytest.
 
 def test_a_batch_of_slivers_to_the_service() -> None:
     """16 files of 1x100,000 pixels fit in 8 KB of upload."""
-    from tests.test_server import fake_settings
+    from tests.fakes import fake_settings
 
     files = [("file", (f"s{i}.png", sliver_png(1, 100_000), "image/png")) for i in range(16)]
     assert sum(len(f[1][1]) for f in files) < 8192
@@ -113,9 +113,9 @@ def test_escape_sequences_and_formulas_in_names_are_neutralised(
 
 
 def _tampered_bundle(folder: Path, **changes: object) -> Path:
-    from tests.test_registry import _constant_bundle
+    from tests.fakes import constant_bundle
 
-    bundle = _constant_bundle(folder, "dog")
+    bundle = constant_bundle(folder, "dog")
     manifest = json.loads((bundle / "bundle.json").read_text())
     manifest.update(changes)
     (bundle / "bundle.json").write_text(json.dumps(manifest))
@@ -143,7 +143,7 @@ CROP = {"input_size": 224, "mode": "lite", "interpolation": "bilinear", "resize_
 def test_a_hostile_manifest_is_refused_before_use(
     tmp_path: Path, changes: dict[str, object], problem: str
 ) -> None:
-    from imagenet_zoo.transfer.bundles import BundleError
+    from imagenet_zoo.models.bundle import BundleError
 
     bundle = _tampered_bundle(tmp_path / "b", **changes)
     with pytest.raises(BundleError, match=problem):
@@ -151,7 +151,7 @@ def test_a_hostile_manifest_is_refused_before_use(
 
 
 def test_a_bundle_with_more_classes_than_outputs_is_refused(tmp_path: Path, photo_png: bytes) -> None:
-    from imagenet_zoo.transfer.bundles import BundleError
+    from imagenet_zoo.models.bundle import BundleError
 
     bundle = _tampered_bundle(tmp_path / "b", classes=["dog", "other", "cat"])
     with pytest.raises(BundleError, match="2 outputs for 3 classes"):
@@ -173,7 +173,7 @@ def test_a_neighbour_vote_with_temperature_zero_is_refused(tmp_path: Path) -> No
     """A temperature of 0 gave NaN scores (and a 500 from the service)."""
     import zipfile
 
-    from imagenet_zoo.transfer.bundles import BundleError, load_keras_safely
+    from imagenet_zoo.models.bundle import BundleError, load_keras_safely
     from imagenet_zoo.transfer.heads import fit_neighbours, neighbour_head
 
     rng = np.random.default_rng(0)
@@ -198,7 +198,7 @@ def test_concurrent_uploads_are_bounded() -> None:
 
     import httpx
 
-    from tests.test_server import fake_settings
+    from tests.fakes import fake_settings
 
     async def scenario() -> tuple[httpx.Response, list[int]]:
         # Two uploads of undeclared length each count the 20 MB limit: a 40 MB buffer is full.
@@ -230,7 +230,7 @@ def test_concurrent_uploads_are_bounded() -> None:
 
 
 def test_the_service_has_a_pixel_cap_of_its_own() -> None:
-    from tests.test_server import fake_settings
+    from tests.fakes import fake_settings
 
     with TestClient(create_app(fake_settings(max_pixels=1_000_000))) as client:
         big = client.post("/v1/classify", content=sliver_png(2000, 1000))
@@ -242,22 +242,22 @@ def test_the_service_has_a_pixel_cap_of_its_own() -> None:
 def test_a_loading_model_does_not_stall_requests_for_a_loaded_one() -> None:
     import threading
     import time
-    from dataclasses import replace
 
+    from imagenet_zoo.pipeline import LoadConfig
     from imagenet_zoo.registry import Registry, default_registry
-    from tests.test_server import FakeEngine
+    from tests.fakes import FakeEngine, register_fake, renamed
 
-    lite0 = default_registry().get("lite0")
-    registry = Registry([replace(lite0, spec=replace(lite0.spec, name=n, aliases=())) for n in ("m1", "m2")])
+    registry = Registry([renamed(default_registry().get("lite0"), n) for n in ("m1", "m2")])
     gate, loading = threading.Event(), threading.Event()
 
-    def load(name: str) -> imagenet_zoo.Classifier:
-        if name == "m2":
+    def load(model, request):  # type: ignore[no-untyped-def]
+        if model.spec.name == "m2":
             loading.set()
             gate.wait(10)  # a model that takes long to load
-        return imagenet_zoo.Classifier(registry.get(name).spec, FakeEngine())
+        return FakeEngine()
 
-    settings = Settings(models=("m1", "m2"), registry=registry, load_classifier=load)
+    engine = register_fake(load=load)
+    settings = Settings(models=("m1", "m2"), registry=registry, load=LoadConfig(engine=engine))
     with TestClient(create_app(settings)) as client:
         slow = threading.Thread(target=lambda: client.post("/v1/classify?model=m2", content=sliver_png(8, 8)))
         slow.start()
@@ -319,7 +319,7 @@ def own_lite0_home(lite0_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_a_swapped_file_in_a_cached_ir_is_refused(own_lite0_home: Path) -> None:
-    from imagenet_zoo.engines.openvino import convert_to_ir
+    from imagenet_zoo.engines.openvino_ir import convert_to_ir
     from imagenet_zoo.errors import WeightsIntegrityError
 
     model = imagenet_zoo.resolve_model("lite0")

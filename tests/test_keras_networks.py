@@ -18,7 +18,7 @@ import pytest
 import imagenet_zoo
 from imagenet_zoo.data.images import decode_image
 from imagenet_zoo.data.preprocess import resize_and_crop
-from imagenet_zoo.engines.openvino import IR_FILE, gflops_per_image, ir_dir
+from imagenet_zoo.engines.openvino_ir import IR_FILE, gflops_per_image, ir_dir
 from imagenet_zoo.errors import WeightsIntegrityError
 from imagenet_zoo.registry import Registry, default_registry
 from imagenet_zoo.weights.store import weights_dir

@@ -15,7 +15,8 @@ import imagenet_zoo
 from imagenet_zoo.cli import main
 from imagenet_zoo.data.images import decode_image
 from imagenet_zoo.engines import openvino as ov_engine
-from imagenet_zoo.engines.openvino import IR_FILE, gflops_per_image, ir_dir
+from imagenet_zoo.engines import openvino_ir
+from imagenet_zoo.engines.openvino_ir import IR_FILE, gflops_per_image, ir_dir
 from imagenet_zoo.errors import QuantizedModelMissingError, UnsupportedPrecisionError
 from imagenet_zoo.registry import default_registry
 from tests.conftest import SAMPLE_DIR, skimage_photo
@@ -43,7 +44,7 @@ def test_openvino_is_the_default_engine(with_lite0: Path) -> None:
 
 def test_the_ir_is_converted_once_and_reused(with_lite0: Path) -> None:
     model = default_registry().get("lite0")
-    xml = ov_engine.convert_to_ir(model, progress=False)
+    xml = openvino_ir.convert_to_ir(model, progress=False)
     assert xml == ir_dir(model) / IR_FILE and (xml.parent / "model.bin").is_file()
     mtime = xml.stat().st_mtime_ns
     imagenet_zoo.load("lite0")
@@ -111,7 +112,7 @@ def test_bf16_is_refused_clearly_where_the_cpu_lacks_it(
 
 def test_flop_count_of_the_ir_matches_the_spec(with_lite0: Path) -> None:
     model = default_registry().get("lite0")
-    xml = ov_engine.convert_to_ir(model, progress=False)
+    xml = openvino_ir.convert_to_ir(model, progress=False)
     assert gflops_per_image(xml) == pytest.approx(model.spec.gflops, rel=0.01)
 
 
@@ -174,7 +175,7 @@ def test_readers_never_see_a_half_replaced_model_folder(tmp_path: Path) -> None:
     one version and find the .bin gone, or missing. Each reader now resolves one whole version."""
     import threading
 
-    from imagenet_zoo.engines.openvino import atomic_dir, resolved_file
+    from imagenet_zoo.engines.openvino_ir import atomic_dir, resolved_file
 
     dest = tmp_path / "model-int8"
     with atomic_dir(dest) as version:

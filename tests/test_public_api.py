@@ -30,6 +30,9 @@ PUBLIC_API = {
     "draw_heatmap",
     "extract_features", "get_model_spec", "imagenet1k", "list_models", "load", "load_engine", "preprocess",
     "resolve_data_config", "resolve_model", "wordnet",
+    # The pipeline's seam and its two configurations; engines as configuration (one module, one registration).
+    "Pipeline", "LoadConfig", "PostOptions", "load_pipeline", "EngineSpec", "EngineRequest",
+    "engine_registry", "register_engine",
 }  # fmt: skip
 
 
@@ -80,8 +83,8 @@ def test_the_layout_check_finds_a_circle() -> None:
     finally:
         sys.path.remove(str(ROOT / "scripts"))
     assert check_layout.cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
-    assert check_layout.upward_imports({"imagenet_zoo.api": {"imagenet_zoo.jobs.folder"}}) == [
-        "imagenet_zoo.api imports imagenet_zoo.jobs.folder"
+    assert check_layout.layering_problems({"imagenet_zoo.api": {"imagenet_zoo.jobs.folder"}}) == [
+        "a lower layer imports an upper one: imagenet_zoo.api imports imagenet_zoo.jobs.folder"
     ]
 
 
@@ -109,3 +112,25 @@ def test_features_true_gives_a_feature_extractor(with_lite0: Path) -> None:
     assert feature_set.features.shape == (1, 1280) and [p for p, _ in feature_set.failures] == ["<bytes>"]
     again = imagenet_zoo.extract_features([photo], "lite0")
     np.testing.assert_allclose(again.features, feature_set.features, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "edge",
+    [
+        (
+            "imagenet_zoo.api",
+            "imagenet_zoo.transfer.bundles",
+        ),  # a model source loaded from the training package
+        ("imagenet_zoo.engines.quantize", "imagenet_zoo.classifier"),  # an engine above the pipeline
+        ("imagenet_zoo.server.service", "imagenet_zoo.engines.openvino"),  # an engine past the registry
+        ("imagenet_zoo.jobs.cluster", "imagenet_zoo.transfer.features"),  # one application into another
+    ],
+)
+def test_the_layout_check_refuses_the_edges_that_tangled_the_layers(edge: tuple[str, str]) -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import check_layout
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    importer, imported = edge
+    assert len(check_layout.layering_problems({importer: {imported}})) == 1

@@ -4,37 +4,23 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
 import imagenet_zoo
 from imagenet_zoo import Registry, list_models, resolve_model
+from imagenet_zoo.pipeline import LoadConfig
 from imagenet_zoo.registry import default_registry
 from imagenet_zoo.server import Settings, create_app
-from imagenet_zoo.transfer.bundles import FEATURES_LAYER, save_bundle
 from tests.conftest import run_cli
-
-
-def _constant_bundle(folder: Path, answer: str) -> Path:
-    """A tiny bundle whose dense head always answers `answer` (of "dog", "other"): the two are told apart
-    only by what they say, as two trained bundles of one task would be."""
-    keras = imagenet_zoo.models._keras.import_keras()  # type: ignore[attr-defined]
-    inputs = keras.Input((224, 224, 3))
-    features = keras.layers.Identity(name=FEATURES_LAYER)(keras.layers.GlobalAveragePooling2D()(inputs))
-    head = keras.layers.Dense(2, name="predictions")
-    model = keras.Model(inputs, head(features), name="bundle")
-    bias = [4.0, -4.0] if answer == "dog" else [-4.0, 4.0]
-    head.set_weights([np.zeros((3, 2), np.float32), np.array(bias, np.float32)])
-    base = imagenet_zoo.get_model_spec("efficientnet_lite0")
-    return save_bundle(folder, model, classes=["dog", "other"], base=base, extra={})
+from tests.fakes import constant_bundle
 
 
 @pytest.fixture(scope="module")
 def twin_bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("twins")
-    return _constant_bundle(root / "a" / "model", "dog"), _constant_bundle(root / "b" / "model", "other")
+    return constant_bundle(root / "a" / "model", "dog"), constant_bundle(root / "b" / "model", "other")
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +48,7 @@ def test_two_bundles_with_the_same_folder_name_in_one_compare(
 def test_a_bundle_folder_named_like_a_zoo_model(
     tmp_path: Path, photo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    impostor = _constant_bundle(tmp_path / "resnet50", "dog")
+    impostor = constant_bundle(tmp_path / "resnet50", "dog")
     before = list_models()
     argv = ["classify", str(photo), "--model", str(impostor), "--engine", "keras", "--format", "json"]
     code, out, _ = run_cli(argv, capsys)
@@ -78,7 +64,8 @@ def test_a_bundle_folder_named_like_a_zoo_model(
 
 def test_both_bundles_in_one_server(twin_bundles: tuple[Path, Path], photo: Path) -> None:
     a, b = twin_bundles
-    with TestClient(create_app(Settings(models=(str(a), str(b)), engine="keras"))) as client:
+    settings = Settings(models=(str(a), str(b)), load=LoadConfig(engine="keras"))
+    with TestClient(create_app(settings)) as client:
         assert [m["name"] for m in client.get("/v1/models").json()] == [str(a), str(b)]
         for bundle, label in ((a, "dog"), (b, "other")):
             files = {"file": ("grey.png", photo.read_bytes(), "image/png")}

@@ -12,54 +12,21 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from imagenet_zoo.classifier import Classifier
+from imagenet_zoo.pipeline import LoadConfig
 from imagenet_zoo.registry import Registry, default_registry
 from imagenet_zoo.server import Settings, create_app
 from tests.conftest import SAMPLE_DIR, skimage_photo
+from tests.fakes import FakeEngine, fake_settings, png_bytes, register_fake, renamed
 from tests.test_images import png_header_only
 
 LITE0 = default_registry().get("efficientnet_lite0")
 TENCH = (SAMPLE_DIR / "n01440764_tench.JPEG").read_bytes()
 
 
-class FakeEngine:
-    """Logits that depend on the input (class = mean brightness bucket); optionally slow or blocking."""
-
-    name = "fake"
-
-    def __init__(self, delay_s: float = 0.0, gate: threading.Event | None = None) -> None:
-        self.delay_s, self.gate, self.calls = delay_s, gate, 0
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        self.calls += 1
-        if self.gate is not None:
-            self.gate.wait(10)
-        time.sleep(self.delay_s)
-        logits = np.zeros((len(batch), 1000), np.float32)
-        for i, x in enumerate(batch):
-            logits[i, int((x.mean() + 1) * 400) % 1000] = 10.0
-        return logits
-
-
-def fake_settings(engine: FakeEngine | None = None, **overrides: object) -> Settings:
-    fake = engine or FakeEngine()
-
-    def load(name: str) -> Classifier:
-        return Classifier(default_registry().get(name).spec, fake)
-
-    return replace(Settings(load_classifier=load), **overrides)  # type: ignore[arg-type]
-
-
 @pytest.fixture
 def client() -> Iterator[TestClient]:
     with TestClient(create_app(fake_settings(max_upload_mb=0.5))) as c:
         yield c
-
-
-def png_bytes(color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (64, 48)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, color).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def _error(response) -> tuple[int, str]:  # type: ignore[no-untyped-def]
@@ -234,16 +201,16 @@ def test_metrics(client: TestClient) -> None:
 
 
 def test_models_load_lazily_and_the_least_recently_used_is_unloaded() -> None:
-    copies = [replace(LITE0, spec=replace(LITE0.spec, name=n, aliases=())) for n in ("m1", "m2", "m3")]
-    registry = Registry(copies)
+    registry = Registry([renamed(LITE0, n) for n in ("m1", "m2", "m3")])
     loads: list[str] = []
 
-    def load(name: str) -> Classifier:
-        loads.append(name)
-        return Classifier(registry.get(name).spec, FakeEngine())
+    def load(model, request):  # type: ignore[no-untyped-def]
+        loads.append(model.spec.name)
+        return FakeEngine()
 
+    engine = register_fake(load=load)
     settings = Settings(
-        models=("m1", "m2", "m3"), registry=registry, load_classifier=load, max_loaded_models=2
+        models=("m1", "m2", "m3"), registry=registry, load=LoadConfig(engine=engine), max_loaded_models=2
     )
     with TestClient(create_app(settings)) as c:
         assert loads == ["m1"]  # only the default, at start-up
@@ -269,16 +236,10 @@ def test_with_the_real_model(with_lite0: Path) -> None:
 
 def test_the_model_cache_is_bounded_by_weight_memory() -> None:
     vgg = default_registry().get("vgg19")  # 143.7 M parameters: 548 MB in fp32
-    copies = [replace(vgg, spec=replace(vgg.spec, name=n, aliases=())) for n in ("big1", "big2", "big3")]
-    registry = Registry(copies)
-
-    def load(name: str) -> Classifier:
-        return Classifier(registry.get(name).spec, FakeEngine())
-
-    settings = Settings(
-        models=("big1", "big2", "big3"), registry=registry, load_classifier=load,
-        max_loaded_models=10, max_model_memory_mb=1200,
-    )  # fmt: skip
+    registry = Registry([renamed(vgg, n) for n in ("big1", "big2", "big3")])
+    settings = fake_settings(
+        models=("big1", "big2", "big3"), registry=registry, max_loaded_models=10, max_model_memory_mb=1200
+    )
     with TestClient(create_app(settings)) as c:
         upload = {"file": ("a.png", png_bytes(), "image/png")}
         for name in ("big2", "big3"):

@@ -11,9 +11,9 @@ from PIL import Image
 
 import imagenet_zoo
 from imagenet_zoo.cli import main
+from imagenet_zoo.jobs.features import load_features
+from imagenet_zoo.models.bundle import MANIFEST, MODEL_FILE, BundleError, load_bundle
 from imagenet_zoo.server import Settings, create_app
-from imagenet_zoo.transfer.bundles import MANIFEST, MODEL_FILE, BundleError, load_bundle
-from imagenet_zoo.transfer.features import load_features
 from tests.conftest import SAMPLE_DIR, run_cli
 
 SAMPLE = sorted(SAMPLE_DIR.iterdir())

@@ -14,23 +14,17 @@ from imagenet_zoo.api import (
     extract_features,
     load,
     load_engine,
+    load_pipeline,
     resolve_data_config,
     resolve_model,
 )
-from imagenet_zoo.classifier import (
-    Classification,
-    Classifier,
-    ErrorInfo,
-    FeatureExtractor,
-    FeatureSet,
-    Prediction,
-    decode_predictions,
-)
+from imagenet_zoo.classifier import Classifier, FeatureExtractor, FeatureSet, decode_predictions
 from imagenet_zoo.data.hierarchy import GroupScore, Hierarchy, Synset, wordnet
 from imagenet_zoo.data.images import InputInfo, decode_image
 from imagenet_zoo.data.labels import ClassLabel, imagenet1k
 from imagenet_zoo.data.preprocess import Transform, create_transform, preprocess
 from imagenet_zoo.engines.base import Engine
+from imagenet_zoo.engines.registry import EngineRequest, EngineSpec, engine_registry, register_engine
 from imagenet_zoo.errors import (
     CorruptImageError,
     EmptyImageError,
@@ -49,6 +43,8 @@ from imagenet_zoo.errors import (
 )
 from imagenet_zoo.explain import Explanation, draw_heatmap
 from imagenet_zoo.model_types import RegisteredModel
+from imagenet_zoo.pipeline import LoadConfig, Pipeline, PostOptions
+from imagenet_zoo.records import Classification, ErrorInfo, Prediction
 from imagenet_zoo.registry import DEFAULT_MODEL, Registry, get_model_spec, list_models
 from imagenet_zoo.specs import DataConfig, ModelSpec, WeightsFile
 
@@ -66,6 +62,8 @@ __all__ = [
     "DataConfig",
     "EmptyImageError",
     "Engine",
+    "EngineRequest",
+    "EngineSpec",
     "ErrorInfo",
     "Explanation",
     "ExplanationUnsupportedError",
@@ -78,7 +76,10 @@ __all__ = [
     "ImageTooLargeError",
     "ImagenetZooError",
     "InputInfo",
+    "LoadConfig",
     "ModelSpec",
+    "Pipeline",
+    "PostOptions",
     "Prediction",
     "RegisteredModel",
     "Registry",
@@ -98,13 +99,16 @@ __all__ = [
     "decode_image",
     "decode_predictions",
     "draw_heatmap",
+    "engine_registry",
     "extract_features",
     "get_model_spec",
     "imagenet1k",
     "list_models",
     "load",
     "load_engine",
+    "load_pipeline",
     "preprocess",
+    "register_engine",
     "resolve_data_config",
     "resolve_model",
     "wordnet",

@@ -1,9 +1,9 @@
-"""The public entry points (the factory): resolve a model, build its Keras network, load a classifier or a
-feature extractor, and derive its preprocessing.
+"""The public entry points (the factory): resolve a model, build its Keras network, load a pipeline
+(classifier or feature extractor) on an engine, and derive its preprocessing.
 
 A model is named by a registered name or alias (`resnet50`, `lite0`), or given as a bundle folder. Folders
 are resolved here, every time, and never added to a registry: a bundle is reported under its path, so two
-bundles can never shadow each other or a zoo model.
+bundles can never shadow each other or a zoo model. Engines are found through `engines.registry`.
 """
 
 from __future__ import annotations
@@ -17,18 +17,13 @@ from typing import Any, Literal, overload
 from imagenet_zoo.classifier import Classifier, FeatureExtractor, FeatureSet
 from imagenet_zoo.data.images import DEFAULT_MAX_PIXELS, DecodeMode, ImageSource
 from imagenet_zoo.engines.base import Engine
-from imagenet_zoo.engines.keras import KerasEngine
-from imagenet_zoo.engines.openvino import PRECISIONS
-from imagenet_zoo.errors import UnknownModelError, UnsupportedPrecisionError, UsageError
+from imagenet_zoo.engines.registry import AUTO, DEFAULT_ENGINE, EngineRequest, EngineSpec, get_engine
+from imagenet_zoo.errors import UnknownModelError, UsageError
 from imagenet_zoo.model_types import Pooling, RegisteredModel
+from imagenet_zoo.models.bundle import is_bundle, load_bundle
+from imagenet_zoo.pipeline import LoadConfig, ModelRef
 from imagenet_zoo.registry import DEFAULT_MODEL, Registry, default_registry
 from imagenet_zoo.specs import DataConfig, ResizeMode
-
-# OpenVINO is the default: same top-5 as Keras on the parity tests, 3-10x faster, no TensorFlow at run time.
-ENGINES = ("openvino", "keras")
-DEFAULT_ENGINE = "openvino"
-
-ModelRef = str | os.PathLike[str] | RegisteredModel
 
 
 def resolve_model(model: ModelRef, *, registry: Registry | None = None) -> RegisteredModel:
@@ -43,8 +38,6 @@ def resolve_model(model: ModelRef, *, registry: Registry | None = None) -> Regis
     registered = None if isinstance(model, os.PathLike) else (registry or default_registry()).find(text)
     if registered is not None:
         return registered
-    from imagenet_zoo.transfer.bundles import is_bundle, load_bundle
-
     if is_bundle(text):
         return load_bundle(Path(text), name=bundle_name(text))
     known = ", ".join((registry or default_registry()).names())
@@ -93,46 +86,89 @@ def create_model(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class Checked:
+    """A load configuration checked against its model and engine, before anything is loaded."""
+
+    config: LoadConfig
+    model: RegisteredModel
+    engine: EngineSpec
+    request: EngineRequest
+
+    def load_engine(self) -> Engine:
+        return self.engine.load(self.model, self.request)
+
+    def load(self) -> Classifier | FeatureExtractor:
+        """The pipeline: a `Classifier`, or a `FeatureExtractor` for `task="features"`."""
+        config = self.config
+        kind = FeatureExtractor if config.task == "features" else Classifier
+        return kind(
+            self.model.spec, self.load_engine(),
+            data_config=resolve_data_config(self.model, resize=config.resize), batch_size=config.batch_size,
+            max_pixels=config.max_pixels, workers=config.workers, decode=config.decode,
+        )  # fmt: skip
+
+
+def check_config(
+    config: LoadConfig,
+    *,
+    registry: Registry | None = None,
+    progress: bool = True,
+    random_weights: bool = False,
+) -> Checked:
+    """Refuse, saying why, what cannot be loaded: an unknown model or engine, a precision or device the
+    engine lacks (or this machine lacks), a heatmap or features it cannot give."""
+    model = resolve_model(config.model, registry=registry)
+    engine = get_engine(config.engine)
+    if config.task == "features" and config.explain:
+        raise UsageError("a feature extractor has no classes to explain")
+    request = EngineRequest(
+        precision=config.precision,
+        device=engine.resolve_device(config.device),
+        output="features" if config.task == "features" else "logits",
+        explain=config.explain,
+        threads=config.threads,
+        progress=progress,
+        random_weights=random_weights,
+    )
+    engine.check(request, model.spec.explain_method, model=model.spec.name)
+    engine.check_available(request.precision, request.device)
+    return Checked(config, model, engine, request)
+
+
 def load_engine(
     model: ModelRef,
     *,
     engine: str = DEFAULT_ENGINE,
     precision: str = "fp32",
+    device: str = AUTO,
     features: bool = False,
+    explain: bool = False,
+    threads: int | None = None,
     progress: bool = True,
     registry: Registry | None = None,
-    threads: int | None = None,
-    explain: bool = False,
 ) -> Engine:
-    """The `core` of a classifier alone: preprocessed NHWC float32 in, logits (or pooled features) out.
+    """The `core` of a pipeline alone: preprocessed NHWC float32 in, logits (or pooled features) out.
 
-    `threads` bounds OpenVINO's inference threads (default: all cores). `explain` gives an engine that
-    also computes heatmaps (`imagenet_zoo.explain.ExplainingEngine`): CAM on either engine, Grad-CAM
-    (models whose spec says so) on Keras only."""
-    entry = resolve_model(model, registry=registry)
-    if engine not in ENGINES:
-        raise UsageError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
-    if precision not in PRECISIONS:
-        raise UnsupportedPrecisionError(
-            f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}"
-        )
-    if engine == "keras":
-        if precision != "fp32":
-            raise UnsupportedPrecisionError(
-                "the keras engine runs fp32 only; bf16 and int8 need --engine openvino"
-            )
-        pooling: Pooling = "avg" if features else None
-        keras_model = create_model(entry, include_top=not features, pooling=pooling, progress=progress)
-        if explain:
-            from imagenet_zoo.engines.explain import keras_explainer
+    `threads` bounds the engine's inference threads (default: all cores). `explain` gives an engine that
+    also computes heatmaps (`imagenet_zoo.explain.ExplainingEngine`)."""
+    config = LoadConfig(
+        model=model, engine=engine, precision=precision, device=device,
+        task="features" if features else "classify", explain=explain, threads=threads,
+    )  # fmt: skip
+    return check_config(config, registry=registry, progress=progress).load_engine()
 
-            return keras_explainer(keras_model, entry.spec.explain_method)
-        return KerasEngine(keras_model)
-    from imagenet_zoo.engines.openvino import load_engine as load_openvino
 
-    return load_openvino(
-        entry, precision, progress=progress, features=features, threads=threads, explain=explain
-    )
+def load_pipeline(
+    config: LoadConfig,
+    *,
+    registry: Registry | None = None,
+    progress: bool = True,
+    random_weights: bool = False,
+) -> Classifier | FeatureExtractor:
+    """The pipeline a load configuration describes: a `Classifier`, or a `FeatureExtractor` for
+    `task="features"` (checked first: see `check_config`)."""
+    return check_config(config, registry=registry, progress=progress, random_weights=random_weights).load()
 
 
 @overload
@@ -141,10 +177,12 @@ def load(
     *,
     engine: str = ...,
     precision: str = ...,
+    device: str = ...,
     resize: ResizeMode | None = ...,
     batch_size: int = ...,
     max_pixels: int = ...,
     workers: int | None = ...,
+    threads: int | None = ...,
     decode: DecodeMode = ...,
     features: Literal[False] = ...,
     explain: bool = ...,
@@ -157,10 +195,12 @@ def load(
     *,
     engine: str = ...,
     precision: str = ...,
+    device: str = ...,
     resize: ResizeMode | None = ...,
     batch_size: int = ...,
     max_pixels: int = ...,
     workers: int | None = ...,
+    threads: int | None = ...,
     decode: DecodeMode = ...,
     features: Literal[True],
     explain: Literal[False] = ...,
@@ -174,10 +214,12 @@ def load(
     *,
     engine: str = DEFAULT_ENGINE,
     precision: str = "fp32",
+    device: str = AUTO,
     resize: ResizeMode | None = None,
     batch_size: int = 8,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     workers: int | None = None,
+    threads: int | None = None,
     decode: DecodeMode = "fast",
     features: bool = False,
     explain: bool = False,
@@ -186,28 +228,23 @@ def load(
 ) -> Classifier | FeatureExtractor:
     """A ready classifier with pretrained weights: `load("resnet50").classify("cat.jpg", top=5)`.
 
-    `engine="openvino"` (default) runs a cached OpenVINO model converted once from Keras, in `precision`
-    fp32, bf16 or int8 (after `imagenet-zoo quantize`); `engine="keras"` runs Keras itself (fp32).
-    `resize="squash"` resizes the whole photo to the input size (the classic tutorial); the default
-    is each model's own evaluation protocol (shorter side, then centre crop). With `features=True` it is
-    a `FeatureExtractor` instead: global-average-pooled penultimate features, as `include_top=False,
-    pooling="avg"` gives in Keras (`load(..., features=True).extract(photos)`). `decode="fast"` (default)
-    decodes large JPEGs at the reduced scale the model needs; `decode="full"` decodes every pixel, the
-    exact ImageNet evaluation protocol. With `explain=True` the classifier can also draw where the evidence
-    for a class lies (`classify(..., explain=True)`; see `imagenet_zoo.explain`).
+    `engine` is one of the registered engines (`imagenet-zoo models` and `--engine`'s help list them):
+    "openvino" (default) runs a cached OpenVINO model converted once from Keras, in `precision` fp32, bf16
+    or int8 (after `imagenet-zoo quantize`); "keras" runs Keras itself (fp32). `device` is one of the
+    engine's devices, or "auto". `resize="squash"` resizes the whole photo to the input size (the classic
+    tutorial); the default is each model's own evaluation protocol (shorter side, then centre crop). With
+    `features=True` it is a `FeatureExtractor` instead: global-average-pooled penultimate features, as
+    `include_top=False, pooling="avg"` gives in Keras (`load(..., features=True).extract(photos)`).
+    `decode="fast"` (default) decodes large JPEGs at the reduced scale the model needs; `decode="full"`
+    decodes every pixel, the exact ImageNet evaluation protocol. With `explain=True` the classifier can
+    also draw where the evidence for a class lies (`classify(..., explain=True)`, `imagenet_zoo.explain`).
     """
-    entry = resolve_model(model, registry=registry)
-    if features and explain:
-        raise UsageError("a feature extractor has no classes to explain")
-    runner = load_engine(
-        entry, engine=engine, precision=precision, features=features, progress=progress, explain=explain
-    )
-    data_config = resolve_data_config(entry, resize=resize)
-    kind = FeatureExtractor if features else Classifier
-    return kind(
-        entry.spec, runner, data_config=data_config, batch_size=batch_size, max_pixels=max_pixels,
-        workers=workers, decode=decode,
+    config = LoadConfig(
+        model=model, engine=engine, precision=precision, device=device,
+        task="features" if features else "classify", explain=explain, resize=resize, decode=decode,
+        batch_size=batch_size, workers=workers, threads=threads, max_pixels=max_pixels,
     )  # fmt: skip
+    return load_pipeline(config, registry=registry, progress=progress)
 
 
 def extract_features(

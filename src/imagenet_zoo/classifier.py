@@ -1,124 +1,26 @@
-"""Classification as three steps: decode + preprocess (pre), the engine (core), softmax + top-k (post).
+"""The two tasks over the pipeline: `Classifier` (logits -> softmax, top-k, groups, heatmaps) and
+`FeatureExtractor` (pooled features for transfer learning).
 
-Inputs that cannot be decoded become results carrying their error, so one broken file in a batch
-never costs the other files their predictions.
+Inputs that cannot be decoded become results carrying their error, so one broken file in a batch never
+costs the other files their predictions.
 """
 
 from __future__ import annotations
 
-import itertools
-import os
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from functools import partial
 from typing import Any, overload
 
 import numpy as np
 
-from imagenet_zoo.data.hierarchy import GroupScore, Synset, check_imagenet_labels, groups_for, wordnet
-from imagenet_zoo.data.images import (
-    DEFAULT_MAX_PIXELS,
-    DecodeMode,
-    ImageSource,
-    InputInfo,
-    decode_image,
-    describe_source,
-)
+from imagenet_zoo.data.hierarchy import Synset, check_imagenet_labels, groups_for, wordnet
+from imagenet_zoo.data.images import ImageSource, InputInfo, describe_source
 from imagenet_zoo.data.labels import ClassLabel, imagenet1k
-from imagenet_zoo.data.preprocess import (
-    Transform,
-    create_transform,
-    draft_short_side,
-    input_region,
-    preprocess,
-)
-from imagenet_zoo.engines.base import Engine
-from imagenet_zoo.errors import ExplanationUnsupportedError, ImageError, UnsupportedImageError
-from imagenet_zoo.explain import ExplainingEngine, Explanation, class_index_of, positive_unit
-from imagenet_zoo.specs import DataConfig, ExplainMethod, ModelSpec
-
-
-@dataclass(frozen=True)
-class Prediction:
-    rank: int
-    index: int
-    synset: str
-    label: str
-    score: float  # softmax probability
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "rank": self.rank,
-            "index": self.index,
-            "synset": self.synset,
-            "label": self.label,
-            "score": self.score,
-        }
-
-
-@dataclass(frozen=True)
-class ErrorInfo:
-    """Why one input has no result: the error's type name and message, and the exception itself where it
-    was raised in this process (a cluster worker's errors arrive as type and message alone)."""
-
-    type: str
-    message: str
-    exception: ImageError | None = field(default=None, compare=False, repr=False)
-
-    @classmethod
-    def of(cls, exc: ImageError) -> ErrorInfo:
-        return cls(type(exc).__name__, str(exc), exc)
-
-    def to_dict(self) -> dict[str, str]:
-        return {"type": self.type, "message": self.message}
-
-
-@dataclass(frozen=True)
-class Classification:
-    """The result for one input: predictions best first, or the error that stopped it."""
-
-    source: str
-    model: str
-    predictions: tuple[Prediction, ...] = ()
-    input: InputInfo | None = None
-    error: ErrorInfo | None = None
-    groups: tuple[GroupScore, ...] = ()  # asked-for WordNet groups and their probabilities
-    explanation: Explanation | None = None  # where the evidence for one class lies
-    # Every class's probability, kept only when asked (`PostOptions.probabilities`): a protocol's
-    # full-softmax output. Not in to_dict(); not compared.
-    probabilities: np.ndarray | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @property
-    def top(self) -> Prediction:
-        if not self.predictions:
-            raise ValueError(f"{self.source} has no predictions: {self.error}")
-        return self.predictions[0]
-
-    def to_dict(self) -> dict[str, Any]:
-        if self.error is not None:
-            return {"path": self.source, "error": self.error.to_dict()}
-        result = {
-            "path": self.source,
-            "model": self.model,
-            "input": self.input.to_dict() if self.input else None,
-            "predictions": [p.to_dict() for p in self.predictions],
-        }
-        if self.groups:
-            result["groups"] = [g.to_dict() for g in self.groups]
-        if self.explanation is not None:
-            result["explanation"] = self.explanation.to_dict()
-        return result
-
-
-def _chunked(items: Iterator[ImageSource], size: int) -> Iterator[list[ImageSource]]:
-    while chunk := list(itertools.islice(items, size)):
-        yield chunk
+from imagenet_zoo.data.preprocess import input_region
+from imagenet_zoo.explain import Explanation, class_index_of, positive_unit
+from imagenet_zoo.pipeline import Heat, Pipeline, PostOptions, Read
+from imagenet_zoo.records import Classification, ErrorInfo, Prediction
+from imagenet_zoo.specs import ExplainMethod, ModelSpec
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -134,40 +36,6 @@ def probabilities_of(logits: np.ndarray) -> np.ndarray:
     return probabilities
 
 
-def ranked_predictions(logits: np.ndarray, top: int, labels: Sequence[ClassLabel]) -> tuple[Prediction, ...]:
-    """Post-processing of one output row: softmax, then the `top` most likely classes (the top 5 of a
-    2-class model is its 2 classes)."""
-    return top_k(probabilities_of(logits), min(top, len(labels)), labels)
-
-
-def decode_predictions(
-    logits: np.ndarray, *, top: int = 5, labels: Sequence[ClassLabel] | None = None
-) -> list[tuple[Prediction, ...]]:
-    """Keras's `decode_predictions` for any model's output: logits (N, classes), or one row (classes,), to
-    the `top` predictions of each row, best first. `labels` default to ImageNet-1k's (`spec.labels`)."""
-    rows = np.atleast_2d(np.asarray(logits, dtype=np.float32))
-    return [ranked_predictions(row, top, imagenet1k() if labels is None else labels) for row in rows]
-
-
-def prepare_input(
-    source: ImageSource, data_config: DataConfig, *, max_pixels: int, decode: DecodeMode = "fast"
-) -> tuple[InputInfo, np.ndarray] | ErrorInfo:
-    """Pre-processing of one input: decode, then resize/crop/scale; a bad input becomes its error.
-
-    `decode="fast"` decodes and resizes only at the resolution the model needs (see `data.images`);
-    `"full"` decodes every pixel and resizes in one step, the exact ImageNet evaluation protocol."""
-    fast = decode == "fast"
-    try:
-        short_side = draft_short_side(data_config) if fast else None
-        decoded = decode_image(source, max_pixels=max_pixels, min_short_side=short_side)
-    except ImageError as exc:
-        return ErrorInfo.of(exc)
-    try:
-        return decoded.info, preprocess(decoded.image, data_config, fast=fast)
-    except (ValueError, OSError, MemoryError) as exc:  # Pillow's resize of a hostile photo
-        return ErrorInfo.of(UnsupportedImageError(f"cannot resize this image: {type(exc).__name__}: {exc}"))
-
-
 def top_k(probabilities: np.ndarray, k: int, labels: Sequence[ClassLabel]) -> tuple[Prediction, ...]:
     order = np.argsort(-probabilities, kind="stable")[:k]
     return tuple(
@@ -176,144 +44,56 @@ def top_k(probabilities: np.ndarray, k: int, labels: Sequence[ClassLabel]) -> tu
     )
 
 
-# One input's result from the engine: the input, what decoding found (or the error), the output row, and
-# when asked, the class a heatmap is for and its raw map.
-Heat = tuple[int, np.ndarray]
-Output = tuple[ImageSource, InputInfo | ErrorInfo, np.ndarray | None, Heat | None]
-_NO_HEAT = object()  # `explain` left out: the engine's plain output
-
-
-class _Pipeline:
-    """Pre-processing and the engine (core), shared by classifiers and feature extractors."""
-
-    def __init__(
-        self,
-        spec: ModelSpec,
-        engine: Engine,
-        *,
-        data_config: DataConfig | None = None,
-        batch_size: int = 8,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-        workers: int | None = None,
-        decode: DecodeMode = "fast",
-    ) -> None:
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        self.workers = workers or os.cpu_count() or 1
-        # Engines keep one inference request each: calls from several threads (a server) take turns,
-        # while decoding, the larger share of the work on small models, still runs in parallel.
-        self._engine_lock = threading.Lock()
-        self.spec = spec
-        self.engine = engine
-        self.data_config = data_config or spec.data_config
-        self.batch_size = batch_size
-        self.max_pixels = max_pixels
-        self.decode = decode
-
-    @property
-    def transform(self) -> Transform:
-        """Decoded RGB image -> this model's input (what `prepare` applies after decoding)."""
-        return create_transform(self.data_config)
-
-    def iter_outputs(
-        self,
-        inputs: Iterable[ImageSource],
-        *,
-        explain: Any = _NO_HEAT,
-        read: Callable[[Any], ImageSource] | None = None,
-    ) -> Iterator[Output]:
-        """The engine's raw output row for each input, in input order, or the input's error; with
-        `explain` (a class index, or None for each input's top-1), each row's heatmap too. `read` turns an
-        input into what is decoded (a URL into its bytes) in the decoding threads; its `ImageError` is
-        that input's error.
-
-        The next batch is decoded by `workers` threads while the engine runs the current one (Pillow
-        releases the GIL while decoding and resizing), so decoding and inference overlap.
-        """
-        chunks = _chunked(iter(inputs), self.batch_size)
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            prepare = self.prepare if read is None else partial(self._read_and_prepare, read)
-            chunk = next(chunks, None)
-            upcoming = [pool.submit(prepare, s) for s in chunk or []]
-            while chunk is not None:
-                prepared = [future.result() for future in upcoming]
-                following = next(chunks, None)
-                upcoming = [pool.submit(prepare, s) for s in following or []]
-                yield from self._run_engine(chunk, prepared, explain)
-                chunk = following
-
-    def prepare(self, source: ImageSource) -> tuple[InputInfo, np.ndarray] | ErrorInfo:
-        """Pre-processing of one input with this model's preprocessing (see `prepare_input`)."""
-        return prepare_input(source, self.data_config, max_pixels=self.max_pixels, decode=self.decode)
-
-    def _read_and_prepare(
-        self, read: Callable[[Any], ImageSource], source: Any
-    ) -> tuple[InputInfo, np.ndarray] | ErrorInfo:
-        try:
-            return self.prepare(read(source))
-        except ImageError as exc:
-            return ErrorInfo.of(exc)
-
-    def _run_engine(
-        self,
-        sources: Sequence[ImageSource],
-        prepared: list[tuple[InputInfo, np.ndarray] | ErrorInfo],
-        explain: Any = _NO_HEAT,
-    ) -> Iterator[Output]:
-        """Core: one engine call for the chunk's good inputs."""
-        good = [item[1] for item in prepared if not isinstance(item, ErrorInfo)]
-        heats: Iterator[Heat | None] = itertools.repeat(None)
-        if not good:
-            outputs: Iterator[np.ndarray] = iter([])
-        elif explain is _NO_HEAT:
-            outputs = iter(self.infer_batch(np.stack(good)))
-        else:
-            logits, maps, classes = self.explain_batch(np.stack(good), explain)
-            outputs, heats = iter(logits), zip(classes.tolist(), maps, strict=True)
-        for source, item in zip(sources, prepared, strict=True):
-            if isinstance(item, ErrorInfo):
-                yield source, item, None, None
-            else:
-                yield source, item[0], next(outputs), next(heats)
-
-    def infer_batch(self, batch: np.ndarray) -> np.ndarray:
-        """Core alone: the engine on a preprocessed batch (callers in several threads take turns)."""
-        with self._engine_lock:
-            return self.engine.infer(batch)
-
-    def explain_batch(
-        self, batch: np.ndarray, class_index: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Core alone, with heatmaps: logits, raw maps and their classes (see `ExplainingEngine`)."""
-        engine = self.explaining_engine()
-        with self._engine_lock:
-            return engine.explain(batch, class_index)
-
-    def explaining_engine(self) -> ExplainingEngine:
-        """The engine, if it draws heatmaps (ExplanationUnsupportedError if not)."""
-        if not isinstance(self.engine, ExplainingEngine):
-            raise ExplanationUnsupportedError(
-                f"{self.spec.name} was not loaded to explain: load it with explain=True"
-            )
-        return self.engine
+def decode_predictions(
+    logits: np.ndarray, *, top: int = 5, labels: Sequence[ClassLabel] | None = None
+) -> list[tuple[Prediction, ...]]:
+    """Keras's `decode_predictions` for any model's output: logits (N, classes), or one row (classes,), to
+    the `top` predictions of each row, best first. `labels` default to ImageNet-1k's (`spec.labels`)."""
+    rows = np.atleast_2d(np.asarray(logits, dtype=np.float32))
+    labels = imagenet1k() if labels is None else labels
+    return [top_k(probabilities_of(row), min(top, len(labels)), labels) for row in rows]
 
 
 @dataclass(frozen=True)
-class PostOptions:
-    """What post-processing reports besides the top-k: WordNet groups, the most likely groups."""
+class PostPlan:
+    """`PostOptions` checked against one model: the groups as synsets, the class to explain as an index."""
 
-    top: int = 5
+    top: int
     synsets: tuple[Synset, ...] = ()
-    top_groups: tuple[int, int] | None = None  # (k, depth)
-    probabilities: bool = False  # keep the whole softmax row in the result
+    top_groups: tuple[int, int] | None = None
+    explain: bool = False
+    heat_class: int | None = None  # with `explain`: this class, or None for each photo's top-1
+    probabilities: bool = False
 
 
-class Classifier(_Pipeline):
+def plan_post(spec: ModelSpec, options: PostOptions) -> PostPlan:
+    """The post configuration checked for a model, before anything is loaded or read (a `UsageError`
+    for a group or class it does not have)."""
+    if options.top < 1:
+        raise ValueError("top must be at least 1")
+    synsets = tuple(groups_for(options.groups, spec.labels, spec.name))
+    if options.top_groups is not None:
+        check_imagenet_labels(spec.labels, spec.name)
+    heat_class = None if options.explain_class is None else class_index_of(spec.labels, options.explain_class)
+    return PostPlan(
+        min(options.top, spec.num_classes), synsets, options.top_groups, options.explains, heat_class,
+        options.probabilities,
+    )  # fmt: skip
+
+
+class Classifier(Pipeline):
     """A model ready to classify: its spec, its preprocessing and an engine that outputs logits."""
 
     @property
     def labels(self) -> tuple[ClassLabel, ...]:
         return self.spec.labels
+
+    def plan(self, options: PostOptions) -> PostPlan:
+        """The post configuration checked for this model and its engine (a `UsageError` before any work)."""
+        plan = plan_post(self.spec, options)
+        if plan.explain:
+            self.explaining_engine()
+        return plan
 
     @overload
     def classify(
@@ -352,15 +132,10 @@ class Classifier(_Pipeline):
         adds a heatmap of the top-1 class's evidence (or of `explain_class`: index, synset or label) to
         each result; the classifier must be loaded with `explain=True`.
         """
-        options: dict[str, Any] = {
-            "top": top,
-            "groups": groups,
-            "explain": explain,
-            "explain_class": explain_class,
-        }
+        options = PostOptions(top=top, groups=tuple(groups), explain=explain, explain_class=explain_class)
         if isinstance(inputs, (list, tuple)):
-            return self.classify_many(inputs, **options)
-        result = self.classify_many([inputs], **options)[0]
+            return list(self.run(inputs, options))
+        [result] = self.run([inputs], options)
         if result.error is not None and result.error.exception is not None:
             raise result.error.exception
         return result
@@ -376,16 +151,10 @@ class Classifier(_Pipeline):
         explain_class: int | str | None = None,
     ) -> list[Classification]:
         """Classify every input, in input order (see `iter_classify`)."""
-        return list(
-            self.iter_classify(
-                inputs,
-                top=top,
-                groups=groups,
-                top_groups=top_groups,
-                explain=explain,
-                explain_class=explain_class,
-            )
+        options = PostOptions(
+            top=top, groups=tuple(groups), top_groups=top_groups, explain=explain, explain_class=explain_class
         )
+        return list(self.run(inputs, options))
 
     def iter_classify(
         self,
@@ -400,23 +169,23 @@ class Classifier(_Pipeline):
         """Yield results in input order as each batch of `batch_size` completes (post: softmax, top-k,
         the probability of each of `groups`, and with `top_groups=(k, depth)` the k most likely groups
         `depth` is-a steps below "entity"; with `explain`, the heatmap of the top-1 or `explain_class`)."""
-        post = self.post_options(top=top, groups=groups, top_groups=top_groups)
-        heat_class: Any = _NO_HEAT
-        if explain or explain_class is not None:
-            heat_class = None if explain_class is None else class_index_of(self.labels, explain_class)
-        for source, item, logits, heat in self.iter_outputs(inputs, explain=heat_class):
-            yield self.postprocess(describe_source(source), item, logits, heat, post)
+        options = PostOptions(
+            top=top, groups=tuple(groups), top_groups=top_groups, explain=explain, explain_class=explain_class
+        )
+        return self.run(inputs, options)
 
-    def post_options(
-        self, *, top: int = 5, groups: Sequence[str] = (), top_groups: tuple[int, int] | None = None
-    ) -> PostOptions:
-        """Checked post-processing options (an unknown group is a `UsageError` before any work)."""
-        if top < 1:
-            raise ValueError("top must be at least 1")
-        synsets = tuple(groups_for(groups, self.labels, self.spec.name))
-        if top_groups is not None:
-            check_imagenet_labels(self.labels, self.spec.name)
-        return PostOptions(min(top, len(self.labels)), synsets, top_groups)
+    def run(
+        self, inputs: Iterable[Any], options: PostOptions | PostPlan, *, read: Read | None = None
+    ) -> Iterator[Classification]:
+        """The whole pipeline over `inputs`, results in input order as each batch completes (the options
+        are checked before the first photo is read)."""
+        plan = options if isinstance(options, PostPlan) else self.plan(options)
+        return self._run(inputs, plan, read)
+
+    def _run(self, inputs: Iterable[Any], plan: PostPlan, read: Read | None) -> Iterator[Classification]:
+        outputs = self.iter_outputs(inputs, explain=plan.explain, heat_class=plan.heat_class, read=read)
+        for source, item, logits, heat in outputs:
+            yield self.postprocess(describe_source(source), item, logits, heat, plan)
 
     def postprocess(
         self,
@@ -424,27 +193,24 @@ class Classifier(_Pipeline):
         item: InputInfo | ErrorInfo,
         logits: np.ndarray | None,
         heat: Heat | None,
-        post: PostOptions,
+        plan: PostPlan,
     ) -> Classification:
         """Post: one input's engine output to its result (softmax, top-k, groups, heatmap)."""
         base = Classification(source, self.spec.name)
         if isinstance(item, ErrorInfo) or logits is None:
             return replace(base, error=item if isinstance(item, ErrorInfo) else None)
         probabilities = probabilities_of(logits)
-        predictions = top_k(probabilities, post.top, self.labels)
-        scores = wordnet().scores(probabilities, post.synsets) if post.synsets else ()
-        if post.top_groups is not None:
-            k, depth = post.top_groups
+        scores = wordnet().scores(probabilities, plan.synsets) if plan.synsets else ()
+        if plan.top_groups is not None:
+            k, depth = plan.top_groups
             scores += wordnet().top_groups(probabilities, depth=depth, k=k)
-        explanation = self._explanation(heat, item) if heat is not None else None
-        kept = probabilities if post.probabilities else None
         return replace(
             base,
-            predictions=predictions,
+            predictions=top_k(probabilities, plan.top, self.labels),
             input=item,
             groups=scores,
-            explanation=explanation,
-            probabilities=kept,
+            explanation=self._explanation(heat, item) if heat is not None else None,
+            probabilities=probabilities if plan.probabilities else None,
         )
 
     def _explanation(self, heat: Heat, info: InputInfo) -> Explanation:
@@ -454,13 +220,13 @@ class Classifier(_Pipeline):
         label = self.labels[class_index].name
         return Explanation(method, class_index, label, positive_unit(raw_map), region)
 
-    def preprocess(self, images: Sequence[Any]) -> np.ndarray:
+    def preprocess_images(self, images: Sequence[Any]) -> np.ndarray:
         """The float32 NHWC batch the engine receives for these RGB PIL images."""
         return np.stack([self.transform(image) for image in images])
 
     def predict_proba(self, images: Sequence[Any]) -> np.ndarray:
         """Softmax probabilities (N, classes) for RGB PIL images."""
-        return probabilities_of(self.infer_batch(self.preprocess(images)))
+        return probabilities_of(self.forward(self.preprocess_images(images)).rows)
 
 
 @dataclass(frozen=True)
@@ -473,7 +239,7 @@ class FeatureSet:
     failures: list[tuple[str, ErrorInfo]] = field(default_factory=list)
 
 
-class FeatureExtractor(_Pipeline):
+class FeatureExtractor(Pipeline):
     """A model ready to extract features: its engine outputs the global-average-pooled penultimate
     features (Keras's `include_top=False, pooling="avg"`), one vector per photo, for transfer learning."""
 

@@ -20,6 +20,8 @@ ResizeMode = Literal["crop", "squash"]
 # "grad-cam" where it is not (VGG's dense layers, a neighbour-vote head), which needs gradients.
 ExplainMethod = Literal["cam", "grad-cam"]
 
+MAX_CLASSES = 100_000  # the most classes a model may have (a bundle's manifest is refused beyond)
+
 PREPROCESS_MODES: dict[str, str] = {
     "caffe": "BGR, minus ImageNet mean (Keras 'caffe')",
     "tf": "RGB scaled to [-1, 1] (Keras 'tf')",
@@ -79,7 +81,7 @@ class WeightsFile:
 
 
 @dataclass(frozen=True)
-class Accuracy:
+class PublishedAccuracy:
     """Published single-crop ImageNet-1k validation accuracy, in percent."""
 
     top1: float
@@ -96,7 +98,7 @@ class ModelSpec:
     weights: WeightsFile
     num_params: int  # learnable parameters (BatchNorm moving statistics are not counted)
     gflops: float  # 2 x multiply-adds per image (convolutions and matrix multiplies)
-    accuracy: Accuracy
+    accuracy: PublishedAccuracy
     license: str
     source: str
     weights_notop: WeightsFile | None = None

@@ -2,8 +2,8 @@
 
     python tests/fuzz/decode_fuzzer.py CORPUS_DIR -max_total_time=600 -timeout=10 -rss_limit_mb=0
 
-Each input goes through `prepare_input` in both decode modes, as every photo the tool reads does. An
-exception other than `ImageError` (which `prepare_input` turns into the photo's error), a hang past
+Each input goes through `model_input` in both decode modes, as every photo the tool reads does. An
+exception other than `ImageError` (which the pipeline turns into the photo's error), a hang past
 -timeout, or resident memory past MAX_RSS_MB is a finding: libFuzzer saves the input as crash-* / timeout-* /
 oom-*. tests/test_fuzz_decode.py runs this for a bounded time and replays tests/fuzz/regressions/.
 """
@@ -16,7 +16,8 @@ import atheris
 with atheris.instrument_imports():
     import PIL.Image  # noqa: F401  (Pillow's Python-side parsers are instrumented for coverage)
 
-    from imagenet_zoo.classifier import ErrorInfo, prepare_input
+    from imagenet_zoo.data.preprocess import model_input
+    from imagenet_zoo.errors import ImageError
     from imagenet_zoo.specs import DataConfig
 
 CONFIG = DataConfig(input_size=224, mode="lite")
@@ -36,8 +37,11 @@ def check(data: bytes) -> None:
     if _runs % 200 == 0 and _resident_mb() > MAX_RSS_MB:  # growth: a finding (libFuzzer saves the input)
         raise MemoryError(f"resident memory {_resident_mb():.0f} MB after {_runs} inputs")
     for decode in ("fast", "full"):
-        result = prepare_input(data, CONFIG, max_pixels=MAX_PIXELS, decode=decode)  # type: ignore[arg-type]
-        assert isinstance(result, ErrorInfo) or result[1].shape == (224, 224, 3)
+        try:
+            _, pixels = model_input(data, CONFIG, max_pixels=MAX_PIXELS, decode=decode)  # type: ignore[arg-type]
+        except ImageError:
+            continue  # the photo's error: what the pipeline reports for it
+        assert pixels.shape == (224, 224, 3)
 
 
 def _resident_mb() -> float:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from imagenet_zoo.data.images import DecodedImage, DecodeMode, ImageSource, InputInfo, decode_image
+from imagenet_zoo.errors import UnsupportedImageError
 from imagenet_zoo.specs import DataConfig, PreprocessMode
 
 _PIL_FILTERS = {
@@ -110,6 +112,33 @@ def normalize(pixels: np.ndarray, mode: PreprocessMode) -> np.ndarray:
 def preprocess(image: Image.Image, config: DataConfig, *, fast: bool = False) -> np.ndarray:
     """One model input, float32 (size, size, 3), from an RGB image (`fast`: see `resize_and_crop`)."""
     return normalize(resize_and_crop(image, config, fast=fast), config.mode)
+
+
+def model_input(
+    source: ImageSource, config: DataConfig, *, max_pixels: int, decode: DecodeMode = "fast"
+) -> tuple[InputInfo, np.ndarray]:
+    """One photo as the model's input: decode, then resize, crop and scale (raises its `ImageError`).
+
+    `decode="fast"` decodes and resizes only at the resolution the model needs (see `data.images`);
+    `"full"` decodes every pixel and resizes in one step, the exact ImageNet evaluation protocol."""
+    decoded = decode_for(source, config, max_pixels=max_pixels, decode=decode)
+    return decoded.info, pixels_for(decoded, config, decode=decode)
+
+
+def decode_for(
+    source: ImageSource, config: DataConfig, *, max_pixels: int, decode: DecodeMode
+) -> DecodedImage:
+    """The photo decoded as the model's preprocessing needs it (`model_input`'s first half)."""
+    short_side = draft_short_side(config) if decode == "fast" else None
+    return decode_image(source, max_pixels=max_pixels, min_short_side=short_side)
+
+
+def pixels_for(decoded: DecodedImage, config: DataConfig, *, decode: DecodeMode) -> np.ndarray:
+    """The model's input from a decoded photo (`model_input`'s second half)."""
+    try:
+        return preprocess(decoded.image, config, fast=decode == "fast")
+    except (ValueError, OSError, MemoryError) as exc:  # Pillow's resize of a hostile photo
+        raise UnsupportedImageError(f"cannot resize this image: {type(exc).__name__}: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ classifier is a 1x1 convolution before the pooling, so its body already ends in 
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
 
-from imagenet_zoo.engines.base import Engine
 from imagenet_zoo.errors import ExplanationUnsupportedError
 from imagenet_zoo.explain import explained_classes
 from imagenet_zoo.specs import ExplainMethod
@@ -116,27 +116,23 @@ class GradCamEngine:
 
     def __init__(self, model: Any) -> None:
         self._model = grad_cam_model(model)
+        self._turn = threading.Lock()  # one graph: calls from several threads take turns
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self._model.predict_on_batch(batch)[0], dtype=np.float32)
+        with self._turn:
+            return np.asarray(self._model.predict_on_batch(batch)[0], dtype=np.float32)
 
     def explain(
         self, batch: np.ndarray, class_index: int | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         import tensorflow as tf
 
-        with tf.GradientTape() as tape:
-            logits, features = self._model(tf.constant(batch, tf.float32), training=False)
-            classes = explained_classes(logits.numpy(), class_index)
-            evidence = tf.reduce_sum(tf.gather(logits, classes, axis=1, batch_dims=1))
-        gradients = tape.gradient(evidence, features)
+        with self._turn:
+            with tf.GradientTape() as tape:
+                logits, features = self._model(tf.constant(batch, tf.float32), training=False)
+                classes = explained_classes(logits.numpy(), class_index)
+                evidence = tf.reduce_sum(tf.gather(logits, classes, axis=1, batch_dims=1))
+            gradients = tape.gradient(evidence, features)
         weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
         maps = tf.reduce_sum(weights * features, axis=-1)
         return logits.numpy().astype(np.float32), maps.numpy().astype(np.float32), classes
-
-
-def keras_explainer(model: Any, method: ExplainMethod) -> Engine:
-    """An explaining engine for a Keras classifier, by its spec's method."""
-    from imagenet_zoo.engines.keras import KerasEngine
-
-    return CamEngine(KerasEngine(cam_model(model))) if method == "cam" else GradCamEngine(model)

@@ -1,22 +1,62 @@
-"""The reference engine: the Keras model on the TensorFlow backend."""
+"""The reference engine: the Keras model itself, on the TensorFlow backend (fp32; Grad-CAM too)."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
 
+from imagenet_zoo.engines.base import Engine
+from imagenet_zoo.engines.explain import CamEngine, GradCamEngine, cam_model
+from imagenet_zoo.engines.registry import EngineRequest, EngineSpec
+from imagenet_zoo.model_types import Pooling, RegisteredModel
+
 
 class KerasEngine:
+    """A Keras model; calls from several threads take turns (one graph, all cores on each call)."""
+
     name = "keras"
 
     def __init__(self, model: Any) -> None:
         self._model = model
+        self._turn = threading.Lock()
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         # predict_on_batch runs the compiled graph without `predict`'s progress bar and dataset set-up.
-        return np.asarray(self._model.predict_on_batch(batch), dtype=np.float32)
+        with self._turn:
+            return np.asarray(self._model.predict_on_batch(batch), dtype=np.float32)
 
     def infer_outputs(self, batch: np.ndarray) -> list[np.ndarray]:
         """Every output of a model with several (a CAM model: logits and class maps)."""
-        return [np.asarray(out, dtype=np.float32) for out in self._model.predict_on_batch(batch)]
+        with self._turn:
+            return [np.asarray(out, dtype=np.float32) for out in self._model.predict_on_batch(batch)]
+
+
+def keras_model(model: RegisteredModel, request: EngineRequest) -> Any:
+    """The model's Keras network for a request: logits, or pooled features; pretrained or random weights."""
+    include_top = request.output == "logits"
+    pooling: Pooling = None if include_top else "avg"
+    weights = (
+        None
+        if request.random_weights
+        else model.weights.fetch(model.spec, include_top=include_top, progress=request.progress)
+    )
+    return model.build(weights=weights, include_top=include_top, pooling=pooling, input_shape=None)
+
+
+def load(model: RegisteredModel, request: EngineRequest) -> Engine:
+    network = keras_model(model, request)
+    if not request.explain:
+        return KerasEngine(network)
+    if model.spec.explain_method == "cam":
+        return CamEngine(KerasEngine(cam_model(network)))
+    return GradCamEngine(network)
+
+
+ENGINE = EngineSpec(
+    name="keras",
+    summary="keras (the reference: the Keras model itself, fp32; Grad-CAM for any head)",
+    load=load,
+    explain_methods=frozenset({"cam", "grad-cam"}),
+)

@@ -1,9 +1,7 @@
-"""The fast CPU engine: OpenVINO running an IR converted once from the Keras model.
+"""The fast CPU engine: OpenVINO running an IR converted once from the Keras model (`openvino_ir.py`).
 
-Conversion (Keras -> TensorFlow SavedModel -> OpenVINO IR) needs TensorFlow and happens once per
-model; the IR is cached under `$IMAGENET_ZOO_HOME/openvino/`, in a folder whose name is a digest of
-everything that determines it (weights hash, input contract, OpenVINO version). Later runs compile the
-cached IR directly and never import TensorFlow or Keras, which is what makes a cold `classify` fast.
+Conversion needs TensorFlow and happens once per model; later runs compile the cached IR directly and
+never import TensorFlow or Keras, which is what makes a cold `classify` fast.
 
 Precisions: `fp32` (the reference), `bf16` (same IR, compiled with a bf16 inference hint where the CPU
 supports it) and `int8` (a separate IR, post-training quantized by NNCF; see `quantize.py`).
@@ -11,208 +9,48 @@ supports it) and `int8` (a separate IR, post-training quantized by NNCF; see `qu
 
 from __future__ import annotations
 
-import contextlib
-import gc
-import hashlib
-import json
 import os
-import re
-import shutil
-import tempfile
-import time
-from collections.abc import Callable, Iterator
+import threading
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from imagenet_zoo.engines.base import Engine
-from imagenet_zoo.engines.explain import CamEngine, cam_model
-from imagenet_zoo.errors import (
-    ExplanationUnsupportedError,
-    QuantizedModelMissingError,
-    UnsupportedPrecisionError,
-    WeightsIntegrityError,
+from imagenet_zoo.engines.explain import CamEngine
+from imagenet_zoo.engines.openvino_ir import (
+    IR_FILE,
+    check_ir,
+    convert_to_ir,
+    import_openvino,
+    int8_ir,
+    ir_dir,
+    resolved_file,
 )
-from imagenet_zoo.model_types import Pooling, RegisteredModel
-from imagenet_zoo.weights.download import exclusive_lock, file_digest
-from imagenet_zoo.weights.store import cache_dir
+from imagenet_zoo.engines.registry import CalibrationReport, EngineRequest, EngineSpec
+from imagenet_zoo.errors import UnsupportedPrecisionError
+from imagenet_zoo.model_types import RegisteredModel
 
 Precision = Literal["fp32", "bf16", "int8"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "int8")
-IR_FILE = "model.xml"
-# Bumped when the conversion itself changes in a way that invalidates cached IRs.
-_CONVERSION_VERSION = 2  # 2: meta.json records the files' SHA-256
-
-
-def _openvino() -> Any:
-    import openvino
-
-    return openvino
-
-
-def ir_dir(
-    model: RegisteredModel,
-    precision: Precision = "fp32",
-    *,
-    random_weights: bool = False,
-    features: bool = False,
-    explain: bool = False,
-) -> Path:
-    """The cache folder of a model's IR: fp32 (also compiled as bf16) or int8.
-
-    `random_weights` IRs (for benchmarking models whose weights are not on this machine) live under
-    their own key, so they can never be mistaken for the pretrained ones.
-    """
-    spec = model.spec
-    weights_key = "random" if random_weights else spec.weights.hash
-    key = [
-        _CONVERSION_VERSION,
-        weights_key,
-        repr(spec.data_config),
-        spec.num_classes,
-        _openvino().get_version(),
-    ]
-    digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
-    variant = ("int8" if precision == "int8" else "fp32") + ("-random" if random_weights else "")
-    variant += "-features" if features else ""  # include_top=False, pooling="avg": one vector per image
-    variant += "-explain" if explain else ""  # logits and class activation maps (engines/explain.py)
-    return cache_dir() / "openvino" / _folder_name(spec.name) / f"{digest}-{variant}"
-
-
-def _folder_name(name: str) -> str:
-    """A model's name as one safe path component: a bundle's name is its path (`../dogs`, `/srv/x`), and
-    the digest beside it already tells bundles of the same name apart."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "model"
-
-
-_OLD_VERSION_S = 600  # a replaced version is deleted once this old: long after any reader opened it
-
-
-@contextlib.contextmanager
-def atomic_dir(dest: Path) -> Iterator[Path]:
-    """A new version of the folder `dest`, published only if the block completes.
-
-    `dest` is a symbolic link to a versioned folder beside it, and a new version replaces the link
-    in one rename, so a reader that resolves `dest` once (`resolved_file`) reads one version whole, never
-    a half-replaced folder. Replaced versions are deleted by a later write, once they are old."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    version = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f"{dest.name}.v-"))
-    try:
-        yield version
-        link = dest.with_name(f".{dest.name}.link-{version.name}")
-        link.symlink_to(version.name)
-        if dest.is_dir() and not dest.is_symlink():  # a cache written before versions: moved aside once
-            os.replace(dest, dest.with_name(f"{dest.name}.v-old-{os.getpid()}"))
-        os.replace(link, dest)
-    except BaseException:
-        shutil.rmtree(version, ignore_errors=True)
-        raise
-    _remove_old_versions(dest, keep=version)
-
-
-def _remove_old_versions(dest: Path, keep: Path) -> None:
-    now = time.time()
-    for old in dest.parent.glob(f"{dest.name}.v-*"):
-        if old != keep and now - old.stat().st_mtime > _OLD_VERSION_S:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def resolved_file(folder: Path, name: str) -> Path:
-    """`name` inside the version `folder` points to now (read every file of a model from one version)."""
-    return folder.resolve() / name
-
-
-IR_FILES = (IR_FILE, "model.bin")
-
-
-def write_ir(ov_model: Any, dest: Path, meta: dict[str, Any]) -> None:
-    """Save an IR, with the SHA-256 of its files in meta.json: `check_ir` refuses a file swapped since."""
-    with atomic_dir(dest) as tmp:
-        # compress_to_fp16 defaults to True and would silently round every fp32 weight.
-        _openvino().save_model(ov_model, str(tmp / IR_FILE), compress_to_fp16=False)
-        files = {name: file_digest(tmp / name, "sha256") for name in IR_FILES}
-        (tmp / "meta.json").write_text(json.dumps({**meta, "files": files}, indent=2))
-
-
-def check_ir(xml: Path) -> None:
-    """The IR's files are the ones it was written with (a swapped file in a shared cache is refused)."""
-    try:
-        recorded = json.loads((xml.parent / "meta.json").read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise WeightsIntegrityError(
-            f"{xml.parent} has no record of its files ({exc}); delete it to convert again"
-        ) from None
-    for name in IR_FILES:
-        if file_digest(xml.parent / name, "sha256") != recorded.get(name):
-            raise WeightsIntegrityError(
-                f"{xml.parent / name} changed since it was written; delete {xml.parent} to convert again"
-            )
-
-
-def convert_to_ir(
-    model: RegisteredModel,
-    *,
-    progress: bool = True,
-    random_weights: bool = False,
-    features: bool = False,
-    explain: bool = False,
-) -> Path:
-    """The fp32 IR of `model` (or of its pooled feature extractor, or of its CAM model with `explain`),
-    converted from Keras if not cached."""
-    dest = ir_dir(model, random_weights=random_weights, features=features, explain=explain)
-    with exclusive_lock(dest):
-        if not (dest / IR_FILE).is_file():
-            weights = (
-                None
-                if random_weights
-                else model.weights.fetch(model.spec, include_top=not features, progress=progress)
-            )
-            pooling: Pooling = "avg" if features else None
-
-            def build() -> Any:
-                keras_model = model.build(
-                    weights=weights, include_top=not features, pooling=pooling, input_shape=None
-                )
-                return cam_model(keras_model) if explain else keras_model
-
-            ov_model = keras_to_openvino(build)
-            meta = {
-                "model": model.spec.name,
-                "weights_hash": None if random_weights else model.spec.weights.hash,
-            }
-            write_ir(ov_model, dest, meta)
-    return dest / IR_FILE
-
-
-def keras_to_openvino(build: Callable[[], Any]) -> Any:
-    """Keras -> TensorFlow SavedModel -> OpenVINO model.
-
-    The Keras model is released before OpenVINO reads the SavedModel, so the weights are never held three
-    times at once (VGG19's are 550 MB). Keras's ONNX export of VGG16 needed over 21 GB; this path does not.
-    """
-    from imagenet_zoo.models._keras import import_keras
-
-    keras = import_keras()
-    with tempfile.TemporaryDirectory(prefix="imagenet-zoo-savedmodel-") as saved_model:
-        keras_model = build()
-        keras_model.export(saved_model, format="tf_saved_model", verbose=False)
-        del keras_model
-        keras.backend.clear_session()
-        gc.collect()
-        return _openvino().convert_model(saved_model)
 
 
 def cpu_supports_bf16() -> bool:
-    return "BF16" in _openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    """Whether this CPU computes bf16 natively (AVX512_BF16 or AMX); `ONEDNN_MAX_CPU_ISA` set below those
+    (as for TensorFlow, e.g. AVX2) answers no, so one variable limits every engine's CPU features."""
+    limit = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    if limit not in ("ALL", "DEFAULT", "") and "BF16" not in limit and "AMX" not in limit:
+        return False
+    return "BF16" in import_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 class OpenVinoEngine:
+    """One compiled model and its inference request: calls from several threads take turns on it (the
+    CPU's cores already work on each call), while decoding around them runs in parallel."""
+
     name = "openvino"
 
     def __init__(self, xml: Path, precision: Precision, *, threads: int | None = None) -> None:
-        if precision == "bf16" and not cpu_supports_bf16():
-            raise UnsupportedPrecisionError("bf16 needs a CPU with native bf16 support (AVX512_BF16 or AMX)")
         self.precision = precision
         self.xml = resolved_file(xml.parent, xml.name)  # the .xml and its .bin from one version
         check_ir(self.xml)
@@ -222,86 +60,71 @@ class OpenVinoEngine:
             config["INFERENCE_NUM_THREADS"] = threads
             # Unpinned: OpenVINO would pin every such process's threads to the same first cores.
             config["ENABLE_CPU_PINNING"] = False
-        self._compiled = _openvino().Core().compile_model(str(xml), "CPU", config)
+        self._compiled = import_openvino().Core().compile_model(str(xml), "CPU", config)
         self._request = self._compiled.create_infer_request()
+        self._turn = threading.Lock()
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        result = self._request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
-        return np.array(result[0], dtype=np.float32)
+        return self.infer_outputs(batch)[0]
 
     def infer_outputs(self, batch: np.ndarray) -> list[np.ndarray]:
-        """Every output of an IR with several (a CAM model: logits and class maps)."""
-        result = self._request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
-        return [np.array(result[i], dtype=np.float32) for i in range(len(self._compiled.outputs))]
+        """Every output of the IR (a CAM model has two: logits and class maps)."""
+        with self._turn:
+            result = self._request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+            return [np.array(result[i], dtype=np.float32) for i in range(len(self._compiled.outputs))]
 
 
-def load_engine(
-    model: RegisteredModel,
-    precision: Precision = "fp32",
-    *,
-    progress: bool = True,
-    random_weights: bool = False,
-    features: bool = False,
-    threads: int | None = None,
-    explain: bool = False,
-) -> Engine:
+def load(model: RegisteredModel, request: EngineRequest) -> Engine:
     """An engine for `model`, from the cached IR (converted now if needed; int8 must be quantized first).
 
-    `explain` gives a `CamEngine`: the IR computes the class activation maps in the same forward pass."""
-    if precision not in PRECISIONS:
-        choices = ", ".join(PRECISIONS)
-        raise UnsupportedPrecisionError(f"unknown precision {precision!r}; choose one of: {choices}")
-    if explain:
-        check_explainable(model, precision)
-        xml = convert_to_ir(model, progress=progress, random_weights=random_weights, explain=True)
-        return CamEngine(OpenVinoEngine(xml, precision, threads=threads))
+    With `request.explain` a `CamEngine`: the IR computes the class activation maps in the same forward
+    pass."""
+    precision: Precision = request.precision  # type: ignore[assignment]  # checked against the spec
+    options = {"random_weights": request.random_weights}
+    if request.explain:
+        xml = convert_to_ir(model, progress=request.progress, explain=True, **options)
+        return CamEngine(OpenVinoEngine(xml, precision, threads=request.threads))
     if precision == "int8":
-        if features:
+        if request.output == "features":
             raise UnsupportedPrecisionError("feature extraction runs in fp32 or bf16")
-        xml = int8_ir(model, random_weights=random_weights)
+        xml = int8_ir(model, **options)
     else:
-        xml = convert_to_ir(model, progress=progress, random_weights=random_weights, features=features)
-    return OpenVinoEngine(xml, precision, threads=threads)
+        features = request.output == "features"
+        xml = convert_to_ir(model, progress=request.progress, features=features, **options)
+    return OpenVinoEngine(xml, precision, threads=request.threads)
 
 
-def check_explainable(model: RegisteredModel, precision: Precision) -> None:
-    """Refuse, saying why, a heatmap this engine cannot compute."""
-    if model.spec.explain_method != "cam":
-        raise ExplanationUnsupportedError(
-            f"{model.spec.name}'s head is not global average pooling + a linear layer, so its heatmap "
-            "needs Grad-CAM, and Grad-CAM needs gradients, which the OpenVINO engine does not compute: "
-            "add --engine keras (engine='keras')"
-        )
-    if precision == "int8":
-        raise ExplanationUnsupportedError(
-            "heatmaps run in fp32 or bf16: the int8 model is quantized without the class maps"
-        )
+class _Int8Calibration:
+    """int8 is post-training quantized by NNCF on the user's photos (`quantize.py`)."""
+
+    def is_ready(self, model: RegisteredModel, precision: str, *, random_weights: bool) -> bool:
+        return (ir_dir(model, "int8", random_weights=random_weights) / IR_FILE).is_file()
+
+    def run(
+        self, model: RegisteredModel, precision: str, photos: Path, *, samples: int, random_weights: bool
+    ) -> CalibrationReport:
+        from imagenet_zoo.engines.quantize import quantize
+
+        return quantize(model, photos, samples=samples, progress=False, random_weights=random_weights)
 
 
-def int8_ir(model: RegisteredModel, *, random_weights: bool = False) -> Path:
-    """The cached int8 IR of `model` (raises `QuantizedModelMissingError`, saying how to make one)."""
-    xml = ir_dir(model, "int8", random_weights=random_weights) / IR_FILE
-    if not xml.is_file():
-        raise QuantizedModelMissingError(
-            f"no int8 model for {model.spec.name} yet: run "
-            f"`imagenet-zoo quantize {model.spec.name} --calibration DIR` with a folder of your photos"
-        )
-    return xml
+def _unavailable(precision: str, device: str) -> str | None:
+    if precision == "bf16" and not cpu_supports_bf16():
+        return "bf16 needs a CPU with native bf16 support (AVX512_BF16 or AMX)"
+    return None
 
 
-def gflops_per_image(xml: Path) -> float:
-    """2 x multiply-adds of every convolution and matrix multiply in the IR, per image, in GFLOPs."""
-    ov_model = _openvino().Core().read_model(str(xml))
-    flops = 0
-    for op in ov_model.get_ordered_ops():
-        kind = op.get_type_name()
-        if kind in ("Convolution", "GroupConvolution"):
-            out_shape = op.get_output_partial_shape(0).get_min_shape()
-            kernel = op.input(1).get_partial_shape().get_min_shape()
-            # Convolution kernel: (out, in, kh, kw); GroupConvolution: (groups, out/g, in/g, kh, kw).
-            per_output = int(np.prod(kernel[1:])) if kind == "Convolution" else int(np.prod(kernel[2:]))
-            flops += 2 * int(np.prod(out_shape[1:])) * per_output
-        elif kind == "MatMul":
-            weights = op.input(1).get_partial_shape().get_min_shape()
-            flops += 2 * int(np.prod(weights))
-    return flops / 1e9
+ENGINE = EngineSpec(
+    name="openvino",
+    summary="openvino (default, fast; converted once from Keras and cached): fp32, bf16, int8",
+    load=load,
+    precisions=PRECISIONS,
+    explain_methods=frozenset({"cam"}),
+    explain_precisions=("fp32", "bf16"),
+    calibration=_Int8Calibration(),
+    calibrated_precisions=frozenset({"int8"}),
+    converted=lambda model, request: (
+        ir_dir(model, random_weights=request.random_weights, features=request.output == "features") / IR_FILE
+    ).is_file(),
+    unavailable=_unavailable,
+)

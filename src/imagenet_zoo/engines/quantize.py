@@ -7,27 +7,17 @@ ranges NNCF measures are the ones the quantized model will see.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from imagenet_zoo.classifier import ErrorInfo, prepare_input
 from imagenet_zoo.data.images import DEFAULT_MAX_PIXELS, find_images
-from imagenet_zoo.engines.openvino import IR_FILE, convert_to_ir, ir_dir, write_ir
-from imagenet_zoo.errors import UsageError
+from imagenet_zoo.data.preprocess import model_input
+from imagenet_zoo.engines.openvino_ir import IR_FILE, convert_to_ir, ir_dir, write_ir
+from imagenet_zoo.engines.registry import DEFAULT_CALIBRATION_SAMPLES, CalibrationReport
+from imagenet_zoo.errors import ImageError, UsageError
 from imagenet_zoo.model_types import RegisteredModel
 from imagenet_zoo.weights.download import exclusive_lock
-
-DEFAULT_SAMPLES = 300
-
-
-@dataclass(frozen=True)
-class QuantizeReport:
-    model: str
-    path: Path
-    samples: int
-    skipped: list[str]
 
 
 def calibration_batches(
@@ -41,11 +31,12 @@ def calibration_batches(
     for path in find_images([str(folder)]):
         if len(inputs) == samples:
             break
-        prepared = prepare_input(path, model.spec.data_config, max_pixels=DEFAULT_MAX_PIXELS)
-        if isinstance(prepared, ErrorInfo):
+        try:
+            _, pixels = model_input(path, model.spec.data_config, max_pixels=DEFAULT_MAX_PIXELS)
+        except ImageError:
             skipped.append(path)
-        else:
-            inputs.append(prepared[1][None])
+            continue
+        inputs.append(pixels[None])
     if not inputs:
         raise UsageError(f"no usable photos in {folder} to calibrate with")
     return inputs, skipped
@@ -55,10 +46,10 @@ def quantize(
     model: RegisteredModel,
     calibration: Path,
     *,
-    samples: int = DEFAULT_SAMPLES,
+    samples: int = DEFAULT_CALIBRATION_SAMPLES,
     progress: bool = True,
     random_weights: bool = False,
-) -> QuantizeReport:
+) -> CalibrationReport:
     """Quantize the model's fp32 IR to int8 and cache it where `--precision int8` looks for it."""
     import nncf
     import openvino
@@ -78,4 +69,4 @@ def quantize(
     meta = {"model": model.spec.name, "calibration": str(calibration), "samples": len(inputs)}
     with exclusive_lock(dest):  # as conversion does: one writer at a time, readers see whole versions
         write_ir(quantized, dest, meta)
-    return QuantizeReport(model.spec.name, dest / IR_FILE, len(inputs), skipped)
+    return CalibrationReport(model.spec.name, dest / IR_FILE, len(inputs), skipped)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from imagenet_zoo.classifier import Classification, Prediction
 from imagenet_zoo.data.images import decode_image
 from imagenet_zoo.errors import ImageError, UsageError
 from imagenet_zoo.explain import draw_heatmap
+from imagenet_zoo.records import Classification, Prediction
 
 
 def label_text(prediction: Prediction) -> str:

@@ -29,10 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from imagenet_zoo.api import create_model, resolve_model
-from imagenet_zoo.classifier import Classifier, ErrorInfo
+from imagenet_zoo.api import check_config, create_model, resolve_model
+from imagenet_zoo.classifier import Classifier
+from imagenet_zoo.engines.registry import DEFAULT_CALIBRATION_SAMPLES, get_engine
 from imagenet_zoo.errors import ImagenetZooError, QuantizedModelMissingError, UsageError
 from imagenet_zoo.model_types import RegisteredModel
+from imagenet_zoo.pipeline import LoadConfig
+from imagenet_zoo.records import ErrorInfo
 
 BASELINE = "keras.predict"
 WARMUP_RUNS = 3
@@ -40,16 +43,21 @@ MIN_TIMED_RUNS = 5
 
 
 @dataclass(frozen=True)
-class Job:
+class Measurement:
     """One worker's work: a model on one engine and precision, at several batch sizes."""
 
     model: str
-    engine: str  # "keras.predict" (the baseline), "keras" or "openvino"
+    engine: str  # "keras.predict" (the baseline), or a registered engine
     precision: str
+    device: str
     batch_sizes: tuple[int, ...]
     seconds: float
     random_weights: bool
     calibration: str | None = None
+
+    @property
+    def load(self) -> LoadConfig:
+        return LoadConfig(model=self.model, engine=self.engine, precision=self.precision, device=self.device)
 
 
 @dataclass
@@ -70,6 +78,7 @@ class Row:
     cold_start_s: float | None = None
     mode: str = "inference"
     extra: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
 
 
 def measure_sgemm_gflops() -> float:
@@ -118,35 +127,39 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def _runner(job: Job, model: RegisteredModel) -> tuple[Callable[[np.ndarray], object], bool]:
+def _runner(job: Measurement, model: RegisteredModel) -> tuple[Callable[[np.ndarray], object], bool]:
     """The call to time for `job`, and whether a conversion happened while preparing it."""
-    if job.engine in (BASELINE, "keras"):
+    if job.engine == BASELINE:
         keras_model = create_model(
             job.model, weights=None if job.random_weights else "imagenet", progress=False
         )
-        if job.engine == BASELINE:
-            return (lambda x: keras_model.predict(x, verbose=0)), False
-        return keras_model.predict_on_batch, False
-    from imagenet_zoo.engines.openvino import IR_FILE, int8_ir, ir_dir, load_engine
-
-    converted = not (ir_dir(model, random_weights=job.random_weights) / IR_FILE).is_file()
-    if job.precision == "int8":
-        try:
-            int8_ir(model, random_weights=job.random_weights)
-        except QuantizedModelMissingError:
-            if job.calibration is None:
-                raise QuantizedModelMissingError(
-                    f"no int8 model for {model.spec.name}: pass --calibration DIR to quantize one first"
-                ) from None
-            from imagenet_zoo.engines.quantize import quantize
-
-            quantize(model, Path(job.calibration), progress=False, random_weights=job.random_weights)
-            converted = True
-    engine = load_engine(model, job.precision, progress=False, random_weights=job.random_weights)  # type: ignore[arg-type]
-    return engine.infer, converted
+        return (lambda x: keras_model.predict(x, verbose=0)), False
+    checked = check_config(job.load, progress=False, random_weights=job.random_weights)
+    engine = checked.engine
+    converted = engine.converted is not None and not engine.converted(checked.model, checked.request)
+    if job.precision in engine.calibrated_precisions:
+        converted |= _calibrate(job, model)
+    return checked.load_engine().infer, converted
 
 
-def run_job(job: Job) -> list[Row]:
+def _calibrate(job: Measurement, model: RegisteredModel) -> bool:
+    """Make the calibrated precision from `job.calibration` if it is not there yet; whether it was made."""
+    calibration = get_engine(job.engine).calibration
+    assert calibration is not None, "an engine with calibrated precisions calibrates"
+    if calibration.is_ready(model, job.precision, random_weights=job.random_weights):
+        return False
+    if job.calibration is None:
+        raise QuantizedModelMissingError(
+            f"no {job.precision} model for {model.spec.name}: pass --calibration DIR to make one first"
+        )
+    calibration.run(
+        model, job.precision, Path(job.calibration), samples=DEFAULT_CALIBRATION_SAMPLES,
+        random_weights=job.random_weights,
+    )  # fmt: skip
+    return True
+
+
+def measure(job: Measurement) -> list[Row]:
     """Measure one job in this process (the worker side)."""
     model = resolve_model(job.model)
     run, converted = _runner(job, model)
@@ -169,12 +182,13 @@ def run_job(job: Job) -> list[Row]:
     return rows
 
 
-def _row(job: Job, model: RegisteredModel, batch_size: int, **measured: Any) -> Row:
+def _row(job: Measurement, model: RegisteredModel, batch_size: int, **measured: Any) -> Row:
     """A result row: the job's identity, the model's FLOPs and this process's peak memory so far."""
     return Row(
         model=job.model,
         engine=job.engine,
         precision=job.precision,
+        device=job.device,
         batch_size=batch_size,
         weights="random" if job.random_weights else "pretrained",
         gflops_per_image=model.spec.gflops,
@@ -186,7 +200,7 @@ def _row(job: Job, model: RegisteredModel, batch_size: int, **measured: Any) -> 
 DECODE_SAMPLE = 200  # photos timed for the single-core decode + preprocess cost
 
 
-def run_end_to_end(job: Job, folder: Path) -> list[Row]:
+def run_end_to_end(job: Measurement, folder: Path) -> list[Row]:
     """Decode + preprocess + infer over real files with the classifier's overlapped pipeline (worker side).
 
     Also measures the two costs that bound it on this machine: single-core decode + preprocess time per
@@ -248,7 +262,7 @@ def _decode_seconds_per_photo(classifier: Classifier, paths: list[str]) -> tuple
     sizes = []
     start = time.perf_counter()
     for path in paths:
-        prepared = classifier.prepare(path)
+        prepared = classifier.preprocess(path)
         if not isinstance(prepared, ErrorInfo):
             sizes.append(prepared[0].width * prepared[0].height / 1e6)
     return (time.perf_counter() - start) / len(paths), statistics.median(sizes) if sizes else 0.0
@@ -270,6 +284,8 @@ def whole_process_rate(row: Row, folder: Path) -> float:
             row.engine,
             "--precision",
             row.precision,
+            "--device",
+            row.device,
             "--batch-size",
             str(row.batch_size),
         ]
@@ -287,12 +303,12 @@ class _CallableEngine:
         return np.asarray(self.run(batch), dtype=np.float32)
 
 
-def _worker_command(job: Job, end_to_end: Path | None) -> list[str]:
+def _worker_command(job: Measurement, end_to_end: Path | None) -> list[str]:
     payload = json.dumps({"job": asdict(job), "end_to_end": str(end_to_end) if end_to_end else None})
     return [sys.executable, "-m", "imagenet_zoo.jobs.bench", payload]
 
 
-def run_in_worker(job: Job, end_to_end: Path | None) -> list[Row]:
+def run_in_worker(job: Measurement, end_to_end: Path | None) -> list[Row]:
     proc = subprocess.run(_worker_command(job, end_to_end), capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         message = (
@@ -302,10 +318,11 @@ def run_in_worker(job: Job, end_to_end: Path | None) -> list[Row]:
     return [Row(**row) for row in json.loads(proc.stdout.strip().splitlines()[-1])]
 
 
-def cold_start_seconds(model: str, engine: str, precision: str) -> float:
-    """Wall time of `imagenet-zoo classify PHOTO` in a new process (the IR being cached already)."""
+def cold_start_seconds(job: Measurement) -> float:
+    """Wall time of `imagenet-zoo classify PHOTO` in a new process (the model being converted already)."""
     with as_file(files("imagenet_zoo.selftest").joinpath("coffee.png")) as photo:
-        argv = ["classify", str(photo), "--model", model, "--engine", engine, "--precision", precision]
+        argv = ["classify", str(photo), "--model", job.model, "--engine", job.engine, "--precision",
+                job.precision, "--device", job.device]  # fmt: skip
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "imagenet_zoo", *argv], capture_output=True, check=True)
         return time.perf_counter() - start
@@ -321,18 +338,23 @@ class BenchPlan:
     calibration: str | None = None
     end_to_end: Path | None = None
     cold_start: bool = True
+    device: str = "auto"
 
-    def jobs(self) -> Iterator[Job]:
+    def jobs(self) -> Iterator[Measurement]:
+        """Keras `predict` first (every row's ratio is to it), then each engine in each of the asked
+        precisions it has (an engine with none of them: its first)."""
         for name in self.models:
             model = resolve_model(name)
             random = not model.weights_available
-            base = Job(
-                name, BASELINE, "fp32", tuple(self.batch_sizes), self.seconds, random, self.calibration
+            base = Measurement(
+                name, BASELINE, "fp32", "cpu", tuple(self.batch_sizes), self.seconds, random, self.calibration
             )
             yield base
-            for engine in self.engines:
-                for precision in self.precisions if engine == "openvino" else ["fp32"]:
-                    yield replace(base, engine=engine, precision=precision)
+            for spec in map(get_engine, self.engines):
+                precisions = [p for p in self.precisions if p in spec.precisions] or [spec.precisions[0]]
+                device = spec.resolve_device(self.device)
+                for precision in precisions:
+                    yield replace(base, engine=spec.name, precision=precision, device=device)
 
 
 def run_plan(plan: BenchPlan, sgemm_gflops: float, report: Callable[[Row], None]) -> list[Row]:
@@ -348,8 +370,8 @@ def run_plan(plan: BenchPlan, sgemm_gflops: float, report: Callable[[Row], None]
                 row.ratio_to_keras = row.images_per_second / baseline[(row.model, row.batch_size)]
             first_batch = row.batch_size == min(plan.batch_sizes)
             real = row.weights == "pretrained" and row.mode == "inference"
-            if plan.cold_start and first_batch and real and job.engine == "openvino":
-                row.cold_start_s = cold_start_seconds(job.model, job.engine, job.precision)
+            if plan.cold_start and first_batch and real and _converts(job.engine):
+                row.cold_start_s = cold_start_seconds(job)
             if row.mode == "end_to_end" and row.weights == "pretrained" and plan.end_to_end is not None:
                 process_rate = whole_process_rate(row, plan.end_to_end)
                 row.extra["process_images_per_second"] = round(process_rate, 1)
@@ -359,6 +381,11 @@ def run_plan(plan: BenchPlan, sgemm_gflops: float, report: Callable[[Row], None]
             rows.append(row)
             report(row)
     return rows
+
+
+def _converts(engine: str) -> bool:
+    """Engines that convert a model once: their cold start (from the converted model) is worth timing."""
+    return engine != BASELINE and get_engine(engine).converted is not None
 
 
 def environment(sgemm_gflops: float) -> dict[str, Any]:
@@ -375,9 +402,9 @@ def environment(sgemm_gflops: float) -> dict[str, Any]:
 
 def _worker_main(payload: str) -> int:
     spec = json.loads(payload)
-    job = Job(**{**spec["job"], "batch_sizes": tuple(spec["job"]["batch_sizes"])})
+    job = Measurement(**{**spec["job"], "batch_sizes": tuple(spec["job"]["batch_sizes"])})
     try:
-        rows = run_end_to_end(job, Path(spec["end_to_end"])) if spec["end_to_end"] else run_job(job)
+        rows = run_end_to_end(job, Path(spec["end_to_end"])) if spec["end_to_end"] else measure(job)
     except ImagenetZooError as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

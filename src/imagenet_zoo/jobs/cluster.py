@@ -7,8 +7,10 @@ the driver. Each partition is written under a temporary name and renamed, and na
 holds, so a retried block replaces its own file: a killed worker costs time, never results, and never
 writes a photo twice. A rerun with the same output skips the photos its partitions already hold.
 
-Every record has the single-machine path's JSON fields (`Classification.to_dict()` for classify; path,
-model and features for extract); a broken photo is a record with its error.
+The actors run the single-machine pipeline with the job's own load and post configuration, so every
+record is the single-machine job's (`Classification.to_dict()` for classify, groups and heatmaps
+included; path, model and features for extract); a broken photo is a record with its error. The job's
+settings are recorded in the folder (`_job.json`): a rerun with other settings is refused.
 
 Ray is optional (`pip install 'imagenet-zoo[ray]'`): only this module imports it, only `--cluster` uses it.
 """
@@ -26,25 +28,26 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
-from imagenet_zoo.api import load_engine, resolve_data_config, resolve_model
-from imagenet_zoo.classifier import (
-    Classification,
-    Classifier,
-    ErrorInfo,
-    FeatureExtractor,
-    ranked_predictions,
-)
-from imagenet_zoo.data.images import IMAGE_SUFFIXES, InputInfo, find_images
+from imagenet_zoo.api import check_config
+from imagenet_zoo.classifier import Classifier, FeatureExtractor
+from imagenet_zoo.data.images import IMAGE_SUFFIXES, find_images
 from imagenet_zoo.errors import ClusterError, ImageNotFoundError, ImageTooLargeError, UsageError
-from imagenet_zoo.jobs.results import JobOptions, JobReport, Task
-from imagenet_zoo.specs import DataConfig
-from imagenet_zoo.transfer.features import features_schema
+from imagenet_zoo.jobs.features import features_schema
+from imagenet_zoo.jobs.identity import (
+    IDENTITY_FILE,
+    Identity,
+    check_identity,
+    encode_identity,
+    parse_identity,
+)
+from imagenet_zoo.jobs.job import JobOptions, JobReport
+from imagenet_zoo.records import ErrorInfo, arrow_schema, without_nulls
 
 PARTITION_FORMATS = ("jsonl", "parquet")
 MAX_FILE_BYTES = 256 * 2**20  # read into memory whole from object storage: a bound, like max_pixels
@@ -68,15 +71,17 @@ class ClusterJob(JobOptions):
     stall_timeout_s: float = 300.0
 
 
-def run_job(job: ClusterJob) -> JobReport:
+def run_cluster_job(job: ClusterJob) -> JobReport:
     if job.partition_format not in PARTITION_FORMATS:
         raise UsageError(f"partitions are written as {' or '.join(PARTITION_FORMATS)}")
+    identity = job.check().identity  # what the job cannot do is refused here, not in every actor
     if job.address not in ("local", "auto"):
         _check_reachable(job.address)
     sources = list_sources(job.sources, recursive=job.recursive)
     if not sources:
         raise UsageError("no image files found (use --recursive for sub-folders)")
-    output, token = PartitionFolder(job.output), job_token(job)
+    output, token = PartitionFolder(job.output), job_token(job, identity)
+    output.claim(identity)
     output.remove_unfinished(token)
     done = output.paths()
     todo = [s for s in sources if s not in done]
@@ -186,6 +191,21 @@ class PartitionFolder:
         self.location = location
         self.filesystem, self.root = _filesystem(location)
 
+    def claim(self, identity: Identity) -> None:
+        """Record the job's settings in the folder, or check they are the ones its partitions were
+        written with (a folder of another job's partitions is refused, naming the difference)."""
+        path = f"{self.root}/{IDENTITY_FILE}"
+        if self.partition_count() == 0:
+            with self.filesystem.open_output_stream(path) as stream:
+                stream.write(encode_identity(identity))
+            return
+        try:
+            with self.filesystem.open_input_file(path) as file:
+                data: bytes | None = file.read()
+        except FileNotFoundError:
+            data = None
+        check_identity(parse_identity(data, where=path), identity, where=self.location)
+
     def remove_unfinished(self, token: str) -> None:
         """Delete the temporary files an interrupted run of the job with this `token` left, and no other
         file: another job may be writing into the same folder."""
@@ -212,7 +232,7 @@ class PartitionFolder:
         """Every record in the folder's partitions, in partition-name order."""
         for name, file in self._partitions():
             if name.endswith(".parquet"):
-                yield from (_without_nulls(row) for row in _parquet().read_table(file).to_pylist())
+                yield from (without_nulls(row) for row in _parquet().read_table(file).to_pylist())
             else:
                 yield from (json.loads(line) for line in file.read().decode().splitlines() if line)
 
@@ -250,11 +270,6 @@ def _parquet() -> Any:
     import pyarrow.parquet as pq
 
     return pq
-
-
-def _without_nulls(row: dict[str, Any]) -> dict[str, Any]:
-    """A Parquet row as the JSON record it was: the fields a record does not have are absent."""
-    return {k: v for k, v in row.items() if v is not None}
 
 
 def _import_ray() -> Any:
@@ -303,15 +318,11 @@ def _pipeline(ray: Any, job: ClusterJob, todo: list[str], token: str) -> Any:
     context.enable_progress_bars = job.progress
     cpus = int(ray.cluster_resources().get("CPU", 1))
     # Blocks of a few batches: the unit of retry (a killed worker redoes at most this) and of output.
-    blocks = min(math.ceil(len(todo) / (_BATCHES_PER_BLOCK * job.batch_size)), _MAX_BLOCKS)
+    blocks = min(math.ceil(len(todo) / (_BATCHES_PER_BLOCK * job.load.batch_size)), _MAX_BLOCKS)
     photos = ray.data.from_items([{"path": p} for p in todo], override_num_blocks=blocks)
     return photos.map_batches(
         _ModelActor,
-        fn_constructor_kwargs={
-            "job": job,
-            "data_config": resolve_data_config(job.model, resize=job.resize),
-            "token": token,
-        },
+        fn_constructor_kwargs={"job": job, "token": token},
         batch_size=None,  # a whole block per call: the actor's own pipeline overlaps its batches
         batch_format="numpy",
         num_cpus=1,
@@ -337,39 +348,21 @@ def _read(location: str) -> str | bytes:
 
 
 class _ModelActor:
-    """Loads the engine once per actor, then classifies (or extracts) each block of photos as the
-    single-machine job does (its pipeline decodes the next batch in a thread while the engine runs the
-    current one) and writes the block's partition. (Decoding in separate Ray tasks ran one after the
-    other with inference in the same process, Ray having fused the two stages, and cost a third of the
-    single-machine rate. Writing in Ray Data write tasks started a new worker process for most blocks,
-    Ray ending idle workers after a second: 1.2 s of CPU each, up to a third of the job's CPU.)"""
+    """Loads the job's pipeline once per actor, then runs each block of photos through it as the
+    single-machine job does (the next batch is decoded in a thread while the engine runs the current one)
+    and writes the block's partition."""
 
-    def __init__(self, job: ClusterJob, data_config: DataConfig, token: str) -> None:
+    def __init__(self, job: ClusterJob, token: str) -> None:
         runtime: Any = _import_ray().get_runtime_context()
         threads = max(1, int(runtime.get_assigned_resources().get("CPU", 1)))
         self.job, self.token = job, token
-        model = resolve_model(job.model)  # once: a bundle's manifest and model file are read here
-        self.spec = model.spec
-        extract = job.task == "extract"
-        engine = load_engine(
-            model,
-            engine=job.engine,
-            precision=job.precision,
-            features=extract,
-            progress=False,
-            threads=threads,
-        )
-        kind = FeatureExtractor if extract else Classifier
-        self.pipeline = kind(
-            model.spec, engine, data_config=data_config, batch_size=job.batch_size, workers=threads,
-            decode=job.decode,
-        )  # fmt: skip
+        config = replace(job.load_config, threads=threads, workers=threads)
+        self.pipeline = check_config(config, progress=False).load()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Classify a block and write its partition; return each photo's path and error (or "")."""
         paths = [str(path) for path in batch["path"]]
-        outputs = self.pipeline.iter_outputs(paths, read=_read)
-        records = [self._record(str(path), item, output) for path, item, output, _ in outputs]
+        records = list(self._records(paths))
         job = self.job
         if records:  # Ray Data may hand a map an empty block
             _write_partition(job.output, job.partition_format, job.task, self.token, records)
@@ -380,19 +373,24 @@ class _ModelActor:
             "error_message": np.array([error.get("message", "") for error in errors]),
         }
 
-    def _record(self, path: str, item: InputInfo | ErrorInfo, output: np.ndarray | None) -> dict[str, Any]:
-        if isinstance(item, ErrorInfo) or output is None:
-            return {"path": path, "error": item.to_dict() if isinstance(item, ErrorInfo) else None}
-        if self.job.task == "extract":
-            return {"path": path, "model": self.spec.name, "features": output.reshape(-1).tolist()}
-        predictions = ranked_predictions(output, self.job.top, self.spec.labels)
-        return Classification(path, self.spec.name, predictions, item).to_dict()
+    def _records(self, paths: list[str]) -> Iterator[dict[str, Any]]:
+        if isinstance(self.pipeline, Classifier):
+            for result in self.pipeline.run(paths, self.job.post, read=_read):
+                yield result.to_dict()
+            return
+        assert isinstance(self.pipeline, FeatureExtractor)
+        model = self.pipeline.spec.name
+        for path, item, output, _ in self.pipeline.iter_outputs(paths, read=_read):
+            if isinstance(item, ErrorInfo) or output is None:
+                yield {"path": path, "error": item.to_dict() if isinstance(item, ErrorInfo) else None}
+            else:
+                yield {"path": path, "model": model, "features": output.reshape(-1).tolist()}
 
 
-def job_token(job: ClusterJob) -> str:
+def job_token(job: ClusterJob, identity: Identity) -> str:
     """What names a job's temporary files: the same for a rerun of the job, different for another job."""
-    identity = json.dumps([job.task, job.model, job.precision, sorted(job.sources), job.output])
-    return hashlib.sha256(identity.encode()).hexdigest()[:12]
+    key = json.dumps([identity, sorted(job.sources), job.output], sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 def partition_name(paths: list[str], partition_format: str) -> str:
@@ -405,7 +403,7 @@ _UNFINISHED = re.compile(r"\.part-[0-9a-f]{12}-[0-9a-f]{32}-\d+\.(jsonl|parquet)
 
 
 def _write_partition(
-    output: str, partition_format: str, task: Task, token: str, records: list[dict[str, Any]]
+    output: str, partition_format: str, task: str, token: str, records: list[dict[str, Any]]
 ) -> None:
     filesystem, root = _filesystem(output)
     name = partition_name([r["path"] for r in records], partition_format)
@@ -420,35 +418,9 @@ def _write_partition(
     filesystem.move(unfinished, final)  # a retried block replaces its own partition
 
 
-def _write_parquet(stream: Any, records: list[dict[str, Any]], task: Task) -> None:
+def _write_parquet(stream: Any, records: list[dict[str, Any]], task: str) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = features_schema(pa) if task == "extract" else _classify_schema(pa)
+    schema = features_schema(pa) if task == "extract" else arrow_schema(pa)
     pq.write_table(pa.Table.from_pylist(records, schema=schema), stream)
-
-
-def _classify_schema(pa: Any) -> Any:
-    """Classification records (`Classification.to_dict()`) as Parquet rows."""
-    prediction = pa.struct(
-        [("rank", pa.int64()), ("index", pa.int64()), ("synset", pa.string()), ("label", pa.string()),
-         ("score", pa.float64())]
-    )  # fmt: skip
-    image = pa.struct(
-        [("format", pa.string()), ("width", pa.int64()), ("height", pa.int64()), ("mode", pa.string()),
-         ("exif_transposed", pa.bool_()), ("warnings", pa.list_(pa.string()))]
-    )  # fmt: skip
-    return pa.schema(
-        [
-            ("path", pa.string()),
-            ("model", pa.string()),
-            ("input", image),
-            ("predictions", pa.list_(prediction)),
-            ("error", pa.struct([("type", pa.string()), ("message", pa.string())])),
-        ]
-    )
-
-
-def records_by_path(output: str) -> dict[str, dict[str, Any]]:
-    """The output folder's records keyed by photo (for reading results back and for tests)."""
-    return {record["path"]: record for record in PartitionFolder(output).records()}

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from imagenet_zoo.api import load
-from imagenet_zoo.classifier import Classification
-from imagenet_zoo.data.images import DecodeMode, find_images
+from imagenet_zoo.api import load_pipeline
+from imagenet_zoo.classifier import Classifier
+from imagenet_zoo.data.images import find_images
 from imagenet_zoo.model_types import RegisteredModel
+from imagenet_zoo.pipeline import LoadConfig, PostOptions
+from imagenet_zoo.records import Classification
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class ModelStatus:
 
 
 @dataclass(frozen=True)
-class Answer:
+class TimedResult:
     result: Classification
     latency_ms: float
 
@@ -36,7 +38,7 @@ class Answer:
 @dataclass
 class PhotoComparison:
     path: str
-    answers: list[Answer] = field(default_factory=list)
+    answers: list[TimedResult] = field(default_factory=list)
 
     def agreement(self) -> dict[str, Any]:
         """The most common top-1 label among the models that answered, and who gave it."""
@@ -52,26 +54,23 @@ class PhotoComparison:
         return {"path": self.path, "answers": answers, "agreement": self.agreement()}
 
 
-def compare(
-    sources: list[str],
-    models: list[RegisteredModel],
-    *,
-    top: int,
-    engine: str,
-    precision: str,
-    decode: DecodeMode = "fast",
+def compare_models(
+    sources: list[str], models: list[RegisteredModel], load: LoadConfig, *, top: int
 ) -> tuple[list[ModelStatus], list[PhotoComparison]]:
-    """Every model on every photo of `sources` (files, folders or globs), one photo at a time."""
+    """Every model on every photo of `sources` (files, folders or globs), one photo at a time, each loaded
+    as `load` says (its model replaced)."""
     photos = find_images(sources)
     statuses = [ModelStatus(m.spec.name, m.weights_available) for m in models]
     comparisons = [PhotoComparison(p) for p in photos]
+    post = PostOptions(top=top)
     for model, status in zip(models, statuses, strict=True):
         if not status.ready:
             continue
-        classifier = load(model, engine=engine, precision=precision, decode=decode, progress=False)
-        classifier.classify_many(photos[:1], top=top)  # warm-up: compile caches, first-call allocations
+        classifier = load_pipeline(replace(load, model=model), progress=False)
+        assert isinstance(classifier, Classifier)
+        list(classifier.run(photos[:1], post))  # warm-up: compile caches, first-call allocations
         for comparison in comparisons:
             start = time.perf_counter()
-            result = classifier.classify_many([comparison.path], top=top)[0]
-            comparison.answers.append(Answer(result, 1000 * (time.perf_counter() - start)))
+            [result] = classifier.run([comparison.path], post)
+            comparison.answers.append(TimedResult(result, 1000 * (time.perf_counter() - start)))
     return statuses, comparisons

@@ -12,17 +12,19 @@ import csv
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from imagenet_zoo.api import load, resolve_model
-from imagenet_zoo.classifier import Classification, Classifier
+from imagenet_zoo.api import load_pipeline, resolve_model
+from imagenet_zoo.classifier import Classifier
 from imagenet_zoo.data.hierarchy import wordnet
-from imagenet_zoo.data.images import DecodeMode, find_images
+from imagenet_zoo.data.images import find_images
 from imagenet_zoo.data.labels import ClassLabel, imagenet1k
 from imagenet_zoo.errors import UsageError
 from imagenet_zoo.jobs.results import RecordsFile
+from imagenet_zoo.pipeline import LoadConfig, PostOptions
+from imagenet_zoo.records import Classification
 
 _SYNSET = re.compile(r"^(n\d{8})")
 
@@ -59,7 +61,9 @@ class GroupAccuracy:
 
 
 @dataclass(frozen=True)
-class Accuracy:
+class Evaluation:
+    """How a model on an engine scored on labelled photos."""
+
     model: str
     engine: str
     precision: str
@@ -132,7 +136,7 @@ def evaluate(
     precision: str,
     on_result: Callable[[Classification, LabelledPhoto], None] | None = None,
     group: str | None = None,
-) -> Accuracy:
+) -> Evaluation:
     """Classify every photo once (top-5) and count hits; undecodable photos count as misses. With
     `group`, also how well that group's probability tells its photos from the others."""
     top1 = top5 = failed = 0
@@ -140,7 +144,8 @@ def evaluate(
     scored = wordnet().group(group) if group else None
     members = wordnet().classes_under(scored.id) if scored else frozenset()
     start = time.perf_counter()
-    results = classifier.iter_classify([p.path for p in photos], top=5, groups=[group] if group else [])
+    post = PostOptions(top=5, groups=(group,) if group else ())
+    results = classifier.run([p.path for p in photos], post)
     for result, photo in zip(results, photos, strict=True):
         ranked = [p.index for p in result.predictions]
         failed += not result.ok
@@ -152,7 +157,7 @@ def evaluate(
         if on_result:
             on_result(result, photo)
     n = len(photos)
-    return Accuracy(
+    return Evaluation(
         classifier.spec.name,
         engine,
         precision,
@@ -202,18 +207,15 @@ class MissingWeights:
 def evaluate_models(
     source: Path,
     models: list[str],
+    load: LoadConfig,
     *,
-    engine: str,
-    precision: str,
-    batch_size: int = 16,
-    workers: int | None = None,
-    decode: DecodeMode = "fast",
     output: Path | None = None,
     group: str | None = None,
     warn: Callable[[str], None] = lambda message: None,
-) -> list[Accuracy | MissingWeights]:
-    """Each model's accuracy on the labelled photos of `source`; per-photo records go to `output`."""
-    rows: list[Accuracy | MissingWeights] = []
+) -> list[Evaluation | MissingWeights]:
+    """Each model's accuracy on the labelled photos of `source`, loaded as `load` says (its model
+    replaced by each of `models`); per-photo records go to `output`."""
+    rows: list[Evaluation | MissingWeights] = []
     with contextlib.ExitStack() as stack:
         records = (
             stack.enter_context(RecordsFile(output, columns=RECORD_COLUMNS, formats=(".jsonl", ".csv")))
@@ -233,18 +235,17 @@ def evaluate_models(
             if not model.weights_available:
                 rows.append(MissingWeights(model.spec.name))
                 continue
-            classifier = load(
-                model,
-                engine=engine,
-                precision=precision,
-                batch_size=batch_size,
-                workers=workers,
-                decode=decode,
-            )
+            classifier = load_pipeline(replace(load, model=model))
+            assert isinstance(classifier, Classifier)
             on_result = (lambda r, p: records.write_record(photo_record(r, p))) if records else None
             rows.append(
                 evaluate(
-                    classifier, photos, engine=engine, precision=precision, on_result=on_result, group=group
+                    classifier,
+                    photos,
+                    engine=load.engine,
+                    precision=load.precision,
+                    on_result=on_result,
+                    group=group,
                 )
             )
     return rows

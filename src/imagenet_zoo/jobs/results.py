@@ -1,90 +1,40 @@
-"""Results streamed to a file as they are produced (CSV, JSON Lines or JSON), and resumed from one.
+"""Files of records written as they are produced (CSV, JSON Lines or a JSON array), and resumed.
 
-Every result is flushed when written, so a crash or Ctrl-C loses nothing already classified. `--resume`
-reads which paths a file already holds; a last line cut short by a crash is dropped before appending.
+Every record is flushed when written, so a crash or Ctrl-C loses nothing already written. A resume reads
+what the file holds first and refuses, naming the line, what it cannot read: it never overwrites what it
+does not understand. The one thing it repairs is what a crash leaves, a last record cut short (no new line
+after it, or a JSON element that never closes); the repair is written to a temporary file that replaces
+the original in one rename. A file whose settings are recorded beside it (`jobs.identity`) is resumed only
+with the same settings.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Literal, Self
+from typing import IO, Any, Self
 
-from imagenet_zoo.api import DEFAULT_ENGINE
-from imagenet_zoo.classifier import Classification, ErrorInfo
-from imagenet_zoo.data.images import DecodeMode
 from imagenet_zoo.errors import UsageError
-from imagenet_zoo.registry import DEFAULT_MODEL
-from imagenet_zoo.specs import ResizeMode
+from imagenet_zoo.jobs.identity import Identity, check_identity, read_identity, write_identity
 
 FORMATS = (".csv", ".jsonl", ".json")
-Task = Literal["classify", "extract"]  # what a folder job does to each photo
-
-
-@dataclass(frozen=True, kw_only=True)
-class JobOptions:
-    """What every folder job is asked, on one machine (`folder.FolderJob`) or on Ray (`ClusterJob`)."""
-
-    sources: list[str]  # files, folders or glob patterns (and, on a cluster, URLs)
-    task: Task = "classify"
-    model: str = DEFAULT_MODEL
-    engine: str = DEFAULT_ENGINE
-    precision: str = "fp32"
-    resize: ResizeMode | None = None
-    top: int = 5
-    batch_size: int = 16
-    recursive: bool = False
-    decode: DecodeMode = "fast"  # or "full": every pixel, the exact evaluation protocol
-
-
-@dataclass(frozen=True)
-class JobReport:
-    """What a folder job did, on one machine or on a cluster."""
-
-    listed: int  # photos found
-    skipped: int  # already in the output (a resumed run)
-    done: int  # photos processed in this run, failed ones included
-    failures: list[tuple[str, ErrorInfo]] = field(default_factory=list)
-    seconds: float = 0.0
-    feature_shape: tuple[int, ...] | None = None  # extract on one machine: (photos, dimensions)
-
-
-_INPUT_FIELDS = ("format", "width", "height", "mode", "exif_transposed", "warnings")
-_PREDICTION_FIELDS = ("label", "synset", "index", "score")
-
-
-def csv_header(top: int) -> list[str]:
-    ranked = [f"top{k}_{field}" for k in range(1, top + 1) for field in _PREDICTION_FIELDS]
-    return ["path", "model", "error_type", "error_message", *_INPUT_FIELDS, *ranked, "groups"]
-
-
-def flat_result(result: Classification, top: int) -> dict[str, Any]:
-    """A result as one flat row (the CSV columns of `csv_header(top)`)."""
-    info = result.input.to_dict() if result.input else {}
-    row: dict[str, Any] = {
-        "path": result.source,
-        "model": result.model,
-        "error_type": result.error.type if result.error else None,
-        "error_message": result.error.message if result.error else None,
-        **{field: info.get(field) for field in _INPUT_FIELDS},
-        "warnings": "; ".join(info.get("warnings", [])) or None,
-        "groups": "; ".join(f"{g.name}={g.score:.6f}" for g in result.groups) or None,
-    }
-    for k, p in enumerate(result.predictions[:top], start=1):
-        row.update({f"top{k}_label": p.label, f"top{k}_synset": p.synset, f"top{k}_index": p.index,
-                    f"top{k}_score": f"{p.score:.6f}"})  # fmt: skip
-    return row
 
 
 class JsonArrayWriter:
-    """Writes a JSON array one element at a time; `close` ends the array (also after Ctrl-C)."""
+    """Writes a JSON array one element at a time; `close` ends the array (also after Ctrl-C). `written`
+    elements are already in the stream, after its opening bracket (a resumed file)."""
 
-    def __init__(self, stream: IO[str], *, indent: int | None = None) -> None:
-        self._stream, self._indent, self._count = stream, indent, 0
-        stream.write("[")
+    def __init__(self, stream: IO[str], *, indent: int | None = None, written: int | None = None) -> None:
+        self._stream, self._indent = stream, indent
+        self._count = written or 0
+        if written is None:
+            stream.write("[")
 
     def write(self, obj: dict[str, Any]) -> None:
         text = json.dumps(obj, indent=self._indent)
@@ -97,27 +47,6 @@ class JsonArrayWriter:
     def close(self) -> None:
         self._stream.write("\n]\n")
         self._stream.flush()
-
-
-def _drop_partial_last_line(path: Path) -> None:
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end != len(data):
-        with path.open("r+b") as f:
-            f.truncate(end)
-
-
-def _json_objects(path: Path) -> list[dict[str, Any]]:
-    """Objects of a JSON array this module wrote (one per line), complete or cut short by a crash."""
-    objects = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        text = line.strip().rstrip(",")
-        if text.startswith("{"):
-            try:
-                objects.append(json.loads(text))
-            except json.JSONDecodeError:
-                break  # the object being written when the run stopped
-    return objects
 
 
 def _csv_cell(value: Any) -> Any:
@@ -135,41 +64,96 @@ def _csv_text(cell: str) -> str:
     return cell[1:] if cell[:1] == "'" and cell[1:2] in ("=", "+", "-", "@", "\t", "\r") else cell
 
 
+class UnreadableResultsError(UsageError):
+    """A results file to resume holds something that is not a record this tool writes."""
+
+
+@dataclass(frozen=True)
+class _Previous:
+    """What a file to resume holds: its records' paths, and how much of its text is whole records."""
+
+    paths: list[str]
+    keep: str  # the text to keep (a cut-short last record dropped; a JSON array left open)
+    elements: int = 0  # JSON: how many elements `keep` holds
+
+
 class RecordsFile:
     """Records appended to `path`, in the format its suffix names: CSV (one column each of `columns`),
     JSON Lines, or a JSON array. With `resume`, the records already there are kept and `done` holds
-    their paths."""
+    their paths. With `identity`, the settings of the job are recorded beside the file, and a resume
+    with other settings is refused."""
 
     def __init__(
-        self, path: Path, *, columns: list[str], resume: bool = False, formats: tuple[str, ...] = FORMATS
+        self,
+        path: Path,
+        *,
+        columns: list[str],
+        resume: bool = False,
+        formats: tuple[str, ...] = FORMATS,
+        identity: Identity | None = None,
     ) -> None:
         self.path, self.columns, self.suffix = path, columns, path.suffix.lower()
         if self.suffix not in formats:
             raise UsageError(f"--output must end in one of {', '.join(formats)}: {path}")
         resuming = resume and path.is_file() and path.stat().st_size > 0
-        previous = self._read_previous() if resuming else []
-        self.done: set[str] = {str(row["path"]) for row in previous}
+        if resuming and identity is not None:
+            check_identity(read_identity(path), identity, where=str(path))
+        previous = self._read_previous() if resuming else None
+        self.done: set[str] = set(previous.paths) if previous else set()
+        if previous is not None and previous.keep != self._text:
+            _replace_atomically(path, previous.keep)
         try:
-            self._file = path.open(
-                "a" if resuming and self.suffix != ".json" else "w", encoding="utf-8", newline=""
-            )
+            self._file = path.open("a" if resuming else "w", encoding="utf-8", newline="")
+            if identity is not None and not resuming:
+                write_identity(path, identity)
         except OSError as exc:
             raise UsageError(f"cannot write {path}: {exc}") from exc
         self._csv = csv.writer(self._file) if self.suffix == ".csv" else None
-        self._array = JsonArrayWriter(self._file) if self.suffix == ".json" else None
+        written = previous.elements if previous else None
+        self._array = JsonArrayWriter(self._file, written=written) if self.suffix == ".json" else None
         if self._csv and not resuming:
             self._csv.writerow(columns)
-        for obj in previous if self._array else []:
-            self._array.write(obj)  # type: ignore[union-attr]
 
-    def _read_previous(self) -> list[dict[str, Any]]:
-        if self.suffix == ".json":
-            return _json_objects(self.path)
-        _drop_partial_last_line(self.path)
-        with self.path.open(encoding="utf-8", newline="") as f:
-            if self.suffix == ".csv":
-                return [{k: _csv_text(v) for k, v in row.items()} for row in csv.DictReader(f)]
-            return [json.loads(line) for line in f if line.strip()]
+    def _read_previous(self) -> _Previous:
+        try:
+            self._text = self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UnreadableResultsError(f"cannot resume from {self.path}: {exc}") from None
+        reader = {".json": _json_array, ".jsonl": _json_lines, ".csv": self._csv_rows}[self.suffix]
+        try:
+            return reader(self._text)
+        except _NotARecord as exc:
+            raise UnreadableResultsError(
+                f"cannot resume from {self.path}: {exc}; it was left as it is (fix it, or write to another "
+                "--output)"
+            ) from None
+
+    def _csv_rows(self, text: str) -> _Previous:
+        lines = _Lines(text)
+        reader = csv.reader(lines, strict=True)
+        try:
+            header = next(reader, None)
+        except csv.Error as exc:
+            raise _NotARecord(f"line 1: {exc}") from None
+        if header != self.columns:
+            raise _NotARecord("its columns are not the ones this job writes")
+        paths, keep = [], lines.consumed
+        while True:
+            try:
+                row = next(reader, None)
+            except csv.Error as exc:
+                if lines.at_unfinished_end():
+                    break  # the row a crash cut short
+                raise _NotARecord(f"line {lines.number}: {exc}") from None
+            if row is None:
+                break
+            if len(row) != len(self.columns):
+                if lines.at_unfinished_end():
+                    break
+                raise _NotARecord(f"line {lines.number} has {len(row)} cells for {len(self.columns)} columns")
+            paths.append(_csv_text(row[0]))
+            keep = lines.consumed
+        return _Previous(paths, _ended(text[:keep]))
 
     def write_record(self, record: dict[str, Any], flat: dict[str, Any] | None = None) -> None:
         """One record: `record` as JSON, or its `flat` form (default: itself) as a CSV row."""
@@ -195,12 +179,123 @@ class RecordsFile:
         self.close()
 
 
-class ResultsFile(RecordsFile):
-    """Classification results appended to `path` (.csv, .jsonl or .json)."""
+class _NotARecord(Exception):
+    pass
 
-    def __init__(self, path: Path, *, top: int, resume: bool = False) -> None:
-        super().__init__(path, columns=csv_header(top), resume=resume)
-        self.top = top
 
-    def write(self, result: Classification) -> None:
-        self.write_record(result.to_dict(), flat_result(result, self.top))
+class _Lines:
+    """A text's lines for `csv.reader`, counting the characters it has consumed."""
+
+    def __init__(self, text: str) -> None:
+        self._lines = text.splitlines(keepends=True)
+        self._text_length = len(text)
+        self.number = 0
+        self.consumed = 0
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        if self.number == len(self._lines):
+            raise StopIteration
+        line = self._lines[self.number]
+        self.number += 1
+        self.consumed += len(line)
+        return line
+
+    def at_unfinished_end(self) -> bool:
+        """The reader stopped at the file's end, in a last line without its new line."""
+        return self.consumed == self._text_length and not self._lines[-1].endswith(("\n", "\r"))
+
+
+def _ended(text: str) -> str:
+    """Whole lines: a last record another tool wrote without its new line gets one."""
+    return text if not text or text.endswith("\n") else text + "\n"
+
+
+def _json_lines(text: str) -> _Previous:
+    paths, keep = [], 0
+    lines = text.splitlines(keepends=True)
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            try:
+                paths.append(_path_of(json.loads(line)))
+            except (ValueError, _NotARecord) as exc:
+                if number == len(lines) and not line.endswith("\n"):
+                    break  # the line a crash cut short
+                raise _NotARecord(f"line {number} is not a record ({exc})") from None
+        keep += len(line)
+    return _Previous(paths, _ended(text[:keep]))
+
+
+def _json_array(text: str) -> _Previous:
+    """The elements of a JSON array, whole or left open by a crash (its last element unfinished)."""
+    decoder = json.JSONDecoder()
+    position = _skip(text, 0)
+    if position == len(text):
+        return _Previous([], "[", 0)
+    if text[position] != "[":
+        raise _NotARecord("it is not a JSON array")
+    paths: list[str] = []
+    position, end = _skip(text, position + 1), position + 1
+    while position < len(text) and text[position] != "]":
+        if paths:
+            if text[position] != ",":
+                raise _NotARecord(f"expected ',' at character {position}")
+            position = _skip(text, position + 1)
+        try:
+            element, after = decoder.raw_decode(text, position)
+        except ValueError as exc:
+            if _unfinished(text[position:]):
+                break  # the element a crash cut short
+            raise _NotARecord(f"element {len(paths) + 1}: {exc}") from None
+        paths.append(_path_of(element))
+        position, end = _skip(text, after), after
+    if position < len(text) and text[position] == "]" and text[_skip(text, position + 1) :]:
+        raise _NotARecord("something follows the end of the array")
+    return _Previous(paths, text[:end], len(paths))
+
+
+def _skip(text: str, position: int) -> int:
+    while position < len(text) and text[position] in " \t\r\n":
+        position += 1
+    return position
+
+
+def _unfinished(tail: str) -> bool:
+    """Whether `tail` is the start of a JSON object that never closes (what a crash leaves)."""
+    depth, in_string, escaped = 0, False, False
+    for char in tail:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            in_string = True
+        elif char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+            if depth <= 0:
+                return False  # it closes: a malformed element, not an unfinished one
+    return tail.startswith("{")
+
+
+def _path_of(record: Any) -> str:
+    path = record.get("path") if isinstance(record, dict) else None
+    if not isinstance(path, str):
+        raise _NotARecord("a record is an object with a path")
+    return path
+
+
+def _replace_atomically(path: Path, text: str) -> None:
+    """`path` with `text` as its content, in one rename (its mode kept): a crash leaves one or the other."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".repair")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temporary, path.stat().st_mode & 0o7777)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

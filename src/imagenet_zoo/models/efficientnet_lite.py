@@ -20,7 +20,7 @@ import numpy as np
 from imagenet_zoo.errors import WeightsFormatError
 from imagenet_zoo.model_types import Pooling, RegisteredModel
 from imagenet_zoo.models._keras import import_keras
-from imagenet_zoo.specs import Accuracy, DataConfig, ModelSpec, WeightsFile
+from imagenet_zoo.specs import DataConfig, ModelSpec, PublishedAccuracy, WeightsFile
 from imagenet_zoo.weights.store import ConvertedPackageWeights
 from imagenet_zoo.weights.torch_pickle import load_state_dict
 
@@ -206,7 +206,7 @@ EFFICIENTNET_LITE0 = ModelSpec(
     ),
     num_params=4_652_008,
     gflops=0.770,
-    accuracy=Accuracy(75.1),
+    accuracy=PublishedAccuracy(75.1),
     license="Apache-2.0",
     source="https://github.com/tensorflow/tpu/tree/master/models/official/efficientnet/lite",
     aliases=("efficientnet-lite0", "lite0", "efficientnet"),

@@ -2,7 +2,7 @@
 
 from imagenet_zoo.model_types import RegisteredModel
 from imagenet_zoo.models.keras_applications import keras_application, keras_weights_file
-from imagenet_zoo.specs import Accuracy, DataConfig, ModelSpec
+from imagenet_zoo.specs import DataConfig, ModelSpec, PublishedAccuracy
 from imagenet_zoo.weights.store import DownloadedWeights
 
 INCEPTION_V3 = ModelSpec(
@@ -18,7 +18,7 @@ INCEPTION_V3 = ModelSpec(
     ),
     num_params=23_817_352,
     gflops=11.426,
-    accuracy=Accuracy(77.9, 93.7),
+    accuracy=PublishedAccuracy(77.9, 93.7),
     license="Apache-2.0",
     source="https://arxiv.org/abs/1512.00567",
     aliases=("inception", "inceptionv3", "inception-v3"),

@@ -2,7 +2,7 @@
 
 from imagenet_zoo.model_types import RegisteredModel
 from imagenet_zoo.models.keras_applications import keras_application, keras_weights_file
-from imagenet_zoo.specs import Accuracy, DataConfig, ModelSpec
+from imagenet_zoo.specs import DataConfig, ModelSpec, PublishedAccuracy
 from imagenet_zoo.weights.store import DownloadedWeights
 
 RESNET50 = ModelSpec(
@@ -16,7 +16,7 @@ RESNET50 = ModelSpec(
     ),
     num_params=25_583_592,
     gflops=7.716,
-    accuracy=Accuracy(74.9, 92.1),
+    accuracy=PublishedAccuracy(74.9, 92.1),
     license="MIT (Kaiming He's weights)",
     source="https://arxiv.org/abs/1512.03385",
     aliases=("resnet", "resnet-50"),

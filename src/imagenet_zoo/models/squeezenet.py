@@ -17,7 +17,7 @@ import numpy as np
 from imagenet_zoo.errors import WeightsFormatError
 from imagenet_zoo.model_types import Pooling, RegisteredModel
 from imagenet_zoo.models._keras import import_keras
-from imagenet_zoo.specs import Accuracy, DataConfig, ModelSpec, WeightsFile
+from imagenet_zoo.specs import DataConfig, ModelSpec, PublishedAccuracy, WeightsFile
 from imagenet_zoo.weights.store import DownloadedWeights
 from imagenet_zoo.weights.torch_pickle import load_state_dict
 
@@ -135,7 +135,7 @@ SQUEEZENET1_1 = ModelSpec(
     ),
     num_params=1_235_496,
     gflops=0.698,
-    accuracy=Accuracy(58.178, 80.624),
+    accuracy=PublishedAccuracy(58.178, 80.624),
     license="BSD-3-Clause (torchvision)",
     source="https://arxiv.org/abs/1602.07360",
     aliases=("squeezenet", "squeezenet-1.1"),

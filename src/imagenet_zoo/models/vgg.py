@@ -2,7 +2,7 @@
 
 from imagenet_zoo.model_types import RegisteredModel
 from imagenet_zoo.models.keras_applications import keras_application, keras_weights_file
-from imagenet_zoo.specs import Accuracy, DataConfig, ModelSpec
+from imagenet_zoo.specs import DataConfig, ModelSpec, PublishedAccuracy
 from imagenet_zoo.weights.store import DownloadedWeights
 
 # Ported from Oxford's Caffe release: BGR input, ImageNet mean subtracted, no scaling.
@@ -19,7 +19,7 @@ VGG16 = ModelSpec(
     ),
     num_params=138_357_544,
     gflops=30.941,
-    accuracy=Accuracy(71.3, 90.1),
+    accuracy=PublishedAccuracy(71.3, 90.1),
     license="CC-BY-4.0 (Oxford VGG weights)",
     source="https://arxiv.org/abs/1409.1556",
     aliases=("vgg", "vgg-16"),
@@ -36,7 +36,7 @@ VGG19 = ModelSpec(
     ),
     num_params=143_667_240,
     gflops=39.264,
-    accuracy=Accuracy(71.3, 90.0),
+    accuracy=PublishedAccuracy(71.3, 90.0),
     license="CC-BY-4.0 (Oxford VGG weights)",
     source="https://arxiv.org/abs/1409.1556",
     aliases=("vgg-19",),

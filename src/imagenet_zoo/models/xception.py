@@ -2,7 +2,7 @@
 
 from imagenet_zoo.model_types import RegisteredModel
 from imagenet_zoo.models.keras_applications import keras_application, keras_weights_file
-from imagenet_zoo.specs import Accuracy, DataConfig, ModelSpec
+from imagenet_zoo.specs import DataConfig, ModelSpec, PublishedAccuracy
 from imagenet_zoo.weights.store import DownloadedWeights
 
 XCEPTION = ModelSpec(
@@ -16,7 +16,7 @@ XCEPTION = ModelSpec(
     ),
     num_params=22_855_952,
     gflops=16.715,
-    accuracy=Accuracy(79.0, 94.5),
+    accuracy=PublishedAccuracy(79.0, 94.5),
     license="Apache-2.0",
     source="https://arxiv.org/abs/1610.02357",
 )

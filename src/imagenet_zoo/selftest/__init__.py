@@ -2,8 +2,8 @@
 
 Every check runs the whole pipeline (decode the packaged PNGs, preprocess, infer, softmax), because a
 preprocessing mismatch is the most common silent failure. EfficientNet-Lite0 is compared with reference
-probabilities shipped in the package; every OpenVINO variant of every model whose weights are on this
-machine is compared with the Keras engine.
+probabilities shipped in the package; every other registered engine, in every precision it can run here,
+is compared with the Keras model (the reference) for every model whose weights are on this machine.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from PIL import Image
 from imagenet_zoo.api import load_engine
 from imagenet_zoo.classifier import Classifier
 from imagenet_zoo.data.images import decode_image
-from imagenet_zoo.engines.openvino import IR_FILE, cpu_supports_bf16, ir_dir
+from imagenet_zoo.engines.registry import AUTO, EngineSpec, engine_registry
 from imagenet_zoo.model_types import RegisteredModel
 from imagenet_zoo.registry import Registry, default_registry
 
@@ -26,7 +26,8 @@ PHOTOS = ("coffee.png", "chelsea.png")
 LITE0_REFERENCE = "efficientnet_lite0.npz"
 # Largest allowed softmax-probability difference. fp32 must match to float noise; bf16 and int8 round
 # by design, so they must agree on the top-1 class and stay close.
-TOLERANCE = {"fp32": 1e-4, "bf16": 0.05, "int8": 0.1}
+TOLERANCE = {"fp32": 1e-4, "bf16": 0.05, "fp16": 0.05, "int8": 0.1}
+REFERENCE_ENGINE = "keras"  # the Keras model itself: what every other engine must agree with
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Check:
     def passed(self) -> bool:
         strict = self.precision == "fp32"
         return (
-            self.max_abs_diff < TOLERANCE[self.precision]
+            self.max_abs_diff < TOLERANCE.get(self.precision, max(TOLERANCE.values()))
             and self.top1_match
             and (self.top5_match or not strict)
         )
@@ -68,7 +69,7 @@ def probabilities(model: RegisteredModel, engine: str, precision: str) -> np.nda
     return Classifier(model.spec, runner).predict_proba(reference_photos())
 
 
-def compare(
+def check_against(
     model: str, engine: str, precision: str, reference: str, ours: np.ndarray, expected: np.ndarray
 ) -> Check:
     def top(p: np.ndarray, k: int) -> list[list[int]]:
@@ -85,13 +86,19 @@ def compare(
     )
 
 
-def openvino_precisions(model: RegisteredModel) -> list[str]:
-    available = ["fp32"]
-    if cpu_supports_bf16():
-        available.append("bf16")
-    if (ir_dir(model, "int8") / IR_FILE).is_file():
-        available.append("int8")
-    return available
+def precisions_here(engine: EngineSpec, model: RegisteredModel) -> list[str]:
+    """The engine's precisions this machine runs, the calibrated ones once they are made."""
+    device = engine.resolve_device(AUTO)
+    calibration = engine.calibration
+    return [
+        p
+        for p in engine.precisions
+        if engine.unavailable(p, device) is None
+        and (
+            p not in engine.calibrated_precisions
+            or (calibration and calibration.is_ready(model, p, random_weights=False))
+        )
+    ]
 
 
 def run(registry: Registry | None = None) -> Iterator[Check]:
@@ -99,11 +106,15 @@ def run(registry: Registry | None = None) -> Iterator[Check]:
     for model in registry:
         if not model.weights_available:
             continue
-        keras = probabilities(model, "keras", "fp32")
+        reference = probabilities(model, REFERENCE_ENGINE, "fp32")
         if model.spec.name == "efficientnet_lite0":
-            yield compare(
-                model.spec.name, "keras", "fp32", "stored reference", keras, stored_lite0_probabilities()
-            )
-        for precision in openvino_precisions(model):
-            ours = probabilities(model, "openvino", precision)
-            yield compare(model.spec.name, "openvino", precision, "keras fp32", ours, keras)
+            yield check_against(
+                model.spec.name, REFERENCE_ENGINE, "fp32", "stored reference", reference,
+                stored_lite0_probabilities(),
+            )  # fmt: skip
+        for engine in engine_registry():
+            if engine.name == REFERENCE_ENGINE:
+                continue
+            for precision in precisions_here(engine, model):
+                ours = probabilities(model, engine.name, precision)
+                yield check_against(model.spec.name, engine.name, precision, "keras fp32", ours, reference)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from fastapi.responses import JSONResponse
 
-from imagenet_zoo.classifier import Classification
 from imagenet_zoo.errors import (
     CorruptImageError,
     EmptyImageError,
@@ -15,6 +14,7 @@ from imagenet_zoo.errors import (
     ImageTooLargeError,
     UnsupportedImageError,
 )
+from imagenet_zoo.records import Classification
 
 _IMAGE_ERROR_STATUS: dict[type[ImageError], int] = {
     UnsupportedImageError: 415,

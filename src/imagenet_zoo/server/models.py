@@ -1,7 +1,7 @@
 """Loaded models shared by all requests: loaded lazily; least recently used ones are unloaded to stay
 within `max_loaded_models` and `max_model_memory_mb` (fp32 weights), always keeping the newest. Each
 loaded model has its dynamic batcher: requests decode their uploads in parallel and submit the pixels
-to it, and it runs them in shared engine calls.
+to it, and it runs them through the pipeline's `forward` in shared engine calls.
 
 A model loads outside the pool's lock (each model has a lock of its own, so it loads once): requests for
 a loaded model never wait on another model's load."""
@@ -11,13 +11,13 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from imagenet_zoo.api import load, resolve_model
-from imagenet_zoo.classifier import Classifier, Heat
+from imagenet_zoo.api import Checked, check_config, resolve_model
+from imagenet_zoo.classifier import Classifier
 from imagenet_zoo.engines.batching import BatchObserver, DynamicBatcher
 from imagenet_zoo.model_types import RegisteredModel
 from imagenet_zoo.server.settings import Settings
@@ -26,7 +26,7 @@ from imagenet_zoo.server.settings import Settings
 @dataclass(frozen=True)
 class ServedModel:
     """A loaded classifier and the batcher in front of its engine. The batcher's results are the
-    engine's output rows, or with `explain` (class, raw map, logits) rows for `Classifier.postprocess`."""
+    engine's output rows, or with `explain` (row, heat) pairs for `Classifier.postprocess`."""
 
     classifier: Classifier
     batcher: DynamicBatcher
@@ -35,12 +35,12 @@ class ServedModel:
 
 def _batch_runner(classifier: Classifier, explain: bool) -> Callable[[np.ndarray], Sequence[Any]]:
     if not explain:
-        return lambda batch: list(classifier.infer_batch(batch))
-    classifier.explaining_engine()  # refused at load, not at the first request's batch
+        return lambda batch: list(classifier.forward(batch).rows)
 
-    def explained(batch: np.ndarray) -> list[tuple[np.ndarray, Heat]]:
-        logits, maps, classes = classifier.explain_batch(batch)
-        return [(row, (int(k), raw_map)) for row, raw_map, k in zip(logits, maps, classes, strict=True)]
+    def explained(batch: np.ndarray) -> list[tuple[np.ndarray, Any]]:
+        forward = classifier.forward(batch, explain=True)
+        assert forward.heats is not None
+        return list(zip(forward.rows, forward.heats, strict=True))
 
     return explained
 
@@ -62,6 +62,11 @@ class ModelPool:
             (name, explain): threading.Lock() for name in self.served for explain in (False, True)
         }
 
+    def check(self, name: str, *, explain: bool = False) -> Checked:
+        """The model's load configuration checked (refused with its `UsageError`), nothing loaded."""
+        config = replace(self._settings.load, model=self.served[name], explain=explain)
+        return check_config(config, progress=False)
+
     def get(self, name: str, *, explain: bool = False) -> ServedModel:
         """A served model, by canonical name (loaded now if needed): its classifier and batcher; with
         `explain`, one that computes heatmaps too."""
@@ -73,7 +78,8 @@ class ModelPool:
             loaded = self.loaded_model(name, explain=explain)  # another request may have loaded it
             if loaded is not None:
                 return loaded
-            classifier = self._load(name, explain)
+            classifier = self.check(name, explain=explain).load()
+            assert isinstance(classifier, Classifier)
             observe = self._observe(name) if self._observe else None
             runner = _batch_runner(classifier, explain)
             served = ServedModel(
@@ -99,21 +105,6 @@ class ModelPool:
         weights_mb = sum(m.classifier.spec.num_params * 4 for m in self._loaded.values()) / 2**20
         too_many = len(self._loaded) > self._settings.max_loaded_models
         return too_many or weights_mb > self._settings.max_model_memory_mb
-
-    def _load(self, name: str, explain: bool) -> Classifier:
-        if self._settings.load_classifier is not None:
-            classifier = self._settings.load_classifier(name)
-            classifier.max_pixels = self._settings.max_pixels  # the service's cap, whoever built it
-            return classifier
-        return load(
-            self.served[name],
-            engine=self._settings.engine,
-            precision=self._settings.precision,
-            decode=self._settings.decode,
-            max_pixels=self._settings.max_pixels,
-            explain=explain,
-            progress=False,
-        )
 
     def loaded(self) -> list[str]:
         with self._lock:

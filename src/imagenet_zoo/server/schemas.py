@@ -62,7 +62,7 @@ class Explanation(BaseModel):
 class Classification(BaseModel):
     path: str = Field(description="the upload's file name (only echoed, never used as a path)")
     model: str
-    input: InputInfo | None
+    input: InputInfo
     predictions: list[Prediction]
     groups: list[GroupScore] | None = Field(None, description="with ?groups=")
     explanation: Explanation | None = Field(None, description="with ?explain=true")
@@ -82,6 +82,8 @@ class ModelInfo(BaseModel):
         description="published ImageNet top-1 accuracy, percent (a bundle's validation accuracy)"
     )
     explain: bool = Field(description="whether ?explain=true works for this model on this server")
+    engine: str = Field(description="the engine that runs it (see `imagenet-zoo classify --help`)")
+    precision: str
     loaded: bool
     ready: bool
 

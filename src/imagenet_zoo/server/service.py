@@ -14,16 +14,16 @@ import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import Request
 
-from imagenet_zoo.classifier import Classification, ErrorInfo, PostOptions
-from imagenet_zoo.data.images import InputInfo, decode_image
-from imagenet_zoo.engines.openvino import Precision, check_explainable
-from imagenet_zoo.errors import ExplanationUnsupportedError
+from imagenet_zoo.classifier import PostPlan, plan_post
+from imagenet_zoo.errors import ExplanationUnsupportedError, UsageError
 from imagenet_zoo.explain import heatmap_png
+from imagenet_zoo.pipeline import PostOptions, Prepared
+from imagenet_zoo.records import Classification, ErrorInfo
 from imagenet_zoo.registry import normalize_name
 from imagenet_zoo.server.errors import RETRY, ApiError, error_response
 from imagenet_zoo.server.metrics import Metrics
@@ -33,7 +33,7 @@ from imagenet_zoo.server.settings import Settings
 T = TypeVar("T")
 OVERLAY_SIDE = 512  # the overlay's longer side in pixels: enough for a page, small in a JSON answer
 Upload = tuple[str, bytes]  # a name to echo, and the bytes
-Answer = tuple[Classification, str | None]  # a result, and its heatmap overlay as a data URL
+ServedResult = tuple[Classification, str | None]  # a result, and its heatmap overlay as a data URL
 ASGIApp = Callable[
     [MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
     Awaitable[None],
@@ -152,32 +152,35 @@ class Service:
         finally:
             self._buffered -= size
 
-    async def classify(
-        self, name: str, uploads: list[Upload], post: PostOptions, *, explain: bool = False
-    ) -> list[Answer]:
-        """Each upload's result (and heatmap overlay with `explain`), within the queue's bounds."""
+    def plan(self, name: str, post: PostOptions) -> PostPlan:
+        """The request's post options checked for the model (422 if it lacks a group, a class or the
+        heatmap asked for), before anything is read or loaded."""
+        plan = _checked(lambda: plan_post(self.pool.served[name].spec, post))
+        if plan.explain:
+            _checked(lambda: self.pool.check(name, explain=True))
+        return plan
 
-        async def work() -> list[Answer]:
-            served = self.pool.loaded_model(name, explain=explain)  # the common case: no thread hop
+    async def classify(self, name: str, uploads: list[Upload], plan: PostPlan) -> list[ServedResult]:
+        """Each upload's result (and heatmap overlay with `plan.explain`), within the queue's bounds."""
+
+        async def work() -> list[ServedResult]:
+            served = self.pool.loaded_model(name, explain=plan.explain)  # the common case: no thread hop
             if served is None:  # loading takes seconds: not on the event loop
-                served = await asyncio.get_running_loop().run_in_executor(None, self._load, name, explain)
-            return await classify_uploads(served, uploads, post, self.queue.decoder)
+                served = await asyncio.get_running_loop().run_in_executor(
+                    None, self._load, name, plan.explain
+                )
+            return await classify_uploads(served, uploads, plan, self.queue.decoder)
 
         return await self.queue.run(work())
 
     def _load(self, name: str, explain: bool) -> ServedModel:
-        try:
-            return self.pool.get(name, explain=explain)
-        except ExplanationUnsupportedError as exc:
-            raise ApiError(422, "ExplanationUnsupportedError", str(exc)) from None
+        return _checked(lambda: self.pool.get(name, explain=explain))
 
     def can_explain(self, name: str) -> bool:
         """Whether `?explain=true` works for this model here (the engine's own check, not a copy of it)."""
-        if self.settings.engine == "keras":
-            return True
         try:
-            check_explainable(self.pool.served[name], cast(Precision, self.settings.precision))
-        except ExplanationUnsupportedError:
+            self.pool.check(name, explain=True)
+        except UsageError:
             return False
         return True
 
@@ -185,46 +188,57 @@ class Service:
         """Load the default model and run it once, so the first request does not pay for compilation."""
         classifier = self.pool.get(self.names[0]).classifier
         size = classifier.data_config.input_size
-        classifier.classify(np.full((size, size, 3), 127, np.uint8), top=1)
+        classifier.forward(np.zeros((1, size, size, 3), np.float32))
 
     def close(self) -> None:
         self.pool.close()
         self.queue.shutdown()
 
 
+def _checked(call: Callable[[], T]) -> T:
+    """`call`, its refusal of the request's options as the service answers one (422)."""
+    try:
+        return call()
+    except ExplanationUnsupportedError as exc:
+        raise ApiError(422, "ExplanationUnsupportedError", str(exc)) from None
+    except UsageError as exc:
+        raise ApiError(422, "InvalidParameter", str(exc)) from None
+
+
 async def classify_uploads(
-    served: ServedModel, uploads: list[Upload], post: PostOptions, decoder: ThreadPoolExecutor
-) -> list[Answer]:
-    """Pre (decoding, in parallel on `decoder`), core (the model's batcher), post, for each upload."""
+    served: ServedModel, uploads: list[Upload], plan: PostPlan, decoder: ThreadPoolExecutor
+) -> list[ServedResult]:
+    """Pre (decoding, in parallel on `decoder`), forward (the model's batcher), post, for each upload.
+    A heatmap's overlay is drawn on the photo as decoded for the model, reduced: one decode each."""
     loop = asyncio.get_running_loop()
     classifier = served.classifier
+    side = OVERLAY_SIDE if plan.explain else None
     prepared = await asyncio.gather(
-        *(loop.run_in_executor(decoder, classifier.prepare, data) for _, data in uploads)
+        *(loop.run_in_executor(decoder, classifier.preprocess_keeping, data, side) for _, data in uploads)
     )
-    outputs = await asyncio.gather(*(_core(served, item) for item in prepared))
-    answers: list[Answer] = []
-    for (name, data), item, output in zip(uploads, prepared, outputs, strict=True):
-        logits, heat = output if served.explain and output is not None else (output, None)
+    outputs = await asyncio.gather(*(_forward(served, item) for item, _ in prepared))
+    answers: list[ServedResult] = []
+    for (name, _), (item, photo), output in zip(uploads, prepared, outputs, strict=True):
+        row, heat = output if served.explain and output is not None else (output, None)
         info = item if isinstance(item, ErrorInfo) else item[0]
-        result = classifier.postprocess(name, info, logits, heat, post)
+        result = classifier.postprocess(name, info, row, heat, plan)
         overlay = None
-        if result.explanation is not None:
-            overlay = await loop.run_in_executor(decoder, _overlay, data, result, classifier.max_pixels)
+        if result.explanation is not None and photo is not None:
+            overlay = await loop.run_in_executor(decoder, _overlay, photo, result)
         answers.append((result, overlay))
     return answers
 
 
-async def _core(served: ServedModel, item: tuple[InputInfo, np.ndarray] | ErrorInfo) -> Any:
+async def _forward(served: ServedModel, item: Prepared) -> Any:
     if isinstance(item, ErrorInfo):
         return None
     return await asyncio.wrap_future(served.batcher.submit(item[1]))
 
 
-def _overlay(data: bytes, result: Classification, max_pixels: int) -> str | None:
-    """The heatmap over the photo as a PNG data URL, from a reduced decode of the upload."""
+def _overlay(photo: Any, result: Classification) -> str | None:
+    """The heatmap over the photo (as decoded for the model, reduced) as a PNG data URL."""
     if result.explanation is None or result.input is None:
         return None
-    photo = decode_image(data, max_pixels=max_pixels, min_short_side=OVERLAY_SIDE).image
     size = (result.input.width, result.input.height)
     png = heatmap_png(photo, result.explanation, size, max_side=OVERLAY_SIDE)
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")

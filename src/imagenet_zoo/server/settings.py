@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imagenet_zoo.classifier import Classifier
-from imagenet_zoo.data.images import DecodeMode
 from imagenet_zoo.engines.batching import BatchingOptions
 from imagenet_zoo.errors import UsageError
+from imagenet_zoo.pipeline import LoadConfig
 from imagenet_zoo.registry import Registry
 
 MIN_KEY_LENGTH = 16
@@ -31,18 +29,20 @@ def read_api_keys(path: Path) -> tuple[str, ...]:
     return keys
 
 
+# Decoded pixels an upload may hold, below the command line's 64 MP: a 48-MP phone photo fits.
+SERVICE_MAX_PIXELS = 50_000_000
+
+
 @dataclass(frozen=True)
 class Settings:
     models: tuple[str, ...] = ("efficientnet_lite0",)  # the first is the default, loaded before /readyz
-    engine: str = "openvino"
-    precision: str = "fp32"
-    decode: DecodeMode = "fast"  # "full": decode every pixel of every upload
+    # How every served model is loaded (its `model` is each of `models` in turn): engine, precision,
+    # device, decode ("full": every pixel of every upload), the pixel cap of an upload.
+    load: LoadConfig = field(default_factory=lambda: LoadConfig(max_pixels=SERVICE_MAX_PIXELS))
     max_upload_mb: float = 20.0
     # Bytes of uploads being read at once (each request counts its declared length, or max_upload_mb if
     # it declares none); a request past it gets 503 at once: small photos from many clients, few 20 MB ones.
     max_upload_buffer_mb: float = 256.0
-    # Decoded pixels an upload may hold, below the command line's 64 MP: a 48-MP phone photo fits.
-    max_pixels: int = 50_000_000
     max_queue: int = 32  # requests waiting for or in inference; more get 503 at once
     max_batch_files: int = 16
     deadline_s: float = 30.0  # past this a request gets 504
@@ -56,8 +56,6 @@ class Settings:
     # Never shown: not in this object's repr, not in logs, not in any answer.
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (`--cors-origin`)
-    # Tests inject a classifier with a fake engine so API tests need no weights.
-    load_classifier: Callable[[str], Classifier] | None = None
 
     @property
     def batching(self) -> BatchingOptions:

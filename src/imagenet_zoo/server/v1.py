@@ -8,17 +8,16 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from imagenet_zoo.classifier import PostOptions
-from imagenet_zoo.data.hierarchy import Synset, groups_for
-from imagenet_zoo.errors import UsageError
-from imagenet_zoo.model_types import RegisteredModel
+from imagenet_zoo.pipeline import PostOptions
 from imagenet_zoo.server import schemas
 from imagenet_zoo.server.errors import ApiError, image_error
 from imagenet_zoo.server.multipart import image_files
-from imagenet_zoo.server.service import Answer, Service, Upload
+from imagenet_zoo.server.service import ServedResult, Service, Upload
+from imagenet_zoo.specs import MAX_CLASSES
 
 MAX_FILENAME = 200
 MAX_GROUPS = 16
+MAX_TOP_K = MAX_CLASSES
 GROUPS_HELP = "WordNet groups whose probability to report, comma-separated: dog,bird (or synset ids)"
 EXPLAIN_HELP = "also a heatmap of the top-1 class's evidence: `explanation`, with a PNG overlay as a data URL"
 MODEL_HELP = "a served model's name or alias (default: the first served)"
@@ -28,7 +27,7 @@ class ClassifyQuery(BaseModel):
     """The query parameters both classify routes take (one model: FastAPI validates it in one step)."""
 
     model: str | None = Field(None, description=MODEL_HELP)
-    top_k: int = Field(5, ge=1, le=1000)
+    top_k: int = Field(5, ge=1, le=MAX_TOP_K, description="at most the model's classes are reported")
     groups: str | None = Field(None, max_length=1000, description=GROUPS_HELP)
     explain: bool = Field(False, description=EXPLAIN_HELP)
 
@@ -45,11 +44,12 @@ def v1_router(service: Service, *, protected: tuple[int, ...] = ()) -> APIRouter
         files = image_files(body, content_type, max_files=settings.max_batch_files if many else 1)
         return [(_safe_name(name), data) for name, data in files]
 
-    async def classify(request: Request, query: ClassifyQuery, *, many: bool) -> list[Answer]:
+    async def classify(request: Request, query: ClassifyQuery, *, many: bool) -> list[ServedResult]:
         name = service.model_name(query.model)
-        post = PostOptions(query.top_k, _groups(query.groups, service.pool.served[name]))
+        post = PostOptions(top=query.top_k, groups=_groups(query.groups), explain=query.explain)
+        plan = service.plan(name, post)
         uploads = await uploads_of(request, many=many)
-        return await service.classify(name, uploads, post, explain=query.explain)
+        return await service.classify(name, uploads, plan)
 
     @router.post(
         "/classify",
@@ -98,6 +98,8 @@ def v1_router(service: Service, *, protected: tuple[int, ...] = ()) -> APIRouter
                     "classes": spec.num_classes,
                     "top1": spec.accuracy.top1,
                     "explain": service.can_explain(name),
+                    "engine": settings.load.engine,
+                    "precision": settings.load.precision,
                     "loaded": name in loaded,
                     "ready": name in loaded and service.ready,
                 }
@@ -114,7 +116,7 @@ def _safe_name(filename: str | None) -> str:
     return name or "upload"
 
 
-def _body(answer: Answer) -> dict[str, Any]:
+def _body(answer: ServedResult) -> dict[str, Any]:
     result, overlay = answer
     body = result.to_dict()
     if overlay is not None:
@@ -122,14 +124,10 @@ def _body(answer: Answer) -> dict[str, Any]:
     return body
 
 
-def _groups(words: str | None, model: RegisteredModel) -> tuple[Synset, ...]:
-    """`?groups=dog,bird` as synsets; an unknown or ambiguous word is a 422 that lists candidates."""
-    names = [word for word in (words or "").split(",") if word.strip()]
-    if not names:
-        return ()
+def _groups(words: str | None) -> tuple[str, ...]:
+    """`?groups=dog,bird` as words (each checked against the model by the service: 422 if unknown or
+    ambiguous, listing candidates)."""
+    names = tuple(word.strip() for word in (words or "").split(",") if word.strip())
     if len(names) > MAX_GROUPS:
         raise ApiError(422, "InvalidParameter", f"at most {MAX_GROUPS} groups per request")
-    try:
-        return tuple(groups_for(names, model.spec.labels, model.spec.name))
-    except UsageError as exc:
-        raise ApiError(422, "InvalidParameter", str(exc)) from None
+    return names

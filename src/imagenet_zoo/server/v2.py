@@ -25,15 +25,17 @@ from fastapi import APIRouter, Request, Response
 from fastapi.params import Depends
 from pydantic import BaseModel, Field
 
-from imagenet_zoo.classifier import Classification, PostOptions
+from imagenet_zoo.pipeline import PostOptions
+from imagenet_zoo.records import Classification
 from imagenet_zoo.server import schemas
 from imagenet_zoo.server.errors import ApiError
 from imagenet_zoo.server.service import Service, Upload
+from imagenet_zoo.specs import MAX_CLASSES
 
 INPUT = "IMAGE"
 OUTPUTS = ("LABELS", "SCORES", "CLASS_INDICES", "PROBABILITIES")
 HEADER_LENGTH = "Inference-Header-Content-Length"
-MAX_TOP_K = 1000
+MAX_TOP_K = MAX_CLASSES  # at most the model's classes are reported
 _JSON = "application/json"
 
 
@@ -199,7 +201,7 @@ def v2_router(service: Service, *, authorized: Sequence[Depends], protected: tup
         return {
             "name": canonical,
             "versions": ["1"],
-            "platform": f"imagenet-zoo_{service.settings.engine}",
+            "platform": f"imagenet-zoo_{service.settings.load.engine}",
             "inputs": [{"name": INPUT, "datatype": "BYTES", "shape": [-1]}],
             "outputs": [
                 {"name": "LABELS", "datatype": "BYTES", "shape": [-1, -1]},
@@ -224,8 +226,8 @@ def v2_router(service: Service, *, authorized: Sequence[Depends], protected: tup
         canonical = service.model_name(name)
         parsed = parse_request(await service.read_request(request), request.headers.get(HEADER_LENGTH))
         classes = service.pool.served[canonical].spec.num_classes
-        post = PostOptions(parsed.predictions_needed(classes), probabilities=parsed.probabilities)
-        answers = await service.classify(canonical, parsed.images, post)
+        post = PostOptions(top=parsed.predictions_needed(classes), probabilities=parsed.probabilities)
+        answers = await service.classify(canonical, parsed.images, service.plan(canonical, post))
         results = [result for result, _ in answers]
         for i, result in enumerate(results):
             if result.error is not None:

@@ -14,21 +14,21 @@ import json
 import os
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from imagenet_zoo.api import create_model, load, resolve_model
-from imagenet_zoo.classifier import ErrorInfo, FeatureExtractor, prepare_input
-from imagenet_zoo.data.images import DEFAULT_MAX_PIXELS, DecodeMode, decode_image, find_images
-from imagenet_zoo.data.preprocess import draft_short_side
-from imagenet_zoo.errors import UsageError
+from imagenet_zoo.api import create_model, load_pipeline, resolve_model
+from imagenet_zoo.classifier import FeatureExtractor
+from imagenet_zoo.data.images import decode_image, find_images
+from imagenet_zoo.data.preprocess import draft_short_side, model_input
+from imagenet_zoo.errors import ImageError, UsageError
 from imagenet_zoo.models._keras import import_keras
-from imagenet_zoo.registry import DEFAULT_MODEL
-from imagenet_zoo.transfer.bundles import FEATURES_LAYER, load_keras_safely, save_bundle
+from imagenet_zoo.models.bundle import FEATURES_LAYER, load_keras_safely, save_bundle
+from imagenet_zoo.pipeline import LoadConfig
 
 Log = Callable[[str], None]
 HEADS = ("auto", "linear", "neighbours")
@@ -36,20 +36,26 @@ HEADS = ("auto", "linear", "neighbours")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    base: str = DEFAULT_MODEL
+    # The base network (`load.model`) and how its features are computed (engine, decode, batch size).
+    load: LoadConfig = field(default_factory=lambda: LoadConfig(task="features", batch_size=32))
     epochs: int = 30
     fine_tune_layers: int = 0
     val_split: float = 0.2
     augment: bool = False
-    batch_size: int = 32
     patience: int = 5
     seed: int = 0
-    engine: str = "openvino"
     from_scratch: bool = False  # train `base`'s architecture from random weights (no ImageNet features)
     resume: bool = False  # with from_scratch: continue from the last epoch's checkpoint in the bundle folder
     learning_rate: float = 1e-3  # from scratch: the start of a cosine decay to zero
     head: str = "auto"  # "linear", "neighbours" (see heads.py), or auto: the better of the two on validation
-    decode: DecodeMode = "fast"
+
+    @property
+    def base(self) -> str:
+        return str(self.load.model)
+
+    @property
+    def batch_size(self) -> int:
+        return self.load.batch_size
 
 
 @dataclass(frozen=True)
@@ -180,10 +186,8 @@ def _transfer(
     log: Log,
 ) -> _Trained:
     """A new head on the frozen base's features, then optionally fine-tuning the base's last layers."""
-    extractor = load(
-        config.base, engine=config.engine, batch_size=config.batch_size, decode=config.decode, features=True,
-        progress=False,
-    )  # fmt: skip
+    extractor = load_pipeline(replace(config.load, task="features"), progress=False)
+    assert isinstance(extractor, FeatureExtractor)
     x_train, y_train, skipped = _features(extractor, train_items, mirrored=config.augment)
     x_val, y_val, skipped_val = _features(extractor, val_items, mirrored=False)
     heads = _candidate_heads(config)
@@ -398,12 +402,15 @@ def _pixels(config: TrainConfig, items: Items) -> tuple[Data, set[str]]:
     data_config = resolve_model(config.base).spec.data_config
     images, labels, skipped = [], [], set()
     for path, label in items:
-        prepared = prepare_input(path, data_config, max_pixels=DEFAULT_MAX_PIXELS, decode=config.decode)
-        if isinstance(prepared, ErrorInfo):
+        try:
+            _, pixels = model_input(
+                path, data_config, max_pixels=config.load.max_pixels, decode=config.load.decode
+            )
+        except ImageError:
             skipped.add(path)
-        else:
-            images.append(prepared[1])
-            labels.append(label)
+            continue
+        images.append(pixels)
+        labels.append(label)
     return (np.stack(images), np.array(labels)), skipped
 
 

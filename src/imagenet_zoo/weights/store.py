@@ -166,7 +166,7 @@ class ConvertedPackageWeights:
         dest = self.path(spec)
         record = dest.with_name(dest.name + ".sha256")
         with exclusive_lock(dest):
-            if dest.is_file() and record.is_file():  # without a record (an older cache): converted again
+            if dest.is_file() and record.is_file():  # a file without its record was not made here
                 if file_digest(dest, "sha256") != record.read_text().strip():
                     raise WeightsIntegrityError(
                         f"{dest} is not the file converted from {spec.weights.filename}; delete it to "

@@ -1,9 +1,11 @@
-"""Bundles: a user's own classifier (trained by `imagenet-zoo train`), usable wherever a zoo model is.
+"""Bundles: a user's own classifier (trained by `imagenet-zoo train`), a model source like the zoo's
+families, usable wherever a zoo model is.
 
 A bundle is a folder holding `model.keras` (the whole network: ImageNet base + new head, logits out),
 `bundle.json` (class names, the base's preprocessing, the model file's SHA-256) and a confusion-matrix
 plot. It is loaded with Keras's safe mode: a model with a Lambda layer (arbitrary Python) or a config
-naming arbitrary modules is refused with `BundleError`, never executed.
+naming arbitrary modules is refused with `BundleError`, never executed. How its heatmap is computed
+follows from its head, read from the model file's configuration.
 """
 
 from __future__ import annotations
@@ -20,7 +22,15 @@ from imagenet_zoo.data.labels import ClassLabel
 from imagenet_zoo.errors import UsageError, WeightsFormatError
 from imagenet_zoo.model_types import Pooling, RegisteredModel
 from imagenet_zoo.models._keras import import_keras
-from imagenet_zoo.specs import PREPROCESS_MODES, Accuracy, DataConfig, ModelSpec, WeightsFile
+from imagenet_zoo.specs import (
+    MAX_CLASSES,
+    PREPROCESS_MODES,
+    DataConfig,
+    ExplainMethod,
+    ModelSpec,
+    PublishedAccuracy,
+    WeightsFile,
+)
 from imagenet_zoo.weights.download import file_digest
 from imagenet_zoo.weights.store import verify_packaged_file
 
@@ -74,25 +84,53 @@ def load_bundle(folder: Path, *, name: str | None = None) -> RegisteredModel:
         weights=WeightsFile(MODEL_FILE, manifest["model_sha256"], manifest["model_size"]),
         num_params=stored_parameter_count(folder / MODEL_FILE),
         gflops=manifest["gflops"],
-        accuracy=Accuracy(100 * manifest.get("validation", {}).get("accuracy", 0.0)),
+        accuracy=PublishedAccuracy(100 * manifest.get("validation", {}).get("accuracy", 0.0)),
         license="the user's own",
         source=str(folder.resolve()),
         labels=classes,
-        explain_method="grad-cam" if _head(manifest) == "neighbours" else "cam",
+        explain_method=explain_method(folder / MODEL_FILE),
     )
     return RegisteredModel(spec, _builder(folder, len(classes)), BundleWeights(folder))
 
 
-def _head(manifest: dict[str, Any]) -> Any:
-    """The head `train` kept ("linear", "neighbours"); a hand-made bundle may not say."""
-    training = manifest.get("training")
-    return training.get("head") if isinstance(training, dict) else None
+_LINEAR_LAYERS = {"Dropout", "Identity"}
+MAX_CONFIG_BYTES = 16 * 2**20
+
+
+def explain_method(model_file: Path) -> ExplainMethod:
+    """CAM when every layer after the pooled features is linear (dropout, identity, a dense layer without
+    activation): the head can then be applied at each position of the feature map. Anything else (the
+    neighbour vote) needs Grad-CAM. Read from the model file's configuration, without loading it."""
+    layers = _layer_configs(model_file)
+    names = [layer.get("config", {}).get("name") for layer in layers]
+    if FEATURES_LAYER not in names:
+        return "grad-cam"
+    head = layers[names.index(FEATURES_LAYER) + 1 :]
+    return "cam" if head and all(map(_is_linear, head)) else "grad-cam"
+
+
+def _is_linear(layer: dict[str, Any]) -> bool:
+    kind, config = layer.get("class_name"), layer.get("config", {})
+    return kind in _LINEAR_LAYERS or (kind == "Dense" and config.get("activation") in (None, "linear"))
+
+
+def _layer_configs(model_file: Path) -> list[dict[str, Any]]:
+    try:
+        with zipfile.ZipFile(model_file) as archive:
+            if archive.getinfo("config.json").file_size > MAX_CONFIG_BYTES:
+                raise BundleError(f"{model_file}: its configuration is larger than {MAX_CONFIG_BYTES} bytes")
+            config = json.loads(archive.read("config.json"))
+        layers = config["config"]["layers"]
+    except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as exc:
+        raise BundleError(f"{model_file} is not a readable Keras model file: {exc}") from exc
+    if not isinstance(layers, list) or not all(isinstance(layer, dict) for layer in layers):
+        raise BundleError(f"{model_file}: its configuration has no list of layers")
+    return layers
 
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 MAX_MANIFEST_BYTES = 16 * 2**20
-MAX_CLASSES = 100_000
 _DATA_CONFIG_KEYS = {field.name for field in dataclasses.fields(DataConfig)}
 
 
@@ -194,7 +232,7 @@ def _builder(folder: Path, classes: int) -> Any:
 
 def load_keras_safely(path: Path, *, compile: bool = False) -> Any:
     keras = import_keras()
-    import imagenet_zoo.transfer.heads  # noqa: F401  (registers the neighbours head's layer, our code, not the file's)
+    import imagenet_zoo.models.neighbour_vote  # noqa: F401  (registers the neighbours head's layer, our code)
 
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=compile)

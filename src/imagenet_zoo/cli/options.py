@@ -1,0 +1,183 @@
+"""What several subcommands share: the parser's actions, argument types, and the option groups that map
+onto one `LoadConfig` (model, engine, precision, device, decode), whose choices the engine registry gives."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+from typing import Any
+
+from imagenet_zoo.api import resolve_model
+from imagenet_zoo.data.images import DECODE_MODES
+from imagenet_zoo.engines.registry import AUTO, DEFAULT_ENGINE, engine_registry
+from imagenet_zoo.errors import ImagenetZooError, UsageError
+from imagenet_zoo.pipeline import LoadConfig, Task
+from imagenet_zoo.registry import DEFAULT_MODEL
+from imagenet_zoo.specs import MAX_CLASSES
+
+GIVEN = "given"  # the single-valued options a command line set explicitly (an attribute of the namespace)
+
+
+class StoreOnce(argparse.Action):
+    """A single-valued option given twice is an error, not a silent "the last one wins"."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:  # fmt: skip
+        given = vars(namespace).setdefault(GIVEN, set())
+        if self.dest in given:
+            parser.error(f"{option_string} was given twice; it takes one value here")
+        given.add(self.dest)
+        setattr(namespace, self.dest, values)
+
+
+class Accumulate(argparse.Action):
+    """A list option adds up over repeats (`--precision fp32 --precision int8` is both); the first one
+    given replaces the default."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:  # fmt: skip
+        current = getattr(namespace, self.dest)
+        given = [item for value in values for item in (value if isinstance(value, list) else [value])]
+        items = given if current is self.default else [*current, *given]
+        setattr(namespace, self.dest, list(dict.fromkeys(items)))
+        vars(namespace).setdefault(GIVEN, set()).add(self.dest)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with `StoreOnce` as the plain option action, for every sub-command too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", None, StoreOnce)
+        self.register("action", "store", StoreOnce)
+
+
+def given(args: argparse.Namespace, *dests: str) -> list[str]:
+    """Which of these options the command line set itself (as `--option-name`)."""
+    explicit = vars(args).get(GIVEN, set())
+    return [
+        f"--{dest.replace('_', '-')}" for dest in dests if dest in explicit or getattr(args, dest) is True
+    ]
+
+
+def refuse(args: argparse.Namespace, dests: Iterable[str], why: str) -> None:
+    """A usage error naming the given options that this path of the command does not use, and why."""
+    unused = given(args, *dests)
+    if unused:
+        raise UsageError(f"{', '.join(unused)} {'is' if len(unused) == 1 else 'are'} not used {why}")
+
+
+def model_name(value: str) -> str:
+    """A zoo model's canonical name, or a bundle's path (other processes resolve it the same way)."""
+    try:
+        return resolve_model(value).spec.name
+    except ImagenetZooError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive(value: str) -> int:
+    if not value.isascii() or not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value!r}")
+    return int(value)
+
+
+def top_k(value: str) -> int:
+    """How many labels: at most what any model may have (each model reports at most its classes)."""
+    if len(value) > len(str(MAX_CLASSES)) or positive(value) > MAX_CLASSES:
+        raise argparse.ArgumentTypeError(f"a model has at most {MAX_CLASSES:,} classes, got {value!r}")
+    return int(value)
+
+
+def check_top(args: argparse.Namespace, models: Iterable[str]) -> None:
+    """An explicit `--top` beyond a model's classes is a usage error (the default is cut to fit)."""
+    if "top" not in vars(args).get(GIVEN, set()):
+        return
+    for name in models:
+        classes = resolve_model(name).spec.num_classes
+        if args.top > classes:
+            raise UsageError(f"--top {args.top}: {name} has {classes:,} classes")
+
+
+def words(value: str) -> list[str]:
+    """`--groups dog,bird`: each checked now, so an unknown or ambiguous word is a usage error."""
+    from imagenet_zoo.data.hierarchy import wordnet
+
+    names = [word.strip() for word in value.split(",") if word.strip()]
+    try:
+        return [wordnet().group(word).id for word in names]
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def word(value: str) -> str:
+    [synset] = words(value)
+    return synset
+
+
+def add_model_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        type=model_name,
+        default=DEFAULT_MODEL,
+        help=f"a zoo model (see `imagenet-zoo models`) or a bundle folder (default {DEFAULT_MODEL})",
+    )
+
+
+def add_list_option(parser: argparse.ArgumentParser, flag: str, default: list[Any], **kwargs: Any) -> None:
+    """An option that takes several values, given at once or by repeating the flag."""
+    parser.add_argument(flag, nargs="+", action=Accumulate, default=default, **kwargs)
+
+
+def engines_help() -> str:
+    return "; ".join(spec.summary for spec in engine_registry())
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """--engine, --precision and --device: choices and help from the engine registry."""
+    registry = engine_registry()
+    parser.add_argument("--engine", choices=registry.names(), default=DEFAULT_ENGINE, help=engines_help())
+    parser.add_argument(
+        "--precision",
+        choices=registry.precisions(),
+        default="fp32",
+        help="fp32 (default) or another the engine has: "
+        + "; ".join(f"{spec.name}: {', '.join(spec.precisions)}" for spec in registry),
+    )
+    add_device_option(parser)
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    registry = engine_registry()
+    parser.add_argument(
+        "--device",
+        choices=registry.devices(),
+        default=AUTO,
+        help="where the engine runs: auto (default: the engine's first device this machine has), or "
+        + "; ".join(f"{spec.name}: {', '.join(spec.devices)}" for spec in registry),
+    )
+
+
+def add_decode_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--decode",
+        choices=DECODE_MODES,
+        default="fast",
+        help="fast (default): decode large JPEGs only at the resolution the model needs; full: every pixel, "
+        "the exact ImageNet evaluation protocol",
+    )
+
+
+def add_format_option(parser: argparse.ArgumentParser, *formats: str) -> None:
+    parser.add_argument(
+        "--format", choices=formats, default=formats[0], help=f"output on stdout (default {formats[0]})"
+    )
+
+
+def load_config(args: argparse.Namespace, *, task: Task = "classify", **overrides: Any) -> LoadConfig:
+    """The load configuration a command line asks for (the options each command has)."""
+    options = {
+        name: getattr(args, name)
+        for name in ("model", "engine", "precision", "device", "decode", "resize", "batch_size", "workers")
+        if hasattr(args, name)
+    }
+    return LoadConfig(task=task, **(options | overrides))

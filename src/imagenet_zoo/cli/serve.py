@@ -1,0 +1,87 @@
+"""`imagenet-zoo serve`: the HTTP service (`/v1`, the Open Inference Protocol's `/v2`) and its web page."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from imagenet_zoo.cli import options
+from imagenet_zoo.errors import UsageError
+from imagenet_zoo.registry import DEFAULT_MODEL
+
+NAME = "serve"
+HELP = "the HTTP service and its web page"
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser(NAME, help=HELP)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    options.add_list_option(parser, "--model", [DEFAULT_MODEL], type=options.model_name, metavar="M",
+                            help="models to serve; the first, the default, loads before ready")  # fmt: skip
+    parser.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body (default 20)")
+    parser.add_argument(
+        "--max-queue", type=options.positive, default=32, help="requests waiting for inference before 503"
+    )
+    parser.add_argument(
+        "--max-upload-buffer-mb", type=float, default=256.0, help="MB of uploads read at once before 503"
+    )
+    parser.add_argument(
+        "--max-megapixels", type=float, default=50.0, help="largest decoded image an upload may be (50)"
+    )
+    parser.add_argument("--deadline", type=float, default=30.0, help="seconds before a request answers 504")
+    parser.add_argument("--access-log", action="store_true", help="log a line per request (default off)")
+    parser.add_argument(
+        "--api-key-file", metavar="FILE",
+        help="require `Authorization: Bearer KEY` with a key from FILE (one per line); health stays open",
+    )  # fmt: skip
+    options.add_list_option(
+        parser,
+        "--cors-origin",
+        [],
+        metavar="ORIGIN",
+        help="a browser origin that may call the API: https://app.example.org",
+    )
+    parser.add_argument(
+        "--max-batch-size", type=options.positive, default=8,
+        help="images one engine call may take from any requests (default 8; 1: no dynamic batching)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-batch-delay-ms", type=float, default=2.0,
+        help="how long an image waits for others to share its engine call (default 2)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--drain-seconds", type=float, default=5.0, help="on SIGTERM: not-ready this long, then stop"
+    )
+    options.add_engine_options(parser)
+    options.add_decode_option(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from imagenet_zoo.server import Settings
+    from imagenet_zoo.server.run import serve
+    from imagenet_zoo.server.settings import read_api_keys
+
+    sizes = (args.max_upload_mb, args.max_upload_buffer_mb, args.max_megapixels, args.deadline)
+    if not (min(sizes) > 0 and min(args.drain_seconds, args.max_batch_delay_ms) >= 0):  # NaN fails too
+        raise UsageError(
+            "--max-upload-mb, --max-upload-buffer-mb, --max-megapixels and --deadline must be positive, "
+            "--drain-seconds and --max-batch-delay-ms not negative"
+        )
+    load = options.load_config(args, model=args.model[0], max_pixels=int(args.max_megapixels * 1e6))
+    settings = Settings(
+        models=tuple(dict.fromkeys(args.model)),
+        load=load,
+        max_upload_mb=args.max_upload_mb,
+        max_queue=args.max_queue,
+        max_upload_buffer_mb=args.max_upload_buffer_mb,
+        deadline_s=args.deadline,
+        max_batch_size=args.max_batch_size,
+        max_batch_delay_ms=args.max_batch_delay_ms,
+        api_keys=read_api_keys(Path(args.api_key_file)) if args.api_key_file else (),
+        cors_origins=tuple(args.cors_origin),
+    )
+    serve(settings, host=args.host, port=args.port, drain_s=args.drain_seconds, access_log=args.access_log)
+    return 0

@@ -1,0 +1,213 @@
+"""Engines as configuration, as Triton's backends are: each engine declares what it can do, and everything
+that offers a choice of engine (the command line, `load`, bench, selftest, eval, compare, the service and
+the cluster) asks this registry, never an if/else of its own.
+
+An engine is one module exposing an `EngineSpec` as `ENGINE`, listed once in `BUILTIN` below. Engines of
+other packages register through the `imagenet_zoo.engines` entry-point group (the value is an
+`EngineSpec`), or in-process with `register_engine`. A name is never replaced.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import cache
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Literal, Protocol
+
+from imagenet_zoo.engines.base import Engine
+from imagenet_zoo.errors import ExplanationUnsupportedError, UnsupportedPrecisionError, UsageError
+from imagenet_zoo.model_types import RegisteredModel
+from imagenet_zoo.specs import ExplainMethod
+
+BUILTIN = ("imagenet_zoo.engines.openvino", "imagenet_zoo.engines.keras")
+ENTRY_POINT_GROUP = "imagenet_zoo.engines"
+DEFAULT_ENGINE = (
+    "openvino"  # same top-5 as Keras on the parity tests, 3-10x faster, no TensorFlow at run time
+)
+AUTO = "auto"  # the device: the engine's first device that is available here
+Output = Literal["logits", "features"]  # what the engine's rows are: class logits, or pooled features
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    """What an engine is asked to load for a model (checked against its spec first)."""
+
+    precision: str = "fp32"
+    device: str = "cpu"  # a device of the engine, never "auto" (resolved before loading)
+    output: Output = "logits"
+    explain: bool = False  # also heatmaps (an `imagenet_zoo.explain.ExplainingEngine`)
+    threads: int | None = None  # inference threads (default: the engine's own choice)
+    progress: bool = True  # a progress bar while weights download
+    random_weights: bool = False  # for benchmarks of models whose weights are not on this machine
+
+
+class EngineLoader(Protocol):
+    def __call__(self, model: RegisteredModel, request: EngineRequest) -> Engine: ...
+
+
+DEFAULT_CALIBRATION_SAMPLES = 300
+
+
+@dataclass(frozen=True)
+class CalibrationReport:
+    model: str
+    path: Path  # what was made
+    samples: int  # photos it was calibrated on
+    skipped: list[str]  # photos that could not be read
+
+
+class Calibration(Protocol):
+    """A precision made from the fp32 model and the user's photos before use (int8)."""
+
+    def is_ready(self, model: RegisteredModel, precision: str, *, random_weights: bool) -> bool: ...
+
+    def run(
+        self, model: RegisteredModel, precision: str, photos: Path, *, samples: int, random_weights: bool
+    ) -> CalibrationReport: ...
+
+
+def _always(precision: str, device: str) -> str | None:
+    return None
+
+
+def _cpu_only(device: str) -> bool:
+    return device == "cpu"
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """An engine's name, how it loads a model, and what it can do."""
+
+    name: str
+    summary: str  # one line for `--engine`'s help
+    load: EngineLoader
+    precisions: tuple[str, ...] = ("fp32",)
+    devices: tuple[str, ...] = ("cpu",)
+    explain_methods: frozenset[ExplainMethod] = frozenset()
+    explain_precisions: tuple[str, ...] = ("fp32",)  # heatmaps in these precisions only
+    features: bool = True  # can output pooled features (extract, train)
+    calibration: Calibration | None = None
+    calibrated_precisions: frozenset[str] = frozenset()  # need `calibration` first
+    # Whether loading `request` reuses what an earlier load converted (None: nothing is converted).
+    converted: Callable[[RegisteredModel, EngineRequest], bool] | None = field(default=None, compare=False)
+    # Whether one loaded engine runs several calls at once: then nothing above it takes turns.
+    concurrent: bool = False
+    # Why a precision cannot run on a device of this machine (None: it can); e.g. bf16 without native bf16.
+    unavailable: Callable[[str, str], str | None] = field(default=_always, compare=False)
+    device_available: Callable[[str], bool] = field(default=_cpu_only, compare=False)
+
+    def resolve_device(self, device: str) -> str:
+        """`auto`: the first of this engine's devices available here; else the device itself, checked."""
+        if device == AUTO:
+            return next((d for d in self.devices if self.device_available(d)), self.devices[0])
+        if device not in self.devices:
+            raise UsageError(
+                f"the {self.name} engine runs on {' or '.join(self.devices)}, not {device!r}"
+                + _others("device", device, lambda spec: device in spec.devices)
+            )
+        if not self.device_available(device):
+            raise UsageError(f"no {device} device is available to the {self.name} engine on this machine")
+        return device
+
+    def check(self, request: EngineRequest, explain_method: ExplainMethod, *, model: str) -> None:
+        """Refuse, saying why and what would work, what this engine cannot load for `model`."""
+        if request.precision not in self.precisions:
+            raise UnsupportedPrecisionError(
+                f"the {self.name} engine runs {_listed(self.precisions)}"
+                + _others("precision", request.precision, lambda spec: request.precision in spec.precisions)
+            )
+        if request.output == "features" and not self.features:
+            raise UsageError(f"the {self.name} engine does not extract features")
+        if request.explain:
+            self.check_explain(explain_method, request.precision, model=model)
+
+    def check_explain(self, method: ExplainMethod, precision: str, *, model: str) -> None:
+        """Refuse, saying why, a heatmap this engine cannot compute for `model` in `precision`."""
+        if method not in self.explain_methods:
+            why = {
+                "cam": f"{model} has no class activation maps on the {self.name} engine",
+                "grad-cam": f"{model}'s head is not global average pooling + a linear layer, so its "
+                "heatmap needs Grad-CAM, and Grad-CAM needs gradients, which the "
+                f"{self.name} engine does not compute",
+            }[method]
+            others = [s.name for s in engine_registry() if method in s.explain_methods]
+            hint = f": add --engine {others[0]} (engine={others[0]!r})" if others else ""
+            raise ExplanationUnsupportedError(why + hint)
+        if precision not in self.explain_precisions:
+            raise ExplanationUnsupportedError(
+                f"heatmaps run in {_listed(self.explain_precisions)} on the {self.name} engine: the "
+                f"{precision} model is made without the class maps"
+            )
+
+    def check_available(self, precision: str, device: str) -> None:
+        reason = self.unavailable(precision, device)
+        if reason is not None:
+            raise UnsupportedPrecisionError(reason)
+
+
+def _listed(items: tuple[str, ...]) -> str:
+    return f"{items[0]} only" if len(items) == 1 else " or ".join(items)
+
+
+def _others(what: str, value: str, accepts: Callable[[EngineSpec], bool]) -> str:
+    names = [spec.name for spec in engine_registry() if accepts(spec)]
+    return (
+        f"; {value} needs --engine {' or '.join(names)}" if names else f"; no engine has the {what} {value}"
+    )
+
+
+class EngineRegistry:
+    """Engines by name, in registration order; registering a taken name is an error."""
+
+    def __init__(self) -> None:
+        self._engines: dict[str, EngineSpec] = {}
+
+    def register(self, spec: EngineSpec) -> None:
+        if spec.name in self._engines or spec.name == AUTO:
+            raise ValueError(f"an engine is already named {spec.name!r}; an engine is never replaced")
+        self._engines[spec.name] = spec
+
+    def get(self, name: str) -> EngineSpec:
+        try:
+            return self._engines[name]
+        except KeyError:
+            raise UsageError(f"unknown engine {name!r}; choose one of: {', '.join(self._engines)}") from None
+
+    def names(self) -> list[str]:
+        return list(self._engines)
+
+    def devices(self) -> list[str]:
+        """Every device some engine runs on, with `auto` first."""
+        return list(dict.fromkeys([AUTO, *(d for spec in self for d in spec.devices)]))
+
+    def precisions(self) -> list[str]:
+        return list(dict.fromkeys(p for spec in self for p in spec.precisions))
+
+    def __iter__(self) -> Iterator[EngineSpec]:
+        return iter(self._engines.values())
+
+
+@cache
+def engine_registry() -> EngineRegistry:
+    """The built-in engines, then those other installed packages declare (entry points)."""
+    registry = EngineRegistry()
+    for module in BUILTIN:
+        registry.register(importlib.import_module(module).ENGINE)
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        spec = entry.load()
+        if not isinstance(spec, EngineSpec):
+            raise TypeError(f"entry point {entry.value} of {ENTRY_POINT_GROUP} is not an EngineSpec")
+        registry.register(spec)
+    return registry
+
+
+def register_engine(spec: EngineSpec) -> None:
+    """Add an engine for this process (another process finds it only through an entry point)."""
+    engine_registry().register(spec)
+
+
+def get_engine(name: str) -> EngineSpec:
+    return engine_registry().get(name)

@@ -1,0 +1,56 @@
+"""What every folder job is asked, on one machine (`folder.FolderJob`) or on Ray (`cluster.ClusterJob`),
+and what it reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from imagenet_zoo.api import Checked, check_config
+from imagenet_zoo.classifier import PostPlan, plan_post
+from imagenet_zoo.jobs.identity import Identity, job_identity
+from imagenet_zoo.pipeline import LoadConfig, PostOptions
+from imagenet_zoo.records import ErrorInfo
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobOptions:
+    sources: list[str]  # files, folders or glob patterns (and, on a cluster, URLs)
+    recursive: bool = False
+    load: LoadConfig = field(default_factory=LoadConfig)  # task "features": extract
+    post: PostOptions = field(default_factory=PostOptions)  # classify: what each record reports
+
+    @property
+    def task(self) -> str:
+        return "extract" if self.load.task == "features" else "classify"
+
+    @property
+    def load_config(self) -> LoadConfig:
+        """The load configuration, with the engine's heatmaps when the records report them."""
+        return replace(self.load, explain=self.load.explain or self.post.explains)
+
+    def check(self) -> CheckedJob:
+        """Everything the job is asked, checked before any file is opened or any model loaded."""
+        checked = check_config(self.load_config, progress=False)
+        if self.task == "extract":
+            return CheckedJob(checked, None, job_identity(self.task, self.load_config, checked.model, None))
+        plan = plan_post(checked.model.spec, self.post)
+        return CheckedJob(checked, plan, job_identity(self.task, self.load_config, checked.model, self.post))
+
+
+@dataclass(frozen=True)
+class CheckedJob:
+    pipeline: Checked  # `.load()` loads it
+    plan: PostPlan | None  # classify: the post configuration checked for the model
+    identity: Identity  # the settings that change what the job writes
+
+
+@dataclass(frozen=True)
+class JobReport:
+    """What a folder job did, on one machine or on a cluster."""
+
+    listed: int  # photos found
+    skipped: int  # already in the output (a resumed run)
+    done: int  # photos processed in this run, failed ones included
+    failures: list[tuple[str, ErrorInfo]] = field(default_factory=list)
+    seconds: float = 0.0
+    feature_shape: tuple[int, ...] | None = None  # extract on one machine: (photos, dimensions)

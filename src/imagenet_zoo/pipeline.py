@@ -1,0 +1,212 @@
+"""One path from photo to answer, in three public stages, as a Hugging Face pipeline has them:
+`preprocess` (decode + resize/crop/scale: a photo to the model's input, or the photo's error), `forward`
+(the engine on a batch) and `postprocess` (softmax, top-k, groups, heatmap: one row to its record).
+
+The library (`Classifier`, `FeatureExtractor`), the folder job, the service (its dynamic batcher calls
+`forward`) and the Ray actors all run these stages; none assembles them again. What to load is one
+`LoadConfig` and what to report one `PostOptions`, each checked once, before any work.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+from imagenet_zoo.data.images import DEFAULT_MAX_PIXELS, DecodeMode, ImageSource, InputInfo
+from imagenet_zoo.data.preprocess import Transform, create_transform, decode_for, model_input, pixels_for
+from imagenet_zoo.engines.base import Engine
+from imagenet_zoo.engines.registry import AUTO, DEFAULT_ENGINE
+from imagenet_zoo.errors import ExplanationUnsupportedError, ImageError
+from imagenet_zoo.explain import ExplainingEngine
+from imagenet_zoo.model_types import RegisteredModel
+from imagenet_zoo.records import ErrorInfo
+from imagenet_zoo.registry import DEFAULT_MODEL
+from imagenet_zoo.specs import DataConfig, ModelSpec, ResizeMode
+
+Task = Literal["classify", "features"]  # class logits, or pooled features (extract, train)
+ModelRef = str | os.PathLike[str] | RegisteredModel
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadConfig:
+    """What to load and how to feed it: the one load configuration of the library, the jobs, the service,
+    bench, eval, compare, training and the cluster (`api.load_pipeline` checks it against the engine)."""
+
+    model: ModelRef = DEFAULT_MODEL  # a zoo name or alias, or a bundle folder
+    engine: str = DEFAULT_ENGINE
+    precision: str = "fp32"
+    device: str = AUTO
+    task: Task = "classify"
+    explain: bool = False  # an engine that also computes heatmaps
+    resize: ResizeMode | None = None  # "squash": the whole photo to the input size (the tutorial's way)
+    decode: DecodeMode = "fast"  # "full": every pixel, the exact evaluation protocol
+    batch_size: int = 8
+    workers: int | None = None  # decoding threads (default: one per core)
+    threads: int | None = None  # the engine's inference threads (default: the engine's choice)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+@dataclass(frozen=True, kw_only=True)
+class PostOptions:
+    """What post-processing reports for each photo besides its top-k: the one post configuration, checked
+    once per model (`Classifier.plan`). Plain data: a job sends it to other processes as it is."""
+
+    top: int = 5  # at most the model's classes (a 2-class bundle reports 2)
+    groups: tuple[str, ...] = ()  # WordNet groups whose probability to report: lemmas or synset ids
+    top_groups: tuple[int, int] | None = None  # (k, depth): the k most likely groups at that depth
+    explain: bool = False  # a heatmap of the top-1 class's evidence...
+    explain_class: str | int | None = None  # ...or of this class (index, synset id or label)
+    probabilities: bool = False  # keep every class's probability in the result (a protocol's output)
+
+    @property
+    def explains(self) -> bool:
+        return self.explain or self.explain_class is not None
+
+
+Prepared = tuple[InputInfo, np.ndarray] | ErrorInfo  # a photo as the model's input, or why it is not one
+Heat = tuple[int, np.ndarray]  # the class a heatmap is for, and its raw map
+# One input through the engine: the input, what decoding found (or its error), its output row, its heat.
+Output = tuple[Any, InputInfo | ErrorInfo, np.ndarray | None, Heat | None]
+Read = Callable[[Any], ImageSource]  # an input to what is decoded (a URL to its bytes)
+
+
+class Pipeline:
+    """Pre-processing and the engine, shared by classifiers and feature extractors."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        engine: Engine,
+        *,
+        data_config: DataConfig | None = None,
+        batch_size: int = 8,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        workers: int | None = None,
+        decode: DecodeMode = "fast",
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.spec = spec
+        self.engine = engine  # owns its concurrency: calls are never serialized above it
+        self.data_config = data_config or spec.data_config
+        self.batch_size = batch_size
+        self.max_pixels = max_pixels
+        self.workers = workers or os.cpu_count() or 1
+        self.decode = decode
+
+    @property
+    def transform(self) -> Transform:
+        """Decoded RGB image -> this model's input (what `preprocess` applies after decoding)."""
+        return create_transform(self.data_config)
+
+    def preprocess(self, source: ImageSource) -> Prepared:
+        """Pre: one input to the model's input and what it was, or its error (never raised)."""
+        try:
+            return model_input(source, self.data_config, max_pixels=self.max_pixels, decode=self.decode)
+        except ImageError as exc:
+            return ErrorInfo.of(exc)
+
+    def preprocess_keeping(
+        self, source: ImageSource, max_side: int | None
+    ) -> tuple[Prepared, Image.Image | None]:
+        """`preprocess`, also keeping the photo as decoded for it, reduced to at most `max_side` pixels a
+        side (to draw a heatmap on without decoding it again); no photo when `max_side` is None."""
+        if max_side is None:
+            return self.preprocess(source), None
+        try:
+            decoded = decode_for(source, self.data_config, max_pixels=self.max_pixels, decode=self.decode)
+            pixels = pixels_for(decoded, self.data_config, decode=self.decode)
+        except ImageError as exc:
+            return ErrorInfo.of(exc), None
+        photo = decoded.image.copy()
+        photo.thumbnail((max_side, max_side))
+        return (decoded.info, pixels), photo
+
+    def forward(self, batch: np.ndarray, heat_class: int | None = None, *, explain: bool = False) -> Forward:
+        """Core: the engine on a batch of model inputs; with `explain`, each row's heatmap of
+        `heat_class` (None: the row's top-1 class) from the same pass."""
+        if not explain:
+            return Forward(self.engine.infer(batch), None)
+        logits, maps, classes = self.explaining_engine().explain(batch, heat_class)
+        return Forward(logits, list(zip(classes.tolist(), maps, strict=True)))
+
+    def explaining_engine(self) -> ExplainingEngine:
+        """The engine, if it draws heatmaps (ExplanationUnsupportedError if not)."""
+        if not isinstance(self.engine, ExplainingEngine):
+            raise ExplanationUnsupportedError(
+                f"{self.spec.name} was not loaded to explain: load it with explain=True"
+            )
+        return self.engine
+
+    def iter_outputs(
+        self,
+        inputs: Iterable[Any],
+        *,
+        explain: bool = False,
+        heat_class: int | None = None,
+        read: Read | None = None,
+    ) -> Iterator[Output]:
+        """Each input's engine output row, in input order, or the input's error; with `explain`, its
+        heatmap too. `read` turns an input into what is decoded (a URL into its bytes) in the decoding
+        threads; its `ImageError` is that input's error.
+
+        The next batch is decoded by `workers` threads while the engine runs the current one (Pillow
+        releases the GIL while decoding and resizing), so decoding and inference overlap."""
+        chunks = _chunked(iter(inputs), self.batch_size)
+        prepare = self.preprocess if read is None else partial(self._read_and_preprocess, read)
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            chunk = next(chunks, None)
+            upcoming = [pool.submit(prepare, s) for s in chunk or []]
+            while chunk is not None:
+                prepared = [future.result() for future in upcoming]
+                following = next(chunks, None)
+                upcoming = [pool.submit(prepare, s) for s in following or []]
+                yield from self._forward_chunk(chunk, prepared, explain, heat_class)
+                chunk = following
+
+    def _read_and_preprocess(self, read: Read, source: Any) -> Prepared:
+        try:
+            return self.preprocess(read(source))
+        except ImageError as exc:
+            return ErrorInfo.of(exc)
+
+    def _forward_chunk(
+        self, sources: Sequence[Any], prepared: list[Prepared], explain: bool, heat_class: int | None
+    ) -> Iterator[Output]:
+        good = [item[1] for item in prepared if not isinstance(item, ErrorInfo)]
+        forward = (
+            self.forward(np.stack(good), heat_class, explain=explain)
+            if good
+            else Forward(np.zeros((0,)), None)
+        )
+        rows = iter(forward.rows)
+        heats: Iterator[Heat | None] = (
+            iter(forward.heats) if forward.heats is not None else itertools.repeat(None)
+        )
+        for source, item in zip(sources, prepared, strict=True):
+            if isinstance(item, ErrorInfo):
+                yield source, item, None, None
+            else:
+                yield source, item[0], next(rows), next(heats)
+
+
+@dataclass(frozen=True)
+class Forward:
+    """What the engine gave for a batch: one row per input (logits or features), and with `explain`
+    each row's heat."""
+
+    rows: np.ndarray
+    heats: list[Heat] | None
+
+
+def _chunked(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
