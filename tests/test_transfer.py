@@ -174,6 +174,9 @@ def test_train_needs_class_folders(tmp_path: Path, capsys: pytest.CaptureFixture
 
 @pytest.mark.slow
 def test_squeezenet_learns_from_scratch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Scored on 200 new photos rather than the 16 held out: one or two photos of 16 were the difference
+    between CPUs (0.625 on an AVX2 EPYC against >= 0.7). Six seeds scored 0.82-0.87 on these 200
+    (`scripts/scratch_seeds.py`); a model that learned nothing scores 0.5 +- 0.035."""
     data = _texture_task(tmp_path / "textures", 40, seed=3)
     out = tmp_path / "scratch"
     argv = ["train", str(data), "--arch", "squeezenet1_1", "--from-scratch", "--epochs", "12",
@@ -182,7 +185,14 @@ def test_squeezenet_learns_from_scratch(tmp_path: Path, capsys: pytest.CaptureFi
     assert code == 0 and "scratch epoch 12/12" in stdout
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["training"]["from_scratch"] and manifest["base"] == "squeezenet1_1"
-    assert manifest["validation"]["accuracy"] >= 0.7  # two classes: chance is 0.5
+    assert held_out_accuracy(out, _texture_task(tmp_path / "new", 100, seed=11)) >= 0.7  # chance is 0.5
+
+
+def held_out_accuracy(bundle: Path, folder: Path) -> float:
+    """The bundle's top-1 accuracy on the photos of `folder`'s class sub-folders."""
+    classifier = imagenet_zoo.load(str(bundle), engine="keras", progress=False)
+    results = classifier.classify([str(p) for p in sorted(folder.rglob("*.png"))], top=1)
+    return float(np.mean([r.top.label == Path(r.source).parent.name for r in results]))
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from typing import Any
 from imagenet_zoo.cli import options
 from imagenet_zoo.errors import UsageError
 from imagenet_zoo.registry import DEFAULT_MODEL
+from imagenet_zoo.transfer.training import TrainConfig
 
 NAME = "train"
 HELP = "a classifier for your own classes on an ImageNet network (a bundle)"
@@ -53,7 +54,10 @@ def register(sub: Any) -> None:
         "--resume", action="store_true", help="with --from-scratch: continue from the checkpoint"
     )
     parser.add_argument(
-        "--learning-rate", type=float, default=1e-3, help="from scratch: start of a cosine decay"
+        "--learning-rate",
+        type=float,
+        default=TrainConfig.learning_rate,
+        help=f"from scratch: start of a cosine decay (default {TrainConfig.learning_rate:g})",
     )
     options.add_engine_options(parser)
     options.add_decode_option(parser)
@@ -61,7 +65,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from imagenet_zoo.transfer.training import TrainConfig, confusion_text, train
+    from imagenet_zoo.transfer.training import confusion_text, train
 
     if args.fine_tune_layers < 0:
         raise UsageError("--fine-tune-layers cannot be negative")

@@ -46,7 +46,9 @@ class TrainConfig:
     seed: int = 0
     from_scratch: bool = False  # train `base`'s architecture from random weights (no ImageNet features)
     resume: bool = False  # with from_scratch: continue from the last epoch's checkpoint in the bundle folder
-    learning_rate: float = 1e-3  # from scratch: the start of a cosine decay to zero
+    # From scratch: the start of a cosine decay to zero. SqueezeNet from random weights at batch 8 with
+    # Adam from 1e-3 collapsed to one answer for every photo in 2 of 4 seeds; from 3e-4 it learned in 6 of 6.
+    learning_rate: float = 3e-4
     head: str = "auto"  # "linear", "neighbours" (see heads.py), or auto: the better of the two on validation
 
     @property
