@@ -8,15 +8,20 @@ Starts its own servers on 127.0.0.1 (never another address), bounded in requests
 3. 5,000 bad requests (empty, text, truncated JPEG, decompression bomb, oversized): the server's resident
    memory is sampled along the way and must stay flat;
 4. abuse: 16-file batches of a 1x100,000-pixel PNG (under 500 bytes each), and 20 MB uploads 32 at a
-   time (more than the server reads at once): every answer typed, no 5xx, memory sampled.
+   time (more than the server reads at once): every answer typed, no 5xx, memory sampled;
+5. attacks (`attacks`): ordinary clients and health probes alone, then alongside v2 requests of
+   thousands of images, slow bodies (20 MB promised, a byte a second) and model thrash: the ordinary
+   clients' rate, p50/p99, 5xx and 503, the slowest health check and the server's peak memory for each.
 
 Prints a markdown report. Usage: python scripts/load_test.py [--requests N] [--bad-requests N]
+[--phases throughput bad abuse queue attacks] [--attack-seconds S] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import socket
@@ -24,11 +29,13 @@ import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -56,22 +63,28 @@ def server(*extra: str) -> Iterator[tuple[str, int]]:
         "0",
         *extra,
     ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
-        else:
-            raise SystemExit("the server did not become ready")
-        yield url, process.pid
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_ready(url, process, log)
+            yield url, process.pid
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: IO[bytes]) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.3)
+    log.seek(0)
+    said = log.read().decode(errors="replace")[-3000:]
+    raise SystemExit(f"the server did not become ready (exit code {process.poll()}):\n{said}")
 
 
 def rss_mb(pid: int) -> float:
@@ -279,6 +292,9 @@ def v2_binary(image: bytes) -> dict[str, object]:
     return {"content": header + tensor, "headers": {"Inference-Header-Content-Length": str(len(header))}}
 
 
+PHASES = ("throughput", "bad", "abuse", "queue", "attacks")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -289,17 +305,35 @@ def main() -> None:
         "--precision", action="append", choices=("fp32", "bf16", "int8"),
         help="precisions to measure throughput in (default fp32 and int8; int8 is quantized if needed)",
     )  # fmt: skip
+    parser.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES), help="what to run")
+    parser.add_argument("--attack-seconds", type=float, default=20.0, help="how long each attack lasts")
+    parser.add_argument("--json", type=Path, help="also write the attacks' measurements to this file")
     args = parser.parse_args()
     args.precision = args.precision or ["fp32", "int8"]
     report = [
         f"Load test of `imagenet-zoo serve` (EfficientNet-Lite0, OpenVINO), {os.cpu_count()} cores, "
-        f"{cpu_model()}:",
-        "",
+        f"{cpu_model()}:"
     ]
+    phases = {"throughput": throughput_phase, "bad": bad_phase, "abuse": abuse_phase, "queue": queue_phase,
+              "attacks": attacks_phase}  # fmt: skip
     server_errors = 0
-
-    folder = {precision: folder_job_rate(precision, args.requests) for precision in args.precision}
+    for phase in args.phases:
+        lines, errors = phases[phase](args)
+        report += ["", *lines]
+        server_errors += errors
     report += [
+        "",
+        f"5xx other than the queue's 503 (and, under attack, ordinary requests' 503): {server_errors}",
+    ]
+    print("\n".join(report))
+    sys.exit(1 if server_errors else 0)
+
+
+def throughput_phase(args: argparse.Namespace) -> tuple[list[str], int]:
+    """Real photos at concurrency 1, 4 and 16, against the folder job's rate on the same photos."""
+    server_errors = 0
+    folder = {precision: folder_job_rate(precision, args.requests) for precision in args.precision}
+    report = [
         "| precision | dynamic batching | body | concurrency | req/s | of the folder job | p50 ms | p95 ms "
         "| p99 ms | images per engine call | 5xx |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -326,7 +360,11 @@ def main() -> None:
         + ", ".join(f"{p} {rate:.1f} img/s" for p, rate in folder.items())
         + ".",
     ]
+    return report, server_errors
 
+
+def bad_phase(args: argparse.Namespace) -> tuple[list[str], int]:
+    """Bad requests, half to /v2: the server's memory is sampled along the way and must stay flat."""
     with server() as (url, pid):
         rss = [rss_mb(pid)]
         bad = bad_payloads(args.bad_requests)
@@ -342,47 +380,41 @@ def main() -> None:
                 for status, _ in asyncio.run(run_concurrently(target, payloads, 8)):
                     statuses[status] = statuses.get(status, 0) + 1
             rss.append(rss_mb(pid))
-        server_errors += sum(n for status, n in statuses.items() if status >= 500)
-        codes = ", ".join(f"{code}: {n}" for code, n in sorted(statuses.items()))
-        report += [
-            "",
-            f"{args.bad_requests:,} bad requests, half of them to /v2 ({codes}); RSS after each fifth: "
-            + " -> ".join(f"{r:.0f}" for r in rss)
-            + f" MB (growth {rss[-1] - rss[1]:+.0f} MB after the first fifth).",
-        ]
+    codes = ", ".join(f"{code}: {n}" for code, n in sorted(statuses.items()))
+    return [
+        f"{args.bad_requests:,} bad requests, half of them to /v2 ({codes}); RSS after each fifth: "
+        + " -> ".join(f"{r:.0f}" for r in rss)
+        + f" MB (growth {rss[-1] - rss[1]:+.0f} MB after the first fifth)."
+    ], sum(n for status, n in statuses.items() if status >= 500)
 
+
+def abuse_phase(args: argparse.Namespace) -> tuple[list[str], int]:
+    """The same abuse three times: memory rises to the upload buffer's bound, then stays."""
+    with server() as (url, pid):
         rss = [rss_mb(pid)]
-        statuses = {}
-        for _ in range(
-            3
-        ):  # the same abuse three times: memory rises to the upload buffer's bound, then stays
+        statuses: dict[int, int] = {}
+        for _ in range(3):
             for status, n in asyncio.run(abuse(url)).items():
                 statuses[status] = statuses.get(status, 0) + n
             rss.append(rss_mb(pid))
-        server_errors += sum(n for status, n in statuses.items() if status >= 500 and status != 503)
-        codes = ", ".join(f"{code}: {n}" for code, n in sorted(statuses.items()))
-        report += [
-            "",
-            f"Abuse, three rounds of 16-file sliver batches and 20 MB uploads ({codes}); server RSS "
-            + " -> ".join(f"{r:.0f}" for r in rss)
-            + " MB (--max-upload-buffer-mb 256: uploads read at once, each held twice while it is joined).",
-        ]
+    codes = ", ".join(f"{code}: {n}" for code, n in sorted(statuses.items()))
+    return [
+        f"Abuse, three rounds of 16-file sliver batches and 20 MB uploads ({codes}); server RSS "
+        + " -> ".join(f"{r:.0f}" for r in rss)
+        + " MB (--max-upload-buffer-mb 256: uploads read at once, each held twice while it is joined)."
+    ], sum(n for status, n in statuses.items() if status >= 500 and status != 503)
 
+
+def queue_phase(args: argparse.Namespace) -> tuple[list[str], int]:
     with server("--max-queue", "2", "--deadline", "120") as (url, _):
         held, probes = asyncio.run(full_queue(url))
-        refused = [seconds for status, seconds in probes if status == 503]
-        server_errors += sum(status >= 500 and status != 503 for status, _ in probes)
-        report += [
-            "",
-            f"Full queue (2 slots, both held by 16-photo batches that took {held:.2f} s): "
-            f"{len(probes)} single-photo requests sent meanwhile, {len(refused)} refused with 503 "
-            f"(Retry-After) in median {1000 * statistics.median(refused or [0]):.1f} ms, "
-            f"at most {1000 * max(refused, default=0):.1f} ms.",
-        ]
-
-    report += ["", f"5xx other than the queue's 503: {server_errors}"]
-    print("\n".join(report))
-    sys.exit(1 if server_errors else 0)
+    refused = [seconds for status, seconds in probes if status == 503]
+    return [
+        f"Full queue (2 slots, both held by 16-photo batches that took {held:.2f} s): "
+        f"{len(probes)} single-photo requests sent meanwhile, {len(refused)} refused with 503 "
+        f"(Retry-After) in median {1000 * statistics.median(refused or [0]):.1f} ms, "
+        f"at most {1000 * max(refused, default=0):.1f} ms."
+    ], sum(status >= 500 and status != 503 for status, _ in probes)
 
 
 def sliver_png(width: int = 1, height: int = 100_000) -> bytes:
@@ -426,6 +458,162 @@ async def full_queue(url: str) -> tuple[float, list[tuple[int, float]]]:
         for holder in holders:
             assert (await holder).status_code == 200
         return time.perf_counter() - start, probes
+
+
+GIF_1X1 = bytes.fromhex(
+    "47494638396101000100800000ffffff00000021f90401000000002c00000000010001000002024401003b"
+)
+
+
+def attacks_phase(args: argparse.Namespace) -> tuple[list[str], int]:
+    """Ordinary clients (one photo per request, concurrency 4) and health probes, alone and under each
+    attack: v2 requests of thousands of images, slow bodies that promise 20 MB and send a byte a second,
+    and model thrash (two models, requests alternating between them, with and without heatmaps)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = tiny_bundle(Path(tmp) / "bundle")
+        with server("--model", "efficientnet_lite0", str(bundle)) as (url, pid):
+            rows = {
+                name: asyncio.run(under_attack(url, pid, attack, args.attack_seconds, bundle))
+                for name, attack in (
+                    ("none", None),
+                    ("many-image v2", many_images),
+                    ("slow bodies", slow_bodies),
+                    ("model thrash", thrash),
+                )
+            }
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    report = [
+        "Under attack (ordinary clients: one photo per request at concurrency 4; health probed every 0.2 s):",
+        "",
+        "| attack | ordinary req/s | p50 ms | p99 ms | 5xx | 503 | slowest health check ms | attack answers "
+        "| server peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in rows.items():
+        answers = ", ".join(f"{code}: {n}" for code, n in sorted(row["attack_statuses"].items())) or "-"
+        report.append(
+            f"| {name} | {row['rate']:.1f} | {row['p50']:.1f} | {row['p99']:.1f} | {row['5xx']} "
+            f"| {row['503']} | {row['health_max_ms']:.0f} | {answers} | {row['peak_rss_mb']:.0f} |"
+        )
+    return report, sum(row["5xx"] + row["503"] for row in rows.values())
+
+
+def tiny_bundle(folder: Path) -> Path:
+    """A second model to serve: a bundle with a linear head (it has heatmaps) on Lite0's input."""
+    import numpy as np
+
+    import imagenet_zoo
+    from imagenet_zoo.models._keras import import_keras
+    from imagenet_zoo.models.bundle import FEATURES_LAYER, save_bundle
+
+    keras = import_keras()
+    inputs = keras.Input((224, 224, 3))
+    features = keras.layers.Identity(name=FEATURES_LAYER)(keras.layers.GlobalAveragePooling2D()(inputs))
+    head = keras.layers.Dense(2, name="predictions")
+    model = keras.Model(inputs, head(features), name="bundle")
+    head.set_weights([np.eye(3, 2, dtype=np.float32), np.zeros(2, np.float32)])
+    base = imagenet_zoo.get_model_spec("efficientnet_lite0")
+    return save_bundle(folder, model, classes=["reddish", "greenish"], base=base, extra={})
+
+
+async def under_attack(url: str, pid: int, attack: object, seconds: float, bundle: Path) -> dict[str, object]:
+    """Ordinary clients and health probes for `seconds`, with `attack` running alongside."""
+    photo = sorted(SHARED.iterdir())[0].read_bytes()
+    results: list[tuple[int, float]] = []
+    health: list[float] = []
+    peak = [rss_mb(pid)]
+    statuses: dict[int, int] = {}
+    stop = time.monotonic() + seconds
+    async with httpx.AsyncClient(timeout=60) as client:
+
+        async def ordinary() -> None:
+            while time.monotonic() < stop:
+                results.append(await timed_post(client, f"{url}/v1/classify", content=photo))
+
+        async def probes() -> None:
+            while time.monotonic() < stop:
+                start = time.perf_counter()
+                await client.get(f"{url}/healthz")
+                health.append(time.perf_counter() - start)
+                peak.append(rss_mb(pid))
+                await asyncio.sleep(0.2)
+
+        tasks = [ordinary() for _ in range(4)] + [probes()]
+        if callable(attack):
+            tasks.append(attack(url, stop, statuses, bundle))
+        await asyncio.gather(*tasks)
+    seconds_each = [s for _, s in results]
+    return {
+        "rate": len(results) / seconds,
+        "p50": 1000 * percentile(seconds_each, 50),
+        "p99": 1000 * percentile(seconds_each, 99),
+        "5xx": sum(status >= 500 and status != 503 for status, _ in results),
+        "503": sum(status == 503 for status, _ in results),
+        "health_max_ms": 1000 * max(health, default=0.0),
+        "attack_statuses": statuses,
+        "peak_rss_mb": max(peak),
+    }
+
+
+async def many_images(url: str, stop: float, statuses: dict[int, int], bundle: Path) -> None:
+    """v2 requests of 3,000 1x1 GIFs (0.13 MiB each) and of a million empty elements (4 MiB)."""
+    element = base64.b64encode(GIF_1X1).decode()
+    bodies = [
+        json.dumps({"inputs": [{**V2_IMAGE, "shape": [count], "data": [data] * count}]}).encode()
+        for count, data in ((3000, element), (1_000_000, ""))
+    ]
+    async with httpx.AsyncClient(timeout=60) as client:
+        while time.monotonic() < stop:
+            for body in bodies:
+                response = await client.post(f"{url}/v2/models/efficientnet_lite0/infer", content=body)
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+
+
+async def slow_bodies(url: str, stop: float, statuses: dict[int, int], bundle: Path) -> None:
+    """16 connections, each declaring a 20 MB upload and sending one byte a second."""
+    target = httpx.URL(url)
+
+    async def trickle() -> None:
+        reader, writer = await asyncio.open_connection(target.host, target.port)
+        head = (f"POST /v1/classify HTTP/1.1\r\nHost: {target.host}\r\nContent-Type: image/jpeg\r\n"
+                f"Content-Length: {20 * 2**20}\r\n\r\n")  # fmt: skip
+        writer.write(head.encode())
+        try:
+            while time.monotonic() < stop and not reader.at_eof():
+                writer.write(b"\0")
+                await writer.drain()
+                await asyncio.sleep(1.0)
+            if reader.at_eof() or reader._buffer:  # type: ignore[attr-defined]  # answered already
+                status = int((await reader.readline()).split()[1])
+                statuses[status] = statuses.get(status, 0) + 1
+        except (ConnectionError, IndexError):
+            statuses[0] = statuses.get(0, 0) + 1  # closed by the server
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(trickle() for _ in range(16)))
+
+
+async def thrash(url: str, stop: float, statuses: dict[int, int], bundle: Path) -> None:
+    """Requests alternating between the two served models, with and without heatmaps (the page asks for
+    them whenever it can), two at a time."""
+    photo = sorted(SHARED.iterdir())[1].read_bytes()
+    variants = [
+        (model, explain) for model in ("efficientnet_lite0", str(bundle)) for explain in ("false", "true")
+    ]
+    async with httpx.AsyncClient(timeout=60) as client:
+
+        async def alternate(offset: int) -> None:
+            n = offset
+            while time.monotonic() < stop:
+                model, explain = variants[n % len(variants)]
+                params = {"model": model, "explain": explain}
+                response = await client.post(f"{url}/v1/classify", params=params, content=photo)
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                n += 1
+
+        await asyncio.gather(alternate(0), alternate(1))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Shared fixtures. Tests never touch the network or the user's cache: every test gets its own
-`IMAGENET_ZOO_HOME`, and the EfficientNet-Lite0 conversion is done once per session into its own."""
+`IMAGENET_ZOO_HOME` and a mirror where nothing listens, and the EfficientNet-Lite0 conversion is done once
+per session into its own home."""
 
 from __future__ import annotations
 
@@ -96,7 +97,8 @@ def isolated_engines(monkeypatch: pytest.MonkeyPatch) -> None:
 def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "zoo-home"
     monkeypatch.setenv("IMAGENET_ZOO_HOME", str(home))
-    monkeypatch.delenv("IMAGENET_ZOO_MIRROR", raising=False)
+    # Any download a test does not serve itself fails at once (the discard port: nothing listens).
+    monkeypatch.setenv("IMAGENET_ZOO_MIRROR", "http://127.0.0.1:9")
     return home
 
 

@@ -14,7 +14,7 @@ class Recorder:
         self.sizes: list[int] = []
         self.fail_on, self.delay_s = fail_on, delay_s
 
-    def __call__(self, batch: np.ndarray) -> list[float]:
+    def __call__(self, batch: np.ndarray, wanted: list[object]) -> list[float]:
         self.sizes.append(len(batch))
         time.sleep(self.delay_s)
         if self.fail_on is not None and self.fail_on in batch[:, 0, 0, 0]:
@@ -46,9 +46,9 @@ def test_an_engine_failure_fails_only_its_batch() -> None:
     gate = threading.Event()
     record = Recorder(fail_on=1.0)
 
-    def run(batch: np.ndarray) -> list[float]:
+    def run(batch: np.ndarray, wanted: list[object]) -> list[float]:
         gate.wait(5)
-        return record(batch)
+        return record(batch, wanted)
 
     batcher = DynamicBatcher(run, BatchingOptions(max_batch_size=2, max_delay_s=0.05))
     futures = [batcher.submit(x) for x in _inputs(4)]  # batches [0, 1] (fails) and [2, 3]
@@ -71,6 +71,26 @@ def test_observer_and_close() -> None:
     assert batcher.submit(_inputs(1)[0]).result(5) == 0.0
     assert seen[0][0] == 1 and len(seen[0][1]) == 1 and 0 <= seen[0][1][0] < 1
     batcher.close(wait=True)
-    assert batcher.submit(_inputs(3)[2]).result(5) == 20.0  # after close: run in the caller's thread
+    with pytest.raises(RuntimeError, match="closed"):  # never run in the caller's thread (an event loop)
+        batcher.submit(_inputs(3)[2])
     with pytest.raises(ValueError):
         DynamicBatcher(Recorder(), BatchingOptions(max_batch_size=0))
+
+
+def test_each_input_carries_what_its_caller_wants_and_a_cancelled_one_is_left_out() -> None:
+    calls: list[list[object]] = []
+    gate = threading.Event()
+
+    def run(batch: np.ndarray, wanted: list[object]) -> list[object]:
+        gate.wait(5)
+        calls.append(wanted)
+        return wanted
+
+    batcher = DynamicBatcher(run, BatchingOptions(max_batch_size=8, max_delay_s=0.0))
+    first = batcher.submit(_inputs(1)[0], "top")  # a batch of its own, held at the gate
+    time.sleep(0.05)
+    futures = [batcher.submit(x, wanted) for x, wanted in zip(_inputs(3), (None, 7, "top"), strict=True)]
+    futures[1].cancel()  # its caller stopped waiting before the batch ran
+    gate.set()
+    assert first.result(5) == "top" and futures[0].result(5) is None and futures[2].result(5) == "top"
+    assert calls[-1] == [None, "top"]

@@ -326,4 +326,4 @@ def test_top_k_goes_up_to_the_models_classes(many_classes: Path, capsys: pytest.
 
     image = {"name": "IMAGE", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(photo).decode()]}
     request = {"inputs": [image], "parameters": {"top_k": 1200}}
-    assert parse_request(json.dumps(request).encode(), None).top_k == 1200
+    assert parse_request(json.dumps(request).encode(), None, max_images=16).top_k == 1200

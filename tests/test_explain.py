@@ -29,6 +29,11 @@ def _batch(model_name: str) -> np.ndarray:
     return np.stack([preprocess(decode_image(p).image, config) for p in PHOTOS])
 
 
+def _cam_engine(model):  # type: ignore[no-untyped-def]
+    cam = cam_model(model)
+    return CamEngine(KerasEngine(cam.network), cam.head)
+
+
 def _random_keras(constructor: str):  # type: ignore[no-untyped-def]
     import keras
 
@@ -46,7 +51,7 @@ def test_grad_cam_is_cam_over_the_number_of_positions(constructor: str, name: st
     CAM's divided by h w, and both report the same grid."""
     model = _random_keras(constructor)
     batch = _batch(name)
-    logits, cam, classes = CamEngine(KerasEngine(cam_model(model))).explain(batch, None)
+    logits, cam, classes = _cam_engine(model).explain(batch, None)
     grad_logits, grad_cam, grad_classes = GradCamEngine(model).explain(batch, None)
     np.testing.assert_allclose(grad_logits, logits, rtol=1e-5, atol=1e-5)
     assert classes.tolist() == grad_classes.tolist() == np.argmax(logits, axis=1).tolist()
@@ -66,7 +71,7 @@ def test_squeezenet_maps_are_its_classifier_before_the_pooling() -> None:
         .get("squeezenet1_1")
         .build(weights=None, include_top=True, pooling=None, input_shape=None)
     )
-    logits, maps, classes = CamEngine(KerasEngine(cam_model(model))).explain(_batch("squeezenet1_1"), 7)
+    logits, maps, classes = _cam_engine(model).explain(_batch("squeezenet1_1"), 7)
     assert maps.shape == (len(PHOTOS), 13, 13) and classes.tolist() == [7] * len(PHOTOS)
     np.testing.assert_allclose(maps.mean(axis=(1, 2)), logits[:, 7], rtol=1e-5, atol=1e-6)
 

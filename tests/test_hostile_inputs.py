@@ -192,22 +192,23 @@ def test_a_neighbour_vote_with_temperature_zero_is_refused(tmp_path: Path) -> No
         load_keras_safely(hostile)
 
 
-def test_concurrent_uploads_are_bounded() -> None:
-    """Any number of 20 MB uploads could be in flight at once: the queue bound counted inference only."""
+def test_concurrent_uploads_are_bounded_by_the_bytes_they_have_sent() -> None:
+    """Any number of 20 MB uploads could be in flight at once: the queue bound counted inference only.
+    The buffer then counted what each upload promised (its Content-Length, or 20 MB undeclared), so a few
+    slow clients that promised much and sent little locked every other upload out: it counts bytes sent."""
     import asyncio
 
     import httpx
 
     from tests.fakes import fake_settings
 
-    async def scenario() -> tuple[httpx.Response, list[int]]:
-        # Two uploads of undeclared length each count the 20 MB limit: a 40 MB buffer is full.
-        app = create_app(fake_settings(max_upload_buffer_mb=40))
+    async def scenario() -> tuple[httpx.Response, httpx.Response, list[int]]:
+        app = create_app(fake_settings(max_upload_buffer_mb=1.5, body_idle_timeout_s=5))
         release, started = asyncio.Event(), asyncio.Semaphore(0)
 
-        async def slow_body():  # type: ignore[no-untyped-def]
+        async def slow_body(first: bytes):  # type: ignore[no-untyped-def]
+            yield first
             started.release()
-            yield b"\x89PNG"
             await release.wait()
             yield b"rest"
 
@@ -215,18 +216,56 @@ def test_concurrent_uploads_are_bounded() -> None:
             app.router.lifespan_context(app),
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
         ):
-            slow = [asyncio.create_task(client.post("/v1/classify", content=slow_body())) for _ in range(2)]
+            promised = {"content-length": str(20 * 2**20)}
+            slow = [
+                asyncio.create_task(
+                    client.post("/v1/classify", content=slow_body(b"\x89PNG"), headers=promised)
+                )
+                for _ in range(13)
+            ]
+            slow.append(asyncio.create_task(client.post("/v1/classify", content=slow_body(b"\0" * 2**20))))
             for _ in slow:
                 await asyncio.wait_for(started.acquire(), 10)
-            await asyncio.sleep(0.1)  # both are now reading their bodies
-            refused = await client.post("/v1/classify", content=sliver_png(8, 8))
+            await asyncio.sleep(0.1)  # all are now reading their bodies: 1 MB and 13 x 4 bytes sent
+            small = await client.post("/v1/classify", content=sliver_png(8, 8))
+            refused = await client.post("/v1/classify", content=b"\0" * 2**20)  # 2 MB sent in all
             release.set()
-            return refused, [(await task).status_code for task in slow]
+            return small, refused, [(await task).status_code for task in slow]
 
-    refused, statuses = asyncio.run(scenario())
+    small, refused, statuses = asyncio.run(scenario())
+    assert small.status_code == 200  # promised bytes hold nothing
     assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
     assert "uploads in progress" in refused.json()["error"]["message"]
-    assert statuses == [415, 415]  # the two slow uploads were read to the end and answered
+    assert statuses == [415] * 14  # the slow uploads were read to the end and answered
+
+
+def test_a_body_that_stops_arriving_is_answered_408() -> None:
+    """A client that declares a body and sends it a byte a minute held its connection forever."""
+    import asyncio
+
+    import httpx
+
+    from tests.fakes import fake_settings
+
+    async def scenario() -> tuple[httpx.Response, float]:
+        app = create_app(fake_settings(body_idle_timeout_s=0.3, body_timeout_s=5))
+
+        async def trickle():  # type: ignore[no-untyped-def]
+            yield b"\x89PNG"
+            await asyncio.sleep(60)
+            yield b"never"
+
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
+        ):
+            start = asyncio.get_running_loop().time()
+            response = await client.post("/v1/classify", content=trickle())
+            return response, asyncio.get_running_loop().time() - start
+
+    response, waited = asyncio.run(scenario())
+    assert response.status_code == 408 and response.headers["connection"] == "close" and waited < 5
+    assert response.json()["error"]["type"] == "RequestTimeout"
 
 
 def test_the_service_has_a_pixel_cap_of_its_own() -> None:

@@ -175,7 +175,7 @@ def test_readers_never_see_a_half_replaced_model_folder(tmp_path: Path) -> None:
     one version and find the .bin gone, or missing. Each reader now resolves one whole version."""
     import threading
 
-    from imagenet_zoo.engines.openvino_ir import atomic_dir, resolved_file
+    from imagenet_zoo.engines.cache import atomic_dir, resolved_file
 
     dest = tmp_path / "model-int8"
     with atomic_dir(dest) as version:

@@ -98,6 +98,11 @@ class Checked:
     def load_engine(self) -> Engine:
         return self.engine.load(self.model, self.request)
 
+    def prepare(self) -> None:
+        """Make what loading needs (a conversion, a download), without loading."""
+        if self.engine.prepare is not None:
+            self.engine.prepare(self.model, self.request)
+
     def load(self) -> Classifier | FeatureExtractor:
         """The pipeline: a `Classifier`, or a `FeatureExtractor` for `task="features"`."""
         config = self.config

@@ -75,19 +75,24 @@ class ExplainingEngine(Protocol):
 
     def infer(self, batch: np.ndarray) -> np.ndarray: ...
 
-    def explain(
-        self, batch: np.ndarray, class_index: int | None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Logits (N, classes), maps (N, rows, columns) and the class of each map: `class_index`, or
-        each input's top-1 class when None."""
+    def explain(self, batch: np.ndarray, choice: ClassChoice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Logits (N, classes), maps (N, rows, columns) and the class of each map (see
+        `explained_classes`), from one forward pass."""
         ...
 
 
-def explained_classes(logits: np.ndarray, class_index: int | None) -> np.ndarray:
+# Which class's map to compute: one for every input, or one per input; None: the input's top-1 class.
+ClassChoice = int | None | Sequence[int | None]
+
+
+def explained_classes(logits: np.ndarray, choice: ClassChoice) -> np.ndarray:
     """The class each input's map is for: the given one, or the input's top-1."""
-    if class_index is not None:
-        return np.full(len(logits), class_index, dtype=np.int64)
-    return np.asarray(np.argmax(logits, axis=-1), dtype=np.int64)
+    top = np.asarray(np.argmax(logits, axis=-1), dtype=np.int64)
+    if choice is None:
+        return top
+    if isinstance(choice, int):
+        return np.full(len(logits), choice, dtype=np.int64)
+    return np.array([top[i] if c is None else c for i, c in enumerate(choice)], dtype=np.int64)
 
 
 def positive_unit(raw_map: np.ndarray) -> np.ndarray:
@@ -99,11 +104,13 @@ def positive_unit(raw_map: np.ndarray) -> np.ndarray:
 
 def class_index_of(labels: Sequence[ClassLabel], text: str | int) -> int:
     """A class named by its index, synset id or label (as `--explain-class` takes it)."""
-    if isinstance(text, int) or text.strip().isdigit():
-        index = int(text)
-        if 0 <= index < len(labels):
-            return index
-        raise UsageError(f"class index {index} is out of range: this model has {len(labels)} classes")
+    digits = str(text).strip()
+    if isinstance(text, int) or (digits.isascii() and digits.isdigit()):  # "²" is a digit to str.isdigit
+        if len(digits) > len(str(len(labels))) or not 0 <= int(digits) < len(labels):
+            raise UsageError(
+                f"class index {digits[:20]} is out of range: this model has {len(labels)} classes"
+            )
+        return int(digits)
     wanted = text.strip().casefold()
     matches = [c.index for c in labels if wanted in (c.synset.casefold(), c.name.casefold())]
     if len(matches) == 1:
@@ -148,6 +155,13 @@ def draw_heatmap(image: Image.Image, explanation: Explanation) -> Image.Image:
     return out
 
 
+def fitted(explanation: Explanation, photo_size: tuple[int, int], image_size: tuple[int, int]) -> Explanation:
+    """The explanation of a photo of `photo_size` pixels, for that photo reduced to `image_size`."""
+    scale = image_size[0] / photo_size[0]
+    left, top, right, bottom = explanation.region
+    return replace(explanation, region=(left * scale, top * scale, right * scale, bottom * scale))
+
+
 def heatmap_png(
     photo: Image.Image, explanation: Explanation, photo_size: tuple[int, int], *, max_side: int = 512
 ) -> bytes:
@@ -155,11 +169,8 @@ def heatmap_png(
     `photo_size` pixels, or a reduced decode of it."""
     image = photo.copy()
     image.thumbnail((max_side, max_side))
-    scale = image.width / photo_size[0]
-    left, top, right, bottom = explanation.region
-    scaled = replace(explanation, region=(left * scale, top * scale, right * scale, bottom * scale))
     buffer = io.BytesIO()
-    draw_heatmap(image, scaled).save(buffer, "PNG")
+    draw_heatmap(image, fitted(explanation, photo_size, image.size)).save(buffer, "PNG")
     return buffer.getvalue()
 
 

@@ -20,7 +20,15 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-from imagenet_zoo.data.images import DEFAULT_MAX_PIXELS, DecodeMode, ImageSource, InputInfo
+from imagenet_zoo.data.images import (
+    DEFAULT_DECODE_BUDGET,
+    DEFAULT_MAX_PIXELS,
+    DecodeBudget,
+    DecodeMode,
+    ImageSource,
+    InputInfo,
+    give_back_large_buffers,
+)
 from imagenet_zoo.data.preprocess import Transform, create_transform, decode_for, model_input, pixels_for
 from imagenet_zoo.engines.base import Engine
 from imagenet_zoo.engines.registry import AUTO, DEFAULT_ENGINE
@@ -73,6 +81,8 @@ class PostOptions:
 
 Prepared = tuple[InputInfo, np.ndarray] | ErrorInfo  # a photo as the model's input, or why it is not one
 Heat = tuple[int, np.ndarray]  # the class a heatmap is for, and its raw map
+# For one input: the class whose heatmap to compute with its logits, "top" for its top-1, or None for none.
+Wanted = int | Literal["top"] | None
 # One input through the engine: the input, what decoding found (or its error), its output row, its heat.
 Output = tuple[Any, InputInfo | ErrorInfo, np.ndarray | None, Heat | None]
 Read = Callable[[Any], ImageSource]  # an input to what is decoded (a URL to its bytes)
@@ -101,6 +111,8 @@ class Pipeline:
         self.max_pixels = max_pixels
         self.workers = workers or os.cpu_count() or 1
         self.decode = decode
+        self.budget = DecodeBudget(DEFAULT_DECODE_BUDGET)  # what all its decoding threads hold at once
+        give_back_large_buffers()
 
     @property
     def transform(self) -> Transform:
@@ -110,7 +122,9 @@ class Pipeline:
     def preprocess(self, source: ImageSource) -> Prepared:
         """Pre: one input to the model's input and what it was, or its error (never raised)."""
         try:
-            return model_input(source, self.data_config, max_pixels=self.max_pixels, decode=self.decode)
+            return model_input(
+                source, self.data_config, max_pixels=self.max_pixels, decode=self.decode, budget=self.budget
+            )
         except ImageError as exc:
             return ErrorInfo.of(exc)
 
@@ -121,22 +135,26 @@ class Pipeline:
         side (to draw a heatmap on without decoding it again); no photo when `max_side` is None."""
         if max_side is None:
             return self.preprocess(source), None
+        config, decode = self.data_config, self.decode
         try:
-            decoded = decode_for(source, self.data_config, max_pixels=self.max_pixels, decode=self.decode)
-            pixels = pixels_for(decoded, self.data_config, decode=self.decode)
+            with self.budget.admission() as admit:
+                decoded = decode_for(source, config, max_pixels=self.max_pixels, decode=decode, admit=admit)
+                pixels = pixels_for(decoded, config, decode=decode)
+                photo = decoded.image.copy()
         except ImageError as exc:
             return ErrorInfo.of(exc), None
-        photo = decoded.image.copy()
         photo.thumbnail((max_side, max_side))
         return (decoded.info, pixels), photo
 
-    def forward(self, batch: np.ndarray, heat_class: int | None = None, *, explain: bool = False) -> Forward:
-        """Core: the engine on a batch of model inputs; with `explain`, each row's heatmap of
-        `heat_class` (None: the row's top-1 class) from the same pass."""
-        if not explain:
+    def forward(self, batch: np.ndarray, wanted: Sequence[Wanted] | None = None) -> Forward:
+        """Core: the engine on a batch of model inputs; with `wanted`, each row's heatmap it asks for,
+        from the same pass."""
+        if wanted is None or all(w is None for w in wanted):
             return Forward(self.engine.infer(batch), None)
-        logits, maps, classes = self.explaining_engine().explain(batch, heat_class)
-        return Forward(logits, list(zip(classes.tolist(), maps, strict=True)))
+        choice = [w if isinstance(w, int) else None for w in wanted]  # rows asking none: dropped below
+        logits, maps, classes = self.explaining_engine().explain(batch, choice)
+        heats = [None if w is None else (int(k), m) for w, k, m in zip(wanted, classes, maps, strict=True)]
+        return Forward(logits, heats)
 
     def explaining_engine(self) -> ExplainingEngine:
         """The engine, if it draws heatmaps (ExplanationUnsupportedError if not)."""
@@ -162,6 +180,7 @@ class Pipeline:
         releases the GIL while decoding and resizing), so decoding and inference overlap."""
         chunks = _chunked(iter(inputs), self.batch_size)
         prepare = self.preprocess if read is None else partial(self._read_and_preprocess, read)
+        wanted: Wanted = (heat_class if heat_class is not None else "top") if explain else None
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             chunk = next(chunks, None)
             upcoming = [pool.submit(prepare, s) for s in chunk or []]
@@ -169,7 +188,7 @@ class Pipeline:
                 prepared = [future.result() for future in upcoming]
                 following = next(chunks, None)
                 upcoming = [pool.submit(prepare, s) for s in following or []]
-                yield from self._forward_chunk(chunk, prepared, explain, heat_class)
+                yield from self._forward_chunk(chunk, prepared, wanted)
                 chunk = following
 
     def _read_and_preprocess(self, read: Read, source: Any) -> Prepared:
@@ -179,13 +198,11 @@ class Pipeline:
             return ErrorInfo.of(exc)
 
     def _forward_chunk(
-        self, sources: Sequence[Any], prepared: list[Prepared], explain: bool, heat_class: int | None
+        self, sources: Sequence[Any], prepared: list[Prepared], wanted: Wanted
     ) -> Iterator[Output]:
         good = [item[1] for item in prepared if not isinstance(item, ErrorInfo)]
         forward = (
-            self.forward(np.stack(good), heat_class, explain=explain)
-            if good
-            else Forward(np.zeros((0,)), None)
+            self.forward(np.stack(good), [wanted] * len(good)) if good else Forward(np.zeros((0,)), None)
         )
         rows = iter(forward.rows)
         heats: Iterator[Heat | None] = (
@@ -200,11 +217,11 @@ class Pipeline:
 
 @dataclass(frozen=True)
 class Forward:
-    """What the engine gave for a batch: one row per input (logits or features), and with `explain`
-    each row's heat."""
+    """What the engine gave for a batch: one row per input (logits or features), and each row's heat
+    where one was wanted."""
 
     rows: np.ndarray
-    heats: list[Heat] | None
+    heats: list[Heat | None] | None
 
 
 def _chunked(items: Iterator[Any], size: int) -> Iterator[list[Any]]:

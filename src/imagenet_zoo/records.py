@@ -100,7 +100,9 @@ class ErrorInfo:
 
     @classmethod
     def of(cls, exc: ImageError) -> ErrorInfo:
-        return cls(type(exc).__name__, str(exc), exc)
+        """The error of an input, kept without its traceback: the frames of a failed decode hold its
+        buffers (400 MB for a 571-byte hostile file), which every failure kept would add up."""
+        return cls(type(exc).__name__, str(exc), _without_frames(exc))
 
     def to_dict(self) -> dict[str, str]:
         return {"type": self.type, "message": self.message}
@@ -146,6 +148,14 @@ class Classification:
         if self.explanation is not None:
             record["explanation"] = self.explanation.to_dict()
         return record
+
+
+def _without_frames(exc: ImageError) -> ImageError:
+    chained: BaseException | None = exc
+    while chained is not None:
+        chained.__traceback__ = None
+        chained = chained.__cause__ or chained.__context__
+    return exc
 
 
 def conforms(record: Any, struct: Struct = RECORD) -> list[str]:

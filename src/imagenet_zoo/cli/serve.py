@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,13 @@ def register(sub: Any) -> None:
         "--max-megapixels", type=float, default=50.0, help="largest decoded image an upload may be (50)"
     )
     parser.add_argument("--deadline", type=float, default=30.0, help="seconds before a request answers 504")
+    parser.add_argument(
+        "--body-timeout", type=float, default=120.0, help="seconds a request body may take to arrive (408)"
+    )
+    parser.add_argument(
+        "--body-idle-timeout", type=float, default=15.0,
+        help="seconds a request body may pause between chunks (408)",
+    )  # fmt: skip
     parser.add_argument("--access-log", action="store_true", help="log a line per request (default off)")
     parser.add_argument(
         "--api-key-file", metavar="FILE",
@@ -64,11 +72,12 @@ def run(args: argparse.Namespace) -> int:
     from imagenet_zoo.server.run import serve
     from imagenet_zoo.server.settings import read_api_keys
 
-    sizes = (args.max_upload_mb, args.max_upload_buffer_mb, args.max_megapixels, args.deadline)
+    sizes = (args.max_upload_mb, args.max_upload_buffer_mb, args.max_megapixels, args.deadline,
+             args.body_timeout, args.body_idle_timeout)  # fmt: skip
     if not (min(sizes) > 0 and min(args.drain_seconds, args.max_batch_delay_ms) >= 0):  # NaN fails too
         raise UsageError(
-            "--max-upload-mb, --max-upload-buffer-mb, --max-megapixels and --deadline must be positive, "
-            "--drain-seconds and --max-batch-delay-ms not negative"
+            "--max-upload-mb, --max-upload-buffer-mb, --max-megapixels, --deadline, --body-timeout and "
+            "--body-idle-timeout must be positive, --drain-seconds and --max-batch-delay-ms not negative"
         )
     load = options.load_config(args, model=args.model[0], max_pixels=int(args.max_megapixels * 1e6))
     settings = Settings(
@@ -78,10 +87,16 @@ def run(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         max_upload_buffer_mb=args.max_upload_buffer_mb,
         deadline_s=args.deadline,
+        body_timeout_s=args.body_timeout,
+        body_idle_timeout_s=args.body_idle_timeout,
         max_batch_size=args.max_batch_size,
         max_batch_delay_ms=args.max_batch_delay_ms,
-        api_keys=read_api_keys(Path(args.api_key_file)) if args.api_key_file else (),
+        api_keys=read_api_keys(Path(args.api_key_file), warn=_warn) if args.api_key_file else (),
         cors_origins=tuple(args.cors_origin),
     )
     serve(settings, host=args.host, port=args.port, drain_s=args.drain_seconds, access_log=args.access_log)
     return 0
+
+
+def _warn(message: str) -> None:
+    print(f"imagenet-zoo: warning: {message}", file=sys.stderr)

@@ -6,13 +6,22 @@ Every function returns a new array; the caller's pixels are never modified (unli
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from imagenet_zoo.data.images import DecodedImage, DecodeMode, ImageSource, InputInfo, decode_image
+from imagenet_zoo.data.images import (
+    Admit,
+    DecodeBudget,
+    DecodedImage,
+    DecodeMode,
+    ImageSource,
+    InputInfo,
+    decode_image,
+)
 from imagenet_zoo.errors import UnsupportedImageError
 from imagenet_zoo.specs import DataConfig, PreprocessMode
 
@@ -115,22 +124,34 @@ def preprocess(image: Image.Image, config: DataConfig, *, fast: bool = False) ->
 
 
 def model_input(
-    source: ImageSource, config: DataConfig, *, max_pixels: int, decode: DecodeMode = "fast"
+    source: ImageSource,
+    config: DataConfig,
+    *,
+    max_pixels: int,
+    decode: DecodeMode = "fast",
+    budget: DecodeBudget | None = None,
 ) -> tuple[InputInfo, np.ndarray]:
     """One photo as the model's input: decode, then resize, crop and scale (raises its `ImageError`).
 
     `decode="fast"` decodes and resizes only at the resolution the model needs (see `data.images`);
-    `"full"` decodes every pixel and resizes in one step, the exact ImageNet evaluation protocol."""
-    decoded = decode_for(source, config, max_pixels=max_pixels, decode=decode)
-    return decoded.info, pixels_for(decoded, config, decode=decode)
+    `"full"` decodes every pixel and resizes in one step, the exact ImageNet evaluation protocol. With
+    `budget`, the decode waits for room in it, and holds it until the model's input is made."""
+    with budget.admission() if budget else contextlib.nullcontext(None) as admit:
+        decoded = decode_for(source, config, max_pixels=max_pixels, decode=decode, admit=admit)
+        return decoded.info, pixels_for(decoded, config, decode=decode)
 
 
 def decode_for(
-    source: ImageSource, config: DataConfig, *, max_pixels: int, decode: DecodeMode
+    source: ImageSource,
+    config: DataConfig,
+    *,
+    max_pixels: int,
+    decode: DecodeMode,
+    admit: Admit | None = None,
 ) -> DecodedImage:
     """The photo decoded as the model's preprocessing needs it (`model_input`'s first half)."""
     short_side = draft_short_side(config) if decode == "fast" else None
-    return decode_image(source, max_pixels=max_pixels, min_short_side=short_side)
+    return decode_image(source, max_pixels=max_pixels, min_short_side=short_side, admit=admit)
 
 
 def pixels_for(decoded: DecodedImage, config: DataConfig, *, decode: DecodeMode) -> np.ndarray:

@@ -1,12 +1,13 @@
 """Dynamic batching across callers, as Triton's dynamic batcher and infinity's `BatchHandler` do it.
 
-Callers (the service's requests) submit one preprocessed input each and get a future. One thread per
-model takes the first waiting input, waits up to `max_delay_s` for more (never past `max_batch_size`),
-and runs them as one engine call: a batch of 8 costs far less than 8 calls of 1 on a CPU, and much less
-still on an accelerator. Decoding stays with the callers, in parallel, outside the batcher.
+Callers (the service's requests) submit one preprocessed input each, with what they want besides its
+row (a heatmap), and get a future. One thread per model takes the first waiting input, waits up to
+`max_delay_s` for more (never past `max_batch_size`), and runs them as one engine call: a batch of 8 costs
+far less than 8 calls of 1 on a CPU, and much less still on an accelerator. Decoding stays with the
+callers, in parallel, outside the batcher; inference never runs in a caller's thread.
 
-An engine call that fails fails only the futures of its own batch, with the engine's error; a caller
-that stops waiting (a deadline) leaves its input to be computed and dropped.
+An engine call that fails fails only the futures of its own batch, with the engine's error; an input
+whose caller stopped waiting (a deadline, a cancelled future) before its batch ran is left out of it.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-# Runs one batch (N, H, W, C) and returns one result per row.
-BatchRunner = Callable[[np.ndarray], Sequence[Any]]
+# Runs one batch (N, H, W, C), with what each row's caller wants, and returns one result per row.
+BatchRunner = Callable[[np.ndarray, list[Any]], Sequence[Any]]
 # Told of every engine call: how many inputs it ran, and how long each had waited in the queue.
 BatchObserver = Callable[[int, list[float]], None]
 
@@ -45,26 +46,23 @@ class DynamicBatcher:
         if options.max_batch_size < 1 or options.max_delay_s < 0:
             raise ValueError("max_batch_size must be at least 1 and max_delay_s not negative")
         self._run, self._options, self._observe = run, options, observe
-        self._inputs: queue.SimpleQueue[tuple[np.ndarray, Future[Any], float] | None] = queue.SimpleQueue()
+        self._inputs: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._closed = False
         self._closing = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, x: np.ndarray) -> Future[Any]:
+    def submit(self, x: np.ndarray, wanted: Any = None) -> Future[Any]:
         """The future result of one input (H, W, C), computed in a batch with others."""
         future: Future[Any] = Future()
-        item = (x, future, time.perf_counter())
         with self._closing:
-            if not self._closed:
-                self._inputs.put(item)
-                return future
-        self._run_batch([item])  # closed (a model unloaded while a request held it): run it here, alone
+            if self._closed:
+                raise RuntimeError("the batcher is closed: its model was unloaded")
+            self._inputs.put(_Item(x, wanted, future, time.perf_counter()))
         return future
 
     def close(self, *, wait: bool = False) -> None:
-        """Finish what was submitted, then stop the thread (`wait`: until it has); later inputs run in
-        their callers' threads."""
+        """Finish what was submitted, then stop the thread (`wait`: until it has)."""
         with self._closing:
             if not self._closed:
                 self._closed = True
@@ -80,7 +78,7 @@ class DynamicBatcher:
             if stop:
                 return
 
-    def _gather(self, batch: list[tuple[np.ndarray, Future[Any], float]]) -> bool:
+    def _gather(self, batch: list[_Item]) -> bool:
         """Add waiting inputs to `batch` until it is full or the delay is over; True if told to stop."""
         deadline = time.perf_counter() + self._options.max_delay_s
         while len(batch) < self._options.max_batch_size:
@@ -93,18 +91,26 @@ class DynamicBatcher:
             batch.append(item)
         return False
 
-    def _run_batch(self, batch: list[tuple[np.ndarray, Future[Any], float]]) -> None:
+    def _run_batch(self, batch: list[_Item]) -> None:
         started = time.perf_counter()
-        live = [(x, f) for x, f, _ in batch if f.set_running_or_notify_cancel()]
+        live = [item for item in batch if item.future.set_running_or_notify_cancel()]
         if self._observe is not None:
-            self._observe(len(live), [started - submitted for _, _, submitted in batch])
+            self._observe(len(live), [started - item.submitted for item in batch])
         if not live:
             return
         try:
-            results = self._run(np.stack([x for x, _ in live]))
+            results = self._run(np.stack([item.x for item in live]), [item.wanted for item in live])
         except Exception as exc:  # the engine's failure is this batch's answer, not the thread's end
-            for _, future in live:
-                future.set_exception(exc)
+            for item in live:
+                item.future.set_exception(exc)
             return
-        for (_, future), result in zip(live, results, strict=True):
-            future.set_result(result)
+        for item, result in zip(live, results, strict=True):
+            item.future.set_result(result)
+
+
+@dataclass(frozen=True)
+class _Item:
+    x: np.ndarray
+    wanted: Any
+    future: Future[Any]
+    submitted: float

@@ -2,20 +2,23 @@
 
 Every model here is `body -> pooling -> head`: `body` ends at the last feature map (rows x columns x
 channels), the pooling (global average pooling, or VGG's Flatten) ends space. For CAM the head after the
-pooling must be linear (Dropout, Identity, Dense without activation): then applying it at every position of
-the feature map, without the bias, gives each class's map (see `imagenet_zoo.explain`). SqueezeNet's
-classifier is a 1x1 convolution before the pooling, so its body already ends in the class maps.
+pooling must be linear (Dropout, Identity, Dense without activation): then the head's matrix applied at
+every position of the feature map, without the bias, gives each class's map (see `imagenet_zoo.explain`).
+The network outputs its logits and that feature map from one forward pass; the map of the one class asked
+is computed from them (a product of rows x columns x channels), not every class's in the network.
+SqueezeNet's classifier is a 1x1 convolution before the pooling, so its feature map is the class maps.
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from imagenet_zoo.errors import ExplanationUnsupportedError
-from imagenet_zoo.explain import explained_classes
+from imagenet_zoo.explain import ClassChoice, explained_classes
 from imagenet_zoo.specs import ExplainMethod
 
 
@@ -51,8 +54,17 @@ def _is_linear(layer: Any) -> bool:
     return isinstance(layer, keras.layers.Dense) and getattr(layer.activation, "__name__", "") == "linear"
 
 
-def cam_model(model: Any) -> Any:
-    """The model with two outputs: its logits, and every class's map (N, rows, columns, classes)."""
+@dataclass(frozen=True)
+class CamModel:
+    network: Any  # a keras.Model: pixels -> [logits, the last feature map (N, rows, columns, channels)]
+    head: (
+        np.ndarray | None
+    )  # (channels, classes): the linear head without its bias; None: the map is the classes
+
+
+def cam_model(model: Any) -> CamModel:
+    """The model's logits and last feature map from one forward pass, and the matrix that turns the
+    feature map into class maps."""
     keras = _keras()
     body, (pooling, *head) = split_at_pooling(model)
     if not (isinstance(pooling, keras.layers.GlobalAveragePooling2D) and all(map(_is_linear, head))):
@@ -62,14 +74,14 @@ def cam_model(model: Any) -> Any:
         )
     inputs = keras.Input(model.input_shape[1:], name="pixels")
     features = body(inputs)
-    logits, maps = pooling(features), features
+    logits, matrix = pooling(features), None
     for layer in head:
         logits = layer(logits)
-        if isinstance(layer, keras.layers.Dense):  # the same weights at every position, without the bias
-            per_position = keras.layers.Dense(layer.units, use_bias=False, name=f"{layer.name}_cam")
-            maps = per_position(maps)
-            per_position.set_weights([layer.get_weights()[0]])
-    return keras.Model(inputs, [logits, maps], name=f"{model.name}_cam")
+        if isinstance(layer, keras.layers.Dense):  # linear layers compose into one matrix
+            kernel = layer.get_weights()[0].astype(np.float64)
+            matrix = kernel if matrix is None else matrix @ kernel
+    network = keras.Model(inputs, [logits, features], name=f"{model.name}_cam")
+    return CamModel(network, None if matrix is None else matrix.astype(np.float32))
 
 
 def grad_cam_model(model: Any) -> Any:
@@ -85,12 +97,14 @@ def grad_cam_model(model: Any) -> Any:
 
 
 class CamEngine:
-    """Runs a CAM model (Keras or OpenVINO): logits for `infer`, one class's map per input for `explain`."""
+    """Runs a CAM model (`CamModel`, on Keras or OpenVINO): logits for `infer`, and for `explain` each
+    input's map of one class, from the same forward pass."""
 
     explain_method: ExplainMethod = "cam"
 
-    def __init__(self, engine: Any) -> None:
-        self._engine = engine  # has infer_outputs(batch) -> [logits, maps] in either order
+    def __init__(self, engine: Any, head: np.ndarray | None) -> None:
+        self._engine = engine  # has infer_outputs(batch) -> [logits, feature map] in either order
+        self._head = head
         self.name: str = engine.name
 
     def _outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -100,12 +114,13 @@ class CamEngine:
     def infer(self, batch: np.ndarray) -> np.ndarray:
         return self._outputs(batch)[0]
 
-    def explain(
-        self, batch: np.ndarray, class_index: int | None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        logits, maps = self._outputs(batch)
-        classes = explained_classes(logits, class_index)
-        return logits, maps[np.arange(len(maps)), :, :, classes], classes
+    def explain(self, batch: np.ndarray, choice: ClassChoice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        logits, features = self._outputs(batch)
+        classes = explained_classes(logits, choice)
+        if self._head is None:
+            return logits, features[np.arange(len(features)), :, :, classes], classes
+        maps = np.einsum("nhwc,cn->nhw", features, self._head[:, classes], optimize=True)
+        return logits, maps.astype(np.float32), classes
 
 
 class GradCamEngine:
@@ -122,15 +137,13 @@ class GradCamEngine:
         with self._turn:
             return np.asarray(self._model.predict_on_batch(batch)[0], dtype=np.float32)
 
-    def explain(
-        self, batch: np.ndarray, class_index: int | None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def explain(self, batch: np.ndarray, choice: ClassChoice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         import tensorflow as tf
 
         with self._turn:
             with tf.GradientTape() as tape:
                 logits, features = self._model(tf.constant(batch, tf.float32), training=False)
-                classes = explained_classes(logits.numpy(), class_index)
+                classes = explained_classes(logits.numpy(), choice)
                 evidence = tf.reduce_sum(tf.gather(logits, classes, axis=1, batch_dims=1))
             gradients = tape.gradient(evidence, features)
         weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,12 +38,15 @@ def keras_model(model: RegisteredModel, request: EngineRequest) -> Any:
     """The model's Keras network for a request: logits, or pooled features; pretrained or random weights."""
     include_top = request.output == "logits"
     pooling: Pooling = None if include_top else "avg"
-    weights = (
-        None
-        if request.random_weights
-        else model.weights.fetch(model.spec, include_top=include_top, progress=request.progress)
-    )
+    weights = weights_for(model, request)
     return model.build(weights=weights, include_top=include_top, pooling=pooling, input_shape=None)
+
+
+def weights_for(model: RegisteredModel, request: EngineRequest) -> Path | None:
+    """The weights file a request loads, fetched now if needed (None: random weights)."""
+    if request.random_weights:
+        return None
+    return model.weights.fetch(model.spec, include_top=request.output == "logits", progress=request.progress)
 
 
 def load(model: RegisteredModel, request: EngineRequest) -> Engine:
@@ -50,7 +54,8 @@ def load(model: RegisteredModel, request: EngineRequest) -> Engine:
     if not request.explain:
         return KerasEngine(network)
     if model.spec.explain_method == "cam":
-        return CamEngine(KerasEngine(cam_model(network)))
+        cam = cam_model(network)
+        return CamEngine(KerasEngine(cam.network), cam.head)
     return GradCamEngine(network)
 
 
@@ -59,4 +64,5 @@ ENGINE = EngineSpec(
     summary="keras (the reference: the Keras model itself, fp32; Grad-CAM for any head)",
     load=load,
     explain_methods=frozenset({"cam", "grad-cam"}),
+    prepare=weights_for,
 )

@@ -17,15 +17,16 @@ from typing import Any, Literal
 import numpy as np
 
 from imagenet_zoo.engines.base import Engine
+from imagenet_zoo.engines.cache import resolved_file
 from imagenet_zoo.engines.explain import CamEngine
 from imagenet_zoo.engines.openvino_ir import (
     IR_FILE,
+    cam_head,
     check_ir,
     convert_to_ir,
     import_openvino,
     int8_ir,
     ir_dir,
-    resolved_file,
 )
 from imagenet_zoo.engines.registry import CalibrationReport, EngineRequest, EngineSpec
 from imagenet_zoo.errors import UnsupportedPrecisionError
@@ -77,21 +78,23 @@ class OpenVinoEngine:
 def load(model: RegisteredModel, request: EngineRequest) -> Engine:
     """An engine for `model`, from the cached IR (converted now if needed; int8 must be quantized first).
 
-    With `request.explain` a `CamEngine`: the IR computes the class activation maps in the same forward
-    pass."""
+    With `request.explain` a `CamEngine`: the IR gives the last feature map with the logits, in the same
+    forward pass, and the class maps are made from it."""
     precision: Precision = request.precision  # type: ignore[assignment]  # checked against the spec
-    options = {"random_weights": request.random_weights}
+    engine = OpenVinoEngine(ir_for(model, request), precision, threads=request.threads)
+    return CamEngine(engine, cam_head(engine.xml)) if request.explain else engine
+
+
+def ir_for(model: RegisteredModel, request: EngineRequest) -> Path:
+    """The IR a request loads, converted now if needed (an int8 IR must be quantized first)."""
+    options = {"random_weights": request.random_weights, "progress": request.progress}
     if request.explain:
-        xml = convert_to_ir(model, progress=request.progress, explain=True, **options)
-        return CamEngine(OpenVinoEngine(xml, precision, threads=request.threads))
-    if precision == "int8":
+        return convert_to_ir(model, explain=True, **options)
+    if request.precision == "int8":
         if request.output == "features":
             raise UnsupportedPrecisionError("feature extraction runs in fp32 or bf16")
-        xml = int8_ir(model, **options)
-    else:
-        features = request.output == "features"
-        xml = convert_to_ir(model, progress=request.progress, features=features, **options)
-    return OpenVinoEngine(xml, precision, threads=request.threads)
+        return int8_ir(model, random_weights=request.random_weights)
+    return convert_to_ir(model, features=request.output == "features", **options)
 
 
 class _Int8Calibration:
@@ -123,6 +126,7 @@ ENGINE = EngineSpec(
     explain_precisions=("fp32", "bf16"),
     calibration=_Int8Calibration(),
     calibrated_precisions=frozenset({"int8"}),
+    prepare=ir_for,
     converted=lambda model, request: (
         ir_dir(model, random_weights=request.random_weights, features=request.output == "features") / IR_FILE
     ).is_file(),

@@ -1,30 +1,25 @@
 """The OpenVINO IR cache: a model converted once from Keras (Keras -> TensorFlow SavedModel -> OpenVINO
 IR) into `$IMAGENET_ZOO_HOME/openvino/`, in a folder whose name is a digest of everything that determines it
-(weights hash, input contract, OpenVINO version). Each IR records its files' SHA-256 and is replaced only
-as a whole version, so a reader never loads a swapped or half-written file.
+(weights hash, input contract, OpenVINO version), kept as `engines.cache` keeps every converted model.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import hashlib
 import json
-import os
-import re
-import shutil
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from imagenet_zoo.engines.cache import check_recorded, folder_name, write_recorded
 from imagenet_zoo.engines.explain import cam_model
-from imagenet_zoo.errors import QuantizedModelMissingError, WeightsIntegrityError
+from imagenet_zoo.errors import QuantizedModelMissingError
 from imagenet_zoo.model_types import Pooling, RegisteredModel
-from imagenet_zoo.weights.download import exclusive_lock, file_digest
+from imagenet_zoo.weights.download import exclusive_lock
 from imagenet_zoo.weights.store import cache_dir
 
 IR_FILE = "model.xml"
@@ -64,76 +59,38 @@ def ir_dir(
     digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
     variant = ("int8" if precision == "int8" else "fp32") + ("-random" if random_weights else "")
     variant += "-features" if features else ""  # include_top=False, pooling="avg": one vector per image
-    variant += "-explain" if explain else ""  # logits and class activation maps (engines/explain.py)
-    return cache_dir() / "openvino" / _folder_name(spec.name) / f"{digest}-{variant}"
-
-
-def _folder_name(name: str) -> str:
-    """A model's name as one safe path component: a bundle's name is its path (`../dogs`, `/srv/x`), and
-    the digest beside it already tells bundles of the same name apart."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "model"
-
-
-_OLD_VERSION_S = 600  # a replaced version is deleted once this old: long after any reader opened it
-
-
-@contextlib.contextmanager
-def atomic_dir(dest: Path) -> Iterator[Path]:
-    """A new version of the folder `dest`, published only if the block completes.
-
-    `dest` is a symbolic link to a versioned folder beside it, and a new version replaces the link
-    in one rename, so a reader that resolves `dest` once (`resolved_file`) reads one version whole, never
-    a half-replaced folder. Replaced versions are deleted by a later write, once they are old."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    version = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f"{dest.name}.v-"))
-    try:
-        yield version
-        link = dest.with_name(f".{dest.name}.link-{version.name}")
-        link.symlink_to(version.name)
-        os.replace(link, dest)
-    except BaseException:
-        shutil.rmtree(version, ignore_errors=True)
-        raise
-    _remove_old_versions(dest, keep=version)
-
-
-def _remove_old_versions(dest: Path, keep: Path) -> None:
-    now = time.time()
-    for old in dest.parent.glob(f"{dest.name}.v-*"):
-        if old != keep and now - old.stat().st_mtime > _OLD_VERSION_S:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def resolved_file(folder: Path, name: str) -> Path:
-    """`name` inside the version `folder` points to now (read every file of a model from one version)."""
-    return folder.resolve() / name
+    variant += "-cam" if explain else ""  # logits and the last feature map (engines/explain.py)
+    return cache_dir() / "openvino" / folder_name(spec.name) / f"{digest}-{variant}"
 
 
 IR_FILES = (IR_FILE, "model.bin")
 
 
-def write_ir(ov_model: Any, dest: Path, meta: dict[str, Any]) -> None:
-    """Save an IR, with the SHA-256 of its files in meta.json: `check_ir` refuses a file swapped since."""
-    with atomic_dir(dest) as tmp:
+HEAD_FILE = "cam_head.npy"  # a CAM model's head matrix (`engines.explain.CamModel.head`)
+
+
+def write_ir(ov_model: Any, dest: Path, meta: dict[str, Any], head: np.ndarray | None = None) -> None:
+    """Save an IR (and a CAM model's head), its files' SHA-256 recorded: `check_ir` refuses a file
+    swapped since."""
+
+    def write(folder: Path) -> None:
         # compress_to_fp16 defaults to True and would silently round every fp32 weight.
-        import_openvino().save_model(ov_model, str(tmp / IR_FILE), compress_to_fp16=False)
-        files = {name: file_digest(tmp / name, "sha256") for name in IR_FILES}
-        (tmp / "meta.json").write_text(json.dumps({**meta, "files": files}, indent=2))
+        import_openvino().save_model(ov_model, str(folder / IR_FILE), compress_to_fp16=False)
+        if head is not None:
+            np.save(folder / HEAD_FILE, head, allow_pickle=False)
+
+    write_recorded(dest, write, meta)
 
 
 def check_ir(xml: Path) -> None:
     """The IR's files are the ones it was written with (a swapped file in a shared cache is refused)."""
-    try:
-        recorded = json.loads((xml.parent / "meta.json").read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise WeightsIntegrityError(
-            f"{xml.parent} has no record of its files ({exc}); delete it to convert again"
-        ) from None
-    for name in IR_FILES:
-        if file_digest(xml.parent / name, "sha256") != recorded.get(name):
-            raise WeightsIntegrityError(
-                f"{xml.parent / name} changed since it was written; delete {xml.parent} to convert again"
-            )
+    check_recorded(xml.parent, IR_FILES)
+
+
+def cam_head(xml: Path) -> np.ndarray | None:
+    """The head matrix of a checked CAM IR (None: its feature map is the class maps)."""
+    path = xml.parent / HEAD_FILE
+    return np.load(path, allow_pickle=False) if path.is_file() else None
 
 
 def convert_to_ir(
@@ -156,18 +113,24 @@ def convert_to_ir(
             )
             pooling: Pooling = "avg" if features else None
 
+            heads: list[np.ndarray | None] = [None]
+
             def build() -> Any:
                 keras_model = model.build(
                     weights=weights, include_top=not features, pooling=pooling, input_shape=None
                 )
-                return cam_model(keras_model) if explain else keras_model
+                if not explain:
+                    return keras_model
+                cam = cam_model(keras_model)
+                heads[0] = cam.head
+                return cam.network
 
             ov_model = keras_to_openvino(build)
             meta = {
                 "model": model.spec.name,
                 "weights_hash": None if random_weights else model.spec.weights.hash,
             }
-            write_ir(ov_model, dest, meta)
+            write_ir(ov_model, dest, meta, heads[0])
     return dest / IR_FILE
 
 

@@ -93,6 +93,9 @@ class EngineSpec:
     calibrated_precisions: frozenset[str] = frozenset()  # need `calibration` first
     # Whether loading `request` reuses what an earlier load converted (None: nothing is converted).
     converted: Callable[[RegisteredModel, EngineRequest], bool] | None = field(default=None, compare=False)
+    # Makes what loading `request` needs (a conversion, a download) without loading it: a server does
+    # this for every model it serves before it reports ready. None: loading needs nothing made first.
+    prepare: Callable[[RegisteredModel, EngineRequest], object] | None = field(default=None, compare=False)
     # Whether one loaded engine runs several calls at once: then nothing above it takes turns.
     concurrent: bool = False
     # Why a precision cannot run on a device of this machine (None: it can); e.g. bf16 without native bf16.

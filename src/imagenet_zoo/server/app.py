@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
@@ -32,6 +33,7 @@ from imagenet_zoo.server.settings import Settings
 from imagenet_zoo.server.v1 import v1_router
 from imagenet_zoo.server.v2 import request_schemas, v2_router
 
+_log = logging.getLogger(__name__)
 _BEARER = HTTPBearer(auto_error=False, description="an API key from the file given to --api-key-file")
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="imagenet-zoo"'}
 
@@ -98,16 +100,47 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
 
+    # Innermost first. Every answer, the body limit's 413 and an unexpected error's 500 included, passes
+    # through the metrics and (outermost) the CORS headers.
+    app.add_middleware(UnexpectedErrors)
+    app.add_middleware(DeclaredBodyLimit, max_bytes=settings.max_upload_bytes, metrics=metrics)
+    app.add_middleware(Observed, metrics=metrics)
     if settings.cors_origins:  # browsers on these origins may call the API (preflight included)
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "Inference-Header-Content-Length"],
+            expose_headers=["Inference-Header-Content-Length", "Retry-After", "WWW-Authenticate"],
         )
-    app.add_middleware(Observed, metrics=metrics)
-    app.add_middleware(DeclaredBodyLimit, max_bytes=settings.max_upload_bytes)  # outermost: nothing read yet
     return app
+
+
+class UnexpectedErrors:
+    """An error no handler answered becomes a 500 in the service's error shape here, inside the metrics
+    and CORS middleware (Starlette's own 500 is sent outside all of them)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def send_and_note(message: MutableMapping[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        except Exception:
+            if started:
+                raise
+            _log.exception("unexpected error answering %s %s", scope.get("method"), scope.get("path"))
+            response = error_response(500, "InternalError", "an unexpected error", path=scope.get("path", ""))
+            await response(scope, receive, send)
 
 
 class Observed:

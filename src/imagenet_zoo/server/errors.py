@@ -23,6 +23,7 @@ _IMAGE_ERROR_STATUS: dict[type[ImageError], int] = {
     ImageTooLargeError: 422,
 }
 RETRY = {"Retry-After": "1"}
+CLOSE_CONNECTION = {"Connection": "close"}  # the request's body was not read to its end
 
 
 @dataclass

@@ -88,9 +88,11 @@ class _Parts:
 
 
 def _decoded(raw: bytes, charset: str) -> str:
+    """A file name in the body's charset, or as latin-1 when that is no text encoding or does not fit
+    (`punycode` and `idna` raise plain UnicodeError; `base64` is not a text encoding: LookupError)."""
     try:
         return raw.decode(charset)
-    except (UnicodeDecodeError, LookupError):
+    except (UnicodeError, LookupError, ValueError):
         return raw.decode("latin-1")
 
 

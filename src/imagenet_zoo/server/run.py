@@ -46,6 +46,7 @@ def serve(
     """Run the service; `access_log` logs a line per request (off by default: at hundreds of requests a
     second it costs the event loop, and /metrics counts requests by route and status)."""
     app = create_app(settings)
+    app.state.service.prepare()  # here, so that what cannot be made is a typed error, not a traceback
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, access_log=access_log,
         timeout_graceful_shutdown=int(settings.deadline_s) + 1,

@@ -139,7 +139,9 @@ _MEANINGS = {
     413: "the body is larger than --max-upload-mb",
     415: "the upload is not an image, or a format this service cannot decode",
     422: "an invalid parameter, or an empty, corrupt or too large image",
-    503: "overloaded (the queue or the upload buffer is full: retry after Retry-After) or not ready",
+    408: "the request body did not arrive within --body-timeout, or stopped for --body-idle-timeout",
+    503: "overloaded (the queue or the upload buffer is full: retry after Retry-After), not ready, or "
+    "the model cannot be served here (its weights are not on the server)",
     504: "no result within the deadline",
 }
 

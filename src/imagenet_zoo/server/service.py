@@ -1,15 +1,19 @@
 """What both protocols share: the served models, the bounds on work in flight, and classification of
-uploaded bytes as pre (decoding, in parallel threads), core (the model's dynamic batcher, which runs
-images from many requests in one engine call) and post. The routes (`v1.py`, `v2.py`) only route.
+uploaded bytes through the pipeline: pre (decoding, in parallel threads), forward (the model's dynamic
+batcher, which runs images from many requests in one engine call) and post. The routes (`v1.py`, `v2.py`)
+only route.
 
-Bodies are limited before they are read whole, for declared and chunked lengths alike; requests in
-flight are bounded (past `max_queue` a request answers 503 at once; past its deadline, 504).
+Bodies are limited in size before they are read whole, for declared and chunked lengths alike, and in
+time (the whole body, and the wait for each chunk); the upload buffer counts the bytes uploads have
+sent, not those they promise. Requests in flight are bounded (past `max_queue` a request answers 503 at
+once); past its deadline a request answers 504 and its work stops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
@@ -20,17 +24,18 @@ import numpy as np
 from fastapi import Request
 
 from imagenet_zoo.classifier import PostPlan, plan_post
-from imagenet_zoo.errors import ExplanationUnsupportedError, UsageError
+from imagenet_zoo.errors import ExplanationUnsupportedError, ImagenetZooError, UsageError
 from imagenet_zoo.explain import heatmap_png
-from imagenet_zoo.pipeline import PostOptions, Prepared
+from imagenet_zoo.pipeline import PostOptions, Wanted
 from imagenet_zoo.records import Classification, ErrorInfo
 from imagenet_zoo.registry import normalize_name
-from imagenet_zoo.server.errors import RETRY, ApiError, error_response
+from imagenet_zoo.server.errors import CLOSE_CONNECTION, RETRY, ApiError, error_response
 from imagenet_zoo.server.metrics import Metrics
 from imagenet_zoo.server.models import ModelPool, ServedModel
 from imagenet_zoo.server.settings import Settings
 
 T = TypeVar("T")
+_log = logging.getLogger(__name__)
 OVERLAY_SIDE = 512  # the overlay's longer side in pixels: enough for a page, small in a JSON answer
 Upload = tuple[str, bytes]  # a name to echo, and the bytes
 ServedResult = tuple[Classification, str | None]  # a result, and its heatmap overlay as a data URL
@@ -43,16 +48,19 @@ ASGIApp = Callable[
 class DeclaredBodyLimit:
     """Refuse a request whose declared Content-Length is over the limit, before reading any of it.
 
-    Bodies without a declared length (chunked) are counted as they are read, by `read_body`.
+    Bodies without a declared length (chunked) are counted as they are read (`Service.read_request`).
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int, metrics: Metrics) -> None:
+        self.app, self.max_bytes, self.metrics = app, max_bytes, metrics
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        too_large = declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes)
+        too_large = declared is not None and not (
+            declared.isdigit() and len(declared) <= 20 and int(declared) <= self.max_bytes
+        )
         if scope["type"] == "http" and too_large:
+            self.metrics.errors.labels("PayloadTooLarge").inc()
             message = _too_large(self.max_bytes)
             response = error_response(413, "PayloadTooLarge", message, path=scope.get("path", ""))
             return await response(scope, receive, send)
@@ -63,15 +71,19 @@ def _too_large(max_bytes: int) -> str:
     return f"the request body exceeds the limit of {max_bytes:,} bytes"
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The whole body, read chunk by chunk and refused (413) as soon as it passes `max_bytes`."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise ApiError(413, "PayloadTooLarge", _too_large(max_bytes))
-        chunks.append(chunk)
-    return b"".join(chunks)
+class UploadBuffer:
+    """The bytes of uploads being read, bounded: each upload counts what it has sent so far."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.held = limit, 0
+
+    def take(self, size: int) -> None:
+        if self.held + size > self.limit:
+            raise ApiError(503, "Overloaded", "too many uploads in progress; retry shortly", RETRY)
+        self.held += size
+
+    def give_back(self, size: int) -> None:
+        self.held -= size
 
 
 class InferenceQueue:
@@ -88,17 +100,23 @@ class InferenceQueue:
         if self.pending >= self._settings.max_queue:
             raise ApiError(503, "Overloaded", "the inference queue is full; retry shortly", RETRY)
 
-    async def run(self, work: Awaitable[T]) -> T:
+    async def run(self, work: Callable[[], Awaitable[T]]) -> T:
+        """`work()` within the bounds: refused (503) when the queue is full; past the deadline, stopped
+        (its images not yet decoded or batched are dropped) and answered 504."""
         self.check_capacity()  # again: the queue may have filled while the upload was being read
-        task = asyncio.ensure_future(work)
+        task = asyncio.ensure_future(work())
         self._track(+1)
         task.add_done_callback(self._finished)  # the slot frees when the work really ends
         try:
             return await asyncio.wait_for(asyncio.shield(task), self._settings.deadline_s)
         except TimeoutError:
+            task.cancel()
             raise ApiError(
                 504, "DeadlineExceeded", f"no result within {self._settings.deadline_s:g} s"
             ) from None
+        except asyncio.CancelledError:  # the client went away: so does its work
+            task.cancel()
+            raise
 
     def _finished(self, task: asyncio.Future[Any]) -> None:
         self._track(-1)
@@ -127,9 +145,10 @@ class Service:
             for alias in (name, *model.spec.aliases)
         }
         self.queue = InferenceQueue(settings, metrics)
+        self.uploads = UploadBuffer(settings.max_upload_buffer_bytes)
         self.ready = False
         self.draining = False
-        self._buffered = 0
+        self.unavailable: dict[str, str] = {}  # served models that could not be made, and why
 
     def model_name(self, requested: str | None) -> str:
         """The canonical name of a served model (404 if it is not served here)."""
@@ -140,17 +159,30 @@ class Service:
         return name
 
     async def read_request(self, request: Request) -> bytes:
-        """The body, once the queue and the upload buffer have room for it (503 at once if not)."""
+        """The body: refused at once when the queue is full; 413 past `max_upload_mb`, 503 when the
+        uploads being read hold the whole buffer, 408 past the body's time or a chunk's wait."""
         self.queue.check_capacity()  # refuse before reading the upload: a full queue answers at once
-        declared = request.headers.get("content-length", "")
-        size = int(declared) if declared.isdigit() else self.settings.max_upload_bytes  # larger got 413
-        if self._buffered + size > self.settings.max_upload_buffer_bytes:
-            raise ApiError(503, "Overloaded", "too many uploads in progress; retry shortly", RETRY)
-        self._buffered += size
+        settings, size = self.settings, 0
+        chunks: list[bytes] = []
+        stream = request.stream().__aiter__()
         try:
-            return await read_body(request, self.settings.max_upload_bytes)
+            async with asyncio.timeout(settings.body_timeout_s):
+                while True:
+                    try:
+                        chunk = await asyncio.wait_for(anext(stream), settings.body_idle_timeout_s)
+                    except StopAsyncIteration:
+                        return b"".join(chunks)
+                    if size + len(chunk) > settings.max_upload_bytes:
+                        raise ApiError(413, "PayloadTooLarge", _too_large(settings.max_upload_bytes))
+                    self.uploads.take(len(chunk))
+                    size += len(chunk)
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise ApiError(
+                408, "RequestTimeout", "the request body did not arrive in time", CLOSE_CONNECTION
+            ) from None
         finally:
-            self._buffered -= size
+            self.uploads.give_back(size)
 
     def plan(self, name: str, post: PostOptions) -> PostPlan:
         """The request's post options checked for the model (422 if it lacks a group, a class or the
@@ -162,33 +194,46 @@ class Service:
 
     async def classify(self, name: str, uploads: list[Upload], plan: PostPlan) -> list[ServedResult]:
         """Each upload's result (and heatmap overlay with `plan.explain`), within the queue's bounds."""
+        if name in self.unavailable:
+            raise ApiError(503, "ModelUnavailable", self.unavailable[name])
 
         async def work() -> list[ServedResult]:
-            served = self.pool.loaded_model(name, explain=plan.explain)  # the common case: no thread hop
-            if served is None:  # loading takes seconds: not on the event loop
-                served = await asyncio.get_running_loop().run_in_executor(
-                    None, self._load, name, plan.explain
-                )
-            return await classify_uploads(served, uploads, plan, self.queue.decoder)
+            served = self.pool.acquire_loaded(name)  # the common case: no thread hop
+            if served is None:  # a load takes seconds: not on the event loop
+                load = partial(_checked, partial(self.pool.acquire, name))
+                served = await asyncio.get_running_loop().run_in_executor(None, load)
+            try:
+                ahead = self.settings.max_batch_size
+                return await classify_uploads(served, uploads, plan, self.queue.decoder, ahead)
+            finally:
+                self.pool.release(served)
 
-        return await self.queue.run(work())
-
-    def _load(self, name: str, explain: bool) -> ServedModel:
-        return _checked(lambda: self.pool.get(name, explain=explain))
+        return await self.queue.run(work)
 
     def can_explain(self, name: str) -> bool:
         """Whether `?explain=true` works for this model here (the engine's own check, not a copy of it)."""
-        try:
-            self.pool.check(name, explain=True)
-        except UsageError:
-            return False
-        return True
+        return self.pool.can_explain(name)
+
+    def prepare(self) -> None:
+        """Make every model this server may load (converted, downloaded) before it reports ready: no
+        request ever waits for a conversion. The default model must be made; another that cannot be (its
+        weights are not here) is logged, and requests for it are answered 503 saying why."""
+        for name in self.names:
+            try:
+                self.pool.check(name, explain=self.pool.can_explain(name)).prepare()
+            except ImagenetZooError as exc:
+                if name == self.names[0]:
+                    raise
+                self.unavailable[name] = f"{name} cannot be served: {type(exc).__name__}: {exc}"
+                _log.warning(self.unavailable[name])
 
     def warm_up(self) -> None:
-        """Load the default model and run it once, so the first request does not pay for compilation."""
-        classifier = self.pool.get(self.names[0]).classifier
-        size = classifier.data_config.input_size
-        classifier.forward(np.zeros((1, size, size, 3), np.float32))
+        """Prepare every model; load the default one and run it once, so the first request does not pay
+        for compilation."""
+        self.prepare()
+        with self.pool.using(self.names[0]) as served:
+            size = served.classifier.data_config.input_size
+            served.classifier.forward(np.zeros((1, size, size, 3), np.float32))
 
     def close(self) -> None:
         self.pool.close()
@@ -206,33 +251,30 @@ def _checked(call: Callable[[], T]) -> T:
 
 
 async def classify_uploads(
-    served: ServedModel, uploads: list[Upload], plan: PostPlan, decoder: ThreadPoolExecutor
+    served: ServedModel, uploads: list[Upload], plan: PostPlan, decoder: ThreadPoolExecutor, ahead: int
 ) -> list[ServedResult]:
-    """Pre (decoding, in parallel on `decoder`), forward (the model's batcher), post, for each upload.
-    A heatmap's overlay is drawn on the photo as decoded for the model, reduced: one decode each."""
+    """Pre (decoding on `decoder`), forward (the model's batcher), post, for each upload; each image
+    moves on to the batcher as soon as it is decoded, and at most `ahead` of a request's images are
+    decoded and waiting at once. A heatmap's overlay is drawn on the photo as decoded for the model,
+    reduced: one decode each."""
     loop = asyncio.get_running_loop()
     classifier = served.classifier
     side = OVERLAY_SIDE if plan.explain else None
-    prepared = await asyncio.gather(
-        *(loop.run_in_executor(decoder, classifier.preprocess_keeping, data, side) for _, data in uploads)
-    )
-    outputs = await asyncio.gather(*(_forward(served, item) for item, _ in prepared))
-    answers: list[ServedResult] = []
-    for (name, _), (item, photo), output in zip(uploads, prepared, outputs, strict=True):
-        row, heat = output if served.explain and output is not None else (output, None)
-        info = item if isinstance(item, ErrorInfo) else item[0]
-        result = classifier.postprocess(name, info, row, heat, plan)
-        overlay = None
-        if result.explanation is not None and photo is not None:
-            overlay = await loop.run_in_executor(decoder, _overlay, photo, result)
-        answers.append((result, overlay))
-    return answers
+    wanted: Wanted = (plan.heat_class if plan.heat_class is not None else "top") if plan.explain else None
+    slots = asyncio.Semaphore(ahead)
 
+    async def one(name: str, data: bytes) -> ServedResult:
+        async with slots:
+            item, photo = await loop.run_in_executor(decoder, classifier.preprocess_keeping, data, side)
+            if isinstance(item, ErrorInfo):
+                return classifier.postprocess(name, item, None, None, plan), None
+            row, heat = await asyncio.wrap_future(served.batcher.submit(item[1], wanted))
+        result = classifier.postprocess(name, item[0], row, heat, plan)
+        if result.explanation is None or photo is None:
+            return result, None
+        return result, await loop.run_in_executor(decoder, _overlay, photo, result)
 
-async def _forward(served: ServedModel, item: Prepared) -> Any:
-    if isinstance(item, ErrorInfo):
-        return None
-    return await asyncio.wrap_future(served.batcher.submit(item[1]))
+    return list(await asyncio.gather(*(one(name, data) for name, data in uploads)))
 
 
 def _overlay(photo: Any, result: Classification) -> str | None:

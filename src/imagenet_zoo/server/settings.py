@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,19 +15,29 @@ from imagenet_zoo.registry import Registry
 MIN_KEY_LENGTH = 16
 
 
-def read_api_keys(path: Path) -> tuple[str, ...]:
-    """The keys in a file, one per line (blank lines and `#` comments skipped). Errors never quote a key."""
+def read_api_keys(path: Path, warn: Callable[[str], None] = lambda message: None) -> tuple[str, ...]:
+    """The keys in a file, one per line (blank lines and `#` comments skipped). Errors never quote a key.
+
+    A key is what a client can send in an HTTP header (visible ASCII, no spaces): any other character can
+    never match, so such a key is refused. A file other users may read is accepted with a `warn`ing, as
+    ssh warns of an unprotected key."""
     try:
+        mode = path.stat().st_mode
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read the API key file {path}: {type(exc).__name__}") from None
     keys = tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
     if not keys:
         raise UsageError(f"{path} holds no API key")
-    if any(len(key) < MIN_KEY_LENGTH or not key.isprintable() or " " in key for key in keys):
+    if any(
+        len(key) < MIN_KEY_LENGTH or not (key.isascii() and key.isprintable()) or " " in key for key in keys
+    ):
         raise UsageError(
-            f"{path}: every key must be at least {MIN_KEY_LENGTH} printable characters without spaces"
+            f"{path}: every key must be at least {MIN_KEY_LENGTH} visible ASCII characters without spaces "
+            "(what an Authorization header can carry)"
         )
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        warn(f"{path} is open to other users (mode {stat.S_IMODE(mode):04o}): `chmod 600 {path}`")
     return keys
 
 
@@ -46,6 +58,10 @@ class Settings:
     max_queue: int = 32  # requests waiting for or in inference; more get 503 at once
     max_batch_files: int = 16
     deadline_s: float = 30.0  # past this a request gets 504
+    # A body that takes longer than this to arrive, or waits longer than `body_idle_timeout_s` for its
+    # next chunk, is answered 408: a slow client never holds a connection and its buffer for long.
+    body_timeout_s: float = 120.0
+    body_idle_timeout_s: float = 15.0
     max_loaded_models: int = 2  # least recently used models are unloaded beyond this many...
     max_model_memory_mb: float = 2048.0  # ...or beyond this much weight memory (fp32 parameters)
     decode_threads: int | None = None  # threads decoding uploads (default: one per core)

@@ -56,7 +56,7 @@ def v1_router(service: Service, *, protected: tuple[int, ...] = ()) -> APIRouter
         summary="Classify one image (multipart field `file`, or the raw body)",
         response_model=schemas.Classification,
         response_model_exclude_none=True,
-        responses=schemas.errors(*protected, 400, 404, 413, 415, 422, 503, 504),
+        responses=schemas.errors(*protected, 400, 404, 408, 413, 415, 422, 503, 504),
         openapi_extra={"requestBody": schemas.IMAGE_BODY},
     )
     async def classify_one(request: Request, query: Annotated[ClassifyQuery, Query()]) -> JSONResponse:
@@ -72,7 +72,7 @@ def v1_router(service: Service, *, protected: tuple[int, ...] = ()) -> APIRouter
         summary="Classify several images (multipart fields `file`); each answers on its own",
         response_model=list[schemas.Classification | schemas.FailedFile],
         response_model_exclude_none=True,
-        responses=schemas.errors(*protected, 400, 404, 413, 422, 503, 504),
+        responses=schemas.errors(*protected, 400, 404, 408, 413, 422, 503, 504),
         openapi_extra={"requestBody": schemas.images_body(settings.max_batch_files)},
     )
     async def classify_batch(request: Request, query: Annotated[ClassifyQuery, Query()]) -> JSONResponse:

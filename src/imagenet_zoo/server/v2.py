@@ -12,12 +12,14 @@ Binary outputs follow Triton's binary tensor data extension (tritonclient's defa
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -115,6 +117,7 @@ _MEANINGS = {
     400: "a malformed inference request, or an input that is not a decodable image",
     401: "no valid API key (the service was started with --api-key-file)",
     404: "the model is not served here",
+    408: "the request body did not arrive within --body-timeout, or stopped for --body-idle-timeout",
     413: "the body is larger than --max-upload-mb",
     503: "overloaded (retry after Retry-After) or not ready",
     504: "no result within the deadline",
@@ -218,13 +221,18 @@ def v2_router(service: Service, *, authorized: Sequence[Depends], protected: tup
         response_model_exclude_none=True,
         responses={
             200: {"content": {"application/octet-stream": {"schema": _BINARY}}},
-            **_errors(*protected, 400, 404, 413, 503, 504),
+            **_errors(*protected, 400, 404, 408, 413, 503, 504),
         },
         openapi_extra={"requestBody": _INFER_BODY},
     )
     async def infer(name: str, request: Request) -> Response:
         canonical = service.model_name(name)
-        parsed = parse_request(await service.read_request(request), request.headers.get(HEADER_LENGTH))
+        body, header_length = await service.read_request(request), request.headers.get(HEADER_LENGTH)
+        limit = service.settings.max_batch_files
+        # Parsing a body of up to --max-upload-mb is work of its size: off the event loop.
+        parsed = await asyncio.get_running_loop().run_in_executor(
+            None, partial(parse_request, body, header_length, max_images=limit)
+        )
         classes = service.pool.served[canonical].spec.num_classes
         post = PostOptions(top=parsed.predictions_needed(classes), probabilities=parsed.probabilities)
         answers = await service.classify(canonical, parsed.images, service.plan(canonical, post))
@@ -256,11 +264,12 @@ class ParsedRequest:
         return min(classes, max(needed))
 
 
-def parse_request(body: bytes, header_length: str | None) -> ParsedRequest:
-    """An inference request, JSON or JSON + binary tensors, checked against the model's one input."""
+def parse_request(body: bytes, header_length: str | None, *, max_images: int) -> ParsedRequest:
+    """An inference request, JSON or JSON + binary tensors, checked against the model's one input: at
+    most `max_images` images, counted from its shape before any element is unpacked."""
     json_size = len(body)
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        if not (_whole_number(header_length) and int(header_length) <= len(body)):
             raise ApiError(400, "InvalidRequest", f"{HEADER_LENGTH} must be a length within the body")
         json_size = int(header_length)
     try:
@@ -270,14 +279,12 @@ def parse_request(body: bytes, header_length: str | None) -> ParsedRequest:
     tensor = request.inputs[0]
     if tensor.name != INPUT or tensor.datatype != "BYTES" or len(tensor.shape) != 1:
         raise ApiError(400, "InvalidRequest", f"the input must be {INPUT}, BYTES, of shape [N]")
-    images = _images(tensor, body[json_size:])
-    if len(images) != tensor.shape[0] or not images:
-        raise ApiError(
-            400, "InvalidRequest", f"{INPUT} holds {len(images)} elements for shape {tensor.shape}"
-        )
+    if not 1 <= tensor.shape[0] <= max_images:
+        raise ApiError(400, "InvalidRequest", f"{INPUT} takes 1 to {max_images} images per request")
+    images = _images(tensor, body[json_size:], tensor.shape[0])
     parameters = request.parameters or {}
     top_k = parameters.get("top_k", 5)
-    if not (isinstance(top_k, int) and 1 <= top_k <= MAX_TOP_K):
+    if not (_count(top_k) and top_k <= MAX_TOP_K):
         raise ApiError(400, "InvalidRequest", f"top_k must be a whole number from 1 to {MAX_TOP_K}")
     outputs = {o.name: o.parameters or {} for o in request.outputs or []}
     unknown = set(outputs) - set(OUTPUTS)
@@ -285,6 +292,8 @@ def parse_request(body: bytes, header_length: str | None) -> ParsedRequest:
         raise ApiError(
             400, "InvalidRequest", f"unknown outputs {sorted(unknown)}; this model has {list(OUTPUTS)}"
         )
+    if not all(_count(p["classification"]) for p in outputs.values() if "classification" in p):
+        raise ApiError(400, "InvalidRequest", "classification must be a positive whole number")
     binary = parameters.get("binary_data_output", False) is True
     return ParsedRequest(
         [(f"{INPUT}[{i}]", image) for i, image in enumerate(images)],
@@ -299,39 +308,52 @@ def _first_line(exc: Exception) -> str:
     return str(exc).splitlines()[0][:300]
 
 
-def _images(tensor: RequestTensor, binary: bytes) -> list[bytes]:
-    """The encoded images: base64 text in JSON, or length-prefixed bytes after the JSON header."""
+def _whole_number(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 20  # "¹²³" is digits too, to str.isdigit
+
+
+def _count(value: Any) -> bool:
+    """A positive whole number in JSON (not a boolean, a float, a string or Infinity)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _images(tensor: RequestTensor, binary: bytes, count: int) -> list[bytes]:
+    """The `count` encoded images: base64 text in JSON, or length-prefixed bytes after the JSON header
+    (a different number of elements is refused as soon as it shows)."""
     size = (tensor.parameters or {}).get("binary_data_size")
     if size is not None:
-        if tensor.data is not None or not isinstance(size, int) or size != len(binary):
+        if tensor.data is not None or not _count(size) or size != len(binary):
             raise ApiError(400, "InvalidRequest", "binary_data_size must be the length of the binary data")
-        return _unpack_bytes(binary)
+        return _unpack_bytes(binary, count)
     if binary or tensor.data is None:
         raise ApiError(400, "InvalidRequest", f"{INPUT} has no data")
+    if len(tensor.data) != count:
+        raise ApiError(
+            400, "InvalidRequest", f"{INPUT} holds {len(tensor.data)} elements for shape [{count}]"
+        )
     try:
-        return [base64.b64decode(item, validate=True) for item in _flat(tensor.data)]
+        return [base64.b64decode(item, validate=True) for item in tensor.data]
     except (binascii.Error, TypeError, ValueError):
         raise ApiError(
             400, "InvalidRequest", f"in JSON, each {INPUT} element is an image in base64"
         ) from None
 
 
-def _flat(data: list[Any]) -> list[Any]:
-    return [x for item in data for x in (_flat(item) if isinstance(item, list) else [item])]
-
-
-def _unpack_bytes(buffer: bytes) -> list[bytes]:
+def _unpack_bytes(buffer: bytes, count: int) -> list[bytes]:
     """Triton's BYTES serialization: each element as a 4-byte little-endian length, then its bytes."""
-    items, offset = [], 0
+    items: list[bytes] = []
+    offset = 0
     while offset < len(buffer):
-        if offset + 4 > len(buffer):
-            raise ApiError(400, "InvalidRequest", "truncated BYTES tensor")
+        if offset + 4 > len(buffer) or len(items) == count:
+            raise ApiError(400, "InvalidRequest", f"the BYTES tensor is not {count} elements")
         (length,) = struct.unpack_from("<I", buffer, offset)
         offset += 4
         if offset + length > len(buffer):
             raise ApiError(400, "InvalidRequest", "truncated BYTES tensor")
         items.append(buffer[offset : offset + length])
         offset += length
+    if len(items) != count:
+        raise ApiError(400, "InvalidRequest", f"the BYTES tensor is not {count} elements")
     return items
 
 
@@ -396,10 +418,8 @@ def _probabilities(result: Classification) -> np.ndarray:
     return result.probabilities
 
 
-def _classification(results: list[Classification], count: Any) -> np.ndarray:
+def _classification(results: list[Classification], count: int) -> np.ndarray:
     """Triton's classification extension: the top `count` as "score:index:label", best first."""
-    if not (isinstance(count, int) and count >= 1):
-        raise ApiError(400, "InvalidRequest", "classification must be a positive whole number")
     rows = [
         [f"{p.score:f}:{p.index}:{p.label}".encode() for p in result.predictions[:count]]
         for result in results
