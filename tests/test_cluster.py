@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from imagenet_zoo.errors import ClusterError
 from imagenet_zoo.jobs.cluster import ClusterJob, PartitionFolder, job_token, partition_name
 from imagenet_zoo.jobs.features import load_features
 from tests.conftest import SAMPLE_DIR, run_cli
@@ -343,3 +344,58 @@ def test_a_rerun_with_other_settings_is_refused_and_mixes_nothing(
     assert code == 2 and "--model was 'efficientnet_lite0', now 'squeezenet1_1'" in err
     assert sorted(p.name for p in output.iterdir()) == written
     assert {len(r["predictions"]) for r in PartitionFolder(str(output)).records()} == {3}
+
+
+class _Folder:
+    """A partition folder that never changes (what the watchdog sees of a stalled job)."""
+
+    def partition_count(self) -> int:
+        return 0
+
+    def paths(self) -> set[str]:
+        return set()
+
+
+def test_a_job_that_ends_as_the_watchdog_fires_reports_its_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If the job finished between the watchdog's check and its SIGINT, the completed job exited 130 with
+    no summary: the interrupt arrived after the results."""
+    import threading
+
+    from imagenet_zoo.jobs import cluster as cluster_job
+
+    monkeypatch.setattr(cluster_job, "_STARTUP_S", 0.0)
+    job = ClusterJob(sources=["a.jpg"], output="unused", stall_timeout_s=0.2)
+    done, real_kill = threading.Event(), signal.pthread_kill
+
+    def kill_as_the_job_ends(thread: int, signum: int) -> None:
+        done.set()  # the job's last block comes back now...
+        time.sleep(0.2)  # ...and the interrupt is delivered just after
+        real_kill(thread, signum)
+
+    monkeypatch.setattr(signal, "pthread_kill", kill_as_the_job_ends)
+
+    def work() -> str:
+        done.wait(10)
+        return "the report"
+
+    assert cluster_job._watched(work, _Folder(), job, ["a.jpg"]) == "the report"  # type: ignore[arg-type]
+    with pytest.raises(ClusterError, match="stopped making progress"):  # a real stall still stops
+        monkeypatch.setattr(signal, "pthread_kill", real_kill)
+        cluster_job._watched(lambda: time.sleep(10), _Folder(), job, ["a.jpg"])  # type: ignore[arg-type]
+
+
+def test_a_partition_is_never_written_through_a_planted_link(tmp_path: Path) -> None:
+    """Temporary partition names were predictable (token, photos' digest, pid) and opened without an
+    exclusive create: a link planted at the name redirected the write to any file."""
+    from imagenet_zoo.jobs.cluster import _write_partition
+
+    output, victim = tmp_path / "partitions", tmp_path / "victim.txt"
+    output.mkdir()
+    victim.write_text("precious")
+    records = [{"path": "a.jpg", "error": {"type": "CorruptImageError", "message": "x"}}]
+    digest = partition_name(["a.jpg"], "jsonl").removeprefix("part-").split(".")[0]
+    token = "0" * 12
+    (output / f".part-{token}-{digest}-{os.getpid()}.jsonl").symlink_to(victim)  # the old, predictable name
+    _write_partition(str(output), "jsonl", "classify", token, records)
+    assert victim.read_text() == "precious"
+    assert json.loads((output / f"part-{digest}.jsonl").read_text()) == records[0]

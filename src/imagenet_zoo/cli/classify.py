@@ -28,7 +28,7 @@ from imagenet_zoo.records import Classification
 
 NAME = "classify"
 HELP = "top-k ImageNet labels for photos, folders or globs"
-LOCAL_FILES = ("annotate", "annotate_dir", "sheet")  # written on this machine
+LOCAL_FILES = ("annotate", "annotate_dir", "sheet", "overwrite")  # written on this machine
 
 
 def register(sub: Any) -> None:
@@ -78,6 +78,11 @@ def register(sub: Any) -> None:
         "--sheet", metavar="FILE", help="write a contact sheet of labelled thumbnails to FILE"
     )
     parser.add_argument(
+        "--overwrite", action="store_true",
+        help="let --annotate, --annotate-dir and --sheet replace files in their way (never a photo being "
+        "classified); without it, a labelled copy takes the next free name (cat-2.jpg)",
+    )  # fmt: skip
+    parser.add_argument(
         "--resize", choices=("crop", "squash"), default="crop",
         help="crop: shorter side + centre crop (standard); squash: whole photo to the input size",
     )  # fmt: skip
@@ -104,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         refuse(args, ["verbose"], "with --format json: each result holds its decoder warnings")
     folder_job = FolderJob(
         **vars(job), output=_path(args.output), resume=args.resume, annotate=_path(args.annotate),
-        annotate_dir=_path(args.annotate_dir), sheet=_path(args.sheet),
+        annotate_dir=_path(args.annotate_dir), sheet=_path(args.sheet), overwrite=args.overwrite,
         progress=False if args.quiet else None,
     )  # fmt: skip
     if folder_job.output:  # results go to the file; the terminal gets the summary

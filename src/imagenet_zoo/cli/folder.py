@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import sys
 import time
 from pathlib import Path
@@ -63,8 +62,6 @@ def run_on_cluster(args: argparse.Namespace, options: JobOptions, verb: str) -> 
     if not args.output:
         raise UsageError("--cluster writes partition files into a folder: give it with --output DIR")
     refuse(args, ["workers"], "with --cluster: each model actor decodes with the threads of its CPUs")
-    if not (math.isfinite(args.stall_timeout) and args.stall_timeout > 0):
-        raise UsageError("--stall-timeout must be a positive number of seconds")
     job = ClusterJob(
         **{field.name: getattr(options, field.name) for field in dataclasses.fields(JobOptions)},
         output=args.output,

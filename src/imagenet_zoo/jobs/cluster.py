@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import re
+import secrets
 import signal
 import socket
 import threading
@@ -74,6 +75,8 @@ class ClusterJob(JobOptions):
 def run_cluster_job(job: ClusterJob) -> JobReport:
     if job.partition_format not in PARTITION_FORMATS:
         raise UsageError(f"partitions are written as {' or '.join(PARTITION_FORMATS)}")
+    if not (math.isfinite(job.stall_timeout_s) and job.stall_timeout_s > 0):  # NaN would never stall
+        raise UsageError("--stall-timeout must be a positive number of seconds")
     identity = job.check().identity  # what the job cannot do is refused here, not in every actor
     if job.address not in ("local", "auto"):
         _check_reachable(job.address)
@@ -107,6 +110,7 @@ def _collect(dataset: Any) -> tuple[int, list[tuple[str, ErrorInfo]]]:
 
 
 _WATCH_INTERVAL_S = 2.0
+_INTERRUPT_ARRIVES_S = 1.0  # a signal sent to this thread is handled well within this
 _STARTUP_S = 120.0  # before the first partition: the actors start and load the model too
 
 
@@ -118,7 +122,7 @@ def _watched(work: Callable[[], T], output: PartitionFolder, job: ClusterJob, to
     Only a job run from the main thread is watched: the interruption is delivered to that thread."""
     if threading.current_thread() is not threading.main_thread():
         return work()
-    stalled, finished = threading.Event(), threading.Event()
+    stalled, finished, deciding = threading.Event(), threading.Event(), threading.Lock()
 
     def watch() -> None:
         written, last_progress = output.partition_count(), time.monotonic()
@@ -127,23 +131,32 @@ def _watched(work: Callable[[], T], output: PartitionFolder, job: ClusterJob, to
             count = output.partition_count()
             if count != written:
                 written, last_progress, allowance = count, time.monotonic(), job.stall_timeout_s
-            elif time.monotonic() - last_progress > allowance and not finished.is_set():
-                stalled.set()
-                # A real SIGINT to the main thread: it interrupts a blocking wait there too (waiting
-                # for the next block), which `_thread.interrupt_main` leaves blocked.
-                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
-                return
+                continue
+            with deciding:  # never once the job has ended
+                if time.monotonic() - last_progress > allowance and not finished.is_set():
+                    stalled.set()
+                    # A real SIGINT to the main thread: it interrupts a blocking wait there too (waiting
+                    # for the next block), which `_thread.interrupt_main` leaves blocked.
+                    signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+                    return
 
     watcher = threading.Thread(target=watch, name="cluster-watchdog", daemon=True)
     watcher.start()
+    result: list[T] = []
     try:
-        return work()
+        result.append(work())
+        with deciding:
+            finished.set()
+        if stalled.is_set():  # the job ended as the watchdog stopped it: its interrupt arrives now
+            time.sleep(_INTERRUPT_ARRIVES_S)
     except KeyboardInterrupt:
-        if stalled.is_set():
+        if not stalled.is_set():
+            raise  # the user's Ctrl-C
+        if not result:
             raise _stalled(output, job, todo) from None
-        raise
     finally:
         finished.set()
+    return result[0]
 
 
 def _stalled(output: PartitionFolder, job: ClusterJob, todo: list[str]) -> ClusterError:
@@ -399,23 +412,36 @@ def partition_name(paths: list[str], partition_format: str) -> str:
     return f"part-{hashlib.sha256(json.dumps(paths).encode()).hexdigest()[:32]}.{partition_format}"
 
 
-_UNFINISHED = re.compile(r"\.part-[0-9a-f]{12}-[0-9a-f]{32}-\d+\.(jsonl|parquet)")
+_UNFINISHED = re.compile(r"\.part-[0-9a-f]{12}-[0-9a-f]{32}-[0-9a-f]+\.(jsonl|parquet)")
 
 
 def _write_partition(
     output: str, partition_format: str, task: str, token: str, records: list[dict[str, Any]]
 ) -> None:
+    """The block's partition, written under a temporary name nobody can guess (created, never opened if
+    it exists: a link planted there is not followed), then renamed into place."""
     filesystem, root = _filesystem(output)
     name = partition_name([r["path"] for r in records], partition_format)
     final = f"{root}/{name}"
     digest = name.removeprefix("part-").split(".")[0]
-    unfinished = f"{root}/.part-{token}-{digest}-{os.getpid()}.{partition_format}"
-    with filesystem.open_output_stream(unfinished) as stream:
+    unfinished = f"{root}/.part-{token}-{digest}-{secrets.token_hex(8)}.{partition_format}"
+    with _new_file(filesystem, unfinished) as stream:
         if partition_format == "jsonl":
             stream.write("".join(json.dumps(r) + "\n" for r in records).encode())
         else:
             _write_parquet(stream, records, task)
-    filesystem.move(unfinished, final)  # a retried block replaces its own partition
+    filesystem.move(unfinished, final)  # a retried block replaces its own partition (a link there too)
+
+
+def _new_file(filesystem: Any, path: str) -> Any:
+    """A file that did not exist: on a local disk created exclusively, never through a link (object
+    storage has no links, and the name is random)."""
+    from pyarrow import fs
+
+    if isinstance(filesystem, fs.LocalFileSystem):
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        return os.fdopen(os.open(path, flags, 0o644), "wb")
+    return filesystem.open_output_stream(path)
 
 
 def _write_parquet(stream: Any, records: list[dict[str, Any]], task: str) -> None:

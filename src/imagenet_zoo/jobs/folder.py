@@ -35,6 +35,7 @@ class FolderJob(JobOptions):
     annotate: Path | None = None  # a labelled copy: this file for a one-photo job, else into this folder
     annotate_dir: Path | None = None  # a labelled copy of every photo, into this folder
     sheet: Path | None = None  # a contact sheet of labelled thumbnails
+    overwrite: bool = False  # annotations may replace files in their way (never an input photo)
     progress: bool | None = None  # a progress bar on stderr; None: when it is a terminal
 
 
@@ -50,10 +51,10 @@ def run_folder_job(job: FolderJob, *, on_result: Callable[[Classification], None
         raise UsageError("--resume needs --output")
     plan = checked.plan
     start = time.monotonic()
+    annotations = _annotation_writer(job, sources)
     with contextlib.ExitStack() as stack:
         results = stack.enter_context(_results_file(job, plan, checked.identity)) if job.output else None
         todo = [s for s in sources if results is None or s not in results.done]
-        annotations = _annotation_writer(job, single=len(sources) == 1)
         classifier = checked.pipeline.load()
         assert isinstance(classifier, Classifier)
         progress = Progress("Classifying", len(todo), unit="img", enabled=job.progress)
@@ -82,10 +83,14 @@ def _results_file(job: FolderJob, plan: PostPlan, identity: Identity) -> Records
     )
 
 
-def _annotation_writer(job: FolderJob, *, single: bool) -> AnnotationWriter:
+def _annotation_writer(job: FolderJob, sources: list[str]) -> AnnotationWriter:
     """`annotate`: a file for one photo, a folder for several. `annotate_dir`: always a folder."""
+    single = len(sources) == 1
     folder = job.annotate_dir or (job.annotate if not single else None)
-    return AnnotationWriter(file=job.annotate if single else None, folder=folder, sheet=job.sheet)
+    return AnnotationWriter(
+        file=job.annotate if single else None, folder=folder, sheet=job.sheet, inputs=sources,
+        overwrite=job.overwrite,
+    )  # fmt: skip
 
 
 def _extract(job: FolderJob, checked: Checked, sources: list[str]) -> JobReport:
