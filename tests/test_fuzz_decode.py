@@ -33,7 +33,7 @@ def seed_corpus(folder: Path) -> Path:
 
 @pytest.mark.slow
 def test_the_decoder_survives_a_fuzzing_run(tmp_path: Path) -> None:
-    seconds = int(os.environ.get("IMAGENET_ZOO_FUZZ_SECONDS", "60"))
+    seconds = int(os.environ.get("IMAGENET_ZOO_FUZZ_SECONDS", "30"))
     corpus = seed_corpus(tmp_path / "corpus")
     command = [
         sys.executable, str(HARNESS), str(corpus), f"-max_total_time={seconds}", "-timeout=10",

@@ -31,11 +31,17 @@ def _stand_in_torch() -> Iterator[tuple[Any, Any]]:
     _rebuild_tensor_v2.__module__ = "torch._utils"
     _rebuild_tensor_v2.__qualname__ = "_rebuild_tensor_v2"
     torch.FloatStorage, utils._rebuild_tensor_v2, torch._utils = storage, _rebuild_tensor_v2, utils  # type: ignore[attr-defined]
+    names = ("torch", "torch._utils")
+    real = {name: sys.modules.get(name) for name in names}  # torch itself, where a test imported it
     sys.modules["torch"], sys.modules["torch._utils"] = torch, utils
     try:
         yield storage, _rebuild_tensor_v2
     finally:
-        del sys.modules["torch"], sys.modules["torch._utils"]
+        for name, module in real.items():
+            if module is None:
+                del sys.modules[name]
+            else:
+                sys.modules[name] = module
 
 
 class _Storage:
