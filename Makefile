@@ -17,7 +17,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[demo]'
 	touch $@
 
+# torch's CPU build (about 200 MB; the default Linux wheel brings CUDA, 5 GB) for the torch engine's tests.
+TORCH_CPU ?= torch==2.13.0
+
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet '$(TORCH_CPU)'
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(VENV)/.installed $@
 

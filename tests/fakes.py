@@ -53,6 +53,25 @@ FAKE_ENGINE = EngineSpec(
     name="fake", summary="fake (the tests' stand-in)", load=_fake_loader, concurrent=True
 )
 
+
+def _gpu_loader(model: RegisteredModel, request: EngineRequest) -> FakeEngine:
+    """In a Ray actor, loads only if Ray gave the actor a GPU: a job on a GPU engine must ask for one."""
+    import ray
+
+    if not ray.is_initialized():  # not on a cluster
+        return FakeEngine(classes=model.spec.num_classes)
+    assigned = ray.get_runtime_context().get_assigned_resources()
+    if assigned.get("GPU", 0) < 1:
+        raise RuntimeError(f"a GPU engine loaded without a GPU: {assigned}")
+    return FakeEngine(classes=model.spec.num_classes)
+
+
+# A GPU engine for the cluster path on a machine without one (Ray is told the machine has GPUs).
+FAKE_GPU_ENGINE = EngineSpec(
+    name="fake-gpu", summary="fake-gpu (the tests' stand-in for a GPU engine)", load=_gpu_loader,
+    devices=("cuda",), device_available=lambda device: True,
+)  # fmt: skip
+
 _names = itertools.count()
 
 

@@ -16,7 +16,12 @@ from fastapi.testclient import TestClient
 
 import imagenet_zoo
 from imagenet_zoo.engines.registry import EngineRegistry, EngineSpec, engine_registry
-from imagenet_zoo.errors import ExplanationUnsupportedError, UnsupportedPrecisionError, UsageError
+from imagenet_zoo.errors import (
+    ClusterError,
+    ExplanationUnsupportedError,
+    UnsupportedPrecisionError,
+    UsageError,
+)
 from imagenet_zoo.pipeline import LoadConfig
 from imagenet_zoo.server import Settings, create_app
 from tests.conftest import SAMPLE_DIR, run_cli
@@ -77,6 +82,37 @@ def test_a_plugin_engine_runs_on_the_cluster_path(
     assert identity["engine"] == "fake" and len(list(output.glob("part-*.jsonl"))) >= 1
 
 
+def test_a_gpu_engine_on_the_cluster_gets_one_actor_per_gpu(
+    plugin: dict[str, str], with_lite0: Path, tmp_path: Path
+) -> None:
+    """Ray is told this machine has 2 GPUs: each actor asks for one (the fake engine refuses to load
+    without), and the job runs where it was chosen."""
+    pytest.importorskip("ray")
+    output = tmp_path / "partitions"
+    command = [sys.executable, "-m", "imagenet_zoo", "classify", *map(str, PHOTOS), "--engine", "fake-gpu",
+               "--device", "cuda", "--cluster", "local", "--output", str(output), "--quiet"]  # fmt: skip
+    env = {**plugin, "RAY_OVERRIDE_RESOURCES": json.dumps({"GPU": 2})}
+    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr
+    assert "ran on cuda with the fake-gpu engine" in run.stderr
+    identity = json.loads((output / "_job.json").read_text())
+    assert identity["engine"] == "fake-gpu" and len(list(output.glob("part-*.jsonl"))) >= 1
+
+
+def test_actors_ask_for_what_their_device_needs() -> None:
+    from imagenet_zoo.jobs.cluster import ClusterJob, actor_resources
+
+    def job(device: str, max_actors: int | None = None) -> ClusterJob:
+        return ClusterJob(sources=[], output="o", load=LoadConfig(engine="torch", device=device),
+                          max_actors=max_actors)  # fmt: skip
+
+    assert actor_resources({"CPU": 16, "GPU": 2}, job("cpu")) == (16, {"num_cpus": 1})
+    assert actor_resources({"CPU": 16, "GPU": 2}, job("cuda")) == (2, {"num_gpus": 1, "num_cpus": 8})
+    assert actor_resources({"CPU": 16, "GPU": 2}, job("cuda", max_actors=1))[0] == 1
+    with pytest.raises(ClusterError, match="runs on cuda, and the cluster has no GPU"):
+        actor_resources({"CPU": 16}, job("cuda"))
+
+
 def test_a_name_is_registered_once() -> None:
     registry = EngineRegistry()
     spec = EngineSpec(name="x", summary="x", load=lambda model, request: FakeEngine())
@@ -96,14 +132,45 @@ def test_what_an_engine_cannot_do_is_refused_before_loading_saying_what_would(wi
         imagenet_zoo.load("lite0", engine="keras", precision="bf16")
     with pytest.raises(UnsupportedPrecisionError, match="no engine has the precision fp8"):
         imagenet_zoo.load("lite0", precision="fp8")
-    with pytest.raises(UsageError, match="runs on cpu, not 'cuda'"):
-        imagenet_zoo.load("lite0", device="cuda")
+    with pytest.raises(UsageError, match="runs on cpu, not 'cuda'; cuda needs --engine torch"):
+        imagenet_zoo.load("lite0", engine="openvino", device="cuda")
     name = register_fake(FakeEngine(), features=False)
     with pytest.raises(UsageError, match="does not extract features"):
         imagenet_zoo.load("lite0", engine=name, features=True)
     with pytest.raises(ExplanationUnsupportedError, match="no class activation maps"):
         imagenet_zoo.load("lite0", engine=name, explain=True)
     assert imagenet_zoo.load("lite0", device="auto").engine.name == "openvino"  # auto: its device here
+
+
+def test_auto_chooses_the_gpu_only_for_work_worth_its_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from imagenet_zoo.engines import registry
+
+    torch_spec = registry.get_engine("torch")
+    looked: list[str] = []
+
+    def has_cuda(device: str) -> bool:  # what asking torch costs: recorded, never done for a few photos
+        looked.append(device)
+        return True
+
+    monkeypatch.setitem(
+        registry.engine_registry()._engines, "torch", replace(torch_spec, device_available=has_cuda)
+    )
+    monkeypatch.setattr(registry, "gpu_present", lambda: True)
+    few = registry.choose_engine("auto", "auto", photos=registry.GPU_WORTH_PHOTOS - 1)
+    assert (few.engine, few.device) == ("openvino", "cpu") and looked == []
+    assert "start-up" in few.reason
+    for photos in (registry.GPU_WORTH_PHOTOS, None):  # None: a service, a library user
+        many = registry.choose_engine("auto", "auto", photos=photos)
+        assert (many.engine, many.device) == ("torch", "cuda")
+    assert registry.choose_engine("auto", "cpu", photos=None).engine == "openvino"
+    assert registry.choose_engine("auto", "cuda", photos=1).engine == "torch"  # asked for: no rule
+    assert registry.choose_engine("keras", "auto", photos=None) == registry.EngineChoice(
+        "keras", "cpu", "as asked"
+    )
+    monkeypatch.setattr(registry, "gpu_present", lambda: False)
+    assert registry.choose_engine("auto", "auto", photos=None).engine == "openvino"
 
 
 class _Overlapping(FakeEngine):

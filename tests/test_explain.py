@@ -250,3 +250,15 @@ def test_bundles_linear_head_cam_neighbours_grad_cam(
     voted = vote.classify(half, explain_class="spots")
     assert voted.explanation is not None and voted.explanation.method == "grad-cam"
     assert np.isfinite(voted.explanation.grid).all() and voted.explanation.grid.shape == (7, 7)
+
+    # The torch engine explains both from the translated bundle: CAM as OpenVINO does, Grad-CAM as Keras.
+    for head, reference in (("linear", result), ("neighbours", voted)):
+        translated = imagenet_zoo.load(
+            bundles[head], engine="torch", device="cpu", explain=True, progress=False
+        )
+        ours = translated.classify(half, explain_class="spots")
+        assert ours.explanation is not None and reference.explanation is not None
+        assert ours.explanation.method == reference.explanation.method
+        np.testing.assert_allclose(ours.explanation.grid, reference.explanation.grid, atol=1e-3)
+        assert [p.index for p in ours.predictions] == [p.index for p in reference.predictions]
+        assert ours.predictions[0].score == pytest.approx(reference.predictions[0].score, abs=1e-4)

@@ -118,6 +118,17 @@ def test_predictions_equal_keras_applications(
     )
     assert gflops_per_image(ir_dir(registry.get(name)) / IR_FILE) == pytest.approx(spec.gflops, rel=0.01)
 
+    # The torch engine, translated from the same Keras model: the same logits.
+    inputs = classifier.preprocess_images([decode_image(p).image for p in PHOTOS])
+    translated = imagenet_zoo.load_engine(
+        name, engine="torch", device="cpu", registry=registry, progress=False
+    )
+    reference_logits = classifier.engine.infer(inputs)
+    # Within 1e-4 of the logits' scale: with these weights ResNet50's logits reach 1,000, where one fp32
+    # step is 6e-5 (OpenVINO's logits differ from Keras's by 7e-4 there).
+    scale = max(1.0, float(np.abs(reference_logits).max()))
+    assert np.abs(translated.infer(inputs) - reference_logits).max() <= 1e-4 * scale
+
 
 @pytest.mark.slow
 def test_feature_extraction_with_the_notop_file(

@@ -17,7 +17,14 @@ from typing import Any, Literal, overload
 from imagenet_zoo.classifier import Classifier, FeatureExtractor, FeatureSet
 from imagenet_zoo.data.images import DEFAULT_MAX_PIXELS, DecodeMode, ImageSource
 from imagenet_zoo.engines.base import Engine
-from imagenet_zoo.engines.registry import AUTO, DEFAULT_ENGINE, EngineRequest, EngineSpec, get_engine
+from imagenet_zoo.engines.registry import (
+    AUTO,
+    EngineChoice,
+    EngineRequest,
+    EngineSpec,
+    choose_engine,
+    get_engine,
+)
 from imagenet_zoo.errors import UnknownModelError, UsageError
 from imagenet_zoo.model_types import Pooling, RegisteredModel
 from imagenet_zoo.models.bundle import is_bundle, load_bundle
@@ -90,10 +97,11 @@ def create_model(
 class Checked:
     """A load configuration checked against its model and engine, before anything is loaded."""
 
-    config: LoadConfig
+    config: LoadConfig  # its engine and device as chosen, never "auto"
     model: RegisteredModel
     engine: EngineSpec
     request: EngineRequest
+    choice: EngineChoice
 
     def load_engine(self) -> Engine:
         return self.engine.load(self.model, self.request)
@@ -120,16 +128,20 @@ def check_config(
     registry: Registry | None = None,
     progress: bool = True,
     random_weights: bool = False,
+    photos: int | None = None,
 ) -> Checked:
     """Refuse, saying why, what cannot be loaded: an unknown model or engine, a precision or device the
-    engine lacks (or this machine lacks), a heatmap or features it cannot give."""
+    engine lacks (or this machine lacks), a heatmap or features it cannot give. An `auto` engine or
+    device is chosen here (`engines.registry.choose_engine`), for `photos` photos (None: many)."""
     model = resolve_model(config.model, registry=registry)
+    choice = choose_engine(config.engine, config.device, photos=photos)
+    config = dataclasses.replace(config, engine=choice.engine, device=choice.device)
     engine = get_engine(config.engine)
     if config.task == "features" and config.explain:
         raise UsageError("a feature extractor has no classes to explain")
     request = EngineRequest(
         precision=config.precision,
-        device=engine.resolve_device(config.device),
+        device=config.device,
         output="features" if config.task == "features" else "logits",
         explain=config.explain,
         threads=config.threads,
@@ -138,13 +150,13 @@ def check_config(
     )
     engine.check(request, model.spec.explain_method, model=model.spec.name)
     engine.check_available(request.precision, request.device)
-    return Checked(config, model, engine, request)
+    return Checked(config, model, engine, request, choice)
 
 
 def load_engine(
     model: ModelRef,
     *,
-    engine: str = DEFAULT_ENGINE,
+    engine: str = AUTO,
     precision: str = "fp32",
     device: str = AUTO,
     features: bool = False,
@@ -217,7 +229,7 @@ def load(
 def load(
     model: ModelRef = DEFAULT_MODEL,
     *,
-    engine: str = DEFAULT_ENGINE,
+    engine: str = AUTO,
     precision: str = "fp32",
     device: str = AUTO,
     resize: ResizeMode | None = None,
@@ -234,11 +246,13 @@ def load(
     """A ready classifier with pretrained weights: `load("resnet50").classify("cat.jpg", top=5)`.
 
     `engine` is one of the registered engines (`imagenet-zoo models` and `--engine`'s help list them):
-    "openvino" (default) runs a cached OpenVINO model converted once from Keras, in `precision` fp32, bf16
-    or int8 (after `imagenet-zoo quantize`); "keras" runs Keras itself (fp32). `device` is one of the
-    engine's devices, or "auto". `resize="squash"` resizes the whole photo to the input size (the classic
-    tutorial); the default is each model's own evaluation protocol (shorter side, then centre crop). With
-    `features=True` it is a `FeatureExtractor` instead: global-average-pooled penultimate features, as
+    "openvino" runs a cached OpenVINO model converted once from Keras, in `precision` fp32, bf16 or int8
+    (after `imagenet-zoo quantize`); "torch" runs a translated graph on an NVIDIA GPU ("cuda") or the CPU,
+    in fp32, bf16 or fp16; "keras" runs Keras itself (fp32). The default, "auto", is torch on the GPU
+    where there is one, else openvino. `device` is one of the engine's devices, or "auto".
+    `resize="squash"` resizes the whole photo to the input size (the classic tutorial); the default is
+    each model's own evaluation protocol (shorter side, then centre crop). With `features=True` it is a
+    `FeatureExtractor` instead: global-average-pooled penultimate features, as
     `include_top=False, pooling="avg"` gives in Keras (`load(..., features=True).extract(photos)`).
     `decode="fast"` (default) decodes large JPEGs at the reduced scale the model needs; `decode="full"`
     decodes every pixel, the exact ImageNet evaluation protocol. With `explain=True` the classifier can
@@ -256,7 +270,7 @@ def extract_features(
     inputs: Iterable[ImageSource],
     model: ModelRef = DEFAULT_MODEL,
     *,
-    engine: str = DEFAULT_ENGINE,
+    engine: str = AUTO,
     precision: str = "fp32",
     batch_size: int = 16,
     progress: bool = True,

@@ -73,3 +73,7 @@ class WeightsFormatError(WeightsError):
 
 class ClusterError(ImagenetZooError):
     """`--cluster`: Ray is missing, the cluster cannot be reached, or the job failed on it."""
+
+
+class ModelTranslationError(ImagenetZooError):
+    """A Keras model holds a layer or setting the torch engine does not translate (the message names it)."""

@@ -31,7 +31,7 @@ from imagenet_zoo.data.images import (
 )
 from imagenet_zoo.data.preprocess import Transform, create_transform, decode_for, model_input, pixels_for
 from imagenet_zoo.engines.base import Engine
-from imagenet_zoo.engines.registry import AUTO, DEFAULT_ENGINE
+from imagenet_zoo.engines.registry import AUTO
 from imagenet_zoo.errors import ExplanationUnsupportedError, ImageError
 from imagenet_zoo.explain import ExplainingEngine
 from imagenet_zoo.model_types import RegisteredModel
@@ -49,7 +49,7 @@ class LoadConfig:
     bench, eval, compare, training and the cluster (`api.load_pipeline` checks it against the engine)."""
 
     model: ModelRef = DEFAULT_MODEL  # a zoo name or alias, or a bundle folder
-    engine: str = DEFAULT_ENGINE
+    engine: str = AUTO  # the CPU's default engine, or torch on a GPU (`engines.registry.choose_engine`)
     precision: str = "fp32"
     device: str = AUTO
     task: Task = "classify"
@@ -80,6 +80,8 @@ class PostOptions:
 
 
 Prepared = tuple[InputInfo, np.ndarray] | ErrorInfo  # a photo as the model's input, or why it is not one
+# A batch of inputs to each one's info and model input on the engine's device (a tensor row), or error.
+BatchPreprocessor = Callable[[Sequence[ImageSource]], list[Any]]
 Heat = tuple[int, np.ndarray]  # the class a heatmap is for, and its raw map
 # For one input: the class whose heatmap to compute with its logits, "top" for its top-1, or None for none.
 Wanted = int | Literal["top"] | None
@@ -113,6 +115,13 @@ class Pipeline:
         self.decode = decode
         self.budget = DecodeBudget(DEFAULT_DECODE_BUDGET)  # what all its decoding threads hold at once
         give_back_large_buffers()
+        # An engine on a GPU may decode and preprocess whole batches there (`data.device`).
+        make = getattr(engine, "batch_preprocessor", None)
+        self.batch_preprocessor: BatchPreprocessor | None = (
+            None
+            if make is None
+            else make(self.data_config, decode=decode, max_pixels=max_pixels, cpu_path=self._model_input)
+        )
 
     @property
     def transform(self) -> Transform:
@@ -122,11 +131,13 @@ class Pipeline:
     def preprocess(self, source: ImageSource) -> Prepared:
         """Pre: one input to the model's input and what it was, or its error (never raised)."""
         try:
-            return model_input(
-                source, self.data_config, max_pixels=self.max_pixels, decode=self.decode, budget=self.budget
-            )
+            return self._model_input(source)
         except ImageError as exc:
             return ErrorInfo.of(exc)
+
+    def _model_input(self, source: ImageSource) -> tuple[InputInfo, np.ndarray]:
+        config, decode = self.data_config, self.decode
+        return model_input(source, config, max_pixels=self.max_pixels, decode=decode, budget=self.budget)
 
     def preprocess_keeping(
         self, source: ImageSource, max_side: int | None
@@ -176,18 +187,28 @@ class Pipeline:
         heatmap too. `read` turns an input into what is decoded (a URL into its bytes) in the decoding
         threads; its `ImageError` is that input's error.
 
-        The next batch is decoded by `workers` threads while the engine runs the current one (Pillow
-        releases the GIL while decoding and resizing), so decoding and inference overlap."""
+        The next batch is decoded by `workers` threads (or, on a GPU, by the engine's batch
+        preprocessor) while the engine runs the current one (Pillow releases the GIL while decoding and
+        resizing), so decoding and inference overlap."""
         chunks = _chunked(iter(inputs), self.batch_size)
         prepare = self.preprocess if read is None else partial(self._read_and_preprocess, read)
+        on_device = self.batch_preprocessor if read is None and not explain else None
         wanted: Wanted = (heat_class if heat_class is not None else "top") if explain else None
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
+
+            def submit(chunk: list[Any] | None) -> Callable[[], list[Prepared]]:
+                if on_device is not None and chunk:
+                    batch = pool.submit(on_device, chunk)
+                    return batch.result
+                futures = [pool.submit(prepare, s) for s in chunk or []]
+                return lambda: [future.result() for future in futures]
+
             chunk = next(chunks, None)
-            upcoming = [pool.submit(prepare, s) for s in chunk or []]
+            upcoming = submit(chunk)
             while chunk is not None:
-                prepared = [future.result() for future in upcoming]
+                prepared = upcoming()
                 following = next(chunks, None)
-                upcoming = [pool.submit(prepare, s) for s in following or []]
+                upcoming = submit(following)
                 yield from self._forward_chunk(chunk, prepared, wanted)
                 chunk = following
 
@@ -202,7 +223,7 @@ class Pipeline:
     ) -> Iterator[Output]:
         good = [item[1] for item in prepared if not isinstance(item, ErrorInfo)]
         forward = (
-            self.forward(np.stack(good), [wanted] * len(good)) if good else Forward(np.zeros((0,)), None)
+            self.forward(_stacked(good), [wanted] * len(good)) if good else Forward(np.zeros((0,)), None)
         )
         rows = iter(forward.rows)
         heats: Iterator[Heat | None] = (
@@ -222,6 +243,15 @@ class Forward:
 
     rows: np.ndarray
     heats: list[Heat | None] | None
+
+
+def _stacked(rows: list[Any]) -> Any:
+    """One batch of model inputs: numpy rows, or a device preprocessor's tensors (NCHW, on the device)."""
+    if isinstance(rows[0], np.ndarray):
+        return np.stack(rows)
+    import torch
+
+    return torch.stack(rows).contiguous(memory_format=torch.channels_last)
 
 
 def _chunked(items: Iterator[Any], size: int) -> Iterator[list[Any]]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from imagenet_zoo.cli.options import positive, refuse
 from imagenet_zoo.cli.output import printable
+from imagenet_zoo.engines.registry import gpu_present
 from imagenet_zoo.errors import UsageError
 from imagenet_zoo.jobs.job import JobOptions, JobReport
 
@@ -88,6 +89,12 @@ def summarize(report: JobReport, results: str | Path | None, verb: str = "classi
     """The end-of-run report on stderr: counts, rate and the files that could not be processed (`results`:
     a file, a folder, or an object-storage URL)."""
     failures = report.failures
+    if report.choice is not None and (report.choice.device != "cpu" or gpu_present()):
+        choice = report.choice
+        print(
+            f"imagenet-zoo: ran on {choice.device} with the {choice.engine} engine ({choice.reason})",
+            file=sys.stderr,
+        )
     if results is None and not failures:
         return
     rate = report.done / max(report.seconds, 1e-9)

@@ -9,7 +9,7 @@ from typing import Any
 
 from imagenet_zoo.api import resolve_model
 from imagenet_zoo.data.images import DECODE_MODES
-from imagenet_zoo.engines.registry import AUTO, DEFAULT_ENGINE, engine_registry
+from imagenet_zoo.engines.registry import AUTO, DEFAULT_ENGINE, GPU_WORTH_PHOTOS, engine_registry
 from imagenet_zoo.errors import ImagenetZooError, UsageError
 from imagenet_zoo.pipeline import LoadConfig, Task
 from imagenet_zoo.registry import DEFAULT_MODEL
@@ -135,7 +135,11 @@ def engines_help() -> str:
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
     """--engine, --precision and --device: choices and help from the engine registry."""
     registry = engine_registry()
-    parser.add_argument("--engine", choices=registry.names(), default=DEFAULT_ENGINE, help=engines_help())
+    parser.add_argument(
+        "--engine", choices=[AUTO, *registry.names()], default=AUTO,
+        help=f"auto (default): torch on an NVIDIA GPU where there is one (for {GPU_WORTH_PHOTOS} photos or "
+        f"more), else {DEFAULT_ENGINE}; " + engines_help(),
+    )  # fmt: skip
     parser.add_argument(
         "--precision",
         choices=registry.precisions(),
@@ -152,7 +156,8 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
         "--device",
         choices=registry.devices(),
         default=AUTO,
-        help="where the engine runs: auto (default: the engine's first device this machine has), or "
+        help="where the engine runs: auto (default: the GPU where the engine runs there and this machine "
+        "has one, else the CPU), or "
         + "; ".join(f"{spec.name}: {', '.join(spec.devices)}" for spec in registry),
     )
 

@@ -56,6 +56,10 @@ def register(sub: Any) -> None:
         help="images one engine call may take from any requests (default 8; 1: no dynamic batching)",
     )  # fmt: skip
     parser.add_argument(
+        "--max-batch-files", type=options.positive, default=16,
+        help="images one request may send (/v1/classify/batch, a v2 tensor; default 16)",
+    )  # fmt: skip
+    parser.add_argument(
         "--max-batch-delay-ms", type=float, default=2.0,
         help="how long an image waits for others to share its engine call (default 2)",
     )  # fmt: skip
@@ -90,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         body_timeout_s=args.body_timeout,
         body_idle_timeout_s=args.body_idle_timeout,
         max_batch_size=args.max_batch_size,
+        max_batch_files=args.max_batch_files,
         max_batch_delay_ms=args.max_batch_delay_ms,
         api_keys=read_api_keys(Path(args.api_key_file), warn=_warn) if args.api_key_file else (),
         cors_origins=tuple(args.cors_origin),

@@ -261,19 +261,50 @@ def decode_image(
         return _open_and_normalize(lambda: Image.open(file), max_pixels, min_short_side, admit)
 
 
+MAX_FILE_BYTES = 256 * 2**20  # a photo read into memory whole (the GPU path, object storage): a bound
+
+
+def read_source(source: ImageSource) -> bytes:
+    """The encoded bytes of a path or a bytes source, with `decode_image`'s errors (raises
+    `UnsupportedImageError` for a decoded image or array: there are no bytes to read)."""
+    if isinstance(source, bytes):
+        if not source:
+            raise EmptyImageError("the image data is empty (0 bytes)")
+        return source
+    if isinstance(source, (Image.Image, np.ndarray)):
+        raise UnsupportedImageError("already decoded: there is nothing to read")
+    path = Path(os.fspath(source))
+    if not path.is_file():  # before opening: a FIFO would block the open
+        raise ImageNotFoundError(f"{path}: no such file")
+    try:
+        with path.open("rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size == 0:
+                raise EmptyImageError(f"{path}: the file is empty (0 bytes)")
+            if size > MAX_FILE_BYTES:
+                raise ImageTooLargeError(f"{path}: {size:,} bytes, more than {MAX_FILE_BYTES:,}")
+            return file.read()
+    except OSError as exc:
+        raise ImageNotFoundError(f"{path}: cannot read: {exc.strerror}") from exc
+
+
 def _open_and_normalize(
     opener: Callable[[], Image.Image], max_pixels: int, min_short_side: int | None, admit: Admit | None
 ) -> DecodedImage:
+    with pillow_errors(), _decoder_warnings.collecting() as collected:
+        # Not closed here: the caller owns the file, and closing an image frees its pixels, which would
+        # cost a copy of every decoded photo.
+        decoded = _normalize(opener(), max_pixels, min_short_side, admit)
+    if collected:
+        decoded = DecodedImage(decoded.image, replace(decoded.info, warnings=tuple(dict.fromkeys(collected))))
+    return decoded
+
+
+@contextlib.contextmanager
+def pillow_errors() -> Iterator[None]:
+    """What Pillow raises while it opens or decodes an image, as this package's `ImageError`s."""
     try:
-        with _decoder_warnings.collecting() as collected:
-            # Not closed here: the caller owns the file, and closing an image frees its pixels, which
-            # would cost a copy of every decoded photo.
-            decoded = _normalize(opener(), max_pixels, min_short_side, admit)
-        if collected:
-            decoded = DecodedImage(
-                decoded.image, replace(decoded.info, warnings=tuple(dict.fromkeys(collected)))
-            )
-        return decoded
+        yield
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -286,7 +317,7 @@ def _open_and_normalize(
         raise CorruptImageError(f"broken image data: {type(exc).__name__}: {exc}") from exc
 
 
-def _check_size(width: int, height: int, max_pixels: int) -> None:
+def check_size(width: int, height: int, max_pixels: int) -> None:
     if width <= 0 or height <= 0:
         raise CorruptImageError(f"invalid image size {width}x{height}")
     if width * height > max_pixels:
@@ -298,7 +329,7 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
 def _normalize(
     image: Image.Image, max_pixels: int, min_short_side: int | None, admit: Admit | None
 ) -> DecodedImage:
-    _check_size(image.width, image.height, max_pixels)
+    check_size(image.width, image.height, max_pixels)
     fmt, mode, (width, height) = image.format, image.mode, image.size
     if getattr(image, "n_frames", 1) > 1:
         image.seek(0)
@@ -359,7 +390,7 @@ def _from_array(array: np.ndarray, max_pixels: int) -> DecodedImage:
         array = array[:, :, 0]
     if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
         raise UnsupportedImageError(f"arrays must be HxW, HxWx3 or HxWx4, got shape {array.shape}")
-    _check_size(array.shape[1], array.shape[0], max_pixels)
+    check_size(array.shape[1], array.shape[0], max_pixels)
     image = Image.fromarray(np.ascontiguousarray(array))  # uint8 HxW / HxWx3 / HxWx4 -> L / RGB / RGBA
     info = InputInfo(None, image.width, image.height, image.mode, exif_transposed=False)
     return DecodedImage(_to_rgb(image), info)

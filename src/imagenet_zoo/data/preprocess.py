@@ -72,7 +72,7 @@ def resize_and_crop(image: Image.Image, config: DataConfig, *, fast: bool = Fals
     gap = REDUCING_GAP if fast else None
     if config.resize_mode == "squash":
         return np.asarray(image.resize((size, size), resample, reducing_gap=gap))
-    new_size, (left, top) = _shorter_side_resize(image.width, image.height, config)
+    new_size, (left, top) = crop_plan(image.width, image.height, config)
     if new_size[0] * new_size[1] > MAX_INTERMEDIATE_PIXELS:
         box = input_region(image.width, image.height, config)  # the crop, in the photo
         return np.asarray(image.resize((size, size), resample, box=box, reducing_gap=gap))
@@ -80,11 +80,12 @@ def resize_and_crop(image: Image.Image, config: DataConfig, *, fast: bool = Fals
     return np.asarray(resized.crop((left, top, left + size, top + size)))
 
 
-def _shorter_side_resize(
-    width: int, height: int, config: DataConfig
-) -> tuple[tuple[int, int], tuple[int, int]]:
-    """The size the shorter-side resize gives a `width` x `height` photo, and the crop's top-left corner."""
+def crop_plan(width: int, height: int, config: DataConfig) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The size the resize gives a `width` x `height` photo, and the crop's top-left corner (a squash:
+    the input size, no crop)."""
     short, size = config.resize_shorter_to, config.input_size
+    if config.resize_mode == "squash":
+        return (size, size), (0, 0)
     # The longer side is rounded (as timm does; torchvision truncates): this reproduces the
     # EfficientNet-Lite0 reference inputs exactly, pixel for pixel.
     if width <= height:
@@ -99,7 +100,7 @@ def input_region(width: int, height: int, config: DataConfig) -> tuple[float, fl
     centre crop mapped back to the photo's pixels, or the whole photo for a squash."""
     if config.resize_mode == "squash":
         return (0.0, 0.0, float(width), float(height))
-    new_size, (left, top) = _shorter_side_resize(width, height, config)
+    new_size, (left, top) = crop_plan(width, height, config)
     sx, sy, size = width / new_size[0], height / new_size[1], config.input_size
     return (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
 

@@ -22,12 +22,17 @@ from imagenet_zoo.errors import ExplanationUnsupportedError, UnsupportedPrecisio
 from imagenet_zoo.model_types import RegisteredModel
 from imagenet_zoo.specs import ExplainMethod
 
-BUILTIN = ("imagenet_zoo.engines.openvino", "imagenet_zoo.engines.keras")
+BUILTIN = ("imagenet_zoo.engines.openvino", "imagenet_zoo.engines.keras", "imagenet_zoo.engines.torch")
 ENTRY_POINT_GROUP = "imagenet_zoo.engines"
 DEFAULT_ENGINE = (
     "openvino"  # same top-5 as Keras on the parity tests, 3-10x faster, no TensorFlow at run time
 )
-AUTO = "auto"  # the device: the engine's first device that is available here
+AUTO = "auto"  # the engine or device: chosen for this machine and the work (`choose_engine`)
+# Below this many photos a run stays on the CPU even where there is a GPU: starting torch, CUDA and the
+# model there takes seconds, longer than OpenVINO takes for them.
+GPU_WORTH_PHOTOS = 64
+_NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # the driver lists each GPU here; reading it costs nothing
+_NVIDIA_DEVICE = Path("/dev/nvidia0")  # what a container given a GPU has even without the driver's /proc
 Output = Literal["logits", "features"]  # what the engine's rows are: class logits, or pooled features
 
 
@@ -214,3 +219,38 @@ def register_engine(spec: EngineSpec) -> None:
 
 def get_engine(name: str) -> EngineSpec:
     return engine_registry().get(name)
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    engine: str
+    device: str
+    reason: str  # why, for the line the command line prints
+
+
+def choose_engine(engine: str, device: str, *, photos: int | None = None) -> EngineChoice:
+    """The engine and device to run: as given, or for `auto` the default engine on the CPU, and the first
+    engine that runs on the GPU when this machine has one and `photos` (None: a service, a library user:
+    many) are worth its start-up. Nothing is imported to find there is no GPU."""
+    if engine != AUTO:
+        spec = get_engine(engine)
+        return EngineChoice(engine, spec.resolve_device(device), "as asked")
+    if device not in (AUTO, "cpu"):
+        spec = next((s for s in engine_registry() if device in s.devices), get_engine(DEFAULT_ENGINE))
+        return EngineChoice(spec.name, spec.resolve_device(device), f"the engine for {device}")
+    if device == "cpu":
+        return EngineChoice(DEFAULT_ENGINE, "cpu", "the CPU's fastest engine")
+    if photos is not None and photos < GPU_WORTH_PHOTOS:
+        return EngineChoice(DEFAULT_ENGINE, "cpu", f"{photos} photos: the GPU's start-up would cost more")
+    gpu = next((s for s in engine_registry() if "cuda" in s.devices), None)
+    if gpu is not None and gpu_present() and gpu.device_available("cuda"):
+        return EngineChoice(gpu.name, "cuda", "this machine has an NVIDIA GPU")
+    return EngineChoice(DEFAULT_ENGINE, "cpu", "no GPU")
+
+
+def gpu_present() -> bool:
+    """Whether the NVIDIA driver lists a GPU (`torch.cuda` still decides whether it can be used)."""
+    try:
+        return _NVIDIA_DEVICE.exists() or any(_NVIDIA_GPUS.iterdir())
+    except OSError:
+        return False

@@ -37,7 +37,7 @@ import numpy as np
 
 from imagenet_zoo.api import check_config
 from imagenet_zoo.classifier import Classifier, FeatureExtractor
-from imagenet_zoo.data.images import IMAGE_SUFFIXES, find_images
+from imagenet_zoo.data.images import IMAGE_SUFFIXES, MAX_FILE_BYTES, find_images
 from imagenet_zoo.errors import ClusterError, ImageNotFoundError, ImageTooLargeError, UsageError
 from imagenet_zoo.jobs.features import features_schema
 from imagenet_zoo.jobs.identity import (
@@ -51,7 +51,6 @@ from imagenet_zoo.jobs.job import JobOptions, JobReport
 from imagenet_zoo.records import ErrorInfo, arrow_schema, without_nulls
 
 PARTITION_FORMATS = ("jsonl", "parquet")
-MAX_FILE_BYTES = 256 * 2**20  # read into memory whole from object storage: a bound, like max_pixels
 _BATCHES_PER_BLOCK = 8
 _MAX_BLOCKS = 10_000
 _FORWARDED_ENV = ("IMAGENET_ZOO_HOME", "IMAGENET_ZOO_MIRROR")  # where workers find weights and IR
@@ -77,12 +76,15 @@ def run_cluster_job(job: ClusterJob) -> JobReport:
         raise UsageError(f"partitions are written as {' or '.join(PARTITION_FORMATS)}")
     if not (math.isfinite(job.stall_timeout_s) and job.stall_timeout_s > 0):  # NaN would never stall
         raise UsageError("--stall-timeout must be a positive number of seconds")
-    identity = job.check().identity  # what the job cannot do is refused here, not in every actor
+    job.check()  # what the job cannot do is refused here, not in every actor
     if job.address not in ("local", "auto"):
         _check_reachable(job.address)
     sources = list_sources(job.sources, recursive=job.recursive)
     if not sources:
         raise UsageError("no image files found (use --recursive for sub-folders)")
+    checked = job.check(photos=len(sources))
+    identity = checked.identity
+    job = replace(job, load=checked.pipeline.config)  # every actor runs the engine and device chosen here
     output, token = PartitionFolder(job.output), job_token(job, identity)
     output.claim(identity)
     output.remove_unfinished(token)
@@ -95,7 +97,9 @@ def run_cluster_job(job: ClusterJob) -> JobReport:
     dataset = _pipeline(ray, job, todo, token)
     written, failures = _watched(lambda: _collect(dataset), output, job, todo)
     failures.sort(key=lambda failure: failure[0])
-    return JobReport(len(sources), len(sources) - len(todo), written, failures)
+    return JobReport(
+        len(sources), len(sources) - len(todo), written, failures, choice=checked.pipeline.choice
+    )
 
 
 def _collect(dataset: Any) -> tuple[int, list[tuple[str, ErrorInfo]]]:
@@ -305,7 +309,9 @@ def _connect(ray: Any, address: str) -> None:
         return
     try:
         if address == "local":
-            ray.init(include_dashboard=False, **options)  # a Ray of its own on this machine, for this run
+            # A Ray of its own on this machine, for this run: "local" starts one even where a file left
+            # by an earlier Ray (/tmp/ray/ray_current_cluster) names a cluster, which may be long gone.
+            ray.init(address="local", include_dashboard=False, **options)
         else:
             ray.init(address=address, **options)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -329,20 +335,36 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 def _pipeline(ray: Any, job: ClusterJob, todo: list[str], token: str) -> Any:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = job.progress
-    cpus = int(ray.cluster_resources().get("CPU", 1))
     # Blocks of a few batches: the unit of retry (a killed worker redoes at most this) and of output.
     blocks = min(math.ceil(len(todo) / (_BATCHES_PER_BLOCK * job.load.batch_size)), _MAX_BLOCKS)
     photos = ray.data.from_items([{"path": p} for p in todo], override_num_blocks=blocks)
+    actors, resources = actor_resources(ray.cluster_resources(), job)
+    # A whole block per call: the actor's own pipeline overlaps its batches. Ray asks a GPU job for a
+    # number: the block's.
+    per_call = None if job.load.device == "cpu" else math.ceil(len(todo) / blocks)
     return photos.map_batches(
         _ModelActor,
         fn_constructor_kwargs={"job": job, "token": token},
-        batch_size=None,  # a whole block per call: the actor's own pipeline overlaps its batches
+        batch_size=per_call,
         batch_format="numpy",
-        num_cpus=1,
-        # A fixed pool, one actor per CPU: Ray's autoscaling pool grows only once work queues up, which
-        # on a small cluster left one actor doing all the work. More actors than CPUs would never start.
-        compute=ray.data.ActorPoolStrategy(size=min(job.max_actors or cpus, cpus)),
+        **resources,
+        # A fixed pool: Ray's autoscaling pool grows only once work queues up, which on a small cluster
+        # left one actor doing all the work. More actors than the cluster has room for would never start.
+        compute=ray.data.ActorPoolStrategy(size=actors),
     )
+
+
+def actor_resources(cluster: dict[str, float], job: ClusterJob) -> tuple[int, dict[str, float]]:
+    """How many actors, and what each asks Ray for: one per CPU; on a GPU, one per GPU, with an equal
+    share of the CPUs to decode for it."""
+    cpus = max(1, int(cluster.get("CPU", 1)))
+    if job.load.device == "cpu":
+        return min(job.max_actors or cpus, cpus), {"num_cpus": 1}
+    gpus = int(cluster.get("GPU", 0))
+    if gpus < 1:
+        raise ClusterError(f"the job runs on {job.load.device}, and the cluster has no GPU")
+    actors = min(job.max_actors or gpus, gpus)
+    return actors, {"num_gpus": 1, "num_cpus": max(1, cpus // gpus)}
 
 
 def _read(location: str) -> str | bytes:

@@ -41,10 +41,11 @@ class FolderJob(JobOptions):
 
 def run_folder_job(job: FolderJob, *, on_result: Callable[[Classification], None] | None = None) -> JobReport:
     """Run the job; `on_result` receives each classification as it is produced, in input order."""
-    checked = job.check()
+    job.check()  # refused before the folders are listed
     sources = find_images(job.sources, recursive=job.recursive)
     if not sources:
         raise UsageError("no image files found (use --recursive for sub-folders)")
+    checked = job.check(photos=len(sources))
     if checked.plan is None:
         return _extract(job, checked.pipeline, sources)
     if job.resume and not job.output:
@@ -71,7 +72,10 @@ def run_folder_job(job: FolderJob, *, on_result: Callable[[Classification], None
                 failures.append((result.source, result.error))
         progress.close()
         annotations.finish()
-    return JobReport(len(sources), len(sources) - len(todo), len(todo), failures, time.monotonic() - start)
+    seconds = time.monotonic() - start
+    return JobReport(
+        len(sources), len(sources) - len(todo), len(todo), failures, seconds, checked.pipeline.choice
+    )
 
 
 def _results_file(job: FolderJob, plan: PostPlan, identity: Identity) -> RecordsFile:
@@ -106,6 +110,6 @@ def _extract(job: FolderJob, checked: Checked, sources: list[str]) -> JobReport:
     progress.close()
     save_features(feature_set, job.output)
     return JobReport(
-        len(sources), 0, len(sources), feature_set.failures, time.monotonic() - start,
+        len(sources), 0, len(sources), feature_set.failures, time.monotonic() - start, checked.choice,
         feature_shape=feature_set.features.shape,
     )  # fmt: skip

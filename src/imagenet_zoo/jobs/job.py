@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 
 from imagenet_zoo.api import Checked, check_config
 from imagenet_zoo.classifier import PostPlan, plan_post
+from imagenet_zoo.engines.registry import EngineChoice
 from imagenet_zoo.jobs.identity import Identity, job_identity
 from imagenet_zoo.pipeline import LoadConfig, PostOptions
 from imagenet_zoo.records import ErrorInfo
@@ -28,13 +29,15 @@ class JobOptions:
         """The load configuration, with the engine's heatmaps when the records report them."""
         return replace(self.load, explain=self.load.explain or self.post.explains)
 
-    def check(self) -> CheckedJob:
-        """Everything the job is asked, checked before any file is opened or any model loaded."""
-        checked = check_config(self.load_config, progress=False)
+    def check(self, *, photos: int | None = None) -> CheckedJob:
+        """Everything the job is asked, checked before any file is opened or any model loaded; an `auto`
+        engine is chosen for `photos` photos (None: many)."""
+        checked = check_config(self.load_config, progress=False, photos=photos)
+        load = checked.config  # the engine and device chosen
         if self.task == "extract":
-            return CheckedJob(checked, None, job_identity(self.task, self.load_config, checked.model, None))
+            return CheckedJob(checked, None, job_identity(self.task, load, checked.model, None))
         plan = plan_post(checked.model.spec, self.post)
-        return CheckedJob(checked, plan, job_identity(self.task, self.load_config, checked.model, self.post))
+        return CheckedJob(checked, plan, job_identity(self.task, load, checked.model, self.post))
 
 
 @dataclass(frozen=True)
@@ -53,4 +56,5 @@ class JobReport:
     done: int  # photos processed in this run, failed ones included
     failures: list[tuple[str, ErrorInfo]] = field(default_factory=list)
     seconds: float = 0.0
+    choice: EngineChoice | None = None  # the engine and device it ran on, and why
     feature_shape: tuple[int, ...] | None = None  # extract on one machine: (photos, dimensions)

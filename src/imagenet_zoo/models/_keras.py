@@ -1,4 +1,5 @@
-"""Importing Keras: pinned to the TensorFlow backend and imported only when a model is really built."""
+"""Importing Keras: on the TensorFlow backend (or torch's where TensorFlow is not installed, as on a GPU
+machine that runs only the torch engine), imported only when a model is really built."""
 
 from __future__ import annotations
 
@@ -7,17 +8,26 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
+from importlib.util import find_spec
 from typing import Any
 
 
 def import_keras() -> Any:
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("KERAS_BACKEND", keras_backend())
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with contextlib.nullcontext() if "keras" in sys.modules else _native_stderr_dropped():
         import keras
     # Its Python-side notices (retracing advice while training) are for TensorFlow developers, not users.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     return keras
+
+
+def keras_backend() -> str:
+    """TensorFlow, the backend every Keras-based engine and training path is tested on; torch when only
+    torch is installed (building and translating a model needs no more)."""
+    if find_spec("tensorflow") is None and find_spec("torch") is not None:
+        return "torch"
+    return "tensorflow"
 
 
 @contextlib.contextmanager

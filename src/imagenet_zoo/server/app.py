@@ -39,7 +39,7 @@ _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="imagenet-zoo"'}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+    settings = (settings or Settings()).with_engine_chosen()
     metrics = Metrics()
     service = Service(settings, metrics)
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from imagenet_zoo.engines.batching import BatchingOptions
+from imagenet_zoo.engines.registry import choose_engine
 from imagenet_zoo.errors import UsageError
 from imagenet_zoo.pipeline import LoadConfig
 from imagenet_zoo.registry import Registry
@@ -72,6 +73,12 @@ class Settings:
     # Never shown: not in this object's repr, not in logs, not in any answer.
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (`--cors-origin`)
+
+    def with_engine_chosen(self) -> Settings:
+        """These settings with an `auto` engine and device chosen for a service (a long run: the GPU
+        where there is one), so that every model, route and report names what really runs."""
+        choice = choose_engine(self.load.engine, self.load.device, photos=None)
+        return replace(self, load=replace(self.load, engine=choice.engine, device=choice.device))
 
     @property
     def batching(self) -> BatchingOptions:

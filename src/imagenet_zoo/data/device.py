@@ -1,0 +1,324 @@
+"""Photos to model inputs on a torch device (the GPU): JPEGs decoded in one batch by nvJPEG, EXIF
+orientation applied, then resized, cropped and scaled for the whole batch at once.
+
+Each photo's header is read first, on the CPU, by Pillow (nothing is decoded): its size is checked
+against the pixel cap before any decoder sees it, and it is routed. Baseline and progressive JPEGs in
+RGB or grayscale go to the device decoder; CMYK JPEGs, 16-bit, PNG, WebP, TIFF, GIF, what the decoder
+rejects, and every photo when the model resizes with "nearest", take today's Pillow path
+(`preprocess.model_input`) and join the batch as pixels. One broken file is that file's error, never
+its batch's.
+
+The resize is Pillow's: the same antialiasing filter weights, as two small matrices per photo (rows and
+columns, the crop included, made on the CPU), applied to the whole padded batch as two batched matrix
+products on the device, rounded to 8 bits after each pass as Pillow's 8-bit resampling does. A "fast"
+decode first averages blocks of 2, 4 or 8 pixels where libjpeg would have decoded at that scale
+(`images._draft`), folded into the same matrices.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from imagenet_zoo.data.images import (
+    DecodeMode,
+    ImageSource,
+    InputInfo,
+    check_size,
+    pillow_errors,
+    read_source,
+)
+from imagenet_zoo.data.preprocess import CAFFE_BGR_MEAN, TORCH_MEAN, TORCH_STD, draft_short_side
+from imagenet_zoo.errors import CorruptImageError, ImageError
+from imagenet_zoo.records import ErrorInfo
+from imagenet_zoo.specs import DataConfig
+
+_EXIF_ORIENTATION = 0x0112
+_DEVICE_MODES = ("RGB", "L")  # what nvJPEG decodes to RGB as libjpeg does (CMYK, YCCK: Pillow)
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a photo's header says, read without decoding it."""
+
+    format: str | None
+    mode: str
+    width: int  # as stored, before orientation
+    height: int
+    orientation: int  # EXIF 1-8
+
+    @property
+    def info(self) -> InputInfo:
+        turned = self.orientation in (5, 6, 7, 8)
+        width, height = (self.height, self.width) if turned else (self.width, self.height)
+        return InputInfo(self.format, width, height, self.mode, exif_transposed=self.orientation != 1)
+
+    @property
+    def on_device(self) -> bool:
+        return self.format == "JPEG" and self.mode in _DEVICE_MODES
+
+
+def read_header(data: bytes, max_pixels: int) -> Header:
+    """The header of an encoded photo, its size checked against `max_pixels` (raises its `ImageError`)."""
+    with pillow_errors(), Image.open(io.BytesIO(data)) as image:
+        check_size(image.width, image.height, max_pixels)
+        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+        return Header(image.format, image.mode, image.width, image.height,
+                      orientation if orientation in range(1, 9) else 1)  # fmt: skip
+
+
+class JpegDecoder(Protocol):
+    """Encoded JPEGs to (3, rows, columns) uint8 tensors on the device, as stored (no orientation); an
+    exception in place of each one it cannot decode."""
+
+    def __call__(self, data: Sequence[bytes]) -> list[Any]: ...
+
+
+def nvjpeg_decoder(device: Any) -> JpegDecoder:
+    """torchvision's batched nvJPEG decode on a CUDA device; a batch it refuses is decoded one by one, so
+    only the broken photos fail."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    def decode(data: Sequence[bytes]) -> list[Any]:
+        encoded = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in data]
+        try:
+            return list(decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device))
+        except RuntimeError:
+            return [_decoded_alone(decode_jpeg, e, ImageReadMode.RGB, device) for e in encoded]
+
+    return decode
+
+
+def _decoded_alone(decode_jpeg: Callable[..., Any], encoded: Any, mode: Any, device: Any) -> Any:
+    try:
+        return decode_jpeg(encoded, mode=mode, device=device)
+    except RuntimeError as exc:
+        return CorruptImageError(f"the GPU's JPEG decoder refused it: {exc}")
+
+
+def pillow_decoder(device: Any) -> JpegDecoder:
+    """A stand-in for nvJPEG where there is none (tests on a CPU): libjpeg through Pillow, every pixel,
+    to the same tensors, so everything around the decoder runs as it does on a GPU."""
+    import torch
+
+    def decode_one(data: bytes) -> Any:
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                pixels = np.asarray(image.convert("RGB"))
+        except Exception as exc:  # what nvJPEG would refuse: broken data
+            return CorruptImageError(f"broken JPEG data: {type(exc).__name__}: {exc}")
+        return torch.from_numpy(pixels.copy()).permute(2, 0, 1).to(device)
+
+    return lambda data: [decode_one(d) for d in data]
+
+
+def oriented(image: Any, orientation: int) -> Any:
+    """A (3, rows, columns) tensor turned as its EXIF orientation says (a view: no copy)."""
+    if orientation in (5, 6, 7, 8):
+        image = image.transpose(1, 2)  # 5: transpose; 6, 7, 8 add a flip
+    flips = {2: [2], 3: [1, 2], 4: [1], 6: [2], 7: [1, 2], 8: [1]}.get(orientation)
+    return image.flip(flips) if flips else image
+
+
+Prepared = tuple[InputInfo, Any] | ErrorInfo  # a photo's info and its device row, or its error
+CpuPath = Callable[[ImageSource], tuple[InputInfo, np.ndarray]]  # today's Pillow preprocessing
+
+
+class DevicePreprocessor:
+    """A batch of photos to model inputs on `device`: (photos, 3, size, size) float32, channels-last."""
+
+    def __init__(self, config: DataConfig, device: Any, *, decode: DecodeMode, max_pixels: int,
+                 cpu_path: CpuPath, decoder: JpegDecoder | None = None) -> None:  # fmt: skip
+        import torch
+
+        self.torch = torch
+        self.config, self.device, self.decode, self.max_pixels = (
+            config,
+            torch.device(device),
+            decode,
+            max_pixels,
+        )
+        self.cpu_path = cpu_path
+        self.decoder = decoder or (
+            nvjpeg_decoder(self.device) if self.device.type == "cuda" else pillow_decoder(device)
+        )
+
+    def __call__(self, sources: Sequence[ImageSource]) -> list[Prepared]:
+        """Each photo's info and model input (a row on the device), or its error, in order."""
+        items: list[Prepared | None] = [None] * len(sources)
+        jpegs: list[tuple[int, bytes, Header]] = []
+        for i, source in enumerate(sources):
+            try:
+                data = read_source(source)
+                header = read_header(data, self.max_pixels)
+            except ImageError as exc:
+                items[i] = ErrorInfo.of(exc)
+                continue
+            if header.on_device and self.config.interpolation != "nearest":
+                jpegs.append((i, data, header))
+            else:
+                items[i] = self._on_cpu(source)
+        decoded = self.decoder([data for _, data, _ in jpegs]) if jpegs else []
+        good = [(i, header, image) for (i, _, header), image in zip(jpegs, decoded, strict=True)
+                if not isinstance(image, Exception)]  # fmt: skip
+        for (i, data, _), image in zip(jpegs, decoded, strict=True):
+            if isinstance(image, Exception):
+                items[i] = self._on_cpu(data)  # Pillow may read what the device decoder refused
+        if good:
+            rows = self.resize([oriented(image, header.orientation) for _, header, image in good])
+            for (i, header, _), row in zip(good, rows, strict=True):
+                items[i] = (header.info, row)
+        return [item for item in items if item is not None]
+
+    def _on_cpu(self, source: ImageSource) -> Prepared:
+        try:
+            info, pixels = self.cpu_path(source)
+        except ImageError as exc:
+            return ErrorInfo.of(exc)
+        return info, self.torch.from_numpy(pixels).permute(2, 0, 1).to(self.device)
+
+    def resize(self, images: list[Any]) -> list[Any]:
+        """Oriented (3, rows, columns) uint8 images to the model's inputs, as Pillow resizes and crops: in
+        groups whose padded float32 copy stays within `RESIZE_BYTES` (a photo larger goes alone)."""
+        rows: list[Any] = []
+        group: list[Any] = []
+        for image in images:
+            grown = [*group, image]
+            if group and _padded_bytes(grown) > RESIZE_BYTES:
+                rows.extend(self._resize_group(group))
+                grown = [image]
+            group = grown
+        return rows + (list(self._resize_group(group)) if group else [])
+
+    def _resize_group(self, images: list[Any]) -> Any:
+        torch = self.torch
+        heights = [int(image.shape[1]) for image in images]
+        widths = [int(image.shape[2]) for image in images]
+        batch = torch.zeros(
+            (len(images), 3, max(heights), max(widths)), dtype=torch.float32, device=self.device
+        )
+        for i, image in enumerate(images):  # a copy into the padded batch: the only per-photo step
+            batch[i, :, : heights[i], : widths[i]] = image
+        rows, columns = resize_matrices(heights, widths, self.config, self.decode)
+        rows = torch.from_numpy(rows).to(self.device)
+        columns = torch.from_numpy(columns).to(self.device)
+        # Columns first, then rows, each pass rounded to 8 bits as Pillow's 8-bit resampling does.
+        across = torch.einsum("nchw,nsw->nchs", batch, columns).round_().clamp_(0, 255)
+        pixels = torch.einsum("nth,nchs->ncts", rows, across).round_().clamp_(0, 255)
+        return normalized(pixels, self.config).contiguous(memory_format=torch.channels_last)
+
+
+RESIZE_BYTES = 2**30  # the padded float32 batch one resize step holds on the device (24 12-MP photos)
+
+
+def _padded_bytes(images: list[Any]) -> int:
+    return 12 * len(images) * max(int(i.shape[1]) for i in images) * max(int(i.shape[2]) for i in images)
+
+
+def normalized(pixels: Any, config: DataConfig) -> Any:
+    """`preprocess.normalize` on an NCHW batch of RGB values in [0, 255]."""
+    import torch
+
+    shape = (1, 3, 1, 1)
+    if config.mode == "caffe":
+        mean = torch.tensor(CAFFE_BGR_MEAN, device=pixels.device).reshape(shape)
+        return pixels.flip(1) - mean
+    if config.mode == "tf":
+        return pixels / 127.5 - 1.0
+    if config.mode == "lite":
+        return (pixels - 127.0) / 128.0
+    if config.mode == "torch":
+        mean = torch.tensor(TORCH_MEAN, device=pixels.device).reshape(shape)
+        std = torch.tensor(TORCH_STD, device=pixels.device).reshape(shape)
+        return (pixels / 255.0 - mean) / std
+    raise ValueError(f"unknown preprocessing mode {config.mode!r}")
+
+
+_SUPPORT = {"bilinear": 1.0, "bicubic": 2.0}
+
+
+def _filter(name: str, x: np.ndarray) -> np.ndarray:
+    x = np.abs(x)
+    if name == "bilinear":
+        return np.maximum(1.0 - x, 0.0)
+    a = -0.5  # Pillow's bicubic
+    near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    far = (((x - 5.0) * x + 8.0) * x - 4.0) * a
+    return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
+
+
+def axis_weights(
+    size: int, out_size: int, first: int, count: int, padded: int, interpolation: str
+) -> np.ndarray:
+    """(count, padded): the weights of output pixels first..first+count of Pillow's resize of an axis of
+    `size` pixels to `out_size` (the rest of the padded axis weighs nothing)."""
+    scale = size / out_size
+    stretch = max(scale, 1.0)
+    centers = (np.arange(first, first + count) + 0.5) * scale
+    positions = np.arange(padded) + 0.5
+    weights = _filter(interpolation, (positions[None, :] - centers[:, None]) / stretch)
+    weights[:, size:] = 0.0
+    support = _SUPPORT[interpolation] * stretch
+    low = np.maximum((centers - support + 0.5).astype(np.int64), 0)  # Pillow's window, exactly
+    high = np.minimum((centers + support + 0.5).astype(np.int64), size)
+    index = np.arange(padded)[None, :]
+    weights[(index < low[:, None]) | (index >= high[:, None])] = 0.0
+    normalized: np.ndarray = weights / weights.sum(axis=1, keepdims=True)
+    return normalized
+
+
+def _box(size: int, factor: int, padded: int) -> np.ndarray:
+    """(ceil(size / factor), padded): the average of each block of `factor` pixels (the last one shorter),
+    as a DCT-scaled JPEG decode gives."""
+    reduced = math.ceil(size / factor)
+    blocks = np.arange(padded) // factor
+    matrix = (blocks[None, :] == np.arange(reduced)[:, None]) & (np.arange(padded)[None, :] < size)
+    averaged: np.ndarray = matrix / matrix.sum(axis=1, keepdims=True)
+    return averaged
+
+
+def draft_factor(width: int, height: int, config: DataConfig, decode: DecodeMode) -> int:
+    """The scale libjpeg would decode at for a "fast" decode (1, 2, 4 or 8), as `images._draft` asks."""
+    if decode != "fast":
+        return 1
+    scale = draft_short_side(config) / min(width, height)
+    factor = 1
+    while factor < 8 and scale * factor * 2 <= 1.0:
+        factor *= 2
+    return factor
+
+
+def resize_matrices(heights: list[int], widths: list[int], config: DataConfig, decode: DecodeMode
+                    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(photos, size, max height) and (photos, size, max width) float32: each photo's row and column
+    weights, crop included."""
+    from imagenet_zoo.data.preprocess import crop_plan
+
+    size = config.input_size
+    rows = np.zeros((len(heights), size, max(heights)), np.float32)
+    columns = np.zeros((len(widths), size, max(widths)), np.float32)
+    for i, (height, width) in enumerate(zip(heights, widths, strict=True)):
+        factor = draft_factor(width, height, config, decode)
+        reduced = (math.ceil(width / factor), math.ceil(height / factor))
+        (new_width, new_height), (left, top) = crop_plan(*reduced, config)
+        for matrix, length, new, first, padded in (
+            (rows, height, new_height, top, rows.shape[2]),
+            (columns, width, new_width, left, columns.shape[2]),
+        ):
+            short = math.ceil(length / factor)
+            weights = axis_weights(short, new, first, size, short, config.interpolation)
+            matrix[i, :, :padded] = (
+                weights @ _box(length, factor, padded) if factor > 1 else _pad(weights, padded)
+            )
+    return rows, columns
+
+
+def _pad(weights: np.ndarray, padded: int) -> np.ndarray:
+    return np.pad(weights, ((0, 0), (0, padded - weights.shape[1])))

@@ -1,0 +1,250 @@
+"""The GPU engine: PyTorch running a graph translated from the Keras model (`torch_translate.py`), on an
+NVIDIA GPU or the CPU.
+
+The translation reads the Keras model once per model and variant and is cached in
+`$IMAGENET_ZOO_HOME/torch/` as a JSON graph and a safetensors file (no pickle), their SHA-256 recorded,
+published by one rename, written under a lock (`engines.cache`). Later runs load the cached graph with
+torch alone: neither Keras, TensorFlow nor OpenVINO is imported.
+
+Precisions: fp32 (TF32 off, so the GPU computes what the reference computes), bf16 (GPU or CPU) and fp16
+(GPU). int8 stays with the OpenVINO engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from imagenet_zoo.data.images import DecodeMode
+from imagenet_zoo.engines.base import Engine
+from imagenet_zoo.engines.cache import check_recorded, folder_name, resolved_file, write_recorded
+from imagenet_zoo.engines.explain import CamEngine, cam_model, grad_cam_model
+from imagenet_zoo.engines.keras import keras_model
+from imagenet_zoo.engines.registry import EngineRequest, EngineSpec
+from imagenet_zoo.explain import ClassChoice, explained_classes
+from imagenet_zoo.model_types import RegisteredModel
+from imagenet_zoo.specs import DataConfig, ExplainMethod
+from imagenet_zoo.weights.download import exclusive_lock
+from imagenet_zoo.weights.store import cache_dir
+
+if TYPE_CHECKING:
+    from imagenet_zoo.data.device import CpuPath, DevicePreprocessor
+
+GRAPH_FILE = "graph.json"
+WEIGHTS_FILE = "weights.safetensors"
+HEAD_FILE = "cam_head.npy"
+# Part of every cached graph's key: raised when the translation changes in a way that invalidates them.
+_TRANSLATION_VERSION = 1
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@cache
+def import_torch() -> Any:
+    """torch, imported when a model is loaded, and set to compute fp32 in full fp32 (no TF32)."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    return torch
+
+
+def cuda_available() -> bool:
+    """Whether torch is installed and sees an NVIDIA GPU (imports torch only if it is installed)."""
+    from importlib.util import find_spec
+
+    return find_spec("torch") is not None and bool(import_torch().cuda.is_available())
+
+
+def _variant(request: EngineRequest, method: ExplainMethod) -> str:
+    variant = "random" if request.random_weights else "pretrained"
+    variant += "-features" if request.output == "features" else ""
+    return variant + (f"-{method}" if request.explain else "")
+
+
+def graph_dir(model: RegisteredModel, request: EngineRequest) -> Path:
+    """The cache folder of a model's translated graph for what `request` asks (logits, features, or
+    logits with the last feature map for heatmaps)."""
+    spec = model.spec
+    key = [
+        _TRANSLATION_VERSION,
+        "random" if request.random_weights else spec.weights.hash,
+        repr(spec.data_config),
+        spec.num_classes,
+    ]
+    digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
+    return (
+        cache_dir() / "torch" / folder_name(spec.name) / f"{digest}-{_variant(request, spec.explain_method)}"
+    )
+
+
+def translated(model: RegisteredModel, request: EngineRequest) -> Path:
+    """The folder of the model's translated graph, translated from Keras now if not cached."""
+    dest = graph_dir(model, request)
+    with exclusive_lock(dest):
+        if not (dest / GRAPH_FILE).is_file():
+            _translate_into(dest, model, request)
+    return dest
+
+
+def _translate_into(dest: Path, model: RegisteredModel, request: EngineRequest) -> None:
+    from safetensors.numpy import save_file
+
+    from imagenet_zoo.engines.torch_translate import translate
+
+    network = keras_model(model, request)
+    head = None
+    if request.explain and model.spec.explain_method == "cam":
+        cam = cam_model(network)
+        network, head = cam.network, cam.head
+    elif request.explain:
+        network = grad_cam_model(network)
+    graph = translate(network)
+
+    def write(folder: Path) -> None:
+        (folder / GRAPH_FILE).write_text(json.dumps(graph.spec))
+        save_file(graph.weights, str(folder / WEIGHTS_FILE))
+        if head is not None:
+            np.save(folder / HEAD_FILE, head, allow_pickle=False)
+
+    meta = {
+        "model": model.spec.name,
+        "weights_hash": None if request.random_weights else model.spec.weights.hash,
+    }
+    write_recorded(dest, write, meta)
+
+
+_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+class TorchEngine:
+    """A translated graph on a torch device. Calls from several threads take turns: on the CPU every
+    core already works on each call, and on the GPU one stream runs them in order anyway."""
+
+    name = "torch"
+
+    def __init__(self, folder: Path, precision: str, device: str, *, threads: int | None = None) -> None:
+        from safetensors.torch import load_file
+
+        from imagenet_zoo.engines.torch_graph import GraphModule
+
+        torch = import_torch()
+        folder = resolved_file(folder, ".")  # every file from one version of the folder
+        check_recorded(folder, (GRAPH_FILE, WEIGHTS_FILE))
+        if threads and device == "cpu":  # a share of the machine (a Ray actor's CPUs)
+            torch.set_num_threads(threads)
+        self.folder, self.precision, self.device = folder, precision, torch.device(device)
+        self.dtype = getattr(torch, _DTYPES[precision])
+        spec = json.loads((folder / GRAPH_FILE).read_text())
+        module = GraphModule(spec, load_file(str(folder / WEIGHTS_FILE)))
+        module.to(self.device, self.dtype)
+        self.module = module.to(memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
+        head = folder / HEAD_FILE
+        self.head = np.load(head, allow_pickle=False) if head.is_file() else None
+        self._turn = threading.Lock()
+
+    def batch_preprocessor(
+        self, config: DataConfig, *, decode: DecodeMode, max_pixels: int, cpu_path: CpuPath
+    ) -> DevicePreprocessor | None:
+        """Decoding and preprocessing on the GPU for this engine's batches (None on the CPU, where
+        Pillow's per-photo threads are the faster path)."""
+        from imagenet_zoo.data.device import DevicePreprocessor
+
+        if self.device.type != "cuda":
+            return None
+        return DevicePreprocessor(
+            config, self.device, decode=decode, max_pixels=max_pixels, cpu_path=cpu_path
+        )
+
+    def to_device(self, batch: Any) -> Any:
+        """A batch as the model's input tensor: NCHW in channels-last memory, on the device, in the model's
+        precision. An NHWC float32 numpy batch becomes one without a copy on the CPU; a tensor (a
+        `DevicePreprocessor`'s NCHW rows) is already one."""
+        torch = import_torch()
+        if isinstance(batch, torch.Tensor):
+            return batch.to(self.device, self.dtype)
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        x = x.to(self.device, non_blocking=True) if self.device.type != "cpu" else x
+        return x.permute(0, 3, 1, 2).to(self.dtype)
+
+    def run(self, x: Any) -> list[Any]:
+        """The graph on a model-input tensor already on the device: its outputs, on the device."""
+        torch = import_torch()
+        with self._turn, torch.inference_mode():
+            return list(self.module(x))
+
+    def infer(self, batch: Any) -> np.ndarray:
+        return self.infer_outputs(batch)[0]
+
+    def infer_outputs(self, batch: Any) -> list[np.ndarray]:
+        """Every output of the graph, float32 (a heatmap graph has two: logits and the feature map)."""
+        return [y.float().cpu().numpy() for y in self.run(self.to_device(batch))]
+
+
+class TorchGradCamEngine:
+    """A graph with logits and the last feature map as outputs; the heatmap weights each feature channel
+    by the mean gradient of the class's logit, which torch computes."""
+
+    name = "torch"
+    explain_method: ExplainMethod = "grad-cam"
+
+    def __init__(self, engine: TorchEngine) -> None:
+        self._engine = engine
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        return self._engine.infer(batch)
+
+    def explain(self, batch: np.ndarray, choice: ClassChoice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        torch = import_torch()
+        engine = self._engine
+        with engine._turn, torch.enable_grad():
+            x = engine.to_device(batch).detach().requires_grad_(True)
+            logits, features = engine.module(x, keras_layout=False)
+            classes = explained_classes(logits.detach().float().cpu().numpy(), choice)
+            chosen = torch.as_tensor(classes, device=logits.device)
+            evidence = logits.gather(1, chosen[:, None]).sum()
+            (gradients,) = torch.autograd.grad(evidence, features)
+        weights = gradients.float().mean(dim=(2, 3), keepdim=True)  # NCHW: per channel
+        maps = (weights * features.detach().float()).sum(dim=1)
+        return logits.detach().float().cpu().numpy(), maps.cpu().numpy(), classes
+
+
+def load(model: RegisteredModel, request: EngineRequest) -> Engine:
+    engine = TorchEngine(
+        translated(model, request), request.precision, request.device, threads=request.threads
+    )
+    if not request.explain:
+        return engine
+    if model.spec.explain_method == "cam":
+        return CamEngine(engine, engine.head)
+    return TorchGradCamEngine(engine)
+
+
+def _unavailable(precision: str, device: str) -> str | None:
+    if precision == "fp16" and device == "cpu":
+        return "fp16 runs on the GPU only (--device cuda); on the CPU use fp32 or bf16"
+    return None
+
+
+def _device_available(device: str) -> bool:
+    return device == "cpu" or (device == "cuda" and cuda_available())
+
+
+ENGINE = EngineSpec(
+    name="torch",
+    summary="torch (NVIDIA GPUs, or the CPU; translated once from Keras and cached): fp32, bf16, fp16",
+    load=load,
+    precisions=PRECISIONS,
+    devices=("cuda", "cpu"),
+    explain_methods=frozenset({"cam", "grad-cam"}),
+    explain_precisions=PRECISIONS,
+    prepare=translated,
+    converted=lambda model, request: (graph_dir(model, request) / GRAPH_FILE).is_file(),
+    unavailable=_unavailable,
+    device_available=_device_available,
+)

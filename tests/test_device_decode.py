@@ -1,0 +1,170 @@
+"""Decoding and preprocessing on the device, with a CPU stand-in for nvJPEG (`data.device.pillow_decoder`):
+routing, EXIF orientation, broken files in a batch, bombs, and the batched resize against the CPU
+pipeline's pixels. On a GPU the same code runs with torchvision's nvJPEG decoder (`scripts/gpu_check.py`)."""
+
+import io
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imagenet_zoo.data.images import DEFAULT_MAX_PIXELS
+from imagenet_zoo.data.preprocess import model_input
+from imagenet_zoo.records import ErrorInfo
+from imagenet_zoo.registry import default_registry
+from imagenet_zoo.specs import DataConfig
+from tests.conftest import SAMPLE_DIR
+
+torch = pytest.importorskip("torch")
+
+from imagenet_zoo.data.device import DevicePreprocessor, pillow_decoder  # noqa: E402
+
+LITE0 = default_registry().get("lite0").spec.data_config  # "lite" scaling: one level is 1/128
+PHOTOS = sorted(SAMPLE_DIR.glob("*.JPEG"))
+
+
+class Recording:
+    """The stand-in decoder, remembering how many photos each call was given."""
+
+    def __init__(self) -> None:
+        self.decode, self.calls = pillow_decoder("cpu"), list[int]()
+
+    def __call__(self, data: Any) -> list[Any]:
+        self.calls.append(len(data))
+        return self.decode(data)
+
+
+def _preprocessor(config: DataConfig = LITE0, decode: str = "full", **kwargs: Any) -> DevicePreprocessor:
+    def cpu(source: Any) -> Any:
+        return model_input(source, config, max_pixels=DEFAULT_MAX_PIXELS, decode=decode)  # type: ignore[arg-type]
+
+    return DevicePreprocessor(
+        config, "cpu", decode=decode, max_pixels=kwargs.pop("max_pixels", DEFAULT_MAX_PIXELS),  # type: ignore[arg-type]
+        cpu_path=cpu, **kwargs,
+    )  # fmt: skip
+
+
+def _levels(config: DataConfig) -> float:
+    """How many 8-bit levels one unit of the model's input is."""
+    return {"lite": 128.0, "tf": 127.5, "caffe": 1.0, "torch": 255 * 0.226}[config.mode]
+
+
+def _cpu_pixels(source: Any, config: DataConfig = LITE0, decode: str = "full") -> np.ndarray:
+    return model_input(source, config, max_pixels=DEFAULT_MAX_PIXELS, decode=decode)[1]  # type: ignore[arg-type]
+
+
+def _rows(items: list[Any]) -> list[np.ndarray]:
+    return [item[1].permute(1, 2, 0).numpy() for item in items]
+
+
+def _encoded(image: Image.Image, fmt: str = "JPEG", **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def _asymmetric() -> Image.Image:
+    """A photo whose every flip and turn looks different: a real photo with a red corner."""
+    image = Image.open(PHOTOS[0]).convert("RGB").resize((320, 240))
+    image.paste((255, 0, 0), (0, 0, 60, 40))
+    return image
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_pillow_applies_it(orientation: int) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = _encoded(_asymmetric(), exif=exif.tobytes(), quality=95)
+    decoder = Recording()
+    (item,) = _preprocessor(decoder=decoder)([data])
+    assert not isinstance(item, ErrorInfo) and decoder.calls == [1]
+    info, expected = model_input(data, LITE0, max_pixels=DEFAULT_MAX_PIXELS, decode="full")
+    assert item[0] == info
+    difference = np.abs(_rows([item])[0] - expected) * _levels(LITE0)
+    assert difference.max() <= 2 and difference.mean() < 0.05
+
+
+def test_routes_what_the_device_decoder_cannot_read_to_pillow() -> None:
+    photo = _asymmetric()
+    sources = {
+        "gray": _encoded(photo.convert("L")),
+        "progressive": _encoded(photo, progressive=True),
+        "cmyk": _encoded(photo.convert("CMYK")),
+        "png": _encoded(photo, "PNG"),
+        "16-bit png": _encoded(photo.convert("I;16"), "PNG"),
+        "rgb": _encoded(photo),
+    }
+    decoder = Recording()
+    items = _preprocessor(decoder=decoder)(list(sources.values()))
+    assert decoder.calls == [3]  # gray, progressive, rgb JPEGs: one batch; the rest by Pillow
+    for (name, data), row in zip(sources.items(), _rows(items), strict=True):
+        difference = np.abs(row - _cpu_pixels(data)) * _levels(LITE0)
+        assert difference.max() <= 2, name
+
+
+def test_a_broken_file_fails_alone_in_its_batch(tmp_path: Any) -> None:
+    whole = _encoded(_asymmetric())
+    truncated = whole[: len(whole) // 2]
+    missing = tmp_path / "gone.jpg"
+    items = _preprocessor()([PHOTOS[1], truncated, str(missing), b"", PHOTOS[2]])
+    kinds = [item.type if isinstance(item, ErrorInfo) else "ok" for item in items]
+    assert kinds == ["ok", "CorruptImageError", "ImageNotFoundError", "EmptyImageError", "ok"]
+    for item, path in ((items[0], PHOTOS[1]), (items[4], PHOTOS[2])):
+        assert np.abs(_rows([item])[0] - _cpu_pixels(path)).max() * _levels(LITE0) <= 2
+
+
+def test_a_bomb_is_refused_from_its_header_before_any_decoder() -> None:
+    bomb = _encoded(Image.new("L", (20_000, 20_000)), optimize=True)  # 400 MP, a few hundred kB
+    decoder = Recording()
+    (item,) = _preprocessor(decoder=decoder, max_pixels=64_000_000)([bomb])
+    assert isinstance(item, ErrorInfo) and item.type == "ImageTooLargeError" and decoder.calls == []
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        LITE0,
+        replace(LITE0, interpolation="bicubic"),
+        replace(LITE0, resize_mode="squash"),
+        default_registry().get("inception_v3").spec.data_config,
+        default_registry().get("resnet50").spec.data_config,
+    ],
+    ids=["lite0 bilinear crop", "bicubic", "squash", "inception 299", "resnet caffe"],
+)
+def test_the_batched_resize_gives_the_cpu_pipelines_pixels(config: DataConfig) -> None:
+    """Every pixel within 2 levels of Pillow's (its fixed-point weights), almost all equal."""
+    photos = PHOTOS[::8]
+    items = _preprocessor(config)(photos)
+    difference = np.abs(np.stack(_rows(items)) - np.stack([_cpu_pixels(p, config) for p in photos]))
+    difference *= _levels(config)
+    assert difference.max() <= 2 and difference.mean() < 0.02
+
+
+def test_fast_decoding_averages_blocks_as_a_scaled_jpeg_decode_does() -> None:
+    """libjpeg's DCT scaling is not a block average, but close: within a level on average."""
+    large = [_encoded(Image.open(p).convert("RGB").resize((1600, 1200)), quality=92) for p in PHOTOS[:6]]
+    items = _preprocessor(decode="fast")(large)
+    expected = np.stack([_cpu_pixels(data, decode="fast") for data in large])
+    difference = np.abs(np.stack(_rows(items)) - expected) * _levels(LITE0)
+    assert difference.mean() < 1.0
+
+
+def test_a_classifier_on_device_rows_gives_the_cpu_answers(lite0_classifier: Any, with_lite0: Any) -> None:
+    """The pipeline with the torch engine fed by the device preprocessor (on the CPU here): top-1 of the
+    shared photos as the CPU pipeline gives it."""
+    import imagenet_zoo
+    from imagenet_zoo.engines import torch as torch_engine
+
+    def on_cpu_too(self: Any, config: DataConfig, **options: Any) -> DevicePreprocessor:
+        return DevicePreprocessor(config, "cpu", **options)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch_engine.TorchEngine, "batch_preprocessor", on_cpu_too)
+        device = imagenet_zoo.load("lite0", engine="torch", device="cpu", batch_size=16, progress=False)
+    assert device.batch_preprocessor is not None
+    photos = [str(p) for p in PHOTOS[::4]]
+    ours = [r.predictions[0].index for r in device.classify(photos, top=1)]
+    theirs = [r.predictions[0].index for r in lite0_classifier.classify(photos, top=1)]
+    assert np.mean(np.equal(ours, theirs)) >= 0.96

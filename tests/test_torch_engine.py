@@ -1,0 +1,240 @@
+"""The torch engine on the CPU: the translation of each tricky Keras operation against Keras itself, real
+EfficientNet-Lite0 weights on the shared photos, bf16, the cache, and what it refuses.
+
+Every zoo family is checked against Keras in `test_keras_networks.py` (same weights, logits within 1e-4),
+and bundles with both heads in `test_explain.py`."""
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import imagenet_zoo
+from imagenet_zoo.errors import (
+    ModelTranslationError,
+    UnsupportedPrecisionError,
+    UsageError,
+    WeightsIntegrityError,
+)
+from tests.conftest import SAMPLE_DIR
+
+torch = pytest.importorskip("torch")
+
+from imagenet_zoo.engines.torch_graph import GraphModule, same_pads  # noqa: E402
+from imagenet_zoo.engines.torch_translate import translate  # noqa: E402
+from imagenet_zoo.models._keras import import_keras  # noqa: E402
+
+keras = import_keras()
+layers = keras.layers
+PHOTOS = sorted(SAMPLE_DIR.glob("*.JPEG"))
+
+
+def _run(graph_model: Any, x: np.ndarray) -> list[np.ndarray]:
+    graph = translate(graph_model)
+    module = GraphModule(graph.spec, {k: torch.from_numpy(v) for k, v in graph.weights.items()}).eval()
+    with torch.no_grad():
+        return [y.numpy() for y in module(torch.from_numpy(x).permute(0, 3, 1, 2))]
+
+
+def _randomized(model: Any) -> Any:
+    """Every weight random, batch statistics included (fresh ones are 0 and 1, which hide mistakes)."""
+    rng = np.random.default_rng(3)
+    for layer in model.layers:
+        values = layer.get_weights()
+        if isinstance(layer, layers.BatchNormalization):
+            positive = ["variance" in w.path or "gamma" in w.path for w in layer.weights]
+            values = [rng.uniform(0.5, 1.5, v.shape) if plus else rng.normal(0, 0.3, v.shape)
+                      for v, plus in zip(values, positive, strict=True)]  # fmt: skip
+        else:
+            values = [rng.normal(0, 0.5, v.shape) for v in values]
+        layer.set_weights([v.astype(np.float32) for v in values])
+    return model
+
+
+def _single(make: Callable[[Any], Any], channels: int = 3) -> Any:
+    inputs = keras.Input((None, None, channels))
+    return _randomized(keras.Model(inputs, make(inputs)))
+
+
+TRICKY: dict[str, Callable[[Any], Any]] = {
+    "conv stride 2 same": lambda x: layers.Conv2D(4, 3, strides=2, padding="same")(x),
+    "even kernel stride 2 same": lambda x: layers.Conv2D(4, 4, strides=2, padding="same")(x),
+    "dilated same": lambda x: layers.Conv2D(4, 3, dilation_rate=2, padding="same", use_bias=False)(x),
+    "conv + batch norm (folded)": lambda x: layers.BatchNormalization()(
+        layers.Conv2D(5, 3, use_bias=False)(x)
+    ),
+    "batch norm without scale": lambda x: layers.BatchNormalization(scale=False, epsilon=1e-3)(x),
+    "max pool same borders": lambda x: layers.MaxPooling2D(3, strides=2, padding="same")(x),
+    "avg pool same excludes padding": lambda x: layers.AveragePooling2D(3, strides=2, padding="same")(x),
+    "avg pool same stride 1": lambda x: layers.AveragePooling2D(3, strides=1, padding="same")(x),
+    "depthwise multiplier 2": lambda x: layers.DepthwiseConv2D(3, 2, depth_multiplier=2, padding="same")(x),
+    "separable + relu": lambda x: layers.SeparableConv2D(
+        6, 3, depth_multiplier=2, padding="same", activation="relu"
+    )(x),
+    "relu6": lambda x: layers.ReLU(max_value=6.0)(x),
+    "leaky relu with threshold": lambda x: layers.ReLU(negative_slope=0.1, threshold=0.5)(x),
+    "zero padding": lambda x: layers.ZeroPadding2D(((1, 2), (3, 0)))(x),
+    "concatenate": lambda x: layers.Concatenate()(
+        [layers.Conv2D(2, 1)(x), layers.Conv2D(3, 3, padding="same")(x)]
+    ),
+    "add": lambda x: layers.Add()([x, layers.Conv2D(3, 1)(x)]),
+    "global max pool keepdims": lambda x: layers.GlobalMaxPooling2D(keepdims=True)(x),
+}
+
+
+@pytest.mark.parametrize("name", list(TRICKY))
+@pytest.mark.parametrize("size", [8, 9])
+def test_each_tricky_operation_equals_keras(name: str, size: int) -> None:
+    model = _single(TRICKY[name])
+    # Below zero at the borders, so padding that joins a max shows; above 6, so relu6 caps.
+    x = np.random.default_rng(size).normal(0, 4, (2, size, size + 3, 3)).astype(np.float32) - 3.0
+    (ours,) = _run(model, x)
+    np.testing.assert_allclose(ours, np.asarray(model(x)), atol=1e-5, rtol=1e-5)
+
+
+def test_flatten_is_in_keras_order() -> None:
+    """VGG's classifier reads its features flattened row by row, then column, then channel."""
+    inputs = keras.Input((3, 4, 5))
+    model = _randomized(keras.Model(inputs, layers.Dense(7)(layers.Flatten()(inputs))))
+    x = np.random.default_rng(0).normal(size=(2, 3, 4, 5)).astype(np.float32)
+    np.testing.assert_allclose(_run(model, x)[0], np.asarray(model(x)), atol=1e-5)
+
+
+def test_nested_models_and_a_shared_layer_are_inlined() -> None:
+    inputs = keras.Input((6, 6, 3))
+    inner_in = keras.Input((6, 6, 3))
+    inner = keras.Model(
+        inner_in, layers.Conv2D(4, 3, padding="same", name="inner_conv")(inner_in), name="base"
+    )
+    shared = layers.Conv2D(4, 1, name="shared")
+    features = inner(inputs)
+    twice = layers.Add()([shared(features), shared(layers.ReLU()(features))])
+    model = _randomized(keras.Model(inputs, [layers.GlobalAveragePooling2D()(twice), twice]))
+    x = np.random.default_rng(1).normal(size=(2, 6, 6, 3)).astype(np.float32)
+    ours, expected = _run(model, x), [np.asarray(y) for y in model(x)]
+    for mine, theirs in zip(ours, expected, strict=True):
+        np.testing.assert_allclose(mine, theirs, atol=1e-5)
+
+
+def test_a_layer_it_does_not_know_is_named() -> None:
+    model = _single(lambda x: layers.LayerNormalization(name="odd_one")(x))
+    with pytest.raises(ModelTranslationError, match=r"odd_one.*LayerNormalization"):
+        translate(model)
+
+
+def test_same_padding_is_tensorflows() -> None:
+    assert same_pads(224, 3, 2) == (0, 1) and same_pads(225, 3, 2) == (1, 1) and same_pads(7, 1, 1) == (0, 0)
+
+
+@pytest.fixture(scope="module")
+def lite0_inputs(lite0_classifier: Any) -> np.ndarray:
+    return lite0_classifier.preprocess_images([imagenet_zoo.decode_image(p).image for p in PHOTOS])
+
+
+@pytest.mark.slow
+def test_lite0_real_weights_give_keras_answers_on_the_shared_photos(
+    with_lite0: Path, lite0_inputs: np.ndarray
+) -> None:
+    """The reference is Keras itself, with the packaged weights; all 200 photos, same top-5."""
+    reference = imagenet_zoo.load_engine("lite0", engine="keras", progress=False)
+    translated = imagenet_zoo.load_engine("lite0", engine="torch", device="cpu", progress=False)
+    expected = np.concatenate([reference.infer(chunk) for chunk in np.array_split(lite0_inputs, 8)])
+    ours = translated.infer(lite0_inputs)
+    assert np.abs(ours - expected).max() <= 1e-4
+    assert np.argsort(-ours, axis=1)[:, :5].tolist() == np.argsort(-expected, axis=1)[:, :5].tolist()
+
+
+@pytest.mark.slow
+def test_bf16_on_the_cpu_agrees_with_fp32(
+    with_lite0: Path, lite0_inputs: np.ndarray, lite0_classifier: Any
+) -> None:
+    """bf16 keeps 8 bits of each activation: on Lite0 it changes the top-1 of 6 of the 200 photos (OpenVINO's
+    bf16: 4), every one a near tie in fp32 (top-2 within 0.03 of probability), and no accuracy."""
+    fp32 = imagenet_zoo.load_engine("lite0", engine="torch", device="cpu", progress=False).infer(lite0_inputs)
+    bf16 = imagenet_zoo.load_engine("lite0", engine="torch", device="cpu", precision="bf16", progress=False)
+    half = bf16.infer(lite0_inputs)
+    probabilities = np.sort(np.exp(fp32) / np.exp(fp32).sum(axis=1, keepdims=True), axis=1)
+    changed = fp32.argmax(1) != half.argmax(1)
+    assert len(lite0_inputs) == 200 and changed.mean() <= 0.03
+    assert (probabilities[changed, -1] - probabilities[changed, -2] < 0.05).all()
+    synsets = [label.synset for label in lite0_classifier.labels]
+    truth = [synsets.index(p.name.split("_")[0]) for p in PHOTOS]
+    accuracy = [(rows.argmax(1) == truth).mean() for rows in (fp32, half)]
+    assert abs(accuracy[0] - accuracy[1]) <= 0.01
+
+
+def test_a_warm_load_imports_neither_tensorflow_keras_nor_openvino(with_lite0: Path) -> None:
+    imagenet_zoo.load("lite0", engine="torch", device="cpu", progress=False)  # translated and cached
+    code = (
+        "import sys, imagenet_zoo\n"
+        "c = imagenet_zoo.load('lite0', engine='torch', device='cpu', progress=False)\n"
+        f"print(c.classify({str(PHOTOS[0])!r}).predictions[0].label)\n"
+        "print(sorted(m for m in ('tensorflow', 'keras', 'openvino') if m in sys.modules))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=os.environ, check=True
+    )
+    assert run.stdout.splitlines() == ["tench", "[]"], run.stderr
+
+
+def test_a_changed_cached_file_is_refused(
+    lite0_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from imagenet_zoo.engines.registry import EngineRequest
+
+    home = tmp_path / "home"  # a copy: the session's cache stays whole
+    shutil.copytree(lite0_home, home, symlinks=True)
+    monkeypatch.setenv("IMAGENET_ZOO_HOME", str(home))
+    from imagenet_zoo.engines.torch import WEIGHTS_FILE, translated
+    from imagenet_zoo.registry import default_registry
+
+    folder = translated(default_registry().get("lite0"), EngineRequest(device="cpu", progress=False))
+    weights = folder.resolve() / WEIGHTS_FILE
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(WeightsIntegrityError, match="changed since it was written"):
+        imagenet_zoo.load("lite0", engine="torch", device="cpu", progress=False)
+
+
+def test_what_it_refuses_says_what_works(with_lite0: Path) -> None:
+    with pytest.raises(UnsupportedPrecisionError, match="int8 needs --engine openvino"):
+        imagenet_zoo.load("lite0", engine="torch", precision="int8")
+    with pytest.raises(UnsupportedPrecisionError, match="fp16 runs on the GPU only"):
+        imagenet_zoo.load("lite0", engine="torch", device="cpu", precision="fp16")
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="no cuda device is available"):
+            imagenet_zoo.load("lite0", engine="torch", device="cuda")
+
+
+def test_features_equal_the_reference_engines(with_lite0: Path, lite0_inputs: np.ndarray) -> None:
+    """What extract and train read: the pooled features, as the Keras model gives them."""
+    reference = imagenet_zoo.load_engine("lite0", engine="openvino", features=True, progress=False)
+    translated = imagenet_zoo.load_engine(
+        "lite0", engine="torch", device="cpu", features=True, progress=False
+    )
+    batch = lite0_inputs[:16]
+    np.testing.assert_allclose(translated.infer(batch), reference.infer(batch), atol=1e-4)
+
+
+def test_the_service_runs_on_the_torch_engine(with_lite0: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from imagenet_zoo.pipeline import LoadConfig
+    from imagenet_zoo.server import Settings, create_app
+
+    settings = Settings(load=LoadConfig(engine="torch", device="cpu"), max_batch_size=4)
+    with TestClient(create_app(settings)) as client:
+        files = [("file", (p.name, p.read_bytes(), "image/jpeg")) for p in PHOTOS[:3]]
+        answer = client.post("/v1/classify/batch", files=files)
+        assert answer.status_code == 200, answer.text
+        labels = [r["predictions"][0]["label"] for r in answer.json()]
+        assert labels[0] == "tench" and len(labels) == 3
+        assert [row["engine"] for row in client.get("/v1/models").json()] == ["torch"]
