@@ -399,3 +399,20 @@ def test_a_partition_is_never_written_through_a_planted_link(tmp_path: Path) -> 
     _write_partition(str(output), "jsonl", "classify", token, records)
     assert victim.read_text() == "precious"
     assert json.loads((output / f"part-{digest}.jsonl").read_text()) == records[0]
+
+
+def test_the_watchdog_stops_a_job_started_in_the_background(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command started with `&` or nohup ignores SIGINT, the watchdog's too: a stalled job waited
+    forever. Ctrl-C stays ignored there; the watchdog's interrupt does not."""
+    from imagenet_zoo.jobs import cluster as cluster_job
+
+    monkeypatch.setattr(cluster_job, "_STARTUP_S", 0.0)
+    job = ClusterJob(sources=["a.jpg"], output="unused", stall_timeout_s=0.2)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        signal.raise_signal(signal.SIGINT)  # still ignored
+        with pytest.raises(ClusterError, match="stopped making progress"):
+            cluster_job._watched(lambda: time.sleep(10), _Folder(), job, ["a.jpg"])  # type: ignore[arg-type]
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)

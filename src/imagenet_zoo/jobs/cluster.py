@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -145,6 +146,9 @@ def _watched(work: Callable[[], T], output: PartitionFolder, job: ClusterJob, to
                     return
 
     watcher = threading.Thread(target=watch, name="cluster-watchdog", daemon=True)
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored:  # started in the background (`&`, nohup): Ctrl-C stays ignored, the watchdog's is not
+        signal.signal(signal.SIGINT, partial(_interrupt_if, stalled))
     watcher.start()
     result: list[T] = []
     try:
@@ -160,7 +164,14 @@ def _watched(work: Callable[[], T], output: PartitionFolder, job: ClusterJob, to
             raise _stalled(output, job, todo) from None
     finally:
         finished.set()
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     return result[0]
+
+
+def _interrupt_if(stalled: threading.Event, signum: int, frame: object) -> None:
+    if stalled.is_set():
+        raise KeyboardInterrupt
 
 
 def _stalled(output: PartitionFolder, job: ClusterJob, todo: list[str]) -> ClusterError:
