@@ -9,10 +9,10 @@ rejects, and every photo when the model resizes with "nearest", take today's Pil
 its batch's.
 
 The resize is Pillow's: the same antialiasing filter weights, as two small matrices per photo (rows and
-columns, the crop included, made on the CPU), applied to the whole padded batch as two batched matrix
-products on the device, rounded to 8 bits after each pass as Pillow's 8-bit resampling does. A "fast"
-decode first averages blocks of 2, 4 or 8 pixels where libjpeg would have decoded at that scale
-(`images._draft`), folded into the same matrices.
+columns, the crop included), made on the device for the whole batch at once and applied to the padded
+batch as two batched matrix products there, rounded to 8 bits after each pass as Pillow's 8-bit
+resampling does. A "fast" decode first averages blocks of 2, 4 or 8 pixels where libjpeg would have
+decoded at that scale (`images._draft`), folded into the same matrices.
 """
 
 from __future__ import annotations
@@ -206,9 +206,7 @@ class DevicePreprocessor:
         )
         for i, image in enumerate(images):  # a copy into the padded batch: the only per-photo step
             batch[i, :, : heights[i], : widths[i]] = image
-        rows, columns = resize_matrices(heights, widths, self.config, self.decode)
-        rows = torch.from_numpy(rows).to(self.device)
-        columns = torch.from_numpy(columns).to(self.device)
+        rows, columns = resize_matrices(heights, widths, self.config, self.decode, self.device)
         # Columns first, then rows, each pass rounded to 8 bits as Pillow's 8-bit resampling does.
         across = torch.einsum("nchw,nsw->nchs", batch, columns).round_().clamp_(0, 255)
         pixels = torch.einsum("nth,nchs->ncts", rows, across).round_().clamp_(0, 255)
@@ -244,44 +242,45 @@ def normalized(pixels: Any, config: DataConfig) -> Any:
 _SUPPORT = {"bilinear": 1.0, "bicubic": 2.0}
 
 
-def _filter(name: str, x: np.ndarray) -> np.ndarray:
-    x = np.abs(x)
+def _filter(name: str, x: Any) -> Any:
+    import torch
+
+    x = x.abs()
     if name == "bilinear":
-        return np.maximum(1.0 - x, 0.0)
+        return torch.clamp(1.0 - x, min=0.0)
     a = -0.5  # Pillow's bicubic
     near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
     far = (((x - 5.0) * x + 8.0) * x - 4.0) * a
-    return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
+    return torch.where(x < 1.0, near, torch.where(x < 2.0, far, 0.0))
 
 
 def axis_weights(
-    size: int, out_size: int, first: int, count: int, padded: int, interpolation: str
-) -> np.ndarray:
-    """(count, padded): the weights of output pixels first..first+count of Pillow's resize of an axis of
-    `size` pixels to `out_size` (the rest of the padded axis weighs nothing)."""
-    scale = size / out_size
-    stretch = max(scale, 1.0)
-    centers = (np.arange(first, first + count) + 0.5) * scale
-    positions = np.arange(padded) + 0.5
-    weights = _filter(interpolation, (positions[None, :] - centers[:, None]) / stretch)
-    weights[:, size:] = 0.0
+    lengths: list[int], factors: list[int], news: list[int], firsts: list[int], size: int, padded: int,
+    interpolation: str, device: Any,
+) -> Any:  # fmt: skip
+    """(photos, size, padded) float32 on `device`: for each photo, the weights of output pixels
+    first..first+size of Pillow's resize of an axis of `length` pixels, read as `length / factor` averaged
+    blocks (a scaled JPEG decode), to `new` pixels; the rest of the padded axis weighs nothing. Computed
+    for all the photos at once, in float64 as Pillow computes its filter."""
+    import torch
+
+    def column(values: list[int]) -> Any:
+        return torch.tensor(values, dtype=torch.float64, device=device)[:, None, None]
+
+    length, factor, new, first = column(lengths), column(factors), column(news), column(firsts)
+    short = torch.ceil(length / factor)  # the axis as decoded at that scale
+    scale = short / new
+    stretch = torch.clamp(scale, min=1.0)
+    centers = (torch.arange(size, dtype=torch.float64, device=device)[None, :, None] + first + 0.5) * scale
+    pixel = torch.arange(padded, dtype=torch.float64, device=device)[None, None, :]
+    block = torch.floor(pixel / factor)  # the decoded pixel each stored pixel is averaged into
     support = _SUPPORT[interpolation] * stretch
-    low = np.maximum((centers - support + 0.5).astype(np.int64), 0)  # Pillow's window, exactly
-    high = np.minimum((centers + support + 0.5).astype(np.int64), size)
-    index = np.arange(padded)[None, :]
-    weights[(index < low[:, None]) | (index >= high[:, None])] = 0.0
-    normalized: np.ndarray = weights / weights.sum(axis=1, keepdims=True)
-    return normalized
-
-
-def _box(size: int, factor: int, padded: int) -> np.ndarray:
-    """(ceil(size / factor), padded): the average of each block of `factor` pixels (the last one shorter),
-    as a DCT-scaled JPEG decode gives."""
-    reduced = math.ceil(size / factor)
-    blocks = np.arange(padded) // factor
-    matrix = (blocks[None, :] == np.arange(reduced)[:, None]) & (np.arange(padded)[None, :] < size)
-    averaged: np.ndarray = matrix / matrix.sum(axis=1, keepdims=True)
-    return averaged
+    low = torch.clamp(torch.trunc(centers - support + 0.5), min=0.0)  # Pillow's window, exactly
+    high = torch.minimum(torch.trunc(centers + support + 0.5), short)
+    inside = (block >= low) & (block < high) & (pixel < length)
+    block_size = torch.clamp(torch.minimum(factor, length - block * factor), min=1.0)  # the last: shorter
+    weights = torch.where(inside, _filter(interpolation, (block + 0.5 - centers) / stretch), 0.0) / block_size
+    return (weights / weights.sum(dim=2, keepdim=True)).float()
 
 
 def draft_factor(width: int, height: int, config: DataConfig, decode: DecodeMode) -> int:
@@ -295,30 +294,18 @@ def draft_factor(width: int, height: int, config: DataConfig, decode: DecodeMode
     return factor
 
 
-def resize_matrices(heights: list[int], widths: list[int], config: DataConfig, decode: DecodeMode
-                    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """(photos, size, max height) and (photos, size, max width) float32: each photo's row and column
-    weights, crop included."""
+def resize_matrices(heights: list[int], widths: list[int], config: DataConfig, decode: DecodeMode,
+                    device: Any) -> tuple[Any, Any]:  # fmt: skip
+    """(photos, size, max height) and (photos, size, max width) float32 on `device`: each photo's row and
+    column weights, crop included."""
     from imagenet_zoo.data.preprocess import crop_plan
 
-    size = config.input_size
-    rows = np.zeros((len(heights), size, max(heights)), np.float32)
-    columns = np.zeros((len(widths), size, max(widths)), np.float32)
-    for i, (height, width) in enumerate(zip(heights, widths, strict=True)):
-        factor = draft_factor(width, height, config, decode)
-        reduced = (math.ceil(width / factor), math.ceil(height / factor))
-        (new_width, new_height), (left, top) = crop_plan(*reduced, config)
-        for matrix, length, new, first, padded in (
-            (rows, height, new_height, top, rows.shape[2]),
-            (columns, width, new_width, left, columns.shape[2]),
-        ):
-            short = math.ceil(length / factor)
-            weights = axis_weights(short, new, first, size, short, config.interpolation)
-            matrix[i, :, :padded] = (
-                weights @ _box(length, factor, padded) if factor > 1 else _pad(weights, padded)
-            )
+    factors = [draft_factor(w, h, config, decode) for h, w in zip(heights, widths, strict=True)]
+    plans = [crop_plan(math.ceil(w / f), math.ceil(h / f), config)
+             for h, w, f in zip(heights, widths, factors, strict=True)]  # fmt: skip
+    size, interpolation = config.input_size, config.interpolation
+    rows = axis_weights(heights, factors, [new[1] for new, _ in plans], [corner[1] for _, corner in plans],
+                        size, max(heights), interpolation, device)  # fmt: skip
+    columns = axis_weights(widths, factors, [new[0] for new, _ in plans], [corner[0] for _, corner in plans],
+                           size, max(widths), interpolation, device)  # fmt: skip
     return rows, columns
-
-
-def _pad(weights: np.ndarray, padded: int) -> np.ndarray:
-    return np.pad(weights, ((0, 0), (0, padded - weights.shape[1])))
