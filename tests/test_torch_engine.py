@@ -238,3 +238,29 @@ def test_the_service_runs_on_the_torch_engine(with_lite0: Path) -> None:
         labels = [r["predictions"][0]["label"] for r in answer.json()]
         assert labels[0] == "tench" and len(labels) == 3
         assert [row["engine"] for row in client.get("/v1/models").json()] == ["torch"]
+
+
+def test_the_engine_ranks_where_it_computes_as_the_cpu_post_does(
+    with_lite0: Path, lite0_inputs: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a GPU only each photo's top-k leaves the device: the same classes and probabilities as the
+    CPU's softmax and ranking of the logits, and what `classify` uses when nothing else is asked."""
+    from imagenet_zoo.classifier import probabilities_of, ranking_of
+
+    classifier = imagenet_zoo.load("lite0", engine="torch", device="cpu", progress=False)
+    engine: Any = classifier.engine
+    indices, probabilities = engine.infer_top(lite0_inputs[:64], 5)
+    expected = ranking_of(probabilities_of(engine.infer(lite0_inputs[:64])), 5)
+    assert indices.tolist() == expected.indices.tolist()
+    np.testing.assert_allclose(probabilities, expected.probabilities, rtol=1e-5)
+    ranked: list[int] = []
+    infer_top = engine.infer_top
+    monkeypatch.setattr(engine, "infer_top", lambda batch, k: ranked.append(k) or infer_top(batch, k))
+    results = classifier.classify(PHOTOS[:10], top=3)
+    with_groups = classifier.classify(PHOTOS[:10], top=3, groups=["dog"])  # needs every probability
+    assert ranked == [3, 3]
+    assert [[p.index for p in r.predictions] for r in results] == [
+        [p.index for p in r.predictions] for r in with_groups
+    ]
+    scores = [[p.score for r in rows for p in r.predictions] for rows in (results, with_groups)]
+    np.testing.assert_allclose(*scores, rtol=1e-5)

@@ -8,17 +8,18 @@ costs the other files their predictions.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, overload
 
 import numpy as np
 
-from imagenet_zoo.data.hierarchy import Synset, check_imagenet_labels, groups_for, wordnet
+from imagenet_zoo.data.hierarchy import GroupScore, Synset, check_imagenet_labels, groups_for, wordnet
 from imagenet_zoo.data.images import ImageSource, InputInfo, describe_source
 from imagenet_zoo.data.labels import ClassLabel, imagenet1k
 from imagenet_zoo.data.preprocess import input_region
 from imagenet_zoo.explain import Explanation, class_index_of, positive_unit
-from imagenet_zoo.pipeline import Heat, Pipeline, PostOptions, Read
+from imagenet_zoo.pipeline import Batch, Heat, Pipeline, PostOptions, Ranking, Read
 from imagenet_zoo.records import Classification, ErrorInfo, Prediction
 from imagenet_zoo.specs import ExplainMethod, ModelSpec
 
@@ -31,17 +32,45 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def probabilities_of(logits: np.ndarray) -> np.ndarray:
-    """Softmax probabilities of logits, computed in float64 and returned as float32."""
-    probabilities: np.ndarray = softmax(logits.astype(np.float64)).astype(np.float32)
-    return probabilities
+    """Softmax probabilities of logits, in float32 as Keras's softmax computes them (its vectorized
+    exponential costs a twentieth of float64's on a batch)."""
+    return softmax(np.asarray(logits, dtype=np.float32))
 
 
-def top_k(probabilities: np.ndarray, k: int, labels: Sequence[ClassLabel]) -> tuple[Prediction, ...]:
-    order = np.argsort(-probabilities, kind="stable")[:k]
-    return tuple(
-        Prediction(rank, int(i), labels[i].synset, labels[i].name, float(probabilities[i]))
-        for rank, i in enumerate(order, start=1)
-    )
+def top_k_indices(probabilities: np.ndarray, k: int) -> np.ndarray:
+    """Each row's `k` most probable class indices, best first, equal probabilities to the lower index
+    (what a stable sort of each row gives), from one partition of the whole batch: only a row whose k-th
+    place is tied is sorted."""
+    if k >= probabilities.shape[1]:
+        return np.argsort(-probabilities, axis=1, kind="stable")
+    candidates = np.argpartition(-probabilities, k, axis=1)[:, : k + 1]  # the k + 1 largest, unordered
+    values = np.take_along_axis(probabilities, candidates, axis=1)
+    order = np.lexsort((candidates, -values), axis=1)
+    candidates = np.take_along_axis(candidates, order, axis=1)
+    values = np.take_along_axis(values, order, axis=1)
+    top = candidates[:, :k]
+    # Where the k-th ties the next (or is NaN), classes left out of the candidates may tie too.
+    unsure = ~(values[:, k - 1] > values[:, k])
+    if unsure.any():
+        top[unsure] = np.argsort(-probabilities[unsure], axis=1, kind="stable")[:, :k]
+    return top
+
+
+def ranking_of(probabilities: np.ndarray, k: int) -> Ranking:
+    """The `k` best classes of each row of probabilities (rows, classes)."""
+    indices = top_k_indices(probabilities, k)
+    return Ranking(indices, np.take_along_axis(probabilities, indices, axis=1))
+
+
+def predictions_of(ranking: Ranking, labels: Sequence[ClassLabel]) -> list[tuple[Prediction, ...]]:
+    """Each ranked row as its predictions, best first."""
+    return [
+        tuple(
+            Prediction(rank, index, labels[index].synset, labels[index].name, score)
+            for rank, (index, score) in enumerate(zip(indices, scores, strict=True), start=1)
+        )
+        for indices, scores in zip(ranking.indices.tolist(), ranking.probabilities.tolist(), strict=True)
+    ]
 
 
 def decode_predictions(
@@ -51,7 +80,7 @@ def decode_predictions(
     the `top` predictions of each row, best first. `labels` default to ImageNet-1k's (`spec.labels`)."""
     rows = np.atleast_2d(np.asarray(logits, dtype=np.float32))
     labels = imagenet1k() if labels is None else labels
-    return [top_k(probabilities_of(row), min(top, len(labels)), labels) for row in rows]
+    return predictions_of(ranking_of(probabilities_of(rows), min(top, len(labels))), labels)
 
 
 @dataclass(frozen=True)
@@ -64,6 +93,11 @@ class PostPlan:
     explain: bool = False
     heat_class: int | None = None  # with `explain`: this class, or None for each photo's top-1
     probabilities: bool = False
+
+    @property
+    def needs_probabilities(self) -> bool:
+        """Whether a record needs every class's probability, not only its top-k's."""
+        return bool(self.synsets) or self.top_groups is not None or self.probabilities
 
 
 def plan_post(spec: ModelSpec, options: PostOptions) -> PostPlan:
@@ -183,9 +217,33 @@ class Classifier(Pipeline):
         return self._run(inputs, plan, read)
 
     def _run(self, inputs: Iterable[Any], plan: PostPlan, read: Read | None) -> Iterator[Classification]:
-        outputs = self.iter_outputs(inputs, explain=plan.explain, heat_class=plan.heat_class, read=read)
-        for source, item, logits, heat in outputs:
-            yield self.postprocess(describe_source(source), item, logits, heat, plan)
+        # An engine that ranks on its device sends back the top-k alone when nothing else is needed.
+        top = None if plan.explain or plan.needs_probabilities else plan.top
+        batches = self.iter_batches(
+            inputs, explain=plan.explain, heat_class=plan.heat_class, read=read, top=top
+        )
+        for batch in batches:
+            yield from self.postprocess_batch(batch, plan)
+
+    def postprocess_batch(self, batch: Batch, plan: PostPlan) -> Iterator[Classification]:
+        """Post for a whole batch: softmax and top-k as operations on all its rows at once (or the
+        engine's ranking), then each input's record."""
+        forward = batch.forward
+        probabilities = None if forward is None else probabilities_of(forward.rows)
+        ranking = batch.ranking
+        if probabilities is not None:
+            ranking = ranking_of(probabilities, plan.top)
+        ranked = iter(predictions_of(ranking, self.labels) if ranking is not None else ())
+        rows: Iterator[np.ndarray | None] = iter(probabilities) if probabilities is not None else repeat(None)
+        heats: Iterator[Heat | None] = (
+            iter(forward.heats) if forward is not None and forward.heats is not None else repeat(None)
+        )
+        for source, item in zip(batch.sources, batch.prepared, strict=True):
+            name = describe_source(source)
+            if isinstance(item, ErrorInfo):
+                yield Classification(name, self.spec.name, error=item)
+            else:
+                yield self._record(name, item[0], next(ranked), next(rows), next(heats), plan)
 
     def postprocess(
         self,
@@ -196,20 +254,36 @@ class Classifier(Pipeline):
         plan: PostPlan,
     ) -> Classification:
         """Post: one input's engine output to its result (softmax, top-k, groups, heatmap)."""
-        base = Classification(source, self.spec.name)
         if isinstance(item, ErrorInfo) or logits is None:
-            return replace(base, error=item if isinstance(item, ErrorInfo) else None)
-        probabilities = probabilities_of(logits)
-        scores = wordnet().scores(probabilities, plan.synsets) if plan.synsets else ()
-        if plan.top_groups is not None:
+            return Classification(source, self.spec.name, error=item if isinstance(item, ErrorInfo) else None)
+        probabilities = probabilities_of(logits[np.newaxis])
+        [predictions] = predictions_of(ranking_of(probabilities, plan.top), self.labels)
+        return self._record(source, item, predictions, probabilities[0], heat, plan)
+
+    def _record(
+        self,
+        source: str,
+        info: InputInfo,
+        predictions: tuple[Prediction, ...],
+        probabilities: np.ndarray | None,
+        heat: Heat | None,
+        plan: PostPlan,
+    ) -> Classification:
+        """One input's result from its ranked predictions (and its probabilities, when the plan needs
+        them: groups, or the full softmax row)."""
+        scores: tuple[GroupScore, ...] = ()
+        if probabilities is not None and plan.synsets:
+            scores = wordnet().scores(probabilities, plan.synsets)
+        if probabilities is not None and plan.top_groups is not None:
             k, depth = plan.top_groups
             scores += wordnet().top_groups(probabilities, depth=depth, k=k)
-        return replace(
-            base,
-            predictions=top_k(probabilities, plan.top, self.labels),
-            input=item,
+        return Classification(
+            source,
+            self.spec.name,
+            predictions=predictions,
+            input=info,
             groups=scores,
-            explanation=self._explanation(heat, item) if heat is not None else None,
+            explanation=self._explanation(heat, info) if heat is not None else None,
             probabilities=probabilities if plan.probabilities else None,
         )
 
@@ -250,7 +324,7 @@ class FeatureExtractor(Pipeline):
         paths: list[str] = []
         rows: list[np.ndarray] = []
         failures: list[tuple[str, ErrorInfo]] = []
-        for source, item, output, _ in self.iter_outputs(inputs):
+        for source, item, output in self.iter_outputs(inputs):
             name = describe_source(source)
             if isinstance(item, ErrorInfo):
                 failures.append((name, item))

@@ -85,8 +85,8 @@ BatchPreprocessor = Callable[[Sequence[ImageSource]], list[Any]]
 Heat = tuple[int, np.ndarray]  # the class a heatmap is for, and its raw map
 # For one input: the class whose heatmap to compute with its logits, "top" for its top-1, or None for none.
 Wanted = int | Literal["top"] | None
-# One input through the engine: the input, what decoding found (or its error), its output row, its heat.
-Output = tuple[Any, InputInfo | ErrorInfo, np.ndarray | None, Heat | None]
+# One input through the engine: the input, what decoding found (or its error), its output row.
+Output = tuple[Any, InputInfo | ErrorInfo, np.ndarray | None]
 Read = Callable[[Any], ImageSource]  # an input to what is decoded (a URL to its bytes)
 
 
@@ -175,17 +175,30 @@ class Pipeline:
             )
         return self.engine
 
-    def iter_outputs(
+    def iter_outputs(self, inputs: Iterable[Any], *, read: Read | None = None) -> Iterator[Output]:
+        """Each input's engine output row, in input order, or the input's error (see `iter_batches`)."""
+        for batch in self.iter_batches(inputs, read=read):
+            rows = iter(batch.forward.rows if batch.forward is not None else ())
+            for source, item in zip(batch.sources, batch.prepared, strict=True):
+                if isinstance(item, ErrorInfo):
+                    yield source, item, None
+                else:
+                    yield source, item[0], next(rows)
+
+    def iter_batches(
         self,
         inputs: Iterable[Any],
         *,
         explain: bool = False,
         heat_class: int | None = None,
         read: Read | None = None,
-    ) -> Iterator[Output]:
-        """Each input's engine output row, in input order, or the input's error; with `explain`, its
-        heatmap too. `read` turns an input into what is decoded (a URL into its bytes) in the decoding
-        threads; its `ImageError` is that input's error.
+        top: int | None = None,
+    ) -> Iterator[Batch]:
+        """The inputs in batches of `batch_size`, in input order: each input's model input or error, and
+        the engine's output for those that decoded; with `explain`, their heatmaps too. With `top`, an
+        engine that ranks classes where it computes them (`infer_top`: a GPU's memory) gives their `top`
+        best classes instead of their logits. `read` turns an input into what is decoded (a URL into its
+        bytes) in the decoding threads; its `ImageError` is that input's error.
 
         The next batch is decoded by `workers` threads (or, on a GPU, by the engine's batch
         preprocessor) while the engine runs the current one (Pillow releases the GIL while decoding and
@@ -209,7 +222,7 @@ class Pipeline:
                 prepared = upcoming()
                 following = next(chunks, None)
                 upcoming = submit(following)
-                yield from self._forward_chunk(chunk, prepared, wanted)
+                yield self._forward_chunk(chunk, prepared, wanted, top)
                 chunk = following
 
     def _read_and_preprocess(self, read: Read, source: Any) -> Prepared:
@@ -219,21 +232,24 @@ class Pipeline:
             return ErrorInfo.of(exc)
 
     def _forward_chunk(
-        self, sources: Sequence[Any], prepared: list[Prepared], wanted: Wanted
-    ) -> Iterator[Output]:
+        self, sources: Sequence[Any], prepared: list[Prepared], wanted: Wanted, top: int | None
+    ) -> Batch:
         good = [item[1] for item in prepared if not isinstance(item, ErrorInfo)]
-        forward = (
-            self.forward(_stacked(good), [wanted] * len(good)) if good else Forward(np.zeros((0,)), None)
-        )
-        rows = iter(forward.rows)
-        heats: Iterator[Heat | None] = (
-            iter(forward.heats) if forward.heats is not None else itertools.repeat(None)
-        )
-        for source, item in zip(sources, prepared, strict=True):
-            if isinstance(item, ErrorInfo):
-                yield source, item, None, None
-            else:
-                yield source, item[0], next(rows), next(heats)
+        if not good:
+            return Batch(sources, prepared)
+        infer_top = getattr(self.engine, "infer_top", None)
+        if top is not None and infer_top is not None and wanted is None:
+            return Batch(sources, prepared, ranking=Ranking(*infer_top(stacked(good), top)))
+        return Batch(sources, prepared, self.forward(stacked(good), [wanted] * len(good)))
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Each row's best classes, best first: their indices (rows, k) and softmax probabilities (rows, k);
+    equal probabilities rank the lower class index first."""
+
+    indices: np.ndarray
+    probabilities: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -245,13 +261,31 @@ class Forward:
     heats: list[Heat | None] | None
 
 
-def _stacked(rows: list[Any]) -> Any:
-    """One batch of model inputs: numpy rows, or a device preprocessor's tensors (NCHW, on the device)."""
-    if isinstance(rows[0], np.ndarray):
+@dataclass(frozen=True)
+class Batch:
+    """One batch through the engine: its inputs, each one's model input or error, and for those that
+    decoded (in the same order) the engine's output or, from an engine that ranks, their ranking;
+    neither when none decoded."""
+
+    sources: Sequence[Any]
+    prepared: list[Prepared]
+    forward: Forward | None = None
+    ranking: Ranking | None = None
+
+
+def stacked(rows: list[Any]) -> Any:
+    """One batch of model inputs: numpy rows (HWC), or a device preprocessor's tensors (CHW, on the
+    device) with any numpy rows among them moved there (the service batches requests of both kinds)."""
+    if all(isinstance(row, np.ndarray) for row in rows):
         return np.stack(rows)
     import torch
 
-    return torch.stack(rows).contiguous(memory_format=torch.channels_last)
+    device = next(row.device for row in rows if isinstance(row, torch.Tensor))
+    tensors = [
+        row if isinstance(row, torch.Tensor) else torch.from_numpy(row).permute(2, 0, 1).to(device)
+        for row in rows
+    ]
+    return torch.stack(tensors).contiguous(memory_format=torch.channels_last)
 
 
 def _chunked(items: Iterator[Any], size: int) -> Iterator[list[Any]]:

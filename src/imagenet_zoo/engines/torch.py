@@ -178,15 +178,55 @@ class TorchEngine:
         with self._turn, torch.inference_mode():
             return list(self.module(x))
 
+    def _logits(self, batch: Any) -> Any:
+        """The graph's (rows, classes) output, on the device: a heatmap graph's feature map stays there."""
+        return next(y for y in self.run(self.to_device(batch)) if y.dim() == 2)
+
     def infer(self, batch: Any) -> np.ndarray:
-        return self.infer_outputs(batch)[0]
+        return self._logits(batch).float().cpu().numpy()  # type: ignore[no-any-return]
+
+    def infer_top(self, batch: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's `k` most probable classes (indices, probabilities), ranked where the logits are:
+        only (rows, k) values leave the GPU. Softmax in float32 and a stable sort, as the CPU's
+        post-processing computes them (equal probabilities rank the lower index first)."""
+        torch = import_torch()
+        logits = self._logits(batch)
+        probabilities = torch.softmax(logits.float(), dim=1)
+        ranked, order = torch.sort(probabilities, dim=1, descending=True, stable=True)
+        return order[:, :k].cpu().numpy(), ranked[:, :k].cpu().numpy()
 
     def infer_outputs(self, batch: Any) -> list[np.ndarray]:
         """Every output of the graph, float32 (a heatmap graph has two: logits and the feature map)."""
         return [y.float().cpu().numpy() for y in self.run(self.to_device(batch))]
 
 
-class TorchGradCamEngine:
+class _ExplainingTorchEngine:
+    """What a heatmap engine on torch keeps of the plain engine: a call without heatmaps brings back the
+    logits alone (or ranks them on the device), and batches may be prepared on the device."""
+
+    _torch: TorchEngine
+
+    def infer(self, batch: Any) -> np.ndarray:
+        return self._torch.infer(batch)
+
+    def infer_top(self, batch: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._torch.infer_top(batch, k)
+
+    def batch_preprocessor(
+        self, config: DataConfig, *, decode: DecodeMode, max_pixels: int, cpu_path: CpuPath
+    ) -> DevicePreprocessor | None:
+        return self._torch.batch_preprocessor(config, decode=decode, max_pixels=max_pixels, cpu_path=cpu_path)
+
+
+class TorchCamEngine(_ExplainingTorchEngine, CamEngine):
+    """CAM (`CamEngine`) from the torch graph's logits and last feature map."""
+
+    def __init__(self, engine: TorchEngine, head: np.ndarray | None) -> None:
+        super().__init__(engine, head)
+        self._torch = engine
+
+
+class TorchGradCamEngine(_ExplainingTorchEngine):
     """A graph with logits and the last feature map as outputs; the heatmap weights each feature channel
     by the mean gradient of the class's logit, which torch computes."""
 
@@ -194,14 +234,11 @@ class TorchGradCamEngine:
     explain_method: ExplainMethod = "grad-cam"
 
     def __init__(self, engine: TorchEngine) -> None:
-        self._engine = engine
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        return self._engine.infer(batch)
+        self._torch = engine
 
     def explain(self, batch: np.ndarray, choice: ClassChoice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         torch = import_torch()
-        engine = self._engine
+        engine = self._torch
         with engine._turn, torch.enable_grad():
             x = engine.to_device(batch).detach().requires_grad_(True)
             logits, features = engine.module(x, keras_layout=False)
@@ -221,7 +258,7 @@ def load(model: RegisteredModel, request: EngineRequest) -> Engine:
     if not request.explain:
         return engine
     if model.spec.explain_method == "cam":
-        return CamEngine(engine, engine.head)
+        return TorchCamEngine(engine, engine.head)
     return TorchGradCamEngine(engine)
 
 

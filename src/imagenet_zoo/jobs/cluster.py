@@ -426,7 +426,7 @@ class _ModelActor:
             return
         assert isinstance(self.pipeline, FeatureExtractor)
         model = self.pipeline.spec.name
-        for path, item, output, _ in self.pipeline.iter_outputs(paths, read=_read):
+        for path, item, output in self.pipeline.iter_outputs(paths, read=_read):
             if isinstance(item, ErrorInfo) or output is None:
                 yield {"path": path, "error": item.to_dict() if isinstance(item, ErrorInfo) else None}
             else:
