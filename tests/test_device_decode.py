@@ -168,3 +168,52 @@ def test_a_classifier_on_device_rows_gives_the_cpu_answers(lite0_classifier: Any
     ours = [r.predictions[0].index for r in device.classify(photos, top=1)]
     theirs = [r.predictions[0].index for r in lite0_classifier.classify(photos, top=1)]
     assert np.mean(np.equal(ours, theirs)) >= 0.96
+
+
+def test_numpy_rows_join_device_rows_in_one_batch() -> None:
+    """The service's batcher may hold rows of both kinds (a heatmap request's, decoded by Pillow)."""
+    from imagenet_zoo.pipeline import stacked
+
+    numpy_row = _cpu_pixels(PHOTOS[0])
+    device_row = torch.from_numpy(_cpu_pixels(PHOTOS[1])).permute(2, 0, 1)
+    batch = stacked([numpy_row, device_row])
+    assert batch.shape == (2, 3, *numpy_row.shape[:2])
+    assert np.array_equal(batch[0].permute(1, 2, 0).numpy(), numpy_row)
+    assert np.array_equal(batch[1].numpy(), device_row.numpy())
+
+
+def test_the_service_prepares_a_requests_photos_on_the_device(with_lite0: Any) -> None:
+    """On a GPU each request's photos are decoded and preprocessed there as one batch (the CPU stand-in
+    here): the answers of the classifier on the same rows, a broken file its own error; a heatmap request
+    takes Pillow's path, for the overlay."""
+    from fastapi.testclient import TestClient
+
+    import imagenet_zoo
+    from imagenet_zoo.engines import torch as torch_engine
+    from imagenet_zoo.pipeline import LoadConfig
+    from imagenet_zoo.server import Settings, create_app
+
+    batches: list[int] = []
+
+    def on_cpu_too(self: Any, config: DataConfig, **options: Any) -> Any:
+        preprocessor = DevicePreprocessor(config, "cpu", **options)
+        return lambda sources: batches.append(len(sources)) or preprocessor(sources)
+
+    photos = PHOTOS[:5]
+    files = [("file", (p.name, p.read_bytes(), "image/jpeg")) for p in photos]
+    broken = b"\xff\xd8\xff\xe0" + bytes(64)
+    files.insert(2, ("file", ("broken.jpg", broken, "image/jpeg")))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch_engine.TorchEngine, "batch_preprocessor", on_cpu_too)
+        device = imagenet_zoo.load("lite0", engine="torch", device="cpu", progress=False)
+        expected = [r.predictions[0].label for r in device.classify([str(p) for p in photos], top=1)]
+        refusal = device.preprocess(broken)
+        with TestClient(create_app(Settings(load=LoadConfig(engine="torch", device="cpu")))) as client:
+            batches.clear()
+            answer = client.post("/v1/classify/batch", files=files)
+            explained = client.post("/v1/classify?explain=true", files=files[:1])
+    assert answer.status_code == 200 and explained.status_code == 200, answer.text
+    records = answer.json()
+    assert isinstance(refusal, ErrorInfo) and records[2]["error"]["type"] == refusal.type
+    assert [r["predictions"][0]["label"] for r in records[:2] + records[3:]] == expected
+    assert batches == [6] and explained.json()["explanation"]["label"] == expected[0]

@@ -371,3 +371,13 @@ def test_cors_allows_only_the_listed_origins() -> None:
     with TestClient(create_app(fake_settings())) as c:  # no origins given: no CORS headers at all
         response = c.get("/v1/models", headers={"Origin": "https://app.example.org"})
         assert "access-control-allow-origin" not in response.headers
+
+
+def test_a_gpu_service_batches_more_and_queues_more_by_default() -> None:
+    """At concurrency 64 a CPU service's queue of 32 would answer half the clients 503, and a GPU's engine
+    call of 8 leaves it idle; what the user sets wins on either device."""
+    cpu, gpu = Settings(load=LoadConfig(device="cpu")), Settings(load=LoadConfig(device="cuda"))
+    assert (cpu.batching.max_batch_size, cpu.queue_limit) == (8, 32)
+    assert (gpu.batching.max_batch_size, gpu.queue_limit) == (64, 256)
+    chosen = Settings(load=LoadConfig(device="cuda"), max_batch_size=16, max_queue=40)
+    assert (chosen.batching.max_batch_size, chosen.queue_limit) == (16, 40)

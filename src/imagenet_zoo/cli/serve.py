@@ -23,8 +23,9 @@ def register(sub: Any) -> None:
                             help="models to serve; the first, the default, loads before ready")  # fmt: skip
     parser.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body (default 20)")
     parser.add_argument(
-        "--max-queue", type=options.positive, default=32, help="requests waiting for inference before 503"
-    )
+        "--max-queue", type=options.positive,
+        help="requests waiting for inference before 503 (default 32, on a GPU 256)",
+    )  # fmt: skip
     parser.add_argument(
         "--max-upload-buffer-mb", type=float, default=256.0, help="MB of uploads read at once before 503"
     )
@@ -52,8 +53,9 @@ def register(sub: Any) -> None:
         help="a browser origin that may call the API: https://app.example.org",
     )
     parser.add_argument(
-        "--max-batch-size", type=options.positive, default=8,
-        help="images one engine call may take from any requests (default 8; 1: no dynamic batching)",
+        "--max-batch-size", type=options.positive,
+        help="images one engine call may take from any requests (default 8, on a GPU 64; 1: no dynamic "
+        "batching)",
     )  # fmt: skip
     parser.add_argument(
         "--max-batch-files", type=options.positive, default=16,

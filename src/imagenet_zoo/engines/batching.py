@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 # Runs one batch (N, H, W, C), with what each row's caller wants, and returns one result per row.
-BatchRunner = Callable[[np.ndarray, list[Any]], Sequence[Any]]
+BatchRunner = Callable[[Any, list[Any]], Sequence[Any]]
 # Told of every engine call: how many inputs it ran, and how long each had waited in the queue.
 BatchObserver = Callable[[int, list[float]], None]
 
@@ -42,17 +42,19 @@ class DynamicBatcher:
         *,
         observe: BatchObserver | None = None,
         name: str = "batcher",
+        stack: Callable[[list[Any]], Any] = np.stack,
     ) -> None:
+        """`stack` makes one batch of submitted inputs (numpy rows; a GPU's rows are tensors on it)."""
         if options.max_batch_size < 1 or options.max_delay_s < 0:
             raise ValueError("max_batch_size must be at least 1 and max_delay_s not negative")
-        self._run, self._options, self._observe = run, options, observe
+        self._run, self._options, self._observe, self._stack = run, options, observe, stack
         self._inputs: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._closed = False
         self._closing = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, x: np.ndarray, wanted: Any = None) -> Future[Any]:
+    def submit(self, x: Any, wanted: Any = None) -> Future[Any]:
         """The future result of one input (H, W, C), computed in a batch with others."""
         future: Future[Any] = Future()
         with self._closing:
@@ -99,7 +101,7 @@ class DynamicBatcher:
         if not live:
             return
         try:
-            results = self._run(np.stack([item.x for item in live]), [item.wanted for item in live])
+            results = self._run(self._stack([item.x for item in live]), [item.wanted for item in live])
         except Exception as exc:  # the engine's failure is this batch's answer, not the thread's end
             for item in live:
                 item.future.set_exception(exc)
@@ -110,7 +112,7 @@ class DynamicBatcher:
 
 @dataclass(frozen=True)
 class _Item:
-    x: np.ndarray
+    x: Any
     wanted: Any
     future: Future[Any]
     submitted: float

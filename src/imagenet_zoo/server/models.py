@@ -24,7 +24,7 @@ from imagenet_zoo.classifier import Classifier
 from imagenet_zoo.engines.batching import BatchObserver, DynamicBatcher
 from imagenet_zoo.errors import UsageError
 from imagenet_zoo.model_types import RegisteredModel
-from imagenet_zoo.pipeline import Wanted
+from imagenet_zoo.pipeline import Wanted, stacked
 from imagenet_zoo.server.settings import Settings
 
 
@@ -124,7 +124,9 @@ class ModelPool:
             classifier = self.check(name, explain=explain).load()
             assert isinstance(classifier, Classifier)
             observe = self._observe(name) if self._observe else None
-            batcher = DynamicBatcher(_batch_runner(classifier), self._settings.batching, observe=observe)
+            batcher = DynamicBatcher(
+                _batch_runner(classifier), self._settings.batching, observe=observe, stack=stacked
+            )
             served = ServedModel(classifier, batcher, explain, users=1)
             with self._lock:
                 self._loaded[name] = served

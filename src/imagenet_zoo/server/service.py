@@ -97,7 +97,7 @@ class InferenceQueue:
         self.pending = 0
 
     def check_capacity(self) -> None:
-        if self.pending >= self._settings.max_queue:
+        if self.pending >= self._settings.queue_limit:
             raise ApiError(503, "Overloaded", "the inference queue is full; retry shortly", RETRY)
 
     async def run(self, work: Callable[[], Awaitable[T]]) -> T:
@@ -203,7 +203,7 @@ class Service:
                 load = partial(_checked, partial(self.pool.acquire, name))
                 served = await asyncio.get_running_loop().run_in_executor(None, load)
             try:
-                ahead = self.settings.max_batch_size
+                ahead = self.settings.batch_limit
                 return await classify_uploads(served, uploads, plan, self.queue.decoder, ahead)
             finally:
                 self.pool.release(served)
@@ -259,6 +259,8 @@ async def classify_uploads(
     reduced: one decode each."""
     loop = asyncio.get_running_loop()
     classifier = served.classifier
+    if classifier.batch_preprocessor is not None and not plan.explain:
+        return await _classify_on_device(served, uploads, plan, decoder)
     side = OVERLAY_SIDE if plan.explain else None
     wanted: Wanted = (plan.heat_class if plan.heat_class is not None else "top") if plan.explain else None
     slots = asyncio.Semaphore(ahead)
@@ -275,6 +277,33 @@ async def classify_uploads(
         return result, await loop.run_in_executor(decoder, _overlay, photo, result)
 
     return list(await asyncio.gather(*(one(name, data) for name, data in uploads)))
+
+
+async def _classify_on_device(
+    served: ServedModel, uploads: list[Upload], plan: PostPlan, decoder: ThreadPoolExecutor
+) -> list[ServedResult]:
+    """A request's uploads decoded and preprocessed on the engine's GPU as one batch (nvJPEG), their rows
+    handed to the batcher there: Pillow's threads decode fewer photos a second than the GPU classifies."""
+    classifier = served.classifier
+    assert classifier.batch_preprocessor is not None
+    loop = asyncio.get_running_loop()
+    prepared = await loop.run_in_executor(
+        decoder, classifier.batch_preprocessor, [data for _, data in uploads]
+    )
+    rows = [
+        asyncio.wrap_future(served.batcher.submit(item[1]))
+        for item in prepared
+        if not isinstance(item, ErrorInfo)
+    ]
+    outputs = iter(await asyncio.gather(*rows))  # cancelled past the deadline: every row with it
+    results: list[ServedResult] = []
+    for (name, _), item in zip(uploads, prepared, strict=True):
+        if isinstance(item, ErrorInfo):
+            results.append((classifier.postprocess(name, item, None, None, plan), None))
+        else:
+            row, heat = next(outputs)
+            results.append((classifier.postprocess(name, item[0], row, heat, plan), None))
+    return results
 
 
 def _overlay(photo: Any, result: Classification) -> str | None:

@@ -42,6 +42,10 @@ def read_api_keys(path: Path, warn: Callable[[str], None] = lambda message: None
     return keys
 
 
+# The defaults of `max_queue` and `max_batch_size` on each kind of device.
+CPU_MAX_QUEUE, GPU_MAX_QUEUE = 32, 256
+CPU_MAX_BATCH, GPU_MAX_BATCH = 8, 64
+
 # Decoded pixels an upload may hold, below the command line's 64 MP: a 48-MP phone photo fits.
 SERVICE_MAX_PIXELS = 50_000_000
 
@@ -56,7 +60,8 @@ class Settings:
     # Bytes of uploads being read at once (each request counts its declared length, or max_upload_mb if
     # it declares none); a request past it gets 503 at once: small photos from many clients, few 20 MB ones.
     max_upload_buffer_mb: float = 256.0
-    max_queue: int = 32  # requests waiting for or in inference; more get 503 at once
+    # Requests waiting for or in inference; more get 503 at once (None: the device's default).
+    max_queue: int | None = None
     max_batch_files: int = 16
     deadline_s: float = 30.0  # past this a request gets 504
     # A body that takes longer than this to arrive, or waits longer than `body_idle_timeout_s` for its
@@ -66,7 +71,8 @@ class Settings:
     max_loaded_models: int = 2  # least recently used models are unloaded beyond this many...
     max_model_memory_mb: float = 2048.0  # ...or beyond this much weight memory (fp32 parameters)
     decode_threads: int | None = None  # threads decoding uploads (default: one per core)
-    max_batch_size: int = 8  # images one engine call may hold, from any requests (1: no batching)
+    # Images one engine call may hold, from any requests (1: no batching; None: the device's default).
+    max_batch_size: int | None = None
     max_batch_delay_ms: float = 2.0  # how long an image waits for others to share its engine call
     registry: Registry | None = None
     # Bearer tokens a request to the API must carry (`--api-key-file`); empty: no authentication.
@@ -81,8 +87,19 @@ class Settings:
         return replace(self, load=replace(self.load, engine=choice.engine, device=choice.device))
 
     @property
+    def queue_limit(self) -> int:
+        """`max_queue`, or the device's default: a GPU answers 64 clients at once where 2 cores answer 16."""
+        return self.max_queue or (GPU_MAX_QUEUE if self.load.device == "cuda" else CPU_MAX_QUEUE)
+
+    @property
+    def batch_limit(self) -> int:
+        """`max_batch_size`, or the device's default: a GPU's engine call of 64 costs little more than
+        one of 8, a CPU's costs 8 times as much."""
+        return self.max_batch_size or (GPU_MAX_BATCH if self.load.device == "cuda" else CPU_MAX_BATCH)
+
+    @property
     def batching(self) -> BatchingOptions:
-        return BatchingOptions(self.max_batch_size, self.max_batch_delay_ms / 1000)
+        return BatchingOptions(self.batch_limit, self.max_batch_delay_ms / 1000)
 
     @property
     def max_upload_bytes(self) -> int:
