@@ -64,15 +64,28 @@ class OpenVinoEngine:
         self._compiled = import_openvino().Core().compile_model(str(xml), "CPU", config)
         self._request = self._compiled.create_infer_request()
         self._turn = threading.Lock()
+        ranks = [output.get_partial_shape().rank.get_length() for output in self._compiled.outputs]
+        self._logits = ranks.index(2) if 2 in ranks else 0  # a CAM model's other output: its class maps
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        return self.infer_outputs(batch)[0]
+        """The (rows, classes) output alone: a CAM model's maps are not copied out of the request."""
+        with self._turn:
+            result = self._request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+            return np.array(result[self._logits], dtype=np.float32)
 
     def infer_outputs(self, batch: np.ndarray) -> list[np.ndarray]:
         """Every output of the IR (a CAM model has two: logits and class maps)."""
         with self._turn:
             result = self._request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
             return [np.array(result[i], dtype=np.float32) for i in range(len(self._compiled.outputs))]
+
+
+class OpenVinoCamEngine(CamEngine):
+    """CAM from the IR's logits and class maps; a call without heatmaps copies out the logits alone
+    (a service loads the explaining model and serves plain requests from it too)."""
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        return self._engine.infer(batch)  # type: ignore[no-any-return]
 
 
 def load(model: RegisteredModel, request: EngineRequest) -> Engine:
@@ -82,7 +95,7 @@ def load(model: RegisteredModel, request: EngineRequest) -> Engine:
     forward pass, and the class maps are made from it."""
     precision: Precision = request.precision  # type: ignore[assignment]  # checked against the spec
     engine = OpenVinoEngine(ir_for(model, request), precision, threads=request.threads)
-    return CamEngine(engine, cam_head(engine.xml)) if request.explain else engine
+    return OpenVinoCamEngine(engine, cam_head(engine.xml)) if request.explain else engine
 
 
 def ir_for(model: RegisteredModel, request: EngineRequest) -> Path:

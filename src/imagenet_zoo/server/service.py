@@ -165,11 +165,14 @@ class Service:
         settings, size = self.settings, 0
         chunks: list[bytes] = []
         stream = request.stream().__aiter__()
+        loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(settings.body_timeout_s):
+            # One deadline moved at each chunk: `wait_for` would start a task per chunk (Python 3.11).
+            async with asyncio.timeout(settings.body_timeout_s), asyncio.timeout(None) as idle:
                 while True:
+                    idle.reschedule(loop.time() + settings.body_idle_timeout_s)
                     try:
-                        chunk = await asyncio.wait_for(anext(stream), settings.body_idle_timeout_s)
+                        chunk = await anext(stream)
                     except StopAsyncIteration:
                         return b"".join(chunks)
                     if size + len(chunk) > settings.max_upload_bytes:
