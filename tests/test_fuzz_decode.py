@@ -2,7 +2,7 @@
 
 Seeds are small JPEG, PNG, GIF, WebP and TIFF files made from shared-sample photos. Every mutated input
 must decode or become the photo's typed error: no other exception, no hang (-timeout), no runaway memory
-(the harness checks its resident memory). IMAGENET_ZOO_FUZZ_SECONDS sets the time (default 60; longer
+(the harness checks its resident memory). IMAGENET_ZOO_FUZZ_SECONDS sets the time (default 30; longer
 runs are done by hand).
 """
 
