@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import imagenet_zoo
+from imagenet_zoo.engines.cpu import native_bf16
 from imagenet_zoo.errors import (
     ModelTranslationError,
     UnsupportedPrecisionError,
@@ -150,6 +151,7 @@ def test_lite0_real_weights_give_keras_answers_on_the_shared_photos(
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not native_bf16(), reason="this CPU has no native bf16: the torch engine refuses it")
 def test_bf16_on_the_cpu_agrees_with_fp32(
     with_lite0: Path, lite0_inputs: np.ndarray, lite0_classifier: Any
 ) -> None:
@@ -209,6 +211,10 @@ def test_what_it_refuses_says_what_works(with_lite0: Path) -> None:
         imagenet_zoo.load("lite0", engine="torch", precision="int8")
     with pytest.raises(UnsupportedPrecisionError, match="fp16 runs on the GPU only"):
         imagenet_zoo.load("lite0", engine="torch", device="cpu", precision="fp16")
+    with pytest.MonkeyPatch.context() as patch:  # an AVX2 CPU: emulated bf16 ran 8x slower than fp32
+        patch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+        with pytest.raises(UnsupportedPrecisionError, match="needs native bf16"):
+            imagenet_zoo.load("lite0", engine="torch", device="cpu", precision="bf16")
     if not torch.cuda.is_available():
         with pytest.raises(UsageError, match="no cuda device is available"):
             imagenet_zoo.load("lite0", engine="torch", device="cuda")

@@ -9,7 +9,6 @@ supports it) and `int8` (a separate IR, post-training quantized by NNCF; see `qu
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +17,7 @@ import numpy as np
 
 from imagenet_zoo.engines.base import Engine
 from imagenet_zoo.engines.cache import resolved_file
+from imagenet_zoo.engines.cpu import isa_limited_below_bf16
 from imagenet_zoo.engines.explain import CamEngine
 from imagenet_zoo.engines.openvino_ir import (
     IR_FILE,
@@ -37,10 +37,9 @@ PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "int8")
 
 
 def cpu_supports_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512_BF16 or AMX); `ONEDNN_MAX_CPU_ISA` set below those
-    (as for TensorFlow, e.g. AVX2) answers no, so one variable limits every engine's CPU features."""
-    limit = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
-    if limit not in ("ALL", "DEFAULT", "") and "BF16" not in limit and "AMX" not in limit:
+    """Whether this CPU computes bf16 natively (AVX512_BF16 or AMX), as OpenVINO sees it, within
+    `ONEDNN_MAX_CPU_ISA`."""
+    if isa_limited_below_bf16():
         return False
     return "BF16" in import_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
