@@ -103,7 +103,8 @@ class CamEngine:
     explain_method: ExplainMethod = "cam"
 
     def __init__(self, engine: Any, head: np.ndarray | None) -> None:
-        self._engine = engine  # has infer_outputs(batch) -> [logits, feature map] in either order
+        # infer(batch) -> the logits alone; infer_outputs(batch) -> [logits, feature map] in either order
+        self._engine = engine
         self._head = head
         self.name: str = engine.name
 
@@ -112,7 +113,7 @@ class CamEngine:
         return (first, second) if first.ndim == 2 else (second, first)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        return self._outputs(batch)[0]
+        return self._engine.infer(batch)  # type: ignore[no-any-return]  # the logits alone
 
     def explain(self, batch: np.ndarray, choice: ClassChoice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         logits, features = self._outputs(batch)

@@ -24,9 +24,13 @@ class KerasEngine:
         self._turn = threading.Lock()
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        """The (rows, classes) output: a CAM model's class maps are left out."""
         # predict_on_batch runs the compiled graph without `predict`'s progress bar and dataset set-up.
         with self._turn:
-            return np.asarray(self._model.predict_on_batch(batch), dtype=np.float32)
+            outputs = self._model.predict_on_batch(batch)
+        if isinstance(outputs, (list, tuple)):
+            outputs = next(output for output in outputs if np.ndim(output) == 2)
+        return np.asarray(outputs, dtype=np.float32)
 
     def infer_outputs(self, batch: np.ndarray) -> list[np.ndarray]:
         """Every output of a model with several (a CAM model: logits and class maps)."""

@@ -10,6 +10,7 @@ supports it) and `int8` (a separate IR, post-training quantized by NNCF; see `qu
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -68,23 +69,17 @@ class OpenVinoEngine:
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """The (rows, classes) output alone: a CAM model's maps are not copied out of the request."""
-        with self._turn:
-            result = self._request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
-            return np.array(result[self._logits], dtype=np.float32)
+        return self._copied(batch, [self._logits])[0]
 
     def infer_outputs(self, batch: np.ndarray) -> list[np.ndarray]:
         """Every output of the IR (a CAM model has two: logits and class maps)."""
+        return self._copied(batch, range(len(self._compiled.outputs)))
+
+    def _copied(self, batch: np.ndarray, outputs: Iterable[int]) -> list[np.ndarray]:
+        """These outputs of one call, copied before the request is reused."""
         with self._turn:
             result = self._request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
-            return [np.array(result[i], dtype=np.float32) for i in range(len(self._compiled.outputs))]
-
-
-class OpenVinoCamEngine(CamEngine):
-    """CAM from the IR's logits and class maps; a call without heatmaps copies out the logits alone
-    (a service loads the explaining model and serves plain requests from it too)."""
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        return self._engine.infer(batch)  # type: ignore[no-any-return]
+            return [np.array(result[i], dtype=np.float32) for i in outputs]
 
 
 def load(model: RegisteredModel, request: EngineRequest) -> Engine:
@@ -94,7 +89,7 @@ def load(model: RegisteredModel, request: EngineRequest) -> Engine:
     forward pass, and the class maps are made from it."""
     precision: Precision = request.precision  # type: ignore[assignment]  # checked against the spec
     engine = OpenVinoEngine(ir_for(model, request), precision, threads=request.threads)
-    return OpenVinoCamEngine(engine, cam_head(engine.xml)) if request.explain else engine
+    return CamEngine(engine, cam_head(engine.xml)) if request.explain else engine
 
 
 def ir_for(model: RegisteredModel, request: EngineRequest) -> Path:
