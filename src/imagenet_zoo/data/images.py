@@ -23,7 +23,7 @@ import os
 import threading
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -63,10 +63,9 @@ class InputInfo:
     warnings: tuple[str, ...] = ()  # what the decoder warned about this photo (Pillow's own words)
 
     def to_dict(self) -> dict[str, Any]:
-        info = asdict(self)
-        if not self.warnings:
-            del info["warnings"]  # the common case stays as it was
-        else:
+        info: dict[str, Any] = {"format": self.format, "width": self.width, "height": self.height,
+                                "mode": self.mode, "exif_transposed": self.exif_transposed}  # fmt: skip
+        if self.warnings:  # the common case has none, and no field for them
             info["warnings"] = list(self.warnings)
         return info
 

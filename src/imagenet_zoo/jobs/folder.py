@@ -63,7 +63,7 @@ def run_folder_job(job: FolderJob, *, on_result: Callable[[Classification], None
         for result in classifier.run(todo, plan):
             if results is not None:
                 record = result.to_dict()
-                results.write_record(record, flat_row(record))
+                results.write_record(record)
             if on_result is not None:
                 on_result(result)
             annotations.add(result)
@@ -83,7 +83,11 @@ def _results_file(job: FolderJob, plan: PostPlan, identity: Identity) -> Records
     assert job.output is not None
     groups = len(plan.synsets) + (plan.top_groups[0] if plan.top_groups else 0)
     return RecordsFile(
-        job.output, columns=csv_columns(plan.top, groups), resume=job.resume, identity=identity
+        job.output,
+        columns=csv_columns(plan.top, groups),
+        resume=job.resume,
+        identity=identity,
+        flat=flat_row,
     )
 
 

@@ -14,7 +14,7 @@ import csv
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -78,10 +78,10 @@ class _Previous:
 
 
 class RecordsFile:
-    """Records appended to `path`, in the format its suffix names: CSV (one column each of `columns`),
-    JSON Lines, or a JSON array. With `resume`, the records already there are kept and `done` holds
-    their paths. With `identity`, the settings of the job are recorded beside the file, and a resume
-    with other settings is refused."""
+    """Records appended to `path`, in the format its suffix names: CSV (one column each of `columns`, from
+    `flat(record)`), JSON Lines, or a JSON array. With `resume`, the records already there are kept and
+    `done` holds their paths. With `identity`, the settings of the job are recorded beside the file, and
+    a resume with other settings is refused."""
 
     def __init__(
         self,
@@ -91,8 +91,10 @@ class RecordsFile:
         resume: bool = False,
         formats: tuple[str, ...] = FORMATS,
         identity: Identity | None = None,
+        flat: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.path, self.columns, self.suffix = path, columns, path.suffix.lower()
+        self._flat = flat
         if self.suffix not in formats:
             raise UsageError(f"--output must end in one of {', '.join(formats)}: {path}")
         resuming = resume and path.is_file() and path.stat().st_size > 0
@@ -155,10 +157,10 @@ class RecordsFile:
             keep = lines.consumed
         return _Previous(paths, _ended(text[:keep]))
 
-    def write_record(self, record: dict[str, Any], flat: dict[str, Any] | None = None) -> None:
-        """One record: `record` as JSON, or its `flat` form (default: itself) as a CSV row."""
+    def write_record(self, record: dict[str, Any]) -> None:
+        """One record: as JSON, or its flat form (default: itself) as a CSV row."""
         if self._csv:
-            row = record if flat is None else flat
+            row = record if self._flat is None else self._flat(record)
             self._csv.writerow([_csv_cell(row.get(c)) for c in self.columns])
         elif self._array:
             self._array.write(record)
