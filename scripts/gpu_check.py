@@ -14,7 +14,8 @@ DIR holds labelled ImageNet photos named `<synset>_<label>.JPEG` (the shared sam
 - decode: top-1 agreement of nvJPEG + the device resize with Pillow, on the photos and 12-MP copies;
 - model_only: images/s, bf16, batch 256, inputs already on the GPU (eager; with --compile also compiled);
 - end_to_end: photos/s from a folder of 3,000 JPEGs (15 copies of each photo) to a results file, and
-  from 12-MP photos;
+  from 12-MP photos; and the same folder with decoding and the network taking no time, the ceiling the
+  CPU's share sets (`bench_host_path.py`);
 - service: single-photo requests at concurrency 64, and v2 requests of 32 photos.
 """
 
@@ -46,6 +47,9 @@ import imagenet_zoo  # noqa: E402
 from imagenet_zoo.jobs.folder import FolderJob, run_folder_job  # noqa: E402
 from imagenet_zoo.pipeline import LoadConfig  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_host_path import host_side_rate  # noqa: E402
+
 SKIPPED = {"skipped": "no GPU"}
 DEVICE: str | None = "cuda" if torch.cuda.is_available() else None  # where the rows run (None: skipped)
 
@@ -65,7 +69,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as scratch:
         work = Path(scratch)
         os.environ["IMAGENET_ZOO_HOME"] = str(work / "home")  # what it converts is gone after
-        phones = phone_photos(photos[: 40 if args.quick else 200], work / "phones")
+        phones = phone_photos(photos[: 40 if args.quick else 200], work / "phones") if DEVICE else []
         for name, check in (
             ("parity", lambda: parity(photos)),
             ("bf16", lambda: bf16(photos)),
@@ -233,6 +237,7 @@ def end_to_end(photos: list[Path], phones: list[Path], work: Path, quick: bool) 
     seed_random_graph("resnet50")
     for model in ("resnet50", "lite0"):
         row[model] = folder_rate(model, folder, work / f"{model}.jsonl")
+    row["host_side_ceiling"] = round(host_side_rate(folder, work / "host.jsonl"))
     row["lite0_12mp"] = folder_rate("lite0", phones[0].parent, work / "phones.jsonl")
     return row
 
@@ -247,7 +252,6 @@ def folder_rate(model: str, folder: Path, output: Path) -> float:
 def service(photos: list[Path], quick: bool) -> dict[str, Any]:
     if DEVICE is None:
         return SKIPPED
-    sys.path.insert(0, str(ROOT / "scripts"))
     import load_test
 
     load_test.SHARED = photos[0].parent

@@ -19,6 +19,7 @@ from tests.conftest import SAMPLE_DIR
 
 torch = pytest.importorskip("torch")
 
+from imagenet_zoo.data import device  # noqa: E402
 from imagenet_zoo.data.device import DevicePreprocessor, pillow_decoder  # noqa: E402
 
 LITE0 = default_registry().get("lite0").spec.data_config  # "lite" scaling: one level is 1/128
@@ -104,7 +105,12 @@ def test_routes_what_the_device_decoder_cannot_read_to_pillow() -> None:
         assert difference.max() <= 2, name
 
 
-def test_a_broken_file_fails_alone_in_its_batch(tmp_path: Any) -> None:
+@pytest.mark.parametrize("threads", [1, 3])
+def test_a_broken_file_fails_alone_in_its_batch(
+    tmp_path: Any, threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whichever reading thread meets it, and in the order given."""
+    monkeypatch.setattr(device, "READ_THREADS", threads)
     whole = _encoded(_asymmetric())
     truncated = whole[: len(whole) // 2]
     missing = tmp_path / "gone.jpg"
@@ -152,9 +158,10 @@ def test_fast_decoding_averages_blocks_as_a_scaled_jpeg_decode_does() -> None:
 
 
 def test_a_classifier_on_device_rows_gives_the_cpu_answers(lite0_classifier: Any, with_lite0: Any) -> None:
-    """The pipeline with the torch engine fed by the device preprocessor (on the CPU here): top-1 of the
-    shared photos as the CPU pipeline gives it."""
+    """The pipeline with the torch engine fed by the device preprocessor (on the CPU here), two batches
+    prepared ahead as on a GPU machine: top-1 of the shared photos as the CPU pipeline gives it, in order."""
     import imagenet_zoo
+    from imagenet_zoo import pipeline
     from imagenet_zoo.engines import torch as torch_engine
 
     def on_cpu_too(self: Any, config: DataConfig, **options: Any) -> DevicePreprocessor:
@@ -162,10 +169,13 @@ def test_a_classifier_on_device_rows_gives_the_cpu_answers(lite0_classifier: Any
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(torch_engine.TorchEngine, "batch_preprocessor", on_cpu_too)
-        device = imagenet_zoo.load("lite0", engine="torch", device="cpu", batch_size=16, progress=False)
-    assert device.batch_preprocessor is not None
-    photos = [str(p) for p in PHOTOS[::4]]
-    ours = [r.predictions[0].index for r in device.classify(photos, top=1)]
+        patch.setattr(pipeline, "BATCHES_AHEAD_ON_DEVICE", 2)
+        on_device = imagenet_zoo.load("lite0", engine="torch", device="cpu", batch_size=16, progress=False)
+        assert on_device.batch_preprocessor is not None
+        photos = [str(p) for p in PHOTOS[::4]]
+        results = on_device.classify(photos, top=1)
+    assert [r.source for r in results] == photos
+    ours = [r.predictions[0].index for r in results]
     theirs = [r.predictions[0].index for r in lite0_classifier.classify(photos, top=1)]
     assert np.mean(np.equal(ours, theirs)) >= 0.96
 
@@ -217,3 +227,31 @@ def test_the_service_prepares_a_requests_photos_on_the_device(with_lite0: Any) -
     assert isinstance(refusal, ErrorInfo) and records[2]["error"]["type"] == refusal.type
     assert [r["predictions"][0]["label"] for r in records[:2] + records[3:]] == expected
     assert batches == [6] and explained.json()["explanation"]["label"] == expected[0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU it runs every check (5 minutes)")
+def test_gpu_check_runs_without_a_gpu_and_marks_its_rows_skipped() -> None:
+    """scripts/gpu_check.py on a machine with no GPU (the GPU machine runs it with the same imports)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "scripts" / "gpu_check.py"
+    run = subprocess.run(
+        [sys.executable, str(script), "--quick", "--photos", str(SAMPLE_DIR)], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    rows = ("parity", "bf16", "decode", "model_only", "end_to_end", "service")
+    assert report["device"] == "cpu" and all(report[row]["skipped"] == "no GPU" for row in rows)
+
+
+def test_the_host_side_ceiling_of_the_gpu_path(tmp_path: Any) -> None:
+    """scripts/bench_host_path.py: a folder job whose decoder and network take no time writes every record."""
+    from scripts.bench_host_path import copied, host_side_rate
+
+    photos = copied(SAMPLE_DIR, tmp_path / "photos", 1)
+    output = tmp_path / "results.jsonl"
+    assert host_side_rate(tmp_path / "photos", output, batch=64) > 0
+    assert len(output.read_text().splitlines()) == len(photos) == 200

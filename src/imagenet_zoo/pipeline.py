@@ -9,6 +9,7 @@ The library (`Classifier`, `FeatureExtractor`), the folder job, the service (its
 
 from __future__ import annotations
 
+import collections
 import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -200,30 +201,32 @@ class Pipeline:
         best classes instead of their logits. `read` turns an input into what is decoded (a URL into its
         bytes) in the decoding threads; its `ImageError` is that input's error.
 
-        The next batch is decoded by `workers` threads (or, on a GPU, by the engine's batch
-        preprocessor) while the engine runs the current one (Pillow releases the GIL while decoding and
-        resizing), so decoding and inference overlap."""
+        The next batch is decoded by `workers` threads while the engine runs the current one (Pillow
+        releases the GIL while decoding and resizing), so decoding and inference overlap. On a GPU the
+        engine's batch preprocessor prepares the next two batches, each in a thread of its own, so that
+        one batch's files are read while the one before is decoded on the device."""
         chunks = _chunked(iter(inputs), self.batch_size)
         prepare = self.preprocess if read is None else partial(self._read_and_preprocess, read)
         on_device = self.batch_preprocessor if read is None and not explain else None
         wanted: Wanted = (heat_class if heat_class is not None else "top") if explain else None
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
 
-            def submit(chunk: list[Any] | None) -> Callable[[], list[Prepared]]:
-                if on_device is not None and chunk:
+            def submit(chunk: list[Any]) -> Callable[[], list[Prepared]]:
+                if on_device is not None:
                     batch = pool.submit(on_device, chunk)
                     return batch.result
-                futures = [pool.submit(prepare, s) for s in chunk or []]
+                futures = [pool.submit(prepare, s) for s in chunk]
                 return lambda: [future.result() for future in futures]
 
-            chunk = next(chunks, None)
-            upcoming = submit(chunk)
-            while chunk is not None:
-                prepared = upcoming()
+            ahead = BATCHES_AHEAD_ON_DEVICE if on_device is not None else 1  # prepared while one runs
+            upcoming = collections.deque((chunk, submit(chunk)) for chunk in itertools.islice(chunks, ahead))
+            while upcoming:
+                chunk, prepare_chunk = upcoming.popleft()
+                prepared = prepare_chunk()
                 following = next(chunks, None)
-                upcoming = submit(following)
+                if following is not None:
+                    upcoming.append((following, submit(following)))
                 yield self._forward_chunk(chunk, prepared, wanted, top)
-                chunk = following
 
     def _read_and_preprocess(self, read: Read, source: Any) -> Prepared:
         try:
@@ -271,6 +274,12 @@ class Batch:
     prepared: list[Prepared]
     forward: Forward | None = None
     ranking: Ranking | None = None
+
+
+# Batches a GPU's batch preprocessor prepares at once while the engine runs one: reading one batch's
+# files overlaps decoding the other's on the device. Each needs a core of its own: on 2 cores a second one
+# slowed the GPU path's CPU side (`scripts/bench_host_path.py`).
+BATCHES_AHEAD_ON_DEVICE = 2 if (os.cpu_count() or 1) >= 4 else 1
 
 
 def stacked(rows: list[Any]) -> Any:

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -149,20 +151,19 @@ class DevicePreprocessor:
         self.decoder = decoder or (
             nvjpeg_decoder(self.device) if self.device.type == "cuda" else pillow_decoder(device)
         )
+        # Files are read and their headers parsed by several threads (reads release the GIL), so that
+        # one thread per batch does not cap the GPU: 3,000 photos/s and more need it.
+        self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="imagenet-zoo-read")
 
     def __call__(self, sources: Sequence[ImageSource]) -> list[Prepared]:
         """Each photo's info and model input (a row on the device), or its error, in order."""
         items: list[Prepared | None] = [None] * len(sources)
         jpegs: list[tuple[int, bytes, Header]] = []
-        for i, source in enumerate(sources):
-            try:
-                data = read_source(source)
-                header = read_header(data, self.max_pixels)
-            except ImageError as exc:
-                items[i] = ErrorInfo.of(exc)
-                continue
-            if header.on_device and self.config.interpolation != "nearest":
-                jpegs.append((i, data, header))
+        for i, (source, found) in enumerate(zip(sources, self._read_all(sources), strict=True)):
+            if isinstance(found, ErrorInfo):
+                items[i] = found
+            elif found[1].on_device and self.config.interpolation != "nearest":
+                jpegs.append((i, *found))
             else:
                 items[i] = self._on_cpu(source)
         decoded = self.decoder([data for _, data, _ in jpegs]) if jpegs else []
@@ -176,6 +177,22 @@ class DevicePreprocessor:
             for (i, header, _), row in zip(good, rows, strict=True):
                 items[i] = (header.info, row)
         return [item for item in items if item is not None]
+
+    def _read_all(self, sources: Sequence[ImageSource]) -> list[tuple[bytes, Header] | ErrorInfo]:
+        """Each source's bytes and header, or its error: a share of the sources per reading thread (a
+        task per photo would cost more than its header)."""
+        share = max(1, math.ceil(len(sources) / READ_THREADS))
+        shares = [sources[first : first + share] for first in range(0, len(sources), share)]
+        read = self._readers.map(lambda part: [self._read(s) for s in part], shares[1:])
+        first = [self._read(s) for s in shares[0]] if shares else []
+        return first + [found for part in read for found in part]
+
+    def _read(self, source: ImageSource) -> tuple[bytes, Header] | ErrorInfo:
+        try:
+            data = read_source(source)
+            return data, read_header(data, self.max_pixels)
+        except ImageError as exc:
+            return ErrorInfo.of(exc)
 
     def _on_cpu(self, source: ImageSource) -> Prepared:
         try:
@@ -213,6 +230,7 @@ class DevicePreprocessor:
         return normalized(pixels, self.config).contiguous(memory_format=torch.channels_last)
 
 
+READ_THREADS = min(8, os.cpu_count() or 1)
 RESIZE_BYTES = 2**30  # the padded float32 batch one resize step holds on the device (24 12-MP photos)
 
 
