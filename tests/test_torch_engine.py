@@ -196,7 +196,26 @@ def test_close_calls_in_bf16_are_the_fp32_graphs_answers(with_lite0: Path, lite0
     assert engine.close_calls == close.sum() > 0
     np.testing.assert_allclose(checked[close], fp32[close], atol=1e-5)
     np.testing.assert_array_equal(checked[~close], plain[~close])
-    assert TorchEngine(folder, "bf16", "cpu", ranks_classes=False).reference is None  # features
+    assert TorchEngine(folder, "bf16", "cpu", check_close_calls=False).reference is None
+
+
+def test_only_logits_of_real_weights_check_close_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Features rank nothing, and random weights (benchmarks) make every row a close call."""
+    from imagenet_zoo.engines import torch as torch_engine
+    from imagenet_zoo.engines.registry import EngineRequest
+    from imagenet_zoo.registry import default_registry
+
+    checked: list[bool] = []
+    monkeypatch.setattr(torch_engine, "translated", lambda model, request: Path("unused"))
+    monkeypatch.setattr(torch_engine, "TorchEngine", lambda *a, **k: checked.append(k["check_close_calls"]))
+    lite0 = default_registry().get("lite0")
+    for request in (
+        EngineRequest(precision="bf16"),
+        EngineRequest(precision="bf16", output="features"),
+        EngineRequest(precision="bf16", random_weights=True),
+    ):
+        torch_engine.load(lite0, request)
+    assert checked == [True, False, False]
 
 
 def test_grad_cam_close_calls_are_the_fp32_graphs_maps() -> None:
