@@ -11,7 +11,9 @@ prints is a ceiling for any GPU: the end-to-end targets (8,000-9,000 photos/s on
 above them.
 
 Prints a Markdown table: the batch preprocessor alone (called batch after batch), and whole folder
-jobs writing JSON Lines and CSV (best and median of `--repeats`).
+jobs writing JSON Lines and CSV (best and median of `--repeats`). With `--service`, also the service
+on the same engine (calls of up to 64, a queue of 256, as on a GPU) under single-photo requests at
+concurrency 64 from `load_test.py`'s client, which shares the machine with it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -73,16 +77,52 @@ def copied(sample: Path, folder: Path, copies: int) -> list[Path]:
     return sorted(folder.iterdir())
 
 
-def host_side_rate(folder: Path, output: Path, batch: int = 256) -> float:
-    """Photos/s of a folder job over `folder` to `output` with the host-only engine."""
+def register_host_only() -> None:
     if "host-only" not in engine_registry().names():
         engine_registry().register(
-            EngineSpec(name="host-only", summary="host-only", load=lambda m, r: _HostOnlyEngine())
+            EngineSpec(
+                name="host-only", summary="host-only", load=lambda m, r: _HostOnlyEngine(), concurrent=True
+            )
         )
+
+
+def host_side_rate(folder: Path, output: Path, batch: int = 256) -> float:
+    """Photos/s of a folder job over `folder` to `output` with the host-only engine."""
+    register_host_only()
     output.unlink(missing_ok=True)
     load = LoadConfig(model="lite0", engine="host-only", batch_size=batch)
     report = run_folder_job(FolderJob(sources=[str(folder)], load=load, output=output))
     return report.done / report.seconds
+
+
+SERVER = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from bench_host_path import register_host_only
+from imagenet_zoo.pipeline import LoadConfig
+from imagenet_zoo.server import Settings
+from imagenet_zoo.server.run import serve
+register_host_only()
+settings = Settings(load=LoadConfig(model="lite0", engine="host-only"), max_batch_size=64, max_queue=256)
+serve(settings, host="127.0.0.1", port=int(sys.argv[2]), drain_s=0, log_level="warning")
+"""
+
+
+def service_rate(requests: int) -> dict[str, float]:
+    """Single-photo requests at concurrency 64 against a service on the host-only engine."""
+    import load_test
+
+    load_test.SHARED = SAMPLE
+    port = load_test.free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-c", SERVER, str(Path(__file__).parent), str(port)]
+    with tempfile.TemporaryFile() as log, subprocess.Popen(command, stdout=log, stderr=log) as process:
+        try:
+            load_test._wait_ready(url, process, log)
+            row, errors = load_test.throughput(url, requests, 64, "multipart")
+        finally:
+            process.terminate()
+    return {**row, "5xx": errors}
 
 
 def _rates(run: Callable[[], float], repeats: int) -> str:
@@ -95,6 +135,7 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=15, help="copies of each shared photo (default 15)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--service", action="store_true", help="also the service at concurrency 64")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-host-"))
     photos = copied(SAMPLE, work / "photos", args.copies)
@@ -116,6 +157,13 @@ def main() -> None:
     print(f"| batch preprocessor alone | {_rates(preprocessor_alone, args.repeats)} |")
     print(f"| folder job to JSON Lines | {_rates(folder_job('.jsonl'), args.repeats)} |")
     print(f"| folder job to CSV | {_rates(folder_job('.csv'), args.repeats)} |")
+    if args.service:
+        rows = [service_rate(2000) for _ in range(args.repeats)]
+        rates = [row["rate"] for row in rows]
+        p99 = ", ".join(f"{row['p99']:.0f}" for row in rows)
+        errors = sum(row["5xx"] for row in rows)
+        print(f"| service, 1 photo a request, c64 (requests/s; p99 {p99} ms; {errors} 5xx) "
+              f"| {max(rates):,.0f} | {statistics.median(rates):,.0f} |")  # fmt: skip
     shutil.rmtree(work)
 
 
