@@ -16,7 +16,8 @@ DIR holds labelled ImageNet photos named `<synset>_<label>.JPEG` (the shared sam
 - end_to_end: photos/s from a folder of 3,000 JPEGs (15 copies of each photo) to a results file, and
   from 12-MP photos; and the same folder with decoding and the network taking no time, the ceiling the
   CPU's share sets (`bench_host_path.py`);
-- service: single-photo requests at concurrency 64, and v2 requests of 32 photos.
+- service: single-photo requests at concurrency 64, and v2 requests of 32 photos; and single photos
+  against the service with decoding and the network taking no time (`bench_host_path.py --service`).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from imagenet_zoo.jobs.folder import FolderJob, run_folder_job  # noqa: E402
 from imagenet_zoo.pipeline import LoadConfig  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench_host_path import host_side_rate  # noqa: E402
+from bench_host_path import host_side_rate, service_rate  # noqa: E402
 
 SKIPPED = {"skipped": "no GPU"}
 DEVICE: str | None = "cuda" if torch.cuda.is_available() else None  # where the rows run (None: skipped)
@@ -260,7 +261,9 @@ def service(photos: list[Path], quick: bool) -> dict[str, Any]:
     with load_test.server(*options) as (url, _pid):
         single, errors = load_test.throughput(url, 500 if quick else 5000, 64, "multipart")
         batched = asyncio.run(v2_batches(url, photos, 10 if quick else 60))
-    return {"single_c64": {**single, "5xx": errors}, "v2_batches_of_32": batched}
+    ceiling = service_rate(2000 if quick else 5000)
+    return {"single_c64": {**single, "5xx": errors}, "v2_batches_of_32": batched,
+            "single_c64_host_side_ceiling": {k: round(v, 1) for k, v in ceiling.items()}}  # fmt: skip
 
 
 async def v2_batches(url: str, photos: list[Path], requests: int) -> dict[str, Any]:
