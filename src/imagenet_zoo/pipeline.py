@@ -203,8 +203,8 @@ class Pipeline:
 
         The next batch is decoded by `workers` threads while the engine runs the current one (Pillow
         releases the GIL while decoding and resizing), so decoding and inference overlap. On a GPU the
-        engine's batch preprocessor prepares the next two batches, each in a thread of its own, so that
-        one batch's files are read while the one before is decoded on the device."""
+        engine's batch preprocessor prepares the next `BATCHES_AHEAD_ON_DEVICE` batches, each in a thread
+        of its own, so that one batch's files are read while the one before is decoded on the device."""
         chunks = _chunked(iter(inputs), self.batch_size)
         prepare = self.preprocess if read is None else partial(self._read_and_preprocess, read)
         on_device = self.batch_preprocessor if read is None and not explain else None
