@@ -272,7 +272,8 @@ class GraphModule(nn.Module):
     def lower_precision(self, dtype: torch.dtype) -> GraphModule:
         """This module computing in `dtype` up to its last convolution. What follows (pooling, the
         classifier) stays float32, as Keras's mixed precision keeps a model's last layer: the logits are
-        not rounded to 8 bits (bf16 steps by 0.0625 at 10), and it costs a tiny share of the work."""
+        not rounded to 8 bits (bf16 steps by 0.0625 at 10). Those layers hold under 1 % of every zoo
+        network's multiply-adds (VGG's three dense layers 0.8 %)."""
         convolutions = [step for step, op in enumerate(self.ops) if isinstance(op, Conv)]
         self.float32_from = convolutions[-1] + 1 if convolutions else 0
         for op in self.ops[: self.float32_from]:
