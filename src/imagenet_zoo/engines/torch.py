@@ -202,7 +202,7 @@ class TorchEngine:
             outputs = list(self.module(x.to(self.dtype)))
             if self.reference is None:
                 return outputs
-            rows = close_calls(_logits_of(outputs), self.close_call_margin)
+            rows = close_call_rows(_logits_of(outputs), self.close_call_margin)
             if len(rows) == 0:
                 return outputs
             self.close_calls += len(rows)
@@ -240,7 +240,7 @@ def _logits_of(outputs: list[Any]) -> Any:
     return next(y for y in outputs if y.dim() == 2)
 
 
-def close_calls(logits: Any, margin: float) -> Any:
+def close_call_rows(logits: Any, margin: float) -> Any:
     """The indices of the rows whose two best logits are less than `margin` apart (a device tensor)."""
     torch = import_torch()
     if logits.shape[1] < 2:
@@ -293,7 +293,7 @@ class TorchGradCamEngine(_ExplainingTorchEngine):
             logits, maps, classes = _grad_cam(engine.module, x.to(engine.dtype), choice)
             if engine.reference is None:
                 return logits, maps, classes
-            rows = close_calls(import_torch().from_numpy(logits), engine.close_call_margin).numpy()
+            rows = close_call_rows(import_torch().from_numpy(logits), engine.close_call_margin).numpy()
             if len(rows):
                 engine.close_calls += len(rows)
                 chosen = choice if choice is None or isinstance(choice, int) else [choice[i] for i in rows]
