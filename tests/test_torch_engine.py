@@ -1,5 +1,5 @@
-"""The torch engine on the CPU: the translation of each tricky Keras operation against Keras itself, real
-EfficientNet-Lite0 weights on the shared photos, bf16, the cache, and what it refuses.
+"""The torch engine on the CPU: real EfficientNet-Lite0 weights on the shared photos, bf16, the cache, and
+what it refuses. Each tricky Keras operation is checked against Keras in `test_graph.py`.
 
 Every zoo family is checked against Keras in `test_keras_networks.py` (same weights, logits within 1e-4),
 and bundles with both heads in `test_explain.py`."""
@@ -7,7 +7,6 @@ and bundles with both heads in `test_explain.py`."""
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ import pytest
 import imagenet_zoo
 from imagenet_zoo.engines.cpu import native_bf16
 from imagenet_zoo.errors import (
-    ModelTranslationError,
     UnsupportedPrecisionError,
     UsageError,
     WeightsIntegrityError,
@@ -26,106 +24,11 @@ from tests.conftest import SAMPLE_DIR
 
 torch = pytest.importorskip("torch")
 
+from imagenet_zoo.engines.graph import translate  # noqa: E402
 from imagenet_zoo.engines.torch_graph import GraphModule, same_pads  # noqa: E402
-from imagenet_zoo.engines.torch_translate import translate  # noqa: E402
-from imagenet_zoo.models._keras import import_keras  # noqa: E402
+from tests.keras_graphs import keras, layers, randomized  # noqa: E402
 
-keras = import_keras()
-layers = keras.layers
 PHOTOS = sorted(SAMPLE_DIR.glob("*.JPEG"))
-
-
-def _run(graph_model: Any, x: np.ndarray) -> list[np.ndarray]:
-    graph = translate(graph_model)
-    module = GraphModule(graph.spec, {k: torch.from_numpy(v) for k, v in graph.weights.items()}).eval()
-    with torch.no_grad():
-        return [y.numpy() for y in module(torch.from_numpy(x).permute(0, 3, 1, 2))]
-
-
-def _randomized(model: Any) -> Any:
-    """Every weight random, batch statistics included (fresh ones are 0 and 1, which hide mistakes)."""
-    rng = np.random.default_rng(3)
-    for layer in model.layers:
-        values = layer.get_weights()
-        if isinstance(layer, layers.BatchNormalization):
-            positive = ["variance" in w.path or "gamma" in w.path for w in layer.weights]
-            values = [rng.uniform(0.5, 1.5, v.shape) if plus else rng.normal(0, 0.3, v.shape)
-                      for v, plus in zip(values, positive, strict=True)]  # fmt: skip
-        else:
-            values = [rng.normal(0, 0.5, v.shape) for v in values]
-        layer.set_weights([v.astype(np.float32) for v in values])
-    return model
-
-
-def _single(make: Callable[[Any], Any], channels: int = 3) -> Any:
-    inputs = keras.Input((None, None, channels))
-    return _randomized(keras.Model(inputs, make(inputs)))
-
-
-TRICKY: dict[str, Callable[[Any], Any]] = {
-    "conv stride 2 same": lambda x: layers.Conv2D(4, 3, strides=2, padding="same")(x),
-    "even kernel stride 2 same": lambda x: layers.Conv2D(4, 4, strides=2, padding="same")(x),
-    "dilated same": lambda x: layers.Conv2D(4, 3, dilation_rate=2, padding="same", use_bias=False)(x),
-    "conv + batch norm (folded)": lambda x: layers.BatchNormalization()(
-        layers.Conv2D(5, 3, use_bias=False)(x)
-    ),
-    "batch norm without scale": lambda x: layers.BatchNormalization(scale=False, epsilon=1e-3)(x),
-    "max pool same borders": lambda x: layers.MaxPooling2D(3, strides=2, padding="same")(x),
-    "avg pool same excludes padding": lambda x: layers.AveragePooling2D(3, strides=2, padding="same")(x),
-    "avg pool same stride 1": lambda x: layers.AveragePooling2D(3, strides=1, padding="same")(x),
-    "depthwise multiplier 2": lambda x: layers.DepthwiseConv2D(3, 2, depth_multiplier=2, padding="same")(x),
-    "separable + relu": lambda x: layers.SeparableConv2D(
-        6, 3, depth_multiplier=2, padding="same", activation="relu"
-    )(x),
-    "relu6": lambda x: layers.ReLU(max_value=6.0)(x),
-    "leaky relu with threshold": lambda x: layers.ReLU(negative_slope=0.1, threshold=0.5)(x),
-    "zero padding": lambda x: layers.ZeroPadding2D(((1, 2), (3, 0)))(x),
-    "concatenate": lambda x: layers.Concatenate()(
-        [layers.Conv2D(2, 1)(x), layers.Conv2D(3, 3, padding="same")(x)]
-    ),
-    "add": lambda x: layers.Add()([x, layers.Conv2D(3, 1)(x)]),
-    "global max pool keepdims": lambda x: layers.GlobalMaxPooling2D(keepdims=True)(x),
-}
-
-
-@pytest.mark.parametrize("name", list(TRICKY))
-@pytest.mark.parametrize("size", [8, 9])
-def test_each_tricky_operation_equals_keras(name: str, size: int) -> None:
-    model = _single(TRICKY[name])
-    # Below zero at the borders, so padding that joins a max shows; above 6, so relu6 caps.
-    x = np.random.default_rng(size).normal(0, 4, (2, size, size + 3, 3)).astype(np.float32) - 3.0
-    (ours,) = _run(model, x)
-    np.testing.assert_allclose(ours, np.asarray(model(x)), atol=1e-5, rtol=1e-5)
-
-
-def test_flatten_is_in_keras_order() -> None:
-    """VGG's classifier reads its features flattened row by row, then column, then channel."""
-    inputs = keras.Input((3, 4, 5))
-    model = _randomized(keras.Model(inputs, layers.Dense(7)(layers.Flatten()(inputs))))
-    x = np.random.default_rng(0).normal(size=(2, 3, 4, 5)).astype(np.float32)
-    np.testing.assert_allclose(_run(model, x)[0], np.asarray(model(x)), atol=1e-5)
-
-
-def test_nested_models_and_a_shared_layer_are_inlined() -> None:
-    inputs = keras.Input((6, 6, 3))
-    inner_in = keras.Input((6, 6, 3))
-    inner = keras.Model(
-        inner_in, layers.Conv2D(4, 3, padding="same", name="inner_conv")(inner_in), name="base"
-    )
-    shared = layers.Conv2D(4, 1, name="shared")
-    features = inner(inputs)
-    twice = layers.Add()([shared(features), shared(layers.ReLU()(features))])
-    model = _randomized(keras.Model(inputs, [layers.GlobalAveragePooling2D()(twice), twice]))
-    x = np.random.default_rng(1).normal(size=(2, 6, 6, 3)).astype(np.float32)
-    ours, expected = _run(model, x), [np.asarray(y) for y in model(x)]
-    for mine, theirs in zip(ours, expected, strict=True):
-        np.testing.assert_allclose(mine, theirs, atol=1e-5)
-
-
-def test_a_layer_it_does_not_know_is_named() -> None:
-    model = _single(lambda x: layers.LayerNormalization(name="odd_one")(x))
-    with pytest.raises(ModelTranslationError, match=r"odd_one.*LayerNormalization"):
-        translate(model)
 
 
 def test_same_padding_is_tensorflows() -> None:
@@ -229,7 +132,7 @@ def test_grad_cam_close_calls_are_the_fp32_graphs_maps() -> None:
     inputs = keras.Input((12, 12, 3))
     features = layers.Conv2D(8, 3, activation="relu")(inputs)
     logits = layers.Dense(6)(layers.GlobalAveragePooling2D()(features))
-    graph = translate(_randomized(keras.Model(inputs, [logits, features])))
+    graph = translate(randomized(keras.Model(inputs, [logits, features])))
     module = GraphModule(graph.spec, {k: torch.from_numpy(v) for k, v in graph.weights.items()}).eval()
     reference = copy.deepcopy(module)
     x = np.random.default_rng(1).normal(size=(8, 12, 12, 3)).astype(np.float32)

@@ -246,9 +246,9 @@ def load(
     """A ready classifier with pretrained weights: `load("resnet50").classify("cat.jpg", top=5)`.
 
     `engine` is one of the registered engines (`imagenet-zoo models` and `--engine`'s help list them):
-    "openvino" runs a cached OpenVINO model converted once from Keras, in `precision` fp32, bf16 or int8
-    (after `imagenet-zoo quantize`); "torch" runs a translated graph on an NVIDIA GPU ("cuda") or the CPU,
-    in fp32, bf16 or fp16; "keras" runs Keras itself (fp32). The default, "auto", is torch on the GPU
+    "openvino" runs a cached OpenVINO model built once from the Keras graph, in `precision` fp32, bf16 or
+    int8 (after `imagenet-zoo quantize`); "torch" runs a translated graph on an NVIDIA GPU ("cuda") or the
+    CPU, in fp32, bf16 or fp16; "keras" runs Keras itself (fp32). The default, "auto", is torch on the GPU
     where there is one, else openvino. `device` is one of the engine's devices, or "auto".
     `resize="squash"` resizes the whole photo to the input size (the classic tutorial); the default is
     each model's own evaluation protocol (shorter side, then centre crop). With `features=True` it is a

@@ -1,7 +1,8 @@
-"""The fast CPU engine: OpenVINO running an IR converted once from the Keras model (`openvino_ir.py`).
+"""The fast CPU engine: OpenVINO running an IR built once from the Keras model's graph (`openvino_ir.py`).
 
-Conversion needs TensorFlow and happens once per model; later runs compile the cached IR directly and
-never import TensorFlow or Keras, which is what makes a cold `classify` fast.
+Building needs Keras (on any backend, TensorFlow not required) and happens once per model and variant;
+later runs compile the cached IR directly and never import Keras, which is what makes a cold `classify`
+fast.
 
 Precisions: `fp32` (the reference), `bf16` (same IR, compiled with a bf16 inference hint where the CPU
 supports it) and `int8` (a separate IR, post-training quantized by NNCF; see `quantize.py`).
@@ -126,7 +127,7 @@ def _unavailable(precision: str, device: str) -> str | None:
 
 ENGINE = EngineSpec(
     name="openvino",
-    summary="openvino (default, fast; converted once from Keras and cached): fp32, bf16, int8",
+    summary="openvino (default, fast; built once from the Keras graph and cached): fp32, bf16, int8",
     load=load,
     precisions=PRECISIONS,
     explain_methods=frozenset({"cam"}),

@@ -1,15 +1,13 @@
-"""The OpenVINO IR cache: a model converted once from Keras (Keras -> TensorFlow SavedModel -> OpenVINO
-IR) into `$IMAGENET_ZOO_HOME/openvino/`, in a folder whose name is a digest of everything that determines it
-(weights hash, input contract, OpenVINO version), kept as `engines.cache` keeps every converted model.
+"""The OpenVINO IR cache: a model built once from its Keras graph (Keras -> `graph.Graph` -> OpenVINO's
+own operations, `openvino_graph.py`) into `$IMAGENET_ZOO_HOME/openvino/`, in a folder whose name is a
+digest of everything that determines it (weights hash, input contract, OpenVINO version), kept as
+`engines.cache` keeps every converted model.
 """
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +21,9 @@ from imagenet_zoo.weights.download import exclusive_lock
 from imagenet_zoo.weights.store import cache_dir
 
 IR_FILE = "model.xml"
-# Part of every IR's cache key: raised when the conversion changes in a way that invalidates cached IRs.
-_CONVERSION_VERSION = 2
+# Part of every IR's cache key: raised when the conversion changes in a way that invalidates cached IRs
+# (3: built from the graph description; 2 and before came through a TensorFlow SavedModel).
+_CONVERSION_VERSION = 3
 
 
 def import_openvino() -> Any:
@@ -113,43 +112,30 @@ def convert_to_ir(
             )
             pooling: Pooling = "avg" if features else None
 
-            heads: list[np.ndarray | None] = [None]
-
-            def build() -> Any:
-                keras_model = model.build(
-                    weights=weights, include_top=not features, pooling=pooling, input_shape=None
-                )
-                if not explain:
-                    return keras_model
-                cam = cam_model(keras_model)
-                heads[0] = cam.head
-                return cam.network
-
-            ov_model = keras_to_openvino(build)
+            network = model.build(
+                weights=weights, include_top=not features, pooling=pooling, input_shape=None
+            )
+            head = None
+            if explain:
+                cam = cam_model(network)
+                network, head = cam.network, cam.head
+            ov_model = keras_to_openvino(network)
             meta = {
                 "model": model.spec.name,
                 "weights_hash": None if random_weights else model.spec.weights.hash,
             }
-            write_ir(ov_model, dest, meta, heads[0])
+            write_ir(ov_model, dest, meta, head)
     return dest / IR_FILE
 
 
-def keras_to_openvino(build: Callable[[], Any]) -> Any:
-    """Keras -> TensorFlow SavedModel -> OpenVINO model.
+def keras_to_openvino(network: Any) -> Any:
+    """The OpenVINO model of a Keras network, built from its graph description with OpenVINO's own
+    operations: no SavedModel, no TensorFlow."""
+    from imagenet_zoo.engines.graph import translate
+    from imagenet_zoo.engines.openvino_graph import build_model
 
-    The Keras model is released before OpenVINO reads the SavedModel, so the weights are never held three
-    times at once (VGG19's are 550 MB). Keras's ONNX export of VGG16 needed over 21 GB; this path does not.
-    """
-    from imagenet_zoo.models._keras import import_keras
-
-    keras = import_keras()
-    with tempfile.TemporaryDirectory(prefix="imagenet-zoo-savedmodel-") as saved_model:
-        keras_model = build()
-        keras_model.export(saved_model, format="tf_saved_model", verbose=False)
-        del keras_model
-        keras.backend.clear_session()
-        gc.collect()
-        return import_openvino().convert_model(saved_model)
+    graph = translate(network)
+    return build_model(graph.spec, graph.weights)
 
 
 def int8_ir(model: RegisteredModel, *, random_weights: bool = False) -> Path:

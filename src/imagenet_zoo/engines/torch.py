@@ -1,4 +1,4 @@
-"""The GPU engine: PyTorch running a graph translated from the Keras model (`torch_translate.py`), on an
+"""The GPU engine: PyTorch running a graph translated from the Keras model (`graph.py`), on an
 NVIDIA GPU or the CPU.
 
 The translation reads the Keras model once per model and variant and is cached in
@@ -104,7 +104,7 @@ def translated(model: RegisteredModel, request: EngineRequest) -> Path:
 def _translate_into(dest: Path, model: RegisteredModel, request: EngineRequest) -> None:
     from safetensors.numpy import save_file
 
-    from imagenet_zoo.engines.torch_translate import translate
+    from imagenet_zoo.engines.graph import translate
 
     network = keras_model(model, request)
     head = None

@@ -1,4 +1,4 @@
-"""A translated graph (`torch_translate.TorchGraph`) as a torch module, each operation with Keras's
+"""A translated graph (`graph.Graph`) as a torch module, each operation with Keras's
 semantics. Images are (batch, channels, rows, columns) tensors in channels-last memory: an NHWC numpy
 batch is one of those without a copy.
 

@@ -1,5 +1,7 @@
-"""Importing Keras: on the TensorFlow backend (or torch's where TensorFlow is not installed, as on a GPU
-machine that runs only the torch engine), imported only when a model is really built."""
+"""Importing Keras, only when a model is really built: on the TensorFlow backend where TensorFlow is
+installed (the reference engine and training), else on OpenVINO's (the default install: Keras defines the
+networks and reads their weight files, `engines/graph.py` translates them), else on torch's (a GPU machine
+that runs only the torch engine)."""
 
 from __future__ import annotations
 
@@ -23,11 +25,13 @@ def import_keras() -> Any:
 
 
 def keras_backend() -> str:
-    """TensorFlow, the backend every Keras-based engine and training path is tested on; torch when only
-    torch is installed (building and translating a model needs no more)."""
-    if find_spec("tensorflow") is None and find_spec("torch") is not None:
-        return "torch"
-    return "tensorflow"
+    """TensorFlow, the backend every Keras-based engine and training path is tested on, where it is
+    installed; else OpenVINO or torch, which are enough to build a network, load its weights and translate
+    it."""
+    for backend in ("tensorflow", "openvino", "torch"):
+        if find_spec(backend) is not None:
+            return backend
+    return "tensorflow"  # Keras's own default, and its own error naming what to install
 
 
 @contextlib.contextmanager

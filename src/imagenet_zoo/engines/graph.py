@@ -1,13 +1,15 @@
-"""A Keras model as a graph of plain operations and numpy weights, for the torch engine (`torch_graph.py`).
+"""A Keras model as a graph of plain operations and numpy weights: the one description the OpenVINO engine
+(`openvino_graph.py`) and the torch engine (`torch_graph.py`) build their networks from.
 
 Only Keras's public API is read (`get_config()`, `get_layer()`, `get_weights()`), so the translation runs
 on any Keras backend, TensorFlow or not. Each layer becomes an operation with Keras's exact semantics:
 TensorFlow's "same" padding (more on the bottom and right when the total is odd), average pooling that
-excludes padding, Flatten in height-width-channel order, depthwise channel order. Weights are laid out
-for torch here (kernels as output x input x height x width), and every BatchNormalization that follows a
-convolution or dense layer is folded into it, computed in float64.
+excludes padding, Flatten in height-width-channel order, depthwise channel order. Images are laid out as
+OpenVINO, ONNX and torch lay them out (batch x channels x rows x columns; kernels as output x input x
+height x width), and every BatchNormalization that follows a convolution or dense layer is folded into it,
+computed in float64.
 
-The graph is plain data (`TorchGraph.spec` is JSON, `weights` are arrays): stored without pickle.
+The graph is plain data (`Graph.spec` is JSON, `weights` are arrays): stored without pickle.
 """
 
 from __future__ import annotations
@@ -42,15 +44,16 @@ class Node:
 
 
 @dataclass
-class TorchGraph:
-    """A translated model: nodes in execution order, its input and outputs, and weights by
-    `<node>.<parameter>` in torch's layout."""
+class Graph:
+    """A translated model: nodes in execution order, its input (its Keras shape, None where any size goes)
+    and outputs, and weights by `<node>.<parameter>`."""
 
     input: str
     input_rank: int
     outputs: list[str]
     nodes: list[Node]
     weights: dict[str, np.ndarray]
+    input_shape: list[int | None] | None = None
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -58,22 +61,28 @@ class TorchGraph:
             "format": GRAPH_FORMAT,
             "input": self.input,
             "input_rank": self.input_rank,
+            "input_shape": self.input_shape,
             "outputs": self.outputs,
             "nodes": [node.as_json() for node in self.nodes],
         }
 
 
-def translate(model: Any) -> TorchGraph:
+def translate(model: Any) -> Graph:
     """The graph of a Keras functional model with one image input (nested models are inlined)."""
     translator = _Translator()
     config = model.get_config()
     inputs = _leaves(config["input_layers"])
     if len(inputs) != 1:
-        raise ModelTranslationError(f"{model.name} has {len(inputs)} inputs; the torch engine takes one")
+        raise ModelTranslationError(f"{model.name} has {len(inputs)} inputs; an engine takes one")
     input_name, input_rank = "input", _input_rank(config, inputs[0][0])
     outputs = translator.functional(model, config, [input_name], [input_rank], prefix="")
-    graph = TorchGraph(
-        input_name, input_rank, [name for name, _ in outputs], translator.nodes, translator.weights
+    graph = Graph(
+        input_name,
+        input_rank,
+        [name for name, _ in outputs],
+        translator.nodes,
+        translator.weights,
+        list(model.input_shape),
     )
     return fold_batch_norms(graph)
 
@@ -156,7 +165,7 @@ class _Translator:
         rule = _RULES.get(kind)
         if rule is None:
             raise ModelTranslationError(
-                f"layer {config['name']!r} is a {kind}, which the torch engine does not translate"
+                f"layer {config['name']!r} is a {kind}, which imagenet-zoo does not translate"
             )
         return [rule(self, layer, options, args, name)]
 
@@ -313,9 +322,9 @@ def _concatenate(
 ) -> Tensor:
     rank = args[0][1]
     axis = options["axis"] % rank
-    # Keras's axes of an image (batch, rows, columns, channels) in torch's (batch, channels, rows, columns).
-    torch_axis = [0, 2, 3, 1][axis] if rank == 4 else axis
-    return t.add(name, "concat", args, rank, {"axis": torch_axis})
+    # Keras's image axes (batch, rows, columns, channels) in the graph's (batch, channels, rows, columns).
+    graph_axis = [0, 2, 3, 1][axis] if rank == 4 else axis
+    return t.add(name, "concat", args, rank, {"axis": graph_axis})
 
 
 def _identity(t: _Translator, layer: Any, options: dict[str, Any], args: list[Tensor], name: str) -> Tensor:
@@ -354,7 +363,7 @@ _RULES: dict[str, Rule] = {
 }
 
 
-def fold_batch_norms(graph: TorchGraph) -> TorchGraph:
+def fold_batch_norms(graph: Graph) -> Graph:
     """Each batch normalization whose input is only a linear convolution or dense layer's output,
     folded into that layer's weights and bias (one operation less, and no pass over the activations)."""
     producers = {node.output: node for node in graph.nodes}
