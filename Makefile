@@ -3,9 +3,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEMO_PHOTOS = $$($(BIN)/python -c "import pathlib, skimage; d = pathlib.Path(skimage.__file__).parent / 'data'; print(*(d / n for n in ('coffee.png', 'chelsea.png', 'rocket.jpg', 'astronaut.png')))")
+DEMO_PHOTOS = examples/coffee.jpg examples/chelsea.jpg examples/rocket.jpg examples/astronaut.jpg
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean default-install
 
 install: $(VENV)/.installed
 
@@ -14,7 +14,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[demo]'
+	$(BIN)/pip install --quiet -e .
 	touch $@
 
 # torch's CPU build (about 200 MB; the default Linux wheel brings CUDA, 5 GB) for the torch engine's tests.
@@ -25,6 +25,19 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(VENV)/.installed $@
 
+# The default install alone (no extras), from this checkout, for tests/test_default_install.py: what a user
+# of `pip install imagenet-zoo` gets. Not editable, so the package's data files are checked too.
+DEFAULT_VENV := .venv-default
+default-install: $(DEFAULT_VENV)/.installed
+
+$(DEFAULT_VENV)/.installed: pyproject.toml $(shell find src -type f -not -name '*.pyc')
+	test -x $(DEFAULT_VENV)/bin/python || $(PYTHON) -m venv $(DEFAULT_VENV)
+	$(DEFAULT_VENV)/bin/pip install --quiet --upgrade pip
+	$(DEFAULT_VENV)/bin/pip install --quiet --force-reinstall --no-deps .
+	$(DEFAULT_VENV)/bin/pip install --quiet .
+	rm -rf build
+	touch $@
+
 demo: install
 	$(BIN)/imagenet-zoo classify $(DEMO_PHOTOS)
 
@@ -33,8 +46,8 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check src tests scripts
 	$(BIN)/mypy
 
-test: lint
+test: lint default-install
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(DEFAULT_VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

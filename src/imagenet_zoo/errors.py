@@ -15,6 +15,10 @@ class UsageError(ImagenetZooError):
     """The call itself is wrong (unknown model, bad option): exit code 2."""
 
 
+class MissingExtraError(UsageError):
+    """What was asked needs packages this install lacks; the message names the extra that brings them."""
+
+
 class UnknownModelError(UsageError):
     """No model is registered under this name or alias."""
 

@@ -23,7 +23,7 @@ from imagenet_zoo.cli import (
     weights,
 )
 from imagenet_zoo.cli.options import Parser
-from imagenet_zoo.errors import ImagenetZooError, UsageError
+from imagenet_zoo.errors import ImagenetZooError, MissingExtraError, UsageError
 
 COMMANDS = (
     classify,
@@ -54,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))
+    except MissingExtraError as exc:  # the command line is right: no usage to show, only what to install
+        print(f"imagenet-zoo: {exc}", file=sys.stderr)
+        return 2
     except UsageError as exc:
         parser.error(str(exc))  # exits with 2
     except ImagenetZooError as exc:

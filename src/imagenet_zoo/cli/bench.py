@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from imagenet_zoo.cli import options
-from imagenet_zoo.engines.registry import engine_registry
+from imagenet_zoo.engines.registry import engine_registry, get_engine
 from imagenet_zoo.errors import UsageError
 from imagenet_zoo.jobs.bench import Row
 
@@ -24,8 +24,10 @@ def register(sub: Any) -> None:
     registry = engine_registry()
     options.add_list_option(parser, "--model", ["resnet50"], type=options.model_name, metavar="M",
                             help="models to measure (default resnet50)")  # fmt: skip
-    options.add_list_option(parser, "--engine", registry.names(), choices=registry.names(), metavar="E",
-                            help="engines to measure (default all): " + options.engines_help())  # fmt: skip
+    options.add_list_option(
+        parser, "--engine", registry.installed(), choices=registry.names(), metavar="E",
+        help="engines to measure (default: all installed): " + options.engines_help(),
+    )  # fmt: skip
     options.add_list_option(parser, "--precision", ["fp32"], choices=registry.precisions(), metavar="P",
                             help="precisions to measure, where engines have them (fp32)")  # fmt: skip
     options.add_device_option(parser)
@@ -121,10 +123,18 @@ def _bench_cells(row: Row) -> list[str]:
 
 
 def bench_preamble(env: dict[str, Any]) -> str:
+    from imagenet_zoo.jobs import bench as benchmark
+
     return (
         f"imagenet-zoo bench, {env['date']}: {env['cpu']}, {env['cores']} cores, OpenVINO {env['openvino']}; "
         f"fp32 sgemm {env['fp32_sgemm_gflops']} GFLOP/s\n"
         "peak MB: the worker process's peak resident memory (* includes converting the model this run)"
+        + (
+            ""
+            if benchmark.baseline_installed()
+            else f"\nno {benchmark.BASELINE} baseline: it runs Keras on TensorFlow "
+            f"(pip install 'imagenet-zoo[{get_engine(benchmark.BASELINE_ENGINE).extra}]')"
+        )
     )
 
 

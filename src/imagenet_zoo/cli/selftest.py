@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from imagenet_zoo.selftest import Check
+from imagenet_zoo.selftest import Check, skipped_engines
 from imagenet_zoo.selftest import run as run_checks
 
 NAME = "selftest"
@@ -24,6 +24,8 @@ def run(args: argparse.Namespace) -> int:
     for check in run_checks():
         checks.append(check)
         print(selftest_row(check), flush=True)
+    for line in skipped_engines():
+        print(f"skipped {line}")
     failed = [c for c in checks if not c.passed]
     print(f"{len(checks) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0

@@ -67,6 +67,8 @@ ENGINE = EngineSpec(
     name="keras",
     summary="keras (the reference: the Keras model itself, fp32; Grad-CAM for any head)",
     load=load,
+    requires=("tensorflow",),
+    extra="tensorflow",
     explain_methods=frozenset({"cam", "grad-cam"}),
     prepare=weights_for,
 )

@@ -129,6 +129,7 @@ ENGINE = EngineSpec(
     name="openvino",
     summary="openvino (default, fast; built once from the Keras graph and cached): fp32, bf16, int8",
     load=load,
+    requires=("openvino",),
     precisions=PRECISIONS,
     explain_methods=frozenset({"cam"}),
     explain_precisions=("fp32", "bf16"),

@@ -7,6 +7,7 @@ ranges NNCF measures are the ones the quantized model will see.
 from __future__ import annotations
 
 import logging
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,11 @@ from imagenet_zoo.data.images import DEFAULT_MAX_PIXELS, find_images
 from imagenet_zoo.data.preprocess import model_input
 from imagenet_zoo.engines.openvino_ir import IR_FILE, convert_to_ir, ir_dir, write_ir
 from imagenet_zoo.engines.registry import DEFAULT_CALIBRATION_SAMPLES, CalibrationReport
-from imagenet_zoo.errors import ImageError, UsageError
+from imagenet_zoo.errors import ImageError, MissingExtraError, UsageError
 from imagenet_zoo.model_types import RegisteredModel
 from imagenet_zoo.weights.download import exclusive_lock
+
+QUANTIZE_EXTRA = "quantize"  # the extra that installs NNCF
 
 
 def calibration_batches(
@@ -51,6 +54,8 @@ def quantize(
     random_weights: bool = False,
 ) -> CalibrationReport:
     """Quantize the model's fp32 IR to int8 and cache it where `--precision int8` looks for it."""
+    if find_spec("nncf") is None:
+        raise MissingExtraError(f"int8 quantization needs NNCF: pip install 'imagenet-zoo[{QUANTIZE_EXTRA}]'")
     import nncf
     import openvino
 

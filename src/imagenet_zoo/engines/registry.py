@@ -14,11 +14,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Literal, Protocol
 
 from imagenet_zoo.engines.base import Engine
-from imagenet_zoo.errors import ExplanationUnsupportedError, UnsupportedPrecisionError, UsageError
+from imagenet_zoo.errors import (
+    ExplanationUnsupportedError,
+    MissingExtraError,
+    UnsupportedPrecisionError,
+    UsageError,
+)
 from imagenet_zoo.model_types import RegisteredModel
 from imagenet_zoo.specs import ExplainMethod
 
@@ -89,6 +95,9 @@ class EngineSpec:
     name: str
     summary: str  # one line for `--engine`'s help
     load: EngineLoader
+    # The packages (import names) it runs on, and the extra of imagenet-zoo that installs them.
+    requires: tuple[str, ...] = ()
+    extra: str | None = None
     precisions: tuple[str, ...] = ("fp32",)
     devices: tuple[str, ...] = ("cpu",)
     explain_methods: frozenset[ExplainMethod] = frozenset()
@@ -120,8 +129,21 @@ class EngineSpec:
             raise UsageError(f"no {device} device is available to the {self.name} engine on this machine")
         return device
 
+    @property
+    def installed(self) -> bool:
+        """Whether the packages it runs on are installed (nothing is imported to find out)."""
+        return all(find_spec(package) is not None for package in self.requires)
+
+    def check_installed(self) -> None:
+        """Refuse, naming the extra to install, an engine whose packages are missing."""
+        missing = [package for package in self.requires if find_spec(package) is None]
+        if missing:
+            extra = f": pip install 'imagenet-zoo[{self.extra}]'" if self.extra else ""
+            raise MissingExtraError(f"the {self.name} engine needs {', '.join(missing)}{extra}")
+
     def check(self, request: EngineRequest, explain_method: ExplainMethod, *, model: str) -> None:
         """Refuse, saying why and what would work, what this engine cannot load for `model`."""
+        self.check_installed()
         if request.precision not in self.precisions:
             raise UnsupportedPrecisionError(
                 f"the {self.name} engine runs {_listed(self.precisions)}"
@@ -141,8 +163,11 @@ class EngineSpec:
                 "heatmap needs Grad-CAM, and Grad-CAM needs gradients, which the "
                 f"{self.name} engine does not compute",
             }[method]
-            others = [s.name for s in engine_registry() if method in s.explain_methods]
-            hint = f": add --engine {others[0]} (engine={others[0]!r})" if others else ""
+            others = [s for s in engine_registry() if method in s.explain_methods]
+            others.sort(key=lambda spec: not spec.installed)  # one that is installed, first
+            hint = f": add --engine {others[0].name} (engine={others[0].name!r})" if others else ""
+            if others and not others[0].installed:
+                hint += f", which needs pip install 'imagenet-zoo[{others[0].extra}]'"
             raise ExplanationUnsupportedError(why + hint)
         if precision not in self.explain_precisions:
             raise ExplanationUnsupportedError(
@@ -186,6 +211,10 @@ class EngineRegistry:
 
     def names(self) -> list[str]:
         return list(self._engines)
+
+    def installed(self) -> list[str]:
+        """The engines whose packages are installed: those offered where nobody named one."""
+        return [name for name, spec in self._engines.items() if spec.installed]
 
     def devices(self) -> list[str]:
         """Every device some engine runs on, with `auto` first."""
@@ -234,6 +263,7 @@ def choose_engine(engine: str, device: str, *, photos: int | None = None) -> Eng
     many) are worth its start-up. Nothing is imported to find there is no GPU."""
     if engine != AUTO:
         spec = get_engine(engine)
+        spec.check_installed()
         return EngineChoice(engine, spec.resolve_device(device), "as asked")
     if device not in (AUTO, "cpu"):
         spec = next((s for s in engine_registry() if device in s.devices), get_engine(DEFAULT_ENGINE))
@@ -242,7 +272,7 @@ def choose_engine(engine: str, device: str, *, photos: int | None = None) -> Eng
         return EngineChoice(DEFAULT_ENGINE, "cpu", "the CPU's fastest engine")
     if photos is not None and photos < GPU_WORTH_PHOTOS:
         return EngineChoice(DEFAULT_ENGINE, "cpu", f"{photos} photos: the GPU's start-up would cost more")
-    gpu = next((s for s in engine_registry() if "cuda" in s.devices), None)
+    gpu = next((s for s in engine_registry() if "cuda" in s.devices and s.installed), None)
     if gpu is not None and gpu_present() and gpu.device_available("cuda"):
         return EngineChoice(gpu.name, "cuda", "this machine has an NVIDIA GPU")
     return EngineChoice(DEFAULT_ENGINE, "cpu", "no GPU")

@@ -38,6 +38,7 @@ from imagenet_zoo.pipeline import LoadConfig
 from imagenet_zoo.records import ErrorInfo
 
 BASELINE = "keras.predict"
+BASELINE_ENGINE = "keras"  # the engine whose packages the baseline needs
 WARMUP_RUNS = 3
 MIN_TIMED_RUNS = 5
 
@@ -341,15 +342,16 @@ class BenchPlan:
     device: str = "auto"
 
     def jobs(self) -> Iterator[Measurement]:
-        """Keras `predict` first (every row's ratio is to it), then each engine in each of the asked
-        precisions it has (an engine with none of them: its first)."""
+        """Keras `predict` first where TensorFlow is installed (every row's ratio is to it), then each
+        engine in each of the asked precisions it has (an engine with none of them: its first)."""
         for name in self.models:
             model = resolve_model(name)
             random = not model.weights_available
             base = Measurement(
                 name, BASELINE, "fp32", "cpu", tuple(self.batch_sizes), self.seconds, random, self.calibration
             )
-            yield base
+            if baseline_installed():
+                yield base
             for spec in map(get_engine, self.engines):
                 precisions = [p for p in self.precisions if p in spec.precisions] or [spec.precisions[0]]
                 device = spec.resolve_device(self.device)
@@ -366,7 +368,7 @@ def run_plan(plan: BenchPlan, sgemm_gflops: float, report: Callable[[Row], None]
             if job.engine == BASELINE:
                 baseline[(row.model, row.batch_size)] = row.images_per_second
             row.fraction_of_fp32_peak = row.images_per_second * row.gflops_per_image / sgemm_gflops
-            if row.mode == "inference":
+            if row.mode == "inference" and (row.model, row.batch_size) in baseline:
                 row.ratio_to_keras = row.images_per_second / baseline[(row.model, row.batch_size)]
             first_batch = row.batch_size == min(plan.batch_sizes)
             real = row.weights == "pretrained" and row.mode == "inference"
@@ -381,6 +383,11 @@ def run_plan(plan: BenchPlan, sgemm_gflops: float, report: Callable[[Row], None]
             rows.append(row)
             report(row)
     return rows
+
+
+def baseline_installed() -> bool:
+    """Whether the baseline, Keras `predict` on TensorFlow (the tutorial's stack), can run here."""
+    return get_engine(BASELINE_ENGINE).installed
 
 
 def _converts(engine: str) -> bool:

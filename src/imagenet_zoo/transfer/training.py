@@ -1,11 +1,12 @@
 """Training a classifier for the user's own classes on top of an ImageNet network (transfer learning).
 
 A new head is fitted on the frozen base's pooled features, which are computed once with the fast engine:
-a dense layer (`linear`), a vote of the most similar training photos (`neighbours`, see `heads.py`), or by
-default (`auto`) both, keeping the one with the better balanced accuracy on the held-out photos. Then,
-optionally, the last layers of the base are fine-tuned on the photos at a low learning rate. Training stops
-early on the validation loss and keeps its best weights. The result is a bundle (see `bundles.py`) that
-every command accepts as a model.
+a dense layer (`linear`, fitted with numpy: `linear_head.py`), a vote of the most similar training photos
+(`neighbours`, see `heads.py`), or by default (`auto`) both, keeping the one with the better balanced
+accuracy on the held-out photos: none of this needs a training framework. Then, optionally, the last layers
+of the base are fine-tuned on the photos at a low learning rate, or a network is trained from scratch:
+those train with Keras on TensorFlow (the `train` extra). Training stops early on the validation loss and
+keeps its best weights. The result is a bundle (see `bundles.py`) that every command accepts as a model.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +27,15 @@ from imagenet_zoo.api import create_model, load_pipeline, resolve_model
 from imagenet_zoo.classifier import FeatureExtractor
 from imagenet_zoo.data.images import decode_image, find_images
 from imagenet_zoo.data.preprocess import draft_short_side, model_input
-from imagenet_zoo.errors import ImageError, UsageError
+from imagenet_zoo.errors import ImageError, MissingExtraError, UsageError
 from imagenet_zoo.models._keras import import_keras
 from imagenet_zoo.models.bundle import FEATURES_LAYER, load_keras_safely, save_bundle
 from imagenet_zoo.pipeline import LoadConfig
+from imagenet_zoo.transfer.linear_head import class_weights, fit_linear
 
 Log = Callable[[str], None]
 HEADS = ("auto", "linear", "neighbours")
+TRAIN_EXTRA = "train"  # the extra that brings what trains a network's own layers (TensorFlow)
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,9 @@ def _check(config: TrainConfig) -> None:
         raise UsageError(f"--head must be one of {', '.join(HEADS)}")
     if config.head == "neighbours" and (config.fine_tune_layers or config.from_scratch):
         raise UsageError("the neighbours head compares with fixed training features: it cannot be fine-tuned")
+    if (config.fine_tune_layers or config.from_scratch) and find_spec("tensorflow") is None:
+        what = "training from scratch" if config.from_scratch else "fine-tuning"
+        raise MissingExtraError(f"{what} needs TensorFlow: pip install 'imagenet-zoo[{TRAIN_EXTRA}]'")
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
@@ -224,9 +231,14 @@ def _fit_head(
 ) -> Any:  # fmt: skip
     if name == "neighbours":
         return _neighbour_head(x, y, classes, log)
+    fit = fit_linear(
+        (x, y), (x_val, y_val), classes, epochs=config.epochs, patience=config.patience,
+        batch_size=config.batch_size, seed=config.seed,
+        log=lambda epoch, logs: log(_epoch_line("head", epoch, config.epochs, logs)),
+    )  # fmt: skip
+    log(f"linear head: the weights of epoch {fit.best_epoch} of {fit.epochs} (lowest validation loss)")
     head = _dense_head(keras, x.shape[1], classes)
-    _compile(keras, head, 1e-3)
-    _fit(keras, head, (x, y), (x_val, y_val), config, log, phase="head", epochs=config.epochs)
+    head.get_layer("predictions").set_weights([fit.kernel, fit.bias])
     return head
 
 
@@ -324,7 +336,7 @@ def _fit(
         epochs=epochs,
         initial_epoch=initial_epoch,
         batch_size=batch_size or config.batch_size,
-        class_weight=_class_weights(y, int(max(y.max(), val[1].max())) + 1),
+        class_weight=dict(enumerate(class_weights(y, int(max(y.max(), val[1].max())) + 1).tolist())),
         callbacks=[*(callbacks or [stop]), _epoch_log(keras, phase, epochs, log)],
         verbose=0,
     )
@@ -358,23 +370,19 @@ def _features(
     return x, y, {path for path, _ in feature_set.failures}
 
 
-def _class_weights(labels: np.ndarray, classes: int) -> dict[int, float]:
-    """Weights that make every class count as much in the loss: rare classes are not drowned out."""
-    counts = np.bincount(labels, minlength=classes)
-    return {i: len(labels) / (classes * max(1, int(c))) for i, c in enumerate(counts)}
-
-
 def _epoch_log(keras: Any, phase: str, epochs: int, log: Log) -> Any:
     """A Keras callback printing one line per epoch."""
 
     class EpochLog(keras.callbacks.Callback):  # type: ignore[misc]
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-            shown = "  ".join(
-                f"{k} {v:.3f}" for k, v in sorted((logs or {}).items()) if "loss" in k or "acc" in k
-            )
-            log(f"{phase} epoch {epoch + 1}/{epochs}  {shown}")
+            log(_epoch_line(phase, epoch + 1, epochs, logs or {}))
 
     return EpochLog()
+
+
+def _epoch_line(phase: str, epoch: int, epochs: int, logs: dict[str, float]) -> str:
+    shown = "  ".join(f"{k} {v:.3f}" for k, v in sorted(logs.items()) if "loss" in k or "acc" in k)
+    return f"{phase} epoch {epoch}/{epochs}  {shown}"
 
 
 def _neighbour_head(x: np.ndarray, y: np.ndarray, classes: int, log: Log) -> Any:
