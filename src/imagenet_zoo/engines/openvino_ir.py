@@ -15,8 +15,10 @@ import numpy as np
 
 from imagenet_zoo.engines.cache import check_recorded, folder_name, write_recorded
 from imagenet_zoo.engines.explain import cam_model
+from imagenet_zoo.engines.keras import keras_model
+from imagenet_zoo.engines.registry import EngineRequest, Output
 from imagenet_zoo.errors import QuantizedModelMissingError
-from imagenet_zoo.model_types import Pooling, RegisteredModel
+from imagenet_zoo.model_types import RegisteredModel
 from imagenet_zoo.weights.download import exclusive_lock
 from imagenet_zoo.weights.store import cache_dir
 
@@ -105,17 +107,9 @@ def convert_to_ir(
     dest = ir_dir(model, random_weights=random_weights, features=features, explain=explain)
     with exclusive_lock(dest):
         if not (dest / IR_FILE).is_file():
-            weights = (
-                None
-                if random_weights
-                else model.weights.fetch(model.spec, include_top=not features, progress=progress)
-            )
-            pooling: Pooling = "avg" if features else None
-
-            network = model.build(
-                weights=weights, include_top=not features, pooling=pooling, input_shape=None
-            )
-            head = None
+            output: Output = "features" if features else "logits"
+            request = EngineRequest(output=output, progress=progress, random_weights=random_weights)
+            network, head = keras_model(model, request), None
             if explain:
                 cam = cam_model(network)
                 network, head = cam.network, cam.head
