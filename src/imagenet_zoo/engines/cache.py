@@ -20,6 +20,7 @@ from imagenet_zoo.errors import WeightsIntegrityError
 from imagenet_zoo.weights.download import file_digest
 
 META_FILE = "meta.json"
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # a file of the folder itself: no path, no ".."
 
 
 def folder_name(name: str) -> str:
@@ -28,7 +29,7 @@ def folder_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "model"
 
 
-_OLD_VERSION_S = 600  # a replaced version is deleted once this old: long after any reader opened it
+_OLD_VERSION_S = 600  # a version replaced this long ago is deleted: long after any reader opened it
 
 
 @contextlib.contextmanager
@@ -44,7 +45,10 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
         yield version
         link = dest.with_name(f".{dest.name}.link-{version.name}")
         link.symlink_to(version.name)
+        replaced = dest.resolve() if dest.is_symlink() else None
         os.replace(link, dest)
+        if replaced is not None and replaced.is_dir():
+            os.utime(replaced)  # a reader may have resolved it a moment ago: it ages from now
     except BaseException:
         shutil.rmtree(version, ignore_errors=True)
         raise
@@ -73,19 +77,32 @@ def write_recorded(dest: Path, write: Callable[[Path], None], meta: dict[str, An
 
 
 def check_recorded(folder: Path, required: tuple[str, ...]) -> dict[str, Any]:
-    """The folder's record, once its files are the ones it was written with (`required` among them)."""
+    """The folder's record, once its files are the ones it was written with: every file in it recorded
+    (`required` among them) and none changed since."""
+    meta = _record(folder)
+    recorded: dict[str, str] = meta["files"]
+    present = {path.name for path in folder.iterdir()} - {META_FILE}
+    for name in sorted(present | set(recorded) | set(required)):
+        path = folder / name
+        if name not in recorded or not path.is_file() or file_digest(path, "sha256") != recorded[name]:
+            raise WeightsIntegrityError(
+                f"{path} changed since it was written; delete {folder} to convert again"
+            )
+    return meta
+
+
+def _record(folder: Path) -> dict[str, Any]:
+    """meta.json, checked: a "files" object mapping plain file names of this folder to digests."""
     try:
         meta = json.loads((folder / META_FILE).read_text())
-        recorded = meta["files"]
-        names = set(recorded) | set(required)
+        files = meta["files"]
+        if not isinstance(files, dict):
+            raise TypeError(f'"files" is a {type(files).__name__}, not an object')
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise WeightsIntegrityError(
             f"{folder} has no record of its files ({exc}); delete it to convert again"
         ) from None
-    for name in sorted(names):
-        path = folder / name
-        if not path.is_file() or file_digest(path, "sha256") != recorded.get(name):
-            raise WeightsIntegrityError(
-                f"{path} changed since it was written; delete {folder} to convert again"
-            )
+    for name, digest in files.items():
+        if not _PLAIN_NAME.fullmatch(name) or not isinstance(digest, str):
+            raise WeightsIntegrityError(f"{folder}'s record names {name!r}, not a file of its own")
     return meta  # type: ignore[no-any-return]
