@@ -15,6 +15,7 @@ import pytest
 
 import imagenet_zoo
 from imagenet_zoo.engines.cpu import native_bf16
+from imagenet_zoo.engines.graph import same_pads, translate
 from imagenet_zoo.errors import (
     UnsupportedPrecisionError,
     UsageError,
@@ -24,8 +25,7 @@ from tests.conftest import SAMPLE_DIR
 
 torch = pytest.importorskip("torch")
 
-from imagenet_zoo.engines.graph import translate  # noqa: E402
-from imagenet_zoo.engines.torch_graph import GraphModule, same_pads  # noqa: E402
+from imagenet_zoo.engines.torch_graph import GraphModule  # noqa: E402
 from tests.keras_graphs import keras, layers, randomized  # noqa: E402
 
 PHOTOS = sorted(SAMPLE_DIR.glob("*.JPEG"))

@@ -80,4 +80,4 @@ class ClusterError(ImagenetZooError):
 
 
 class ModelTranslationError(ImagenetZooError):
-    """A Keras model holds a layer or setting the torch engine does not translate (the message names it)."""
+    """A Keras model holds a layer or setting imagenet-zoo does not translate (the message names it)."""

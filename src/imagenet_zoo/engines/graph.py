@@ -14,6 +14,7 @@ The graph is plain data (`Graph.spec` is JSON, `weights` are arrays): stored wit
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +66,13 @@ class Graph:
             "outputs": self.outputs,
             "nodes": [node.as_json() for node in self.nodes],
         }
+
+
+def same_pads(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TensorFlow's "same" padding of one axis: (before, after), the extra pixel after."""
+    span = (kernel - 1) * dilation + 1
+    total = max((math.ceil(size / stride) - 1) * stride + span - size, 0)
+    return total // 2, total - total // 2
 
 
 def translate(model: Any) -> Graph:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from imagenet_zoo.engines.base import Engine
 from imagenet_zoo.engines.explain import CamEngine, GradCamEngine, cam_model
+from imagenet_zoo.engines.network import keras_model, weights_for
 from imagenet_zoo.engines.registry import EngineRequest, EngineSpec
-from imagenet_zoo.model_types import Pooling, RegisteredModel
+from imagenet_zoo.model_types import RegisteredModel
 
 
 class KerasEngine:
@@ -36,42 +36,6 @@ class KerasEngine:
         """Every output of a model with several (a CAM model: logits and class maps)."""
         with self._turn:
             return [np.asarray(out, dtype=np.float32) for out in self._model.predict_on_batch(batch)]
-
-
-def keras_model(model: RegisteredModel, request: EngineRequest) -> Any:
-    """The model's Keras network for a request: logits, or pooled features; pretrained or random weights."""
-    include_top = request.output == "logits"
-    pooling: Pooling = None if include_top else "avg"
-    weights = weights_for(model, request)
-    network = model.build(weights=weights, include_top=include_top, pooling=pooling, input_shape=None)
-    return drawn_weights(network) if request.random_weights else network
-
-
-def drawn_weights(network: Any, seed: int = 0) -> Any:
-    """The network with every weight drawn again with numpy, as Keras's default initializers draw them:
-    Glorot-uniform kernels, zero biases, shifts and means, unit scales and variances. Keras on OpenVINO's
-    backend computes each of its own initial values as a model of its own, compiled when the weights are
-    first read: seconds for a network, where these take a few milliseconds."""
-    rng = np.random.default_rng(seed)
-    for variable in network.weights:
-        shape = tuple(variable.shape)
-        if variable.path.rsplit("/", 1)[-1] in ("gamma", "moving_variance"):
-            value = np.ones(shape)
-        elif len(shape) < 2:
-            value = np.zeros(shape)
-        else:
-            receptive = int(np.prod(shape[:-2]))
-            limit = np.sqrt(6 / ((shape[-2] + shape[-1]) * receptive))
-            value = rng.uniform(-limit, limit, shape)
-        variable.assign(value.astype(np.float32))
-    return network
-
-
-def weights_for(model: RegisteredModel, request: EngineRequest) -> Path | None:
-    """The weights file a request loads, fetched now if needed (None: random weights)."""
-    if request.random_weights:
-        return None
-    return model.weights.fetch(model.spec, include_top=request.output == "logits", progress=request.progress)
 
 
 def load(model: RegisteredModel, request: EngineRequest) -> Engine:

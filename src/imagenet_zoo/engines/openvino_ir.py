@@ -15,7 +15,7 @@ import numpy as np
 
 from imagenet_zoo.engines.cache import check_recorded, folder_name, write_recorded
 from imagenet_zoo.engines.explain import cam_model
-from imagenet_zoo.engines.keras import keras_model
+from imagenet_zoo.engines.network import keras_model
 from imagenet_zoo.engines.registry import EngineRequest, Output
 from imagenet_zoo.errors import QuantizedModelMissingError
 from imagenet_zoo.model_types import RegisteredModel

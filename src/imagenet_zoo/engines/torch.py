@@ -29,7 +29,7 @@ from imagenet_zoo.engines.base import Engine
 from imagenet_zoo.engines.cache import check_recorded, folder_name, resolved_file, write_recorded
 from imagenet_zoo.engines.cpu import native_bf16
 from imagenet_zoo.engines.explain import CamEngine, cam_model, grad_cam_model
-from imagenet_zoo.engines.keras import keras_model
+from imagenet_zoo.engines.network import keras_model
 from imagenet_zoo.engines.registry import EngineRequest, EngineSpec
 from imagenet_zoo.explain import ClassChoice, explained_classes
 from imagenet_zoo.model_types import RegisteredModel

@@ -17,14 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from imagenet_zoo.engines.graph import same_pads
 from imagenet_zoo.errors import ModelTranslationError
-
-
-def same_pads(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
-    """TensorFlow's "same" padding of one axis: (before, after), the extra pixel after."""
-    span = (kernel - 1) * dilation + 1
-    total = max((math.ceil(size / stride) - 1) * stride + span - size, 0)
-    return total // 2, total - total // 2
 
 
 def _pads(x: torch.Tensor, kernel: list[int], stride: list[int], dilation: list[int]) -> list[int]:
