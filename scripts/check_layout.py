@@ -25,7 +25,7 @@ LAYERS = (
     (),
     ("imagenet_zoo.engines",),
     ("imagenet_zoo.pipeline", "imagenet_zoo.classifier", "imagenet_zoo.api"),
-    ("imagenet_zoo.jobs", "imagenet_zoo.transfer", "imagenet_zoo.selftest"),
+    ("imagenet_zoo.jobs", "imagenet_zoo.transfer", "imagenet_zoo.selftest", "imagenet_zoo.export"),
     ("imagenet_zoo.server",),
     ("imagenet_zoo.cli", "imagenet_zoo.__main__"),
 )
@@ -33,6 +33,8 @@ PUBLIC_API_LAYER = 2  # `imagenet_zoo` itself: the public API, the factory's lay
 APPLICATIONS = 3  # the layer whose packages are independent of each other
 ENGINE_SEAMS = {
     "imagenet_zoo.engines",
+    "imagenet_zoo.engines.graph",  # the description every engine and exported format is made from
+    "imagenet_zoo.engines.network",
     "imagenet_zoo.engines.registry",
     "imagenet_zoo.engines.base",
     "imagenet_zoo.engines.batching",

@@ -84,7 +84,9 @@ def test_no_training_framework_is_installed(venv: Path, home: Path) -> None:
 
 
 @pytest.mark.slow
-def test_classify_eval_compare_extract_groups_and_heatmaps(venv: Path, home: Path, tmp_path: Path) -> None:
+def test_classify_eval_compare_extract_groups_heatmaps_and_export(
+    venv: Path, home: Path, tmp_path: Path
+) -> None:
     code, output = _run(venv, "imagenet-zoo", "classify", str(EXAMPLES / "coffee.jpg"), "--format", "json",
                         home=home)  # fmt: skip
     assert code == 0, output
@@ -105,6 +107,9 @@ def test_classify_eval_compare_extract_groups_and_heatmaps(venv: Path, home: Pat
     assert code == 0 and features.is_file(), output
     code, output = _run(venv, "imagenet-zoo", "groups", "dog", home=home)
     assert code == 0 and "n02084071" in output, output
+    code, output = _run(venv, "imagenet-zoo", "export", "lite0", "--format", "openvino", "--output",
+                        str(tmp_path / "ir"), home=home)  # fmt: skip
+    assert code == 0 and (tmp_path / "ir" / "model.xml").is_file(), output
 
 
 @pytest.mark.slow
@@ -115,6 +120,7 @@ def test_what_needs_an_extra_names_it(venv: Path, home: Path, tmp_path: Path) ->
         "tensorflow": ["classify", photo, "--engine", "keras"],
         "quantize": ["quantize", "efficientnet_lite0", "--calibration", str(EXAMPLES)],
         "train": ["train", str(tmp_path), "--output", str(tmp_path / "b"), "--fine-tune-layers", "2"],
+        "onnx": ["export", "lite0", "--format", "onnx", "--output", str(tmp_path / "onnx")],
     }
     for extra, argv in asks.items():
         code, output = _run(venv, "imagenet-zoo", *argv, home=home)

@@ -119,6 +119,28 @@ def normalize(pixels: np.ndarray, mode: PreprocessMode) -> np.ndarray:
     raise ValueError(f"unknown preprocessing mode {mode!r}")
 
 
+@dataclass(frozen=True)
+class Normalization:
+    """`normalize` as constants, for a graph that takes RGB pixels (an exported model): channels taken in
+    `channels` order (RGB indices), then (x - mean) / std per channel."""
+
+    channels: tuple[int, int, int]
+    mean: np.ndarray  # (3,) float32
+    std: np.ndarray  # (3,) float32
+
+
+def normalization(mode: PreprocessMode) -> Normalization:
+    if mode == "caffe":
+        return Normalization((2, 1, 0), CAFFE_BGR_MEAN, np.ones(3, np.float32))
+    if mode == "tf":
+        return Normalization((0, 1, 2), np.full(3, 127.5, np.float32), np.full(3, 127.5, np.float32))
+    if mode == "lite":
+        return Normalization((0, 1, 2), np.full(3, 127.0, np.float32), np.full(3, 128.0, np.float32))
+    if mode == "torch":
+        return Normalization((0, 1, 2), TORCH_MEAN * 255, TORCH_STD * 255)
+    raise ValueError(f"unknown preprocessing mode {mode!r}")
+
+
 def preprocess(image: Image.Image, config: DataConfig, *, fast: bool = False) -> np.ndarray:
     """One model input, float32 (size, size, 3), from an RGB image (`fast`: see `resize_and_crop`)."""
     return normalize(resize_and_crop(image, config, fast=fast), config.mode)
