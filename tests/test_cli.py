@@ -266,7 +266,10 @@ def test_tensorflow_start_up_lines_never_reach_the_terminal(tmp_path: Path) -> N
         (["--partition-format", "parquet"], "--partition-format is not used without --cluster"),
         (["--stall-timeout", "5"], "--stall-timeout is not used without --cluster"),
         (["--group-depth", "3"], "give --top-groups K too"),
-        (["--cluster", "local", "--output", "out", "--stall-timeout", "nan"], "--stall-timeout must be"),
+        (
+            ["--cluster", "local", "--output", "out", "--stall-timeout", "nan"],
+            "--stall-timeout: expected a finite",
+        ),
     ],
 )
 def test_an_option_a_path_does_not_use_is_refused_saying_why(
@@ -327,3 +330,60 @@ def test_top_k_goes_up_to_the_models_classes(many_classes: Path, capsys: pytest.
     image = {"name": "IMAGE", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(photo).decode()]}
     request = {"inputs": [image], "parameters": {"top_k": 1200}}
     assert parse_request(json.dumps(request).encode(), None, max_images=16).top_k == 1200
+
+
+def _float_options() -> list[tuple[str, str]]:
+    """Every (command, --option) whose value is a number with a fraction, from the parser itself."""
+    from imagenet_zoo.cli import build_parser
+    from imagenet_zoo.cli.options import finite
+
+    parser = build_parser()
+    [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return [
+        (name, action.option_strings[0])
+        for name, sub in commands.choices.items()
+        for action in sub._actions
+        if action.type is finite
+    ]
+
+
+def test_every_numeric_option_refuses_what_is_not_a_number(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`serve --deadline nan` died with a traceback at start-up, `--body-timeout inf` started a server
+    with no body timeout, `train --learning-rate nan` was accepted: each is one line and exit 2 now."""
+    options = _float_options()
+    expected = {("serve", "--deadline"), ("serve", "--body-timeout"), ("train", "--learning-rate")}
+    assert expected <= set(options)
+    positional = {"classify": [str(tmp_path)], "extract": [str(tmp_path)], "train": [str(tmp_path)]}
+    for command, option in options:
+        for bad in ("nan", "inf", "-inf", "1e999"):
+            code, _, err = run_cli([command, *positional.get(command, []), f"{option}={bad}"], capsys)
+            assert code == 2 and "finite number" in err and "Traceback" not in err, (command, option, bad)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["classify", "x.jpg", "--batch-size", str(2**63)],
+        ["classify", "x.jpg", "--top-groups", "200000"],
+        ["classify", "x.jpg", "--workers", "100000"],
+        ["eval", "x", "--batch-size", "5000"],
+        ["serve", "--max-batch-size", "99999999999999999999"],
+        ["quantize", "lite0", "--calibration", "x", "--samples", "9" * 5000],
+    ],
+)
+def test_counts_past_what_can_be_meant_are_refused_before_any_work(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and ("at most" in err or "from 1 to" in err), err
+    assert "Traceback" not in err
+
+
+def test_a_count_with_leading_zeros_is_the_number() -> None:
+    from imagenet_zoo.cli.options import positive
+
+    assert positive("007") == 7
+    with pytest.raises(argparse.ArgumentTypeError):
+        positive("0" * 30 + "1" + "0" * 7)

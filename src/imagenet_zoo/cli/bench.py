@@ -31,10 +31,10 @@ def register(sub: Any) -> None:
     options.add_list_option(parser, "--precision", ["fp32"], choices=registry.precisions(), metavar="P",
                             help="precisions to measure, where engines have them (fp32)")  # fmt: skip
     options.add_device_option(parser)
-    options.add_list_option(parser, "--batch-size", [1], type=options.positive, metavar="B",
+    options.add_list_option(parser, "--batch-size", [1], type=options.batch_size, metavar="B",
                             help="batch sizes (default 1)")  # fmt: skip
     parser.add_argument(
-        "--seconds", type=float, default=5.0, help="timed seconds per configuration (default 5)"
+        "--seconds", type=options.finite, default=5.0, help="timed seconds per configuration (default 5)"
     )
     parser.add_argument(
         "--calibration", metavar="DIR", help="photos to calibrate with when int8 is not made yet"

@@ -51,7 +51,7 @@ def register(sub: Any) -> None:
                             help="also the probability of WordNet groups: dog,bird (`groups`)")  # fmt: skip
     parser.add_argument(
         "--top-groups",
-        type=options.positive,
+        type=options.top_groups,
         metavar="K",
         help="also the K most likely groups at --group-depth",
     )

@@ -30,9 +30,9 @@ def register(sub: Any) -> None:
         "--group", type=options.word, metavar="WORD", help="also score a WordNet group as yes/no, e.g. dog"
     )
     parser.add_argument(
-        "--batch-size", type=options.positive, default=16, help="photos per engine call (default 16)"
+        "--batch-size", type=options.batch_size, default=16, help="photos per engine call (default 16)"
     )
-    parser.add_argument("--workers", type=options.positive, help="decoding threads (default: one per core)")
+    parser.add_argument("--workers", type=options.workers, help="decoding threads (default: one per core)")
     options.add_engine_options(parser)
     options.add_decode_option(parser)
     parser.set_defaults(run=run)

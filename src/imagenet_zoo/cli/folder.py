@@ -9,7 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from imagenet_zoo.cli.options import positive, refuse
+from imagenet_zoo.cli import options
+from imagenet_zoo.cli.options import finite, positive, refuse
 from imagenet_zoo.cli.output import printable
 from imagenet_zoo.engines.registry import gpu_present
 from imagenet_zoo.errors import UsageError
@@ -23,12 +24,12 @@ def add_folder_options(parser: argparse.ArgumentParser, *, batch_size: int) -> N
     parser.add_argument("--recursive", action="store_true", help="also take photos in sub-folders")
     parser.add_argument(
         "--batch-size",
-        type=positive,
+        type=options.batch_size,
         default=batch_size,
         help=f"photos per engine call (default {batch_size})",
     )
     parser.add_argument(
-        "--workers", type=positive, help="decoding threads (default: one per core; not with --cluster)"
+        "--workers", type=options.workers, help="decoding threads (default: one per core; not with --cluster)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -51,7 +52,7 @@ def add_cluster_options(parser: argparse.ArgumentParser) -> None:
         "--max-actors", type=positive, metavar="N", help="model actors at most (default: one per CPU)"
     )
     group.add_argument(
-        "--stall-timeout", type=float, default=300.0, metavar="SECONDS",
+        "--stall-timeout", type=finite, default=300.0, metavar="SECONDS",
         help="stop the job if no partition is written for this long (default 300); a rerun resumes",
     )  # fmt: skip
 

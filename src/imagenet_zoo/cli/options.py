@@ -4,6 +4,7 @@ onto one `LoadConfig` (model, engine, precision, device, decode), whose choices 
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -75,10 +76,45 @@ def model_name(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+# The largest counts a command line can mean: beyond them an option is a mistake, refused before any work
+# (a batch of 2**63 photos failed deep in the job, a million decoding threads would exhaust the machine).
+MAX_COUNT = 1_000_000
+MAX_BATCH_SIZE = 4096  # photos per engine call: 2.4 GB of float32 224x224 input
+MAX_WORKERS = 256  # decoding threads
+MAX_TOP_GROUPS = 1000  # groups at one depth are disjoint sets of ImageNet's 1,000 classes
+
+
 def positive(value: str) -> int:
-    if not value.isascii() or not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value!r}")
-    return int(value)
+    digits = value.lstrip("0") if value.isascii() and value.isdigit() else ""
+    if not digits or len(digits) > len(str(MAX_COUNT)) or int(digits) > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to {MAX_COUNT:,}, got {value!r}")
+    return int(digits)
+
+
+def _at_most(limit: int, what: str) -> Any:
+    def count(value: str) -> int:
+        if positive(value) > limit:
+            raise argparse.ArgumentTypeError(f"{what} at most {limit:,}, got {value!r}")
+        return int(value)
+
+    return count
+
+
+batch_size = _at_most(MAX_BATCH_SIZE, "photos per batch:")
+workers = _at_most(MAX_WORKERS, "decoding threads:")
+top_groups = _at_most(MAX_TOP_GROUPS, "groups:")
+
+
+def finite(value: str) -> float:
+    """A number that is one: nan and inf are refused here, where a later check such as min() would let
+    NaN through."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
+    return number
 
 
 def top_k(value: str) -> int:

@@ -21,23 +21,36 @@ def register(sub: Any) -> None:
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     options.add_list_option(parser, "--model", [DEFAULT_MODEL], type=options.model_name, metavar="M",
                             help="models to serve; the first, the default, loads before ready")  # fmt: skip
-    parser.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body (default 20)")
+    parser.add_argument(
+        "--max-upload-mb", type=options.finite, default=20.0, help="largest request body (default 20)"
+    )
     parser.add_argument(
         "--max-queue", type=options.positive,
         help="requests waiting for inference before 503 (default 32, on a GPU 256)",
     )  # fmt: skip
     parser.add_argument(
-        "--max-upload-buffer-mb", type=float, default=256.0, help="MB of uploads read at once before 503"
+        "--max-upload-buffer-mb",
+        type=options.finite,
+        default=256.0,
+        help="MB of uploads read at once before 503",
     )
     parser.add_argument(
-        "--max-megapixels", type=float, default=50.0, help="largest decoded image an upload may be (50)"
+        "--max-megapixels",
+        type=options.finite,
+        default=50.0,
+        help="largest decoded image an upload may be (50)",
     )
-    parser.add_argument("--deadline", type=float, default=30.0, help="seconds before a request answers 504")
     parser.add_argument(
-        "--body-timeout", type=float, default=120.0, help="seconds a request body may take to arrive (408)"
+        "--deadline", type=options.finite, default=30.0, help="seconds before a request answers 504"
     )
     parser.add_argument(
-        "--body-idle-timeout", type=float, default=15.0,
+        "--body-timeout",
+        type=options.finite,
+        default=120.0,
+        help="seconds a request body may take to arrive (408)",
+    )
+    parser.add_argument(
+        "--body-idle-timeout", type=options.finite, default=15.0,
         help="seconds a request body may pause between chunks (408)",
     )  # fmt: skip
     parser.add_argument("--access-log", action="store_true", help="log a line per request (default off)")
@@ -53,7 +66,7 @@ def register(sub: Any) -> None:
         help="a browser origin that may call the API: https://app.example.org",
     )
     parser.add_argument(
-        "--max-batch-size", type=options.positive,
+        "--max-batch-size", type=options.batch_size,
         help="images one engine call may take from any requests (default 8, on a GPU 64; 1: no dynamic "
         "batching)",
     )  # fmt: skip
@@ -62,11 +75,11 @@ def register(sub: Any) -> None:
         help="images one request may send (/v1/classify/batch, a v2 tensor; default 16)",
     )  # fmt: skip
     parser.add_argument(
-        "--max-batch-delay-ms", type=float, default=2.0,
+        "--max-batch-delay-ms", type=options.finite, default=2.0,
         help="how long an image waits for others to share its engine call (default 2)",
     )  # fmt: skip
     parser.add_argument(
-        "--drain-seconds", type=float, default=5.0, help="on SIGTERM: not-ready this long, then stop"
+        "--drain-seconds", type=options.finite, default=5.0, help="on SIGTERM: not-ready this long, then stop"
     )
     options.add_engine_options(parser)
     options.add_decode_option(parser)
@@ -80,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
     sizes = (args.max_upload_mb, args.max_upload_buffer_mb, args.max_megapixels, args.deadline,
              args.body_timeout, args.body_idle_timeout)  # fmt: skip
-    if not (min(sizes) > 0 and min(args.drain_seconds, args.max_batch_delay_ms) >= 0):  # NaN fails too
+    if not (all(size > 0 for size in sizes) and args.drain_seconds >= 0 and args.max_batch_delay_ms >= 0):
         raise UsageError(
             "--max-upload-mb, --max-upload-buffer-mb, --max-megapixels, --deadline, --body-timeout and "
             "--body-idle-timeout must be positive, --drain-seconds and --max-batch-delay-ms not negative"

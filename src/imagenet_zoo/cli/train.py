@@ -31,7 +31,7 @@ def register(sub: Any) -> None:
         help="after the head, also train the base's last N layers (default 0: head only)",
     )  # fmt: skip
     parser.add_argument(
-        "--val-split", type=float, default=0.2, help="share of each class held out (default 0.2)"
+        "--val-split", type=options.finite, default=0.2, help="share of each class held out (default 0.2)"
     )
     parser.add_argument("--augment", action="store_true", help="mirrored copies; random flips and shifts")
     parser.add_argument(
@@ -41,7 +41,7 @@ def register(sub: Any) -> None:
         "better on the held-out photos",
     )  # fmt: skip
     parser.add_argument(
-        "--batch-size", type=options.positive, default=32, help="photos per step (default 32)"
+        "--batch-size", type=options.batch_size, default=32, help="photos per step (default 32)"
     )
     parser.add_argument("--seed", type=int, default=0, help="the split and initial weights (default 0)")
     parser.add_argument(
@@ -55,7 +55,7 @@ def register(sub: Any) -> None:
     )
     parser.add_argument(
         "--learning-rate",
-        type=float,
+        type=options.finite,
         default=TrainConfig.learning_rate,
         help=f"from scratch: start of a cosine decay (default {TrainConfig.learning_rate:g})",
     )

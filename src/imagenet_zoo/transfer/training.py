@@ -12,6 +12,7 @@ keeps its best weights. The result is a bundle (see `bundles.py`) that every com
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 from collections.abc import Callable
@@ -162,6 +163,8 @@ def train(root: Path, output: Path, config: TrainConfig, log: Log = print) -> Tr
 def _check(config: TrainConfig) -> None:
     if not 0 < config.val_split < 1:
         raise UsageError("--val-split must be between 0 and 1")
+    if not 0 < config.learning_rate < math.inf:  # NaN fails too
+        raise UsageError("--learning-rate must be a positive number")
     if config.resume and not config.from_scratch:
         raise UsageError("--resume continues a --from-scratch training")
     if config.head not in HEADS:
