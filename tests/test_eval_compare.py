@@ -127,3 +127,18 @@ def test_compare_agreement_between_models(with_lite0: Path) -> None:
         "all_agree": True,
     }
     assert all(len(c.answers) == 2 for c in comparisons)
+
+
+def test_a_label_that_names_a_class_means_that_class(tmp_path: Path) -> None:
+    """A bundle's classes named 1 .. 12: the label 2 was read as index 2, the class named 11, and the
+    ground truth was silently wrong; "³" passed isdigit() and int() raised."""
+    from imagenet_zoo.data.labels import ClassLabel
+
+    labels = [ClassLabel(i, str(i + 1), str(i + 1)) for i in range(12)]
+    table = tmp_path / "labels.csv"
+    table.write_text("path,label\na.jpg,2\nb.jpg,12\nc.jpg,³\nd.jpg,13\n", encoding="utf-8")
+    photos, unlabelled = labelled_photos(table, labels)
+    assert [(Path(p.path).name, p.label) for p in photos] == [("a.jpg", 1), ("b.jpg", 11)]
+    assert [Path(p).name for p in unlabelled] == ["c.jpg", "d.jpg"]
+    imagenet, _ = labelled_photos(table)  # ImageNet's classes have no such names: indices
+    assert [(Path(p.path).name, p.label) for p in imagenet] == [("a.jpg", 2), ("b.jpg", 12), ("d.jpg", 13)]

@@ -262,3 +262,12 @@ def test_bundles_linear_head_cam_neighbours_grad_cam(
         np.testing.assert_allclose(ours.explanation.grid, reference.explanation.grid, atol=1e-3)
         assert [p.index for p in ours.predictions] == [p.index for p in reference.predictions]
         assert ours.predictions[0].score == pytest.approx(reference.predictions[0].score, abs=1e-4)
+
+
+def test_a_class_named_by_digits_is_that_class() -> None:
+    from imagenet_zoo.data.labels import ClassLabel
+
+    labels = [ClassLabel(i, str(i + 1), str(i + 1)) for i in range(12)]
+    assert class_index_of(labels, "2") == 1 and class_index_of(labels, 2) == 2
+    with pytest.raises(UsageError):
+        class_index_of(labels, "³")

@@ -103,21 +103,26 @@ def positive_unit(raw_map: np.ndarray) -> np.ndarray:
 
 
 def class_index_of(labels: Sequence[ClassLabel], text: str | int) -> int:
-    """A class named by its index, synset id or label (as `--explain-class` takes it)."""
+    """A class named by its synset id or label, else by its index (as `--explain-class` takes it): a
+    bundle's class named "2" is that class, whatever its index."""
     digits = str(text).strip()
+    matches = [] if isinstance(text, int) else _named(labels, text)
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise UsageError(f"{text!r} names classes {matches}: give the index instead")
     if isinstance(text, int) or (digits.isascii() and digits.isdigit()):  # "²" is a digit to str.isdigit
         if len(digits) > len(str(len(labels))) or not 0 <= int(digits) < len(labels):
             raise UsageError(
                 f"class index {digits[:20]} is out of range: this model has {len(labels)} classes"
             )
         return int(digits)
-    wanted = text.strip().casefold()
-    matches = [c.index for c in labels if wanted in (c.synset.casefold(), c.name.casefold())]
-    if len(matches) == 1:
-        return matches[0]
-    if matches:
-        raise UsageError(f"{text!r} names classes {matches}: give the index instead")
     raise UsageError(f"no class is named {text!r}: give an index, a synset id or a label exactly as printed")
+
+
+def _named(labels: Sequence[ClassLabel], text: str) -> list[int]:
+    wanted = text.strip().casefold()
+    return [c.index for c in labels if wanted in (c.synset.casefold(), c.name.casefold())]
 
 
 # A perceptually ordered map from cold to hot (close to "turbo"): dark blue, blue, cyan, green, yellow, red.

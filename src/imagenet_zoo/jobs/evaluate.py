@@ -80,10 +80,14 @@ class Evaluation:
 
 
 def _label_of(value: str, index: dict[str, int]) -> int | None:
+    """The class a label names: its synset id or class name first (a bundle's classes may be named "1",
+    "2", ...), else its index."""
     value = value.strip()
-    if value.isdigit() and int(value) < len(index):
+    if value in index:
+        return index[value]
+    if value.isascii() and value.isdigit() and len(value) <= len(str(len(index))) and int(value) < len(index):
         return int(value)
-    return index.get(value)
+    return None
 
 
 def labelled_photos(
@@ -218,7 +222,9 @@ def evaluate_models(
     rows: list[Evaluation | MissingWeights] = []
     with contextlib.ExitStack() as stack:
         records = (
-            stack.enter_context(RecordsFile(output, columns=RECORD_COLUMNS, formats=(".jsonl", ".csv")))
+            stack.enter_context(
+                RecordsFile(output, columns=RECORD_COLUMNS, formats=(".jsonl", ".csv"))
+            )
             if output
             else None
         )
