@@ -228,3 +228,19 @@ def test_a_results_file_without_its_settings_is_not_resumed(
     code, _, err = run_cli(["classify", str(photos), "--output", str(output), "--resume"], capsys)
     assert code == 2 and "no record of the settings" in err
     assert output.read_text().count("\n") == 1
+
+
+def test_a_rerun_without_resume_never_throws_the_results_away(
+    with_lite0: Path, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After a crash, the same command without --resume replaced the 648 records already written by the
+    new run's, silently."""
+    output = tmp_path / "r.jsonl"
+    assert run_cli(["classify", str(photos), "--output", str(output)], capsys)[0] == 1  # zz_broken.jpg
+    before = output.read_bytes()
+    code, _, err = run_cli(["classify", str(photos), "--output", str(output)], capsys)
+    held = len(before.splitlines())
+    assert code == 2 and f"holds {held} records" in err and "--resume" in err and "--overwrite" in err, err
+    assert output.read_bytes() == before
+    assert run_cli(["classify", str(photos), "--output", str(output), "--overwrite"], capsys)[0] == 1
+    assert len(output.read_bytes().splitlines()) == held

@@ -79,8 +79,9 @@ def register(sub: Any) -> None:
     )
     parser.add_argument(
         "--overwrite", action="store_true",
-        help="let --annotate, --annotate-dir and --sheet replace files in their way (never a photo being "
-        "classified); without it, a labelled copy takes the next free name (cat-2.jpg)",
+        help="let --output replace a results file that holds records, and --annotate, --annotate-dir and "
+        "--sheet replace files in their way (never a photo being classified); without it, a labelled copy "
+        "takes the next free name (cat-2.jpg)",
     )  # fmt: skip
     parser.add_argument(
         "--resize", choices=("crop", "squash"), default="crop",

@@ -223,7 +223,7 @@ def evaluate_models(
     with contextlib.ExitStack() as stack:
         records = (
             stack.enter_context(
-                RecordsFile(output, columns=RECORD_COLUMNS, formats=(".jsonl", ".csv"))
+                RecordsFile(output, columns=RECORD_COLUMNS, formats=(".jsonl", ".csv"), overwrite=True)
             )
             if output
             else None

@@ -35,7 +35,7 @@ class FolderJob(JobOptions):
     annotate: Path | None = None  # a labelled copy: this file for a one-photo job, else into this folder
     annotate_dir: Path | None = None  # a labelled copy of every photo, into this folder
     sheet: Path | None = None  # a contact sheet of labelled thumbnails
-    overwrite: bool = False  # annotations may replace files in their way (never an input photo)
+    overwrite: bool = False  # the results file and annotations may replace files (never an input photo)
     progress: bool | None = None  # a progress bar on stderr; None: when it is a terminal
 
 
@@ -86,6 +86,7 @@ def _results_file(job: FolderJob, plan: PostPlan, identity: Identity) -> Records
         job.output,
         columns=csv_columns(plan.top, groups),
         resume=job.resume,
+        overwrite=job.overwrite,
         identity=identity,
         flat=flat_row,
     )

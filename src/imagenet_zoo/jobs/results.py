@@ -80,8 +80,9 @@ class _Previous:
 class RecordsFile:
     """Records appended to `path`, in the format its suffix names: CSV (one column each of `columns`, from
     `flat(record)`), JSON Lines, or a JSON array. With `resume`, the records already there are kept and
-    `done` holds their paths. With `identity`, the settings of the job are recorded beside the file, and
-    a resume with other settings is refused."""
+    `done` holds their paths; without it, a file that holds anything is replaced only with `overwrite`
+    (a rerun that forgot --resume would throw a long job's results away). With `identity`, the settings of
+    the job are recorded beside the file, and a resume with other settings is refused."""
 
     def __init__(
         self,
@@ -89,6 +90,7 @@ class RecordsFile:
         *,
         columns: list[str],
         resume: bool = False,
+        overwrite: bool = False,
         formats: tuple[str, ...] = FORMATS,
         identity: Identity | None = None,
         flat: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
@@ -97,7 +99,13 @@ class RecordsFile:
         self._flat = flat
         if self.suffix not in formats:
             raise UsageError(f"--output must end in one of {', '.join(formats)}: {path}")
-        resuming = resume and path.is_file() and path.stat().st_size > 0
+        holds = path.is_file() and path.stat().st_size > 0
+        if holds and not (resume or overwrite):
+            raise UsageError(
+                f"{path} already holds {self._held()}: add --resume to continue that job, or --overwrite "
+                "to replace them"
+            )
+        resuming = resume and holds
         if resuming and identity is not None:
             check_identity(read_identity(path), identity, where=str(path))
         previous = self._read_previous() if resuming else None
@@ -115,6 +123,13 @@ class RecordsFile:
         self._array = JsonArrayWriter(self._file, written=written) if self.suffix == ".json" else None
         if self._csv and not resuming:
             self._csv.writerow(columns)
+
+    def _held(self) -> str:
+        """What the file holds, for a message: its records, or data this tool cannot read as records."""
+        try:
+            return f"{len(self._read_previous().paths):,} records"
+        except UnreadableResultsError:
+            return "data that are not records of this tool"
 
     def _read_previous(self) -> _Previous:
         try:
