@@ -256,3 +256,15 @@ def test_the_engine_ranks_where_it_computes_as_the_cpu_post_does(
     ]
     scores = [[p.score for r in rows for p in r.predictions] for rows in (results, with_groups)]
     np.testing.assert_allclose(*scores, rtol=1e-5)
+
+
+def test_rows_that_overflowed_are_close_calls_too() -> None:
+    """bf16 or fp16 logits that overflowed came out as NaN scores (a 500 from the service's JSON encoder):
+    inf - inf is NaN, which is never closer than the margin, so the row was not computed again."""
+    from imagenet_zoo.engines.torch import close_call_rows
+
+    inf, nan = float("inf"), float("nan")
+    rows = [[5.0, 1.0, 0.0], [inf, inf, 0.0], [nan, 1.0, 0.0], [2.0, 1.9, 0.0], [1.0, -inf, 0.0]]
+    logits = torch.tensor(rows)
+    assert close_call_rows(logits, 0.75).tolist() == [1, 2, 3, 4]
+    assert close_call_rows(logits[:, :1], 0.75).tolist() == [1, 2]

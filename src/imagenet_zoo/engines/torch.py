@@ -241,12 +241,16 @@ def _logits_of(outputs: list[Any]) -> Any:
 
 
 def close_call_rows(logits: Any, margin: float) -> Any:
-    """The indices of the rows whose two best logits are less than `margin` apart (a device tensor)."""
+    """The indices of the rows whose two best logits are less than `margin` apart, or that hold a value
+    that is not finite (bf16 or fp16 overflowed: inf - inf is NaN, never "closer than the margin"), as a
+    device tensor."""
     torch = import_torch()
-    if logits.shape[1] < 2:
-        return torch.zeros(0, dtype=torch.long, device=logits.device)
-    best = logits.float().topk(2, dim=1).values
-    return torch.nonzero(best[:, 0] - best[:, 1] < margin)[:, 0]
+    values = logits.float()
+    overflowed = ~torch.isfinite(values).all(dim=1)
+    if values.shape[1] < 2:
+        return torch.nonzero(overflowed)[:, 0]
+    best = values.topk(2, dim=1).values
+    return torch.nonzero((best[:, 0] - best[:, 1] < margin) | overflowed)[:, 0]
 
 
 class _ExplainingTorchEngine:
