@@ -244,3 +244,19 @@ def test_a_rerun_without_resume_never_throws_the_results_away(
     assert output.read_bytes() == before
     assert run_cli(["classify", str(photos), "--output", str(output), "--overwrite"], capsys)[0] == 1
     assert len(output.read_bytes().splitlines()) == held
+
+
+def test_names_with_characters_that_split_lines_resume_from_csv(
+    with_lite0: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """str.splitlines splits at U+2028, U+2029, U+0085, \\x1c-\\x1e, \\v and \\f, which the CSV writer does
+    not quote: a file named with one made --resume refuse the whole file ("line 3 has 1 cells")."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, odd in enumerate(["\u2028", "\u2029", "\u0085", "\x1c", "\x1e", "\x0b", "\x0c"]):
+        shutil.copy(SAMPLE[i], folder / f"a{odd}b{i}.jpg")
+    output = tmp_path / "r.csv"
+    assert run_cli(["classify", str(folder), "--output", str(output)], capsys)[0] == 0
+    code, _, err = run_cli(["classify", str(folder), "--output", str(output), "--resume"], capsys)
+    assert code == 0 and "UnreadableResultsError" not in err, err
+    assert sorted(_paths_in(output)) == sorted(str(p) for p in folder.iterdir())

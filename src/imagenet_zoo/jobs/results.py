@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -200,11 +201,21 @@ class _NotARecord(Exception):
     pass
 
 
+def lines_of(text: str) -> list[str]:
+    """The text's lines as the writers end them, at a new line alone: `str.splitlines` also splits at
+    U+2028, U+2029, U+0085, \x1c-\x1e, \v and \f, which a file name may hold and the CSV writer does not
+    quote."""
+    return _LINE.findall(text)
+
+
+_LINE = re.compile(r"[^\n]*\n|[^\n]+\Z")
+
+
 class _Lines:
     """A text's lines for `csv.reader`, counting the characters it has consumed."""
 
     def __init__(self, text: str) -> None:
-        self._lines = text.splitlines(keepends=True)
+        self._lines = lines_of(text)
         self._text_length = len(text)
         self.number = 0
         self.consumed = 0
@@ -232,7 +243,7 @@ def _ended(text: str) -> str:
 
 def _json_lines(text: str) -> _Previous:
     paths, keep = [], 0
-    lines = text.splitlines(keepends=True)
+    lines = lines_of(text)
     for number, line in enumerate(lines, start=1):
         if line.strip():
             try:
