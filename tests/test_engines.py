@@ -226,3 +226,22 @@ def test_the_service_runs_a_model_on_its_engine(with_lite0: Path) -> None:
         assert row["engine"].startswith("fake-") and row["precision"] == "fp32"
         assert client.post("/v1/classify", content=PHOTOS[0].read_bytes()).status_code == 200
     assert engine.calls >= 2  # the warm-up and the request
+
+
+def test_a_broken_plugin_is_skipped_naming_its_package(tmp_path: Path) -> None:
+    """An entry point that failed to import, or registered a taken name such as `keras`, made even
+    `imagenet-zoo --help` and `serve` die with a traceback."""
+    info = tmp_path / "broken_engines-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-engines\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[imagenet_zoo.engines]\nmissing = no_such_module_anywhere:ENGINE\n"
+        "keras = imagenet_zoo.engines.keras:ENGINE\nnot_a_spec = os:sep\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    for argv in (["--help"], ["classify", "--help"], ["models"]):
+        run = subprocess.run([sys.executable, "-m", "imagenet_zoo", *argv], capture_output=True, text=True,
+                             env=env, check=False)  # fmt: skip
+        assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+        skipped = [line for line in run.stderr.splitlines() if "skipped the engine" in line]
+        assert len(skipped) == 3 and all("broken-engines" in line for line in skipped), run.stderr

@@ -10,6 +10,7 @@ other packages register through the `imagenet_zoo.engines` entry-point group (th
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -229,15 +230,23 @@ class EngineRegistry:
 
 @cache
 def engine_registry() -> EngineRegistry:
-    """The built-in engines, then those other installed packages declare (entry points)."""
+    """The built-in engines, then those other installed packages declare (entry points): one that fails to
+    load or takes a taken name is skipped with a line naming its package."""
     registry = EngineRegistry()
     for module in BUILTIN:
         registry.register(importlib.import_module(module).ENGINE)
     for entry in entry_points(group=ENTRY_POINT_GROUP):
-        spec = entry.load()
-        if not isinstance(spec, EngineSpec):
-            raise TypeError(f"entry point {entry.value} of {ENTRY_POINT_GROUP} is not an EngineSpec")
-        registry.register(spec)
+        try:
+            spec = entry.load()
+            if not isinstance(spec, EngineSpec):
+                raise TypeError(f"{entry.value} is not an EngineSpec")
+            registry.register(spec)
+        except Exception as exc:  # another package's code: whatever it raises, every command still runs
+            owner = entry.dist.name if entry.dist is not None else "an unknown package"
+            print(
+                f"imagenet-zoo: skipped the engine {entry.name!r} of {owner} ({type(exc).__name__}: {exc})",
+                file=sys.stderr,
+            )
     return registry
 
 
