@@ -8,6 +8,7 @@ import json
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -314,3 +315,45 @@ def test_the_load_tests_attacks_leave_ordinary_clients_served(lite0_home: Path, 
     for row in rows.values():
         assert row["5xx"] == row["503"] == 0 and row["rate"] > 0
         assert row["health_max_ms"] < 1000 and row["peak_rss_mb"] < 1536
+
+
+def test_a_client_that_hangs_up_mid_upload_is_counted_as_the_clients(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """20 uploads cut short gave 20 ERROR tracebacks in the log and 20 requests counted 500 in /metrics:
+    Starlette's ClientDisconnect was not caught. It is the client's (499, as nginx counts it), one line.
+    A method no client should send is counted as OTHER: under h11 the label grew with every new token."""
+
+    async def scenario() -> str:
+        app = create_app(fake_settings())
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "scheme": "http",
+                 "method": "POST", "path": "/v1/classify", "raw_path": b"/v1/classify", "query_string": b"",
+                 "headers": [(b"content-type", b"image/png"), (b"content-length", b"100000")],
+                 "client": ("127.0.0.1", 1), "server": ("test", 80)}  # fmt: skip
+        messages: Iterator[dict[str, object]] = iter([])
+        sent: list[dict[str, object]] = []
+
+        async def receive() -> object:
+            return next(messages)
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        async with app.router.lifespan_context(app):
+            for _ in range(3):
+                messages = iter([{"type": "http.request", "body": png_bytes()[:20], "more_body": True},
+                                 {"type": "http.disconnect"}])  # fmt: skip
+                await app(dict(scope), receive, send)
+            await app({**scope, "method": "BREW", "path": "/", "raw_path": b"/"}, receive, send)
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                return (await client.get("/metrics")).text
+
+    with caplog.at_level("INFO"):
+        metrics = asyncio.run(scenario())
+    counted = [line for line in metrics.splitlines() if line.startswith("imagenet_zoo_requests_total{")]
+    assert any('status="499"' in line and line.endswith(" 3.0") for line in counted), counted
+    assert not any('status="500"' in line for line in counted), counted
+    assert any('method="OTHER"' in line for line in counted) and not any("BREW" in line for line in counted)
+    assert not [r for r in caplog.records if r.levelname == "ERROR" or r.exc_info]
+    assert sum("hung up" in r.getMessage() for r in caplog.records) == 3

@@ -24,6 +24,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from imagenet_zoo.server import schemas
 from imagenet_zoo.server.errors import ApiError, error_response
@@ -135,12 +136,21 @@ class UnexpectedErrors:
 
         try:
             await self.app(scope, receive, send_and_note)
+        except ClientDisconnect:
+            _log.info("the client hung up while sending %s %s", scope.get("method"), scope.get("path"))
+            raise  # counted as the client's (499) by `Observed`; there is no one to answer
         except Exception:
             if started:
                 raise
             _log.exception("unexpected error answering %s %s", scope.get("method"), scope.get("path"))
             response = error_response(500, "InternalError", "an unexpected error", path=scope.get("path", ""))
             await response(scope, receive, send)
+
+
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that hung up before the answer
+# The method label's values: another method (h11 passes any token through) is counted as OTHER, so the
+# metrics cannot grow without bound.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
 
 
 class Observed:
@@ -163,9 +173,12 @@ class Observed:
 
         try:
             await self.app(scope, receive, send_and_note)
+        except ClientDisconnect:
+            status = CLIENT_CLOSED_REQUEST
         finally:
             path = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.observe(scope["method"], path, status, time.perf_counter() - start)
+            method = scope["method"] if scope["method"] in HTTP_METHODS else "OTHER"
+            self.metrics.observe(method, path, status, time.perf_counter() - start)
 
 
 def _authorization(keys: tuple[str, ...]) -> Callable[..., Awaitable[None]]:
