@@ -260,3 +260,16 @@ def test_names_with_characters_that_split_lines_resume_from_csv(
     code, _, err = run_cli(["classify", str(folder), "--output", str(output), "--resume"], capsys)
     assert code == 0 and "UnreadableResultsError" not in err, err
     assert sorted(_paths_in(output)) == sorted(str(p) for p in folder.iterdir())
+
+
+def test_a_full_disk_is_one_line_saying_what_is_safe(
+    with_lite0: Path, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Results written to a full file system ended the job with two chained OSError tracebacks."""
+    for suffix in (".jsonl", ".csv", ".json"):
+        full = tmp_path / f"full{suffix}"
+        full.symlink_to("/dev/full")  # every write fails with ENOSPC, as on a full disk
+        code, _, err = run_cli(["classify", str(photos), "--output", str(full)], capsys)
+        lines = [line for line in err.splitlines() if line.startswith("imagenet-zoo:")]
+        assert code == 1 and "Traceback" not in err, err
+        assert len(lines) == 1 and "No space left on device" in lines[0] and "--resume" in lines[0], err

@@ -59,6 +59,10 @@ class ImageTooLargeError(ImageError):
     """More pixels than the configured cap: refused before the pixels are allocated."""
 
 
+class ResultsWriteError(ImagenetZooError):
+    """A results file could not be written (a full disk): the message says what is safe and how to go on."""
+
+
 class WeightsError(ImagenetZooError):
     """Weights could not be obtained, verified or read."""
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
-from imagenet_zoo.errors import UsageError
+from imagenet_zoo.errors import ResultsWriteError, UsageError
 from imagenet_zoo.jobs.identity import Identity, check_identity, read_identity, write_identity
 
 FORMATS = (".csv", ".jsonl", ".json")
@@ -111,6 +111,7 @@ class RecordsFile:
             check_identity(read_identity(path), identity, where=str(path))
         previous = self._read_previous() if resuming else None
         self.done: set[str] = set(previous.paths) if previous else set()
+        self.written, self._broken = 0, False  # records this run wrote; whether a write failed
         if previous is not None and previous.keep != self._text:
             _replace_atomically(path, previous.keep)
         try:
@@ -175,20 +176,35 @@ class RecordsFile:
 
     def write_record(self, record: dict[str, Any]) -> None:
         """One record: as JSON, or its flat form (default: itself) as a CSV row."""
-        if self._csv:
-            row = record if self._flat is None else self._flat(record)
-            self._csv.writerow([_csv_cell(row.get(c)) for c in self.columns])
-        elif self._array:
-            self._array.write(record)
-            return
-        else:
-            self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        try:
+            if self._csv:
+                row = record if self._flat is None else self._flat(record)
+                self._csv.writerow([_csv_cell(row.get(c)) for c in self.columns])
+            elif self._array:
+                self._array.write(record)
+            else:
+                self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as exc:
+            raise self._failed(exc) from None
+        self.written += 1
+
+    def _failed(self, exc: OSError) -> ResultsWriteError:
+        self._broken = True
+        safe = len(self.done) + self.written
+        return ResultsWriteError(
+            f"cannot write {self.path}: {exc.strerror or exc}; the {safe:,} records before it are safe: make "
+            "room and run the same command with --resume"
+        )
 
     def close(self) -> None:
-        if self._array:
-            self._array.close()
-        self._file.close()
+        try:
+            if self._array and not self._broken:
+                self._array.close()
+            self._file.close()
+        except OSError as exc:
+            if not self._broken:  # a write that failed already said what happened
+                raise self._failed(exc) from None
 
     def __enter__(self) -> Self:
         return self
