@@ -273,3 +273,34 @@ def test_a_full_disk_is_one_line_saying_what_is_safe(
         lines = [line for line in err.splitlines() if line.startswith("imagenet-zoo:")]
         assert code == 1 and "Traceback" not in err, err
         assert len(lines) == 1 and "No space left on device" in lines[0] and "--resume" in lines[0], err
+
+
+def test_one_job_writes_a_results_file_at_a_time(
+    with_lite0: Path, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two jobs on one results file (a second terminal, an overlapping cron run) both said they had
+    succeeded: 617 lines for 800 records, one of them NUL bytes. The second stops at once now, naming the
+    process that writes the file; the lock of a process that died does not block."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from imagenet_zoo.jobs.results import RecordsFile
+
+    output = tmp_path / "r.jsonl"
+    with RecordsFile(output, columns=["path"]):
+        code, _, err = run_cli(["classify", str(photos), "--output", str(output), "--resume"], capsys)
+        assert code == 2 and "being written by another job" in err and f"process {os.getpid()}" in err, err
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
+         "from imagenet_zoo.jobs.results import RecordsFile\n"
+         f"RecordsFile(Path({str(output)!r}), columns=['path'], overwrite=True)\n"
+         "print('holding', flush=True)\ntime.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    code, _, err = run_cli(["classify", str(photos), "--output", str(output), "--overwrite"], capsys)
+    assert code == 1 and "zz_broken.jpg" in err, err  # ran: every photo but the broken one classified

@@ -11,6 +11,7 @@ with the same settings.
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import os
 import re
@@ -100,6 +101,15 @@ class RecordsFile:
         self._flat = flat
         if self.suffix not in formats:
             raise UsageError(f"--output must end in one of {', '.join(formats)}: {path}")
+        self._lock = _WriterLock(path)
+        try:
+            self._open(resume=resume, overwrite=overwrite, identity=identity)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self, *, resume: bool, overwrite: bool, identity: Identity | None) -> None:
+        path, columns = self.path, self.columns
         holds = path.is_file() and path.stat().st_size > 0
         if holds and not (resume or overwrite):
             raise UsageError(
@@ -205,12 +215,56 @@ class RecordsFile:
         except OSError as exc:
             if not self._broken:  # a write that failed already said what happened
                 raise self._failed(exc) from None
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         self.close()
+
+
+class _WriterLock:
+    """An exclusive lock on `path`'s sibling `.lock` file, held while the file is written: a second job
+    on the same results file stops at once, naming the process that writes it. The kernel releases the
+    lock when that process dies, so a crash leaves nothing that blocks; a job that ends removes the file
+    while it still holds the lock, and a job that locked a removed file takes the new one instead."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.with_name(path.name + ".lock")
+        while True:
+            try:
+                self._file = self.path.open("a+", encoding="utf-8")
+            except OSError as exc:
+                raise UsageError(f"cannot write beside {path}: {exc}") from None
+            try:
+                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._file.seek(0)
+                holder = self._file.read(20).strip() or "another process"
+                self._file.close()
+                raise UsageError(
+                    f"{path} is being written by another job (process {holder}): wait for it to end, or "
+                    "write to another --output"
+                ) from None
+            if self._still_there():
+                break
+            self._file.close()
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(str(os.getpid()))
+        self._file.flush()
+
+    def _still_there(self) -> bool:
+        try:
+            return os.path.samestat(os.fstat(self._file.fileno()), self.path.stat())
+        except FileNotFoundError:
+            return False
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self._file.close()
 
 
 class _NotARecord(Exception):
