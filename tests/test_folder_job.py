@@ -31,8 +31,10 @@ def photos(tmp_path: Path) -> Path:
 
 
 def _paths_in(output: Path) -> list[str]:
+    """The paths a results file holds (names that are not UTF-8 read back as the surrogates Python
+    gives them)."""
     if output.suffix == ".csv":
-        with output.open(newline="") as f:
+        with output.open(newline="", encoding="utf-8", errors="surrogateescape") as f:
             return [row["path"] for row in csv.DictReader(f)]
     if output.suffix == ".json":
         return [obj["path"] for obj in json.loads(output.read_text())]
@@ -304,3 +306,32 @@ def test_one_job_writes_a_results_file_at_a_time(
     holder.wait()
     code, _, err = run_cli(["classify", str(photos), "--output", str(output), "--overwrite"], capsys)
     assert code == 1 and "zz_broken.jpg" in err, err  # ran: every photo but the broken one classified
+
+
+def test_a_photo_whose_name_is_not_utf8_is_classified_resumed_and_shown(
+    with_lite0: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """caf\\xe9.jpg (a Latin-1 name) reaches Python as a surrogate escape: classify --output r.csv wrote
+    the header and died with UnicodeEncodeError, and --resume died the same way; a table on a UTF-8
+    terminal did too."""
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    latin1 = folder / os.fsdecode(b"caf\xe9.jpg")
+    shutil.copy(SAMPLE[0], latin1)
+    shutil.copy(SAMPLE[1], folder / "plain.jpg")
+    for suffix in (".csv", ".jsonl", ".json"):
+        output = tmp_path / f"r{suffix}"
+        assert run_cli(["classify", str(folder), "--output", str(output)], capsys)[0] == 0
+        assert sorted(_paths_in(output)) == sorted([str(latin1), str(folder / "plain.jpg")])
+        code, _, err = run_cli(["classify", str(folder), "--output", str(output), "--resume"], capsys)
+        assert code == 0 and "Traceback" not in err, err
+    table = subprocess.run(
+        [sys.executable, "-m", "imagenet_zoo", "classify", str(latin1)], capture_output=True,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"}, check=False,
+    )  # fmt: skip
+    assert table.returncode == 0, table.stderr
+    assert b"caf\\udce9.jpg" in table.stdout and b"Traceback" not in table.stderr

@@ -12,9 +12,11 @@ from typing import Any
 
 def printable(text: str) -> str:
     """Text from outside (file names, labels, messages) made safe for a terminal: control and format
-    characters (escape sequences, bidi overrides, new lines) are shown as escapes, never interpreted."""
+    characters (escape sequences, bidi overrides, new lines) are shown as escapes, never interpreted, and
+    so are the surrogates that stand for a file name's bytes that are not UTF-8 (which no terminal
+    encoding can write)."""
     return "".join(
-        c if unicodedata.category(c) not in ("Cc", "Cf") else c.encode("unicode_escape").decode("ascii")
+        c if unicodedata.category(c) not in ("Cc", "Cf", "Cs") else c.encode("unicode_escape").decode("ascii")
         for c in text
     )
 

@@ -25,6 +25,9 @@ from typing import IO, Any, Self
 from imagenet_zoo.errors import ResultsWriteError, UsageError
 from imagenet_zoo.jobs.identity import Identity, check_identity, read_identity, write_identity
 
+# A file name that is not UTF-8 (an old camera's, a Latin-1 system's: caf\xe9.jpg) reaches Python with
+# surrogates standing for its bytes; written back as those bytes, a resume reads the same name again.
+NAMES = "surrogateescape"
 FORMATS = (".csv", ".jsonl", ".json")
 
 
@@ -125,7 +128,7 @@ class RecordsFile:
         if previous is not None and previous.keep != self._text:
             _replace_atomically(path, previous.keep)
         try:
-            self._file = path.open("a" if resuming else "w", encoding="utf-8", newline="")
+            self._file = path.open("a" if resuming else "w", encoding="utf-8", errors=NAMES, newline="")
             if identity is not None and not resuming:
                 write_identity(path, identity)
         except OSError as exc:
@@ -145,7 +148,7 @@ class RecordsFile:
 
     def _read_previous(self) -> _Previous:
         try:
-            self._text = self.path.read_text(encoding="utf-8")
+            self._text = self.path.read_text(encoding="utf-8", errors=NAMES)
         except (OSError, UnicodeDecodeError) as exc:
             raise UnreadableResultsError(f"cannot resume from {self.path}: {exc}") from None
         reader = {".json": _json_array, ".jsonl": _json_lines, ".csv": self._csv_rows}[self.suffix]
@@ -388,7 +391,7 @@ def _replace_atomically(path: Path, text: str) -> None:
     """`path` with `text` as its content, in one rename (its mode kept): a crash leaves one or the other."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".repair")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
+        with os.fdopen(handle, "w", encoding="utf-8", errors=NAMES, newline="") as out:
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
