@@ -355,3 +355,35 @@ def test_the_leave_one_out_vote_is_the_same_in_chunks(monkeypatch: pytest.Monkey
         whole.temperature,
         whole.loo_balanced_accuracy,
     )
+
+
+@pytest.mark.parametrize(
+    ("folders", "output", "message"),
+    [
+        (["cats", "dogs"], "my bundle", "plain file name"),
+        (["cats", "d" * 201], "bundle", "1 to 200 characters"),
+    ],
+)
+def test_what_the_loader_would_refuse_is_refused_before_training(
+    folders: list[str], output: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """train finished and wrote a bundle that was then refused on load (an output folder that is not a
+    plain file name, a class folder name over 200 characters)."""
+    for folder in folders:
+        (tmp_path / "photos" / folder).mkdir(parents=True)
+        for name in ("a.png", "b.png"):
+            Image.new("RGB", (40, 30), (120, 30, 200)).save(tmp_path / "photos" / folder / name)
+    code, out, err = run_cli(["train", str(tmp_path / "photos"), "--output", str(tmp_path / output)], capsys)
+    assert code == 2 and message in err and "epoch" not in out, err
+    assert not (tmp_path / output).exists()
+
+
+def test_the_confusion_plot_stays_bounded_with_many_classes() -> None:
+    """1,000 classes at 64 pixels a cell asked for an 11.6 GiB image, after the bundle was saved."""
+    from imagenet_zoo.transfer.training import MAX_PLOT_SIDE, confusion_plot
+
+    confusion = np.random.default_rng(0).integers(0, 5, (1000, 1000))
+    plot = confusion_plot(confusion, [f"class {i}" for i in range(1000)])
+    assert max(plot.size) <= MAX_PLOT_SIDE + 300
+    small = confusion_plot(np.array([[5, 1], [2, 7]]), ["dog", "not_dog"])
+    assert small.size[0] > 2 * 64  # a small matrix keeps its large, labelled cells

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from imagenet_zoo.cli import options
+from imagenet_zoo.cli.output import printable
 from imagenet_zoo.errors import UsageError
 from imagenet_zoo.registry import DEFAULT_MODEL
 from imagenet_zoo.transfer.training import TrainConfig
@@ -83,13 +84,14 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     report = train(Path(args.source), Path(args.output), config, log=lambda line: print(line, flush=True))
     for path in report.skipped:
-        print(f"imagenet-zoo: skipped unreadable photo {path}", file=sys.stderr)
+        print(f"imagenet-zoo: skipped unreadable photo {printable(path)}", file=sys.stderr)
     if report.head_scores:
         scores = ", ".join(f"{name} {score:.1%}" for name, score in report.head_scores.items())
         print(f"kept the {report.head} head: the better balanced accuracy on the held-out photos ({scores})")
+    shown = [printable(name) for name in report.classes]  # folder names: escape sequences stay escaped
     print(
         f"validation: accuracy {report.accuracy:.1%}, balanced accuracy {report.balanced_accuracy:.1%} "
-        f"on {report.val_size} photos\n{confusion_text(report.confusion, report.classes)}\n"
+        f"on {report.val_size} photos\n{confusion_text(report.confusion, shown)}\n"
         f"bundle: {report.bundle} (use it as --model {report.bundle})"
     )
     return 0

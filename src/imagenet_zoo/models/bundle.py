@@ -149,25 +149,36 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return manifest  # type: ignore[no-any-return]
 
 
+MAX_CLASS_NAME = 200  # characters
+
+
 def _manifest_problem(m: Any) -> str | None:
     """What is wrong with a manifest, or None."""
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         return f"not a {FORMAT} manifest"
-    if not (isinstance(m.get("name"), str) and _SAFE_NAME.fullmatch(m["name"])):
-        return "name must be a plain file name (letters, digits, '_', '-', '.')"
+    problem = naming_problem(m.get("name"), m.get("classes"))
+    if problem:
+        return problem
     if not (isinstance(m.get("model_sha256"), str) and _SHA256.fullmatch(m["model_sha256"])):
         return "model_sha256 must be 64 lowercase hex digits"
     if not (_is_int(m.get("model_size")) and m["model_size"] > 0):
         return "model_size must be a positive whole number"
-    classes = m.get("classes")
-    if not (isinstance(classes, list) and 1 <= len(classes) <= MAX_CLASSES):
-        return f"classes must be a list of 1 to {MAX_CLASSES} names"
-    well_formed = all(isinstance(c, str) and 0 < len(c) <= 200 for c in classes)
-    if not well_formed or len(set(classes)) != len(classes):
-        return "classes must be distinct names of 1 to 200 characters"
     if not (isinstance(m.get("gflops"), (int, float)) and math.isfinite(m["gflops"]) and m["gflops"] >= 0):
         return "gflops must be a finite number, not negative"
     return _data_config_problem(m.get("data_config"))
+
+
+def naming_problem(name: Any, classes: Any) -> str | None:
+    """What a bundle's loader refuses in its name (its folder's) and class names, or None: `train` asks
+    before it trains."""
+    if not (isinstance(name, str) and _SAFE_NAME.fullmatch(name)):
+        return "name must be a plain file name (letters, digits, '_', '-', '.')"
+    if not (isinstance(classes, list) and 1 <= len(classes) <= MAX_CLASSES):
+        return f"classes must be a list of 1 to {MAX_CLASSES} names"
+    well_formed = all(isinstance(c, str) and 0 < len(c) <= MAX_CLASS_NAME for c in classes)
+    if not well_formed or len(set(classes)) != len(classes):
+        return f"classes must be distinct names of 1 to {MAX_CLASS_NAME} characters"
+    return None
 
 
 def _data_config_problem(config: Any) -> str | None:

@@ -30,12 +30,13 @@ from imagenet_zoo.data.images import decode_image, find_images
 from imagenet_zoo.data.preprocess import draft_short_side, model_input
 from imagenet_zoo.errors import ImageError, MissingExtraError, UsageError
 from imagenet_zoo.models._keras import import_keras
-from imagenet_zoo.models.bundle import FEATURES_LAYER, load_keras_safely, save_bundle
+from imagenet_zoo.models.bundle import FEATURES_LAYER, load_keras_safely, naming_problem, save_bundle
 from imagenet_zoo.pipeline import LoadConfig
 from imagenet_zoo.transfer.linear_head import class_weights, fit_linear
 
 Log = Callable[[str], None]
 HEADS = ("auto", "linear", "neighbours")
+MAX_PLOT_SIDE = 2048  # pixels of the confusion plot's matrix: 1,000 classes at 64 each were 11.6 GiB
 TRAIN_EXTRA = "train"  # the extra that brings what trains a network's own layers (TensorFlow)
 
 
@@ -126,6 +127,9 @@ class _Trained:
 def train(root: Path, output: Path, config: TrainConfig, log: Log = print) -> TrainReport:
     _check(config)
     classes, items = class_folders(root)
+    problem = naming_problem(output.resolve().name, classes)
+    if problem:  # what the loader would refuse, refused before the training, not after it
+        raise UsageError(f"a bundle {output} of the classes in {root} could not be loaded: {problem}")
     train_items, val_items = stratified_split(items, config.val_split, config.seed)
     base = resolve_model(config.base).spec
     keras = import_keras()
@@ -449,28 +453,32 @@ def _fine_tune(
 
 
 def confusion_plot(confusion: np.ndarray, classes: list[str], cell: int = 64) -> Image.Image:
-    """The confusion matrix as a picture: rows are true classes, columns predicted ones."""
+    """The confusion matrix as a picture: rows are true classes, columns predicted ones. Its side is
+    bounded whatever the class count (`MAX_PLOT_SIDE`): the cells shrink, and below 16 pixels they carry
+    no names or counts."""
     n = len(classes)
-    margin = 8 * max(len(c) for c in classes) + 16
+    cell = max(1, min(cell, MAX_PLOT_SIDE // n))
+    margin = 8 * min(max(len(c) for c in classes), 32) + 16
     image = Image.new("RGB", (margin + n * cell + 8, margin + n * cell + 8), "white")
+    shades = (255 - 200 * np.asarray(confusion, np.float64) / max(1, int(confusion.max()))).astype(np.uint8)
+    blue = np.full((n, n), 255, np.uint8)
+    cells = Image.fromarray(np.stack([shades, shades, blue], axis=-1)).resize(
+        (n * cell, n * cell), Image.Resampling.NEAREST
+    )
+    image.paste(cells, (margin, margin))
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=14)
-    peak = max(1, int(confusion.max()))
-    for i in range(n):
-        draw.text((4, margin + i * cell + cell // 2 - 7), classes[i], fill="black", font=font)
-        draw.text((margin + i * cell + 4, margin - 20), classes[i][: cell // 8], fill="black", font=font)
-        for j in range(n):
-            shade = 255 - int(200 * confusion[i, j] / peak)
-            box = (
-                margin + j * cell,
-                margin + i * cell,
-                margin + (j + 1) * cell - 2,
-                margin + (i + 1) * cell - 2,
-            )
-            draw.rectangle(box, fill=(shade, shade, 255))
-            draw.text(
-                (box[0] + cell // 3, box[1] + cell // 3), str(int(confusion[i, j])), fill="black", font=font
-            )
+    if cell >= 16:  # white lines between the cells, and each one's count and names
+        for k in range(n + 1):
+            edge = margin + k * cell - 1
+            draw.line([(margin, edge), (margin + n * cell, edge)], fill="white", width=2)
+            draw.line([(edge, margin), (edge, margin + n * cell)], fill="white", width=2)
+        for i in range(n):
+            draw.text((4, margin + i * cell + cell // 2 - 7), classes[i][:32], fill="black", font=font)
+            draw.text((margin + i * cell + 4, margin - 20), classes[i][: cell // 8], fill="black", font=font)
+            for j in range(n):
+                at = (margin + j * cell + cell // 3, margin + i * cell + cell // 3)
+                draw.text(at, str(int(confusion[i, j])), fill="black", font=font)
     draw.text((4, 4), "rows: true class, columns: predicted", fill="black", font=font)
     return image
 
