@@ -3,6 +3,7 @@
 import hashlib
 import multiprocessing
 import os
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -135,7 +136,9 @@ class _HostileMirror:
     """A loopback server answering every GET with `headers` and up to `body_bytes` of data, counting what
     it managed to send before the client hung up."""
 
-    def __init__(self, headers: dict[str, str], body_bytes: int) -> None:
+    def __init__(
+        self, headers: dict[str, str], body_bytes: int, chunk_bytes: int = 2**16, pause_s: float = 0.0
+    ) -> None:
         import http.server
         import threading
 
@@ -148,11 +151,13 @@ class _HostileMirror:
                 for key, value in headers.items():
                     self.send_header(key, value)
                 self.end_headers()
-                chunk = bytes(2**16)
+                chunk = bytes(chunk_bytes)
                 try:
                     while mirror.sent < body_bytes:
                         self.wfile.write(chunk)
+                        self.wfile.flush()
                         mirror.sent += len(chunk)
+                        time.sleep(pause_s)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
@@ -245,3 +250,35 @@ def test_verify_waits_for_a_fetch_in_progress(tmp_path: Path) -> None:
     assert DownloadedWeights().verify(spec) == dest  # waited, then found the finished file
     assert time.monotonic() - start >= 0.4
     thread.join(10)
+
+
+def test_a_stalled_download_is_stopped_and_lets_go_of_the_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that trickles a byte within every socket timeout held the weights lock, and every other
+    process waiting on it, for ever."""
+    from imagenet_zoo.weights import download
+
+    monkeypatch.setattr(download, "_STALL_S", 0.5)
+    spec = _spec_for(PAYLOAD)
+    mirror = _HostileMirror({"Content-Length": str(len(PAYLOAD))}, len(PAYLOAD), chunk_bytes=10, pause_s=0.05)
+    monkeypatch.setenv("IMAGENET_ZOO_MIRROR", mirror.url)
+    start = time.monotonic()
+    try:
+        with pytest.raises(WeightsUnavailableError, match="stalled"):
+            DownloadedWeights().fetch(spec, progress=False)
+    finally:
+        mirror.close()
+    assert time.monotonic() - start < 10
+    assert [p.name for p in weights_dir().iterdir() if p.name.endswith(".part")] == []
+
+
+def test_what_a_killed_download_left_is_removed_by_the_next(
+    file_server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = _spec_for(PAYLOAD)
+    weights_dir().mkdir(parents=True, exist_ok=True)
+    left = weights_dir() / f".{spec.weights.filename}.k1ll3d.part"
+    left.write_bytes(PAYLOAD[:1000])  # kill -9 during a download leaves its temporary file
+    _serve(file_server, spec.weights.filename, PAYLOAD, monkeypatch)
+    DownloadedWeights().fetch(spec, progress=False)
+    assert not left.exists()
+    assert [p.name for p in weights_dir().iterdir() if p.name.endswith(".part")] == []

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import hashlib
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -25,6 +27,10 @@ from imagenet_zoo.specs import WeightsFile
 
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60
+# A download that brings fewer than _STALL_BYTES in _STALL_S is stopped: a server that trickles a byte
+# within every socket timeout would hold the weights' lock, and every process waiting on it, for ever.
+_STALL_S = 60.0
+_STALL_BYTES = 64 << 10
 
 
 def file_digest(path: Path, algorithm: str) -> str:
@@ -68,6 +74,9 @@ def write_verified(dest: Path, expected: WeightsFile, origin: str, fill: Callabl
     symlink planted at a guessable name cannot redirect it) and returns its hex digest; the file is
     renamed to `dest` only if that is the published hash, and removed otherwise."""
     dest.parent.mkdir(parents=True, exist_ok=True)
+    # What a killed earlier attempt left (every caller holds `dest`'s lock, so none is being written).
+    for stale in dest.parent.glob(f".{glob.escape(dest.name)}.*.part"):
+        stale.unlink(missing_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
@@ -98,6 +107,25 @@ def _declared_length(url: str, header: str | None, expected: WeightsFile) -> int
     return int(header)
 
 
+class _StallCheck:
+    """Stops a download whose last `_STALL_S` brought fewer than `_STALL_BYTES`."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.since, self.bytes = url, time.monotonic(), 0
+
+    def add(self, count: int) -> None:
+        self.bytes += count
+        now = time.monotonic()
+        if now - self.since < _STALL_S:
+            return
+        if self.bytes < _STALL_BYTES:
+            seconds = now - self.since
+            raise WeightsUnavailableError(
+                f"could not download {self.url}: it stalled ({self.bytes:,} bytes in {seconds:.0f} s)"
+            )
+        self.since, self.bytes = now, 0
+
+
 def _stream_to(url: str, out: IO[bytes], expected: WeightsFile, *, progress: bool) -> str:
     hasher = hashlib.new(expected.hash_algorithm)
     try:
@@ -110,14 +138,16 @@ def _stream_to(url: str, out: IO[bytes], expected: WeightsFile, *, progress: boo
                 scale=2**20,
                 enabled=None if progress else False,
             )
-            received = 0
+            received, stall = 0, _StallCheck(url)
             # Never more than the published size (plus one byte to notice): a mirror cannot fill the disk.
-            while chunk := response.read(min(_CHUNK, expected.size + 1 - received)):
+            # read1: what one receive brings, so a trickle is seen between chunks, not inside one.
+            while chunk := response.read1(min(_CHUNK, expected.size + 1 - received)):
                 received += len(chunk)
                 if received > expected.size:
                     raise WeightsIntegrityError(
                         f"{url} sends more than the published {expected.size:,} bytes; download stopped"
                     )
+                stall.add(len(chunk))
                 hasher.update(chunk)
                 out.write(chunk)
                 bar.update(len(chunk))
