@@ -274,3 +274,33 @@ def test_an_odd_class_to_explain_is_refused_before_anything_is_written(
             ["classify", str(SAMPLE[0]), "--explain-class", odd, "--output", str(output)], capsys
         )
         assert code == 2 and "Traceback" not in err and output.read_text() == "precious\n"
+
+
+def test_the_photo_kept_for_a_heatmap_stays_inside_the_decode_budget(
+    lite0_classifier: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service's heatmap path copied the decoded photo at full size (not counted by the budget) and
+    reduced it after the budget was given back: about 200 MB outside the 512 MB budget per decoding
+    thread. The reduced photo is made directly, while the decode still holds its share."""
+    photo = tmp_path / "big.png"
+    Image.fromarray(np.zeros((3000, 4000, 3), np.uint8)).save(photo)
+    held_during: list[int] = []
+    copies: list[tuple[int, int]] = []
+    pipeline = lite0_classifier
+    original_copy, original_resize = Image.Image.copy, Image.Image.resize
+
+    def copy(image: Image.Image) -> Image.Image:
+        copies.append(image.size)
+        return original_copy(image)
+
+    def resize(image: Image.Image, *args: object, **kwargs: object) -> Image.Image:
+        held_during.append(pipeline.budget.held)  # type: ignore[attr-defined]
+        return original_resize(image, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Image.Image, "copy", copy)
+    monkeypatch.setattr(Image.Image, "resize", resize)
+    (info, _), kept = pipeline.preprocess_keeping(str(photo), 1024)  # type: ignore[attr-defined, misc]
+    assert kept is not None and max(kept.size) == 1024 and info.width == 4000
+    assert (4000, 3000) not in copies  # no full-size copy
+    assert held_during and all(held > 0 for held in held_during)  # every resize inside the budget
+    assert pipeline.budget.held == 0  # type: ignore[attr-defined]

@@ -91,6 +91,16 @@ Output = tuple[Any, InputInfo | ErrorInfo, np.ndarray | None]
 Read = Callable[[Any], ImageSource]  # an input to what is decoded (a URL to its bytes)
 
 
+def reduced(image: Image.Image, max_side: int) -> Image.Image:
+    """A copy of `image` at most `max_side` pixels a side (as `thumbnail` makes it), made without a
+    full-size copy first."""
+    scale = max_side / max(image.size)
+    if scale >= 1:
+        return image.copy()
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
+
+
 class Pipeline:
     """Pre-processing and the engine, shared by classifiers and feature extractors."""
 
@@ -152,11 +162,12 @@ class Pipeline:
             with self.budget.admission() as admit:
                 decoded = decode_for(source, config, max_pixels=self.max_pixels, decode=decode, admit=admit)
                 pixels = pixels_for(decoded, config, decode=decode)
-                photo = decoded.image.copy()
+                photo = reduced(decoded.image, max_side)
+                info = decoded.info
+                del decoded  # the full-size photo goes before the budget it was admitted under is given back
         except ImageError as exc:
             return ErrorInfo.of(exc), None
-        photo.thumbnail((max_side, max_side))
-        return (decoded.info, pixels), photo
+        return (info, pixels), photo
 
     def forward(self, batch: np.ndarray, wanted: Sequence[Wanted] | None = None) -> Forward:
         """Core: the engine on a batch of model inputs; with `wanted`, each row's heatmap it asks for,
