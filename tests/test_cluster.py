@@ -416,3 +416,31 @@ def test_the_watchdog_stops_a_job_started_in_the_background(monkeypatch: pytest.
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_folder_claimed_by_another_job_is_refused_before_its_first_partition(tmp_path: Path) -> None:
+    """claim wrote _job.json whenever the folder held no finished partition: two jobs with different
+    settings, one still starting its actors, could both write into one folder."""
+    from imagenet_zoo.errors import UsageError
+    from imagenet_zoo.jobs.cluster import PartitionFolder
+
+    folder = PartitionFolder(str(tmp_path))
+    folder.claim({"task": "classify", "model": "efficientnet_lite0", "top": 5})
+    folder.claim({"task": "classify", "model": "efficientnet_lite0", "top": 5})  # the same job: fine
+    with pytest.raises(UsageError, match="--top"):
+        folder.claim({"task": "classify", "model": "efficientnet_lite0", "top": 3})
+
+
+@pytest.mark.parametrize(("name", "content"), [("part-0.jsonl", b"not json\n"), ("part-1.jsonl", b"[1, 2]\n"),
+                                               ("part-2.parquet", b"PAR1 not really")])  # fmt: skip
+def test_a_foreign_partition_is_a_typed_error(name: str, content: bytes, tmp_path: Path) -> None:
+    """A corrupt or foreign part-* file made a rerun die with a traceback."""
+    from imagenet_zoo.errors import ClusterError
+    from imagenet_zoo.jobs.cluster import PartitionFolder
+
+    (tmp_path / name).write_bytes(content)
+    folder = PartitionFolder(str(tmp_path))
+    with pytest.raises(ClusterError, match="not a partition this tool wrote"):
+        folder.paths()
+    with pytest.raises(ClusterError, match=name):
+        list(folder.records())

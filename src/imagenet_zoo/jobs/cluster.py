@@ -17,6 +17,7 @@ Ray is optional (`pip install 'imagenet-zoo[ray]'`): only this module imports it
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -220,18 +221,19 @@ class PartitionFolder:
         self.filesystem, self.root = _filesystem(location)
 
     def claim(self, identity: Identity) -> None:
-        """Record the job's settings in the folder, or check they are the ones its partitions were
-        written with (a folder of another job's partitions is refused, naming the difference)."""
+        """Record the job's settings in the folder, or check they are the ones it was claimed with: a
+        folder of another job, even one still starting its actors with no partition written yet, is
+        refused naming the difference."""
         path = f"{self.root}/{IDENTITY_FILE}"
-        if self.partition_count() == 0:
-            with self.filesystem.open_output_stream(path) as stream:
-                stream.write(encode_identity(identity))
-            return
         try:
             with self.filesystem.open_input_file(path) as file:
                 data: bytes | None = file.read()
         except FileNotFoundError:
             data = None
+        if data is None and self.partition_count() == 0:
+            with self.filesystem.open_output_stream(path) as stream:
+                stream.write(encode_identity(identity))
+            return
         check_identity(parse_identity(data, where=path), identity, where=self.location)
 
     def remove_unfinished(self, token: str) -> None:
@@ -250,19 +252,37 @@ class PartitionFolder:
         """The photos the folder holds records of (from Parquet, the path column alone)."""
         paths = set()
         for name, file in self._partitions():
-            if name.endswith(".parquet"):
-                paths.update(_parquet().read_table(file, columns=["path"]).column("path").to_pylist())
-            else:
-                paths.update(json.loads(line)["path"] for line in file.read().decode().splitlines() if line)
+            with self._readable(name):
+                if name.endswith(".parquet"):
+                    paths.update(_parquet().read_table(file, columns=["path"]).column("path").to_pylist())
+                else:
+                    paths.update(
+                        json.loads(line)["path"] for line in file.read().decode().split("\n") if line
+                    )
         return paths
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Every record in the folder's partitions, in partition-name order."""
         for name, file in self._partitions():
-            if name.endswith(".parquet"):
-                yield from (without_nulls(row) for row in _parquet().read_table(file).to_pylist())
-            else:
-                yield from (json.loads(line) for line in file.read().decode().splitlines() if line)
+            with self._readable(name):
+                if name.endswith(".parquet"):
+                    rows = [without_nulls(row) for row in _parquet().read_table(file).to_pylist()]
+                else:
+                    rows = [json.loads(line) for line in file.read().decode().split("\n") if line]
+                if not all(isinstance(row, dict) and "path" in row for row in rows):
+                    raise ValueError("a line that is not a record")
+            yield from rows
+
+    @contextlib.contextmanager
+    def _readable(self, name: str) -> Iterator[None]:
+        """A partition that is not one this tool wrote (corrupt, or another tool's) is a ClusterError."""
+        try:
+            yield
+        except (ValueError, KeyError, TypeError, OSError) as exc:  # pyarrow's errors are ValueErrors
+            raise ClusterError(
+                f"{name} in {self.location} is not a partition this tool wrote ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); remove it, or write to another folder"
+            ) from None
 
     def _partitions(self) -> Iterator[tuple[str, Any]]:
         """(name, open file) of each complete partition."""
