@@ -387,3 +387,14 @@ def test_a_count_with_leading_zeros_is_the_number() -> None:
     assert positive("007") == 7
     with pytest.raises(argparse.ArgumentTypeError):
         positive("0" * 30 + "1" + "0" * 7)
+
+
+def test_a_full_disk_under_any_command_is_one_line(
+    with_lite0: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Feature files (and other writes no command wraps) ended with an OSError traceback on a full disk."""
+    features = tmp_path / "features.npz"
+    features.symlink_to("/dev/full")  # every write fails with ENOSPC, as on a full disk
+    code, _, err = run_cli(["extract", COFFEE, "--output", str(features)], capsys)
+    lines = [line for line in err.splitlines() if line.startswith("imagenet-zoo:")]
+    assert code == 1 and "Traceback" not in err and len(lines) == 1 and "No space left" in lines[0], err

@@ -5,6 +5,7 @@ Exit codes: 0 all done, 1 some input or weights failed, 2 usage error."""
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Sequence
 
@@ -25,6 +26,8 @@ from imagenet_zoo.cli import (
 )
 from imagenet_zoo.cli.options import Parser
 from imagenet_zoo.errors import ImagenetZooError, MissingExtraError, UsageError
+
+_FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # the machine's state, not a bug: no traceback
 
 COMMANDS = (
     classify,
@@ -63,6 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))  # exits with 2
     except ImagenetZooError as exc:
         print(f"imagenet-zoo: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.errno not in _FULL_DISK:
+            raise
+        # A write the command's own checks did not wrap (a feature file, an annotation): one line.
+        print(f"imagenet-zoo: cannot write {exc.filename or 'a file'}: {exc.strerror}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
