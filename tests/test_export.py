@@ -236,3 +236,17 @@ def test_the_scaling_inside_is_the_pipelines(mode: str) -> None:
     scaling = normalization(mode)  # type: ignore[arg-type]
     inside = (pixels[..., list(scaling.channels)].astype(np.float32) - scaling.mean) / scaling.std
     np.testing.assert_allclose(inside, normalize(pixels, mode), atol=2e-5)  # type: ignore[arg-type]
+
+
+def test_overwrite_never_writes_through_a_link(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bundle = constant_bundle(tmp_path / "b", "dog")
+    precious = tmp_path / "precious.onnx"
+    precious.write_bytes(b"someone else's")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.json").write_text("mine")
+    (out / "model.onnx").symlink_to(precious)
+    argv = ["export", str(bundle), "--format", "onnx", "--output", str(out), "--overwrite"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and "in the way" in err, err
+    assert precious.read_bytes() == b"someone else's" and (out / "model.json").read_text() == "mine"

@@ -109,17 +109,22 @@ def _check_output(output: Path, *, overwrite: bool) -> None:
 
 
 def _publish(folder: Path, output: Path) -> None:
-    """Move the written files into `output`: the whole folder in one rename where `output` does not exist
-    (or is empty), else file by file over the names written."""
+    """Move the written files into `output`: the whole folder in one rename where `output` does not
+    exist, else file by file over the names written, once none of them is in the way as a link or a
+    folder (so nothing is replaced when one is)."""
     if not output.exists():
         os.rename(folder, output)
         return
-    for source in sorted(p for p in folder.rglob("*") if p.is_file()):
-        target = output / source.relative_to(folder)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.is_symlink() or (target.exists() and not target.is_file()):
-            raise UsageError(f"{target} is not a file this export may replace")
-        os.replace(source, target)
+    moves = [(source, output / source.relative_to(folder)) for source in sorted(folder.rglob("*"))]
+    for source, target in moves:
+        same_kind = target.is_dir() if source.is_dir() else target.is_file()
+        if target.is_symlink() or (target.exists() and not same_kind):
+            raise UsageError(f"{target} is in the way of what this export writes (a link, or another kind)")
+    for source, target in moves:
+        if source.is_dir():
+            target.mkdir(exist_ok=True)
+        else:
+            os.replace(source, target)
 
 
 def _write_model(
