@@ -19,6 +19,11 @@ class MissingExtraError(UsageError):
     """What was asked needs packages this install lacks; the message names the extra that brings them."""
 
 
+def install_hint(extra: str) -> str:
+    """The command that installs an extra of imagenet-zoo, as every message that names one says it."""
+    return f"pip install 'imagenet-zoo[{extra}]'"
+
+
 class UnknownModelError(UsageError):
     """No model is registered under this name or alias."""
 

@@ -133,7 +133,7 @@ def bench_preamble(env: dict[str, Any]) -> str:
             ""
             if benchmark.baseline_installed()
             else f"\nno {benchmark.BASELINE} baseline: it runs Keras on TensorFlow "
-            f"(pip install 'imagenet-zoo[{get_engine(benchmark.BASELINE_ENGINE).extra}]')"
+            f"({get_engine(benchmark.BASELINE_ENGINE).how_to_install})"
         )
     )
 

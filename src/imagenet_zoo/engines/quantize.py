@@ -16,7 +16,7 @@ from imagenet_zoo.data.images import DEFAULT_MAX_PIXELS, find_images
 from imagenet_zoo.data.preprocess import model_input
 from imagenet_zoo.engines.openvino_ir import IR_FILE, convert_to_ir, ir_dir, write_ir
 from imagenet_zoo.engines.registry import DEFAULT_CALIBRATION_SAMPLES, CalibrationReport
-from imagenet_zoo.errors import ImageError, MissingExtraError, UsageError
+from imagenet_zoo.errors import ImageError, MissingExtraError, UsageError, install_hint
 from imagenet_zoo.model_types import RegisteredModel
 from imagenet_zoo.weights.download import exclusive_lock
 
@@ -55,7 +55,7 @@ def quantize(
 ) -> CalibrationReport:
     """Quantize the model's fp32 IR to int8 and cache it where `--precision int8` looks for it."""
     if find_spec("nncf") is None:
-        raise MissingExtraError(f"int8 quantization needs NNCF: pip install 'imagenet-zoo[{QUANTIZE_EXTRA}]'")
+        raise MissingExtraError(f"int8 quantization needs NNCF: {install_hint(QUANTIZE_EXTRA)}")
     import nncf
     import openvino
 

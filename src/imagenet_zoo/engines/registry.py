@@ -25,6 +25,7 @@ from imagenet_zoo.errors import (
     MissingExtraError,
     UnsupportedPrecisionError,
     UsageError,
+    install_hint,
 )
 from imagenet_zoo.model_types import RegisteredModel
 from imagenet_zoo.specs import ExplainMethod
@@ -131,16 +132,25 @@ class EngineSpec:
         return device
 
     @property
+    def missing(self) -> list[str]:
+        """The packages it runs on that are not installed (nothing is imported to find out)."""
+        return [package for package in self.requires if find_spec(package) is None]
+
+    @property
     def installed(self) -> bool:
-        """Whether the packages it runs on are installed (nothing is imported to find out)."""
-        return all(find_spec(package) is not None for package in self.requires)
+        return not self.missing
+
+    @property
+    def how_to_install(self) -> str:
+        """The command that brings its packages: its extra of imagenet-zoo, or the packages themselves."""
+        return install_hint(self.extra) if self.extra else f"pip install {' '.join(self.requires)}"
 
     def check_installed(self) -> None:
         """Refuse, naming the extra to install, an engine whose packages are missing."""
-        missing = [package for package in self.requires if find_spec(package) is None]
-        if missing:
-            extra = f": pip install 'imagenet-zoo[{self.extra}]'" if self.extra else ""
-            raise MissingExtraError(f"the {self.name} engine needs {', '.join(missing)}{extra}")
+        if self.missing:
+            raise MissingExtraError(
+                f"the {self.name} engine needs {', '.join(self.missing)}: {self.how_to_install}"
+            )
 
     def check(self, request: EngineRequest, explain_method: ExplainMethod, *, model: str) -> None:
         """Refuse, saying why and what would work, what this engine cannot load for `model`."""
@@ -168,7 +178,7 @@ class EngineSpec:
             others.sort(key=lambda spec: not spec.installed)  # one that is installed, first
             hint = f": add --engine {others[0].name} (engine={others[0].name!r})" if others else ""
             if others and not others[0].installed:
-                hint += f", which needs pip install 'imagenet-zoo[{others[0].extra}]'"
+                hint += f", which needs {others[0].how_to_install}"
             raise ExplanationUnsupportedError(why + hint)
         if precision not in self.explain_precisions:
             raise ExplanationUnsupportedError(

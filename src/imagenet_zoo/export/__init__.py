@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from imagenet_zoo.data.preprocess import Normalization, normalization
 from imagenet_zoo.engines.registry import EngineRequest, get_engine
-from imagenet_zoo.errors import MissingExtraError, ModelTranslationError, UsageError
+from imagenet_zoo.errors import MissingExtraError, ModelTranslationError, UsageError, install_hint
 from imagenet_zoo.export.contract import INPUT_NAME, OUTPUT_NAME
 from imagenet_zoo.model_types import RegisteredModel
 from imagenet_zoo.specs import ModelSpec
@@ -59,7 +59,7 @@ def check_export(format: str, precision: str) -> None:
     if format == "onnx" and precision == "int8":
         raise UsageError("int8 exports as OpenVINO (NNCF's quantized model): use --format openvino")
     if format == "onnx" and find_spec("onnx") is None:
-        raise MissingExtraError("ONNX export needs the onnx package: pip install 'imagenet-zoo[onnx]'")
+        raise MissingExtraError(f"ONNX export needs the onnx package: {install_hint('onnx')}")
 
 
 def export(

@@ -40,7 +40,7 @@ import numpy as np
 from imagenet_zoo.api import check_config
 from imagenet_zoo.classifier import Classifier, FeatureExtractor
 from imagenet_zoo.data.images import IMAGE_SUFFIXES, MAX_FILE_BYTES, find_images
-from imagenet_zoo.errors import ClusterError, ImageNotFoundError, ImageTooLargeError, UsageError
+from imagenet_zoo.errors import ClusterError, ImageNotFoundError, ImageTooLargeError, UsageError, install_hint
 from imagenet_zoo.jobs.features import features_schema
 from imagenet_zoo.jobs.identity import (
     IDENTITY_FILE,
@@ -324,7 +324,7 @@ def _import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise UsageError("--cluster needs Ray: pip install 'imagenet-zoo[ray]'") from None
+        raise UsageError(f"--cluster needs Ray: {install_hint('ray')}") from None
     return ray
 
 

@@ -104,7 +104,7 @@ def precisions_here(engine: EngineSpec, model: RegisteredModel) -> list[str]:
 def skipped_engines() -> list[str]:
     """Why registered engines are left out here: their packages are not installed."""
     return [
-        f"{spec.name}: not installed (pip install 'imagenet-zoo[{spec.extra}]')"
+        f"{spec.name}: not installed ({spec.how_to_install})"
         for spec in engine_registry()
         if not spec.installed
     ]

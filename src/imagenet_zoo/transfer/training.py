@@ -28,7 +28,7 @@ from imagenet_zoo.api import create_model, load_pipeline, resolve_model
 from imagenet_zoo.classifier import FeatureExtractor
 from imagenet_zoo.data.images import decode_image, find_images
 from imagenet_zoo.data.preprocess import draft_short_side, model_input
-from imagenet_zoo.errors import ImageError, MissingExtraError, UsageError
+from imagenet_zoo.errors import ImageError, MissingExtraError, UsageError, install_hint
 from imagenet_zoo.models._keras import import_keras
 from imagenet_zoo.models.bundle import FEATURES_LAYER, load_keras_safely, naming_problem, save_bundle
 from imagenet_zoo.pipeline import LoadConfig
@@ -177,7 +177,7 @@ def _check(config: TrainConfig) -> None:
         raise UsageError("the neighbours head compares with fixed training features: it cannot be fine-tuned")
     if (config.fine_tune_layers or config.from_scratch) and find_spec("tensorflow") is None:
         what = "training from scratch" if config.from_scratch else "fine-tuning"
-        raise MissingExtraError(f"{what} needs TensorFlow: pip install 'imagenet-zoo[{TRAIN_EXTRA}]'")
+        raise MissingExtraError(f"{what} needs TensorFlow: {install_hint(TRAIN_EXTRA)}")
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
