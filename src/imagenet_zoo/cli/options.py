@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from imagenet_zoo.api import resolve_model
@@ -91,7 +91,7 @@ def positive(value: str) -> int:
     return int(digits)
 
 
-def _at_most(limit: int, what: str) -> Any:
+def _at_most(limit: int, what: str) -> Callable[[str], int]:
     def count(value: str) -> int:
         if positive(value) > limit:
             raise argparse.ArgumentTypeError(f"{what} at most {limit:,}, got {value!r}")

@@ -26,6 +26,10 @@ _TO_NHWC = [0, 2, 3, 1]
 Node = Any  # an OpenVINO node or output
 
 
+def _transposed(x: Node, order: list[int]) -> Node:
+    return ops.transpose(x, ops.constant(np.array(order, dtype=np.int64)))
+
+
 def _rank(x: Node) -> int:
     output = x if isinstance(x, ov.Output) else x.output(0)
     return int(output.get_partial_shape().rank.get_length())
@@ -51,10 +55,7 @@ def _activation(x: Node, name: str) -> Node:
         "swish": ops.swish,
         "silu": ops.swish,
         "tanh": ops.tanh,
-        # Keras 3's definition: relu6(x + 3) / 6
-        "hard_sigmoid": lambda x: ops.clamp(
-            ops.add(ops.multiply(x, _constant(1 / 6)), _constant(0.5)), 0.0, 1.0
-        ),
+        "hard_sigmoid": _hard_sigmoid,
     }
     if name not in functions:
         raise ModelTranslationError(f"the graph has an activation OpenVINO is not given: {name!r}")
@@ -166,7 +167,7 @@ def _zero_pad(x: Node, pads: list[int]) -> Node:
 def _flatten(x: Node) -> Node:
     """Keras flattens rows, then columns, then channels."""
     if _rank(x) == 4:
-        x = ops.transpose(x, ops.constant(np.array(_TO_NHWC, dtype=np.int64)))
+        x = _transposed(x, _TO_NHWC)
     return ops.reshape(x, ops.constant(np.array([0, -1], dtype=np.int64)), special_zero=True)
 
 
@@ -185,7 +186,7 @@ def build_model(spec: dict[str, Any], weights: dict[str, np.ndarray]) -> ov.Mode
     pixels = ops.parameter(ov.PartialShape([-1 if d is None else int(d) for d in shape]), ov.Type.f32,
                            name=INPUT_NAME)  # fmt: skip
     pixels.output(0).get_tensor().set_names({INPUT_NAME})
-    first = ops.transpose(pixels, ops.constant(np.array(_TO_NCHW, dtype=np.int64))) if rank == 4 else pixels
+    first = _transposed(pixels, _TO_NCHW) if rank == 4 else pixels
     tensors: dict[str, Node] = {spec["input"]: first}
     for node in spec["nodes"]:
         tensors[node["output"]] = _operation(node, [tensors[name] for name in node["inputs"]], weights)
@@ -193,7 +194,7 @@ def build_model(spec: dict[str, Any], weights: dict[str, np.ndarray]) -> ov.Mode
     for index, name in enumerate(spec["outputs"]):
         y = tensors[name]
         if _rank(y) == 4:
-            y = ops.transpose(y, ops.constant(np.array(_TO_NHWC, dtype=np.int64)))
+            y = _transposed(y, _TO_NHWC)
         result = ops.result(y)
         result.output(0).get_tensor().set_names({f"output_{index}"})
         results.append(result)
