@@ -22,21 +22,21 @@ import numpy as np
 
 import imagenet_zoo
 from imagenet_zoo.data.images import decode_image, find_images
-from imagenet_zoo.data.preprocess import preprocess
+from imagenet_zoo.data.preprocess import resize_and_crop
 from imagenet_zoo.jobs.evaluate import labelled_photos
 
 
 def inputs(
     paths: list[str], config: imagenet_zoo.DataConfig, margin: float | None
 ) -> tuple[np.ndarray, float]:
-    """The model inputs of every photo and the median single-core ms per photo to make one."""
+    """The model input pixels of every photo and the median single-core ms per photo to make one."""
     target = config.resize_shorter_to if config.resize_mode == "crop" else config.input_size
     short_side = None if margin is None else math.ceil(margin * target)
     rows, seconds = [], []
     for path in paths:
         start = time.perf_counter()
         image = decode_image(path, min_short_side=short_side).image
-        rows.append(preprocess(image, config, fast=margin is not None))
+        rows.append(resize_and_crop(image, config, fast=margin is not None))
         seconds.append(time.perf_counter() - start)
     return np.stack(rows), 1000 * statistics.median(seconds)
 

@@ -24,7 +24,8 @@ from imagenet_zoo.pipeline import LoadConfig
 
 
 class FakeEngine:
-    """Logits that depend on the input (class = mean brightness bucket); optionally slow or blocking."""
+    """Logits that depend on the input pixels (class = mean brightness bucket); optionally slow or
+    blocking. Takes uint8 pixels, as every engine does."""
 
     name = "fake"
 
@@ -38,9 +39,10 @@ class FakeEngine:
         if self.gate is not None:
             self.gate.wait(10)
         time.sleep(self.delay_s)
+        assert batch.dtype == np.uint8, batch.dtype
         logits = np.zeros((len(batch), self.classes), np.float32)
         for i, x in enumerate(batch):
-            logits[i, int((x.mean() + 1) * 400) % self.classes] = 10.0
+            logits[i, int(x.mean() / 127.5 * 400) % self.classes] = 10.0
         return logits
 
 

@@ -47,17 +47,16 @@ def _preprocessor(config: DataConfig = LITE0, decode: str = "full", **kwargs: An
     )  # fmt: skip
 
 
-def _levels(config: DataConfig) -> float:
-    """How many 8-bit levels one unit of the model's input is."""
-    return {"lite": 128.0, "tf": 127.5, "caffe": 1.0, "torch": 255 * 0.226}[config.mode]
-
-
 def _cpu_pixels(source: Any, config: DataConfig = LITE0, decode: str = "full") -> np.ndarray:
-    return model_input(source, config, max_pixels=DEFAULT_MAX_PIXELS, decode=decode)[1]  # type: ignore[arg-type]
+    """The Pillow path's pixels, as numbers that subtract without wrapping around."""
+    pixels = model_input(source, config, max_pixels=DEFAULT_MAX_PIXELS, decode=decode)[1]  # type: ignore[arg-type]
+    return pixels.astype(np.float32)
 
 
 def _rows(items: list[Any]) -> list[np.ndarray]:
-    return [item[1].permute(1, 2, 0).numpy() for item in items]
+    """The device rows (uint8 pixels, as the Pillow path gives them), as numbers."""
+    assert all(item[1].dtype == torch.uint8 for item in items)
+    return [item[1].permute(1, 2, 0).numpy().astype(np.float32) for item in items]
 
 
 def _encoded(image: Image.Image, fmt: str = "JPEG", **options: Any) -> bytes:
@@ -83,7 +82,7 @@ def test_exif_orientation_is_applied_as_pillow_applies_it(orientation: int) -> N
     assert not isinstance(item, ErrorInfo) and decoder.calls == [1]
     info, expected = model_input(data, LITE0, max_pixels=DEFAULT_MAX_PIXELS, decode="full")
     assert item[0] == info
-    difference = np.abs(_rows([item])[0] - expected) * _levels(LITE0)
+    difference = np.abs(_rows([item])[0] - expected.astype(np.float32))
     assert difference.max() <= 2 and difference.mean() < 0.05
 
 
@@ -101,7 +100,7 @@ def test_routes_what_the_device_decoder_cannot_read_to_pillow() -> None:
     items = _preprocessor(decoder=decoder)(list(sources.values()))
     assert decoder.calls == [3]  # gray, progressive, rgb JPEGs: one batch; the rest by Pillow
     for (name, data), row in zip(sources.items(), _rows(items), strict=True):
-        difference = np.abs(row - _cpu_pixels(data)) * _levels(LITE0)
+        difference = np.abs(row - _cpu_pixels(data))
         assert difference.max() <= 2, name
 
 
@@ -118,7 +117,7 @@ def test_a_broken_file_fails_alone_in_its_batch(
     kinds = [item.type if isinstance(item, ErrorInfo) else "ok" for item in items]
     assert kinds == ["ok", "CorruptImageError", "ImageNotFoundError", "EmptyImageError", "ok"]
     for item, path in ((items[0], PHOTOS[1]), (items[4], PHOTOS[2])):
-        assert np.abs(_rows([item])[0] - _cpu_pixels(path)).max() * _levels(LITE0) <= 2
+        assert np.abs(_rows([item])[0] - _cpu_pixels(path)).max() <= 2
 
 
 def test_a_bomb_is_refused_from_its_header_before_any_decoder() -> None:
@@ -144,7 +143,6 @@ def test_the_batched_resize_gives_the_cpu_pipelines_pixels(config: DataConfig) -
     photos = PHOTOS[::8]
     items = _preprocessor(config)(photos)
     difference = np.abs(np.stack(_rows(items)) - np.stack([_cpu_pixels(p, config) for p in photos]))
-    difference *= _levels(config)
     assert difference.max() <= 2 and difference.mean() < 0.02
 
 
@@ -153,7 +151,7 @@ def test_fast_decoding_averages_blocks_as_a_scaled_jpeg_decode_does() -> None:
     large = [_encoded(Image.open(p).convert("RGB").resize((1600, 1200)), quality=92) for p in PHOTOS[:6]]
     items = _preprocessor(decode="fast")(large)
     expected = np.stack([_cpu_pixels(data, decode="fast") for data in large])
-    difference = np.abs(np.stack(_rows(items)) - expected) * _levels(LITE0)
+    difference = np.abs(np.stack(_rows(items)) - expected)
     assert difference.mean() < 1.0
 
 
@@ -184,8 +182,8 @@ def test_numpy_rows_join_device_rows_in_one_batch() -> None:
     """The service's batcher may hold rows of both kinds (a heatmap request's, decoded by Pillow)."""
     from imagenet_zoo.pipeline import stacked
 
-    numpy_row = _cpu_pixels(PHOTOS[0])
-    device_row = torch.from_numpy(_cpu_pixels(PHOTOS[1])).permute(2, 0, 1)
+    numpy_row = _cpu_pixels(PHOTOS[0]).astype(np.uint8)
+    device_row = torch.from_numpy(_cpu_pixels(PHOTOS[1]).astype(np.uint8)).permute(2, 0, 1)
     batch = stacked([numpy_row, device_row])
     assert batch.shape == (2, 3, *numpy_row.shape[:2])
     assert np.array_equal(batch[0].permute(1, 2, 0).numpy(), numpy_row)

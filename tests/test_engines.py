@@ -196,7 +196,7 @@ def test_an_engine_that_runs_calls_at_once_is_not_serialized_above_it() -> None:
     engine = _Overlapping()
     name = register_fake(engine, concurrent=True)
     classifier = imagenet_zoo.load("lite0", engine=name, progress=False)
-    batch = np.zeros((1, 224, 224, 3), np.float32)
+    batch = np.zeros((1, 224, 224, 3), np.uint8)
     threads = [threading.Thread(target=classifier.forward, args=(batch,)) for _ in range(4)]
     start = time.monotonic()
     for thread in threads:
@@ -208,7 +208,7 @@ def test_an_engine_that_runs_calls_at_once_is_not_serialized_above_it() -> None:
 
 def test_the_openvino_engine_takes_turns_on_its_one_request(with_lite0: Path) -> None:
     engine = imagenet_zoo.load_engine("lite0", progress=False)
-    batch = np.random.default_rng(0).uniform(-1, 1, (2, 224, 224, 3)).astype(np.float32)
+    batch = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
     expected = engine.infer(batch)
     results: list[np.ndarray] = []
     threads = [threading.Thread(target=lambda: results.append(engine.infer(batch))) for _ in range(6)]

@@ -11,12 +11,13 @@ from scripts.pointing_game import play
 
 import imagenet_zoo
 from imagenet_zoo.data.images import decode_image
-from imagenet_zoo.data.preprocess import input_region, preprocess
+from imagenet_zoo.data.preprocess import input_region, resize_and_crop
 from imagenet_zoo.engines.explain import CamEngine, GradCamEngine, cam_model
 from imagenet_zoo.engines.keras import KerasEngine
 from imagenet_zoo.errors import ExplanationUnsupportedError, UsageError
 from imagenet_zoo.explain import Explanation, class_index_of, draw_heatmap, positive_unit
 from imagenet_zoo.registry import default_registry
+from imagenet_zoo.specs import PreprocessMode
 from tests.conftest import SAMPLE_DIR, FileServer, run_cli
 from tests.test_keras_networks import PHOTOS, registry_serving
 
@@ -25,13 +26,18 @@ BULLDOG = SAMPLE_DIR / "n02108915_French_bulldog.JPEG"
 
 
 def _batch(model_name: str) -> np.ndarray:
+    """The photos as the model's input pixels (uint8), which the engines scale."""
     config = default_registry().get(model_name).spec.data_config
-    return np.stack([preprocess(decode_image(p).image, config) for p in PHOTOS])
+    return np.stack([resize_and_crop(decode_image(p).image, config) for p in PHOTOS])
 
 
-def _cam_engine(model):  # type: ignore[no-untyped-def]
+def _mode(model_name: str) -> PreprocessMode:
+    return default_registry().get(model_name).spec.data_config.mode
+
+
+def _cam_engine(model, name: str):  # type: ignore[no-untyped-def]
     cam = cam_model(model)
-    return CamEngine(KerasEngine(cam.network), cam.head)
+    return CamEngine(KerasEngine(cam.network, _mode(name)), cam.head)
 
 
 def _random_keras(constructor: str):  # type: ignore[no-untyped-def]
@@ -51,8 +57,8 @@ def test_grad_cam_is_cam_over_the_number_of_positions(constructor: str, name: st
     CAM's divided by h w, and both report the same grid."""
     model = _random_keras(constructor)
     batch = _batch(name)
-    logits, cam, classes = _cam_engine(model).explain(batch, None)
-    grad_logits, grad_cam, grad_classes = GradCamEngine(model).explain(batch, None)
+    logits, cam, classes = _cam_engine(model, name).explain(batch, None)
+    grad_logits, grad_cam, grad_classes = GradCamEngine(model, _mode(name)).explain(batch, None)
     np.testing.assert_allclose(grad_logits, logits, rtol=1e-5, atol=1e-5)
     assert classes.tolist() == grad_classes.tolist() == np.argmax(logits, axis=1).tolist()
     positions = cam.shape[1] * cam.shape[2]
@@ -71,7 +77,7 @@ def test_squeezenet_maps_are_its_classifier_before_the_pooling() -> None:
         .get("squeezenet1_1")
         .build(weights=None, include_top=True, pooling=None, input_shape=None)
     )
-    logits, maps, classes = _cam_engine(model).explain(_batch("squeezenet1_1"), 7)
+    logits, maps, classes = _cam_engine(model, "squeezenet1_1").explain(_batch("squeezenet1_1"), 7)
     assert maps.shape == (len(PHOTOS), 13, 13) and classes.tolist() == [7] * len(PHOTOS)
     np.testing.assert_allclose(maps.mean(axis=(1, 2)), logits[:, 7], rtol=1e-5, atol=1e-6)
 
@@ -81,7 +87,7 @@ def test_vgg_needs_grad_cam_which_the_keras_engine_computes() -> None:
     model = _random_keras("VGG16")
     with pytest.raises(ExplanationUnsupportedError, match="Grad-CAM"):
         cam_model(model)
-    logits, maps, classes = GradCamEngine(model).explain(_batch("vgg16"), None)
+    logits, maps, classes = GradCamEngine(model, _mode("vgg16")).explain(_batch("vgg16"), None)
     assert maps.shape == (len(PHOTOS), 7, 7) and np.isfinite(maps).all()
     assert classes.tolist() == np.argmax(logits, axis=1).tolist()
 

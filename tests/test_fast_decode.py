@@ -52,20 +52,23 @@ def test_fast_and_full_agree_on_phone_photos(with_lite0: Path) -> None:
         fast, full = _inputs(data, "fast"), _inputs(data, "full")
         logits = engine.infer(np.stack([fast, full]))
         agree += logits[0].argmax() == logits[1].argmax()
-        assert np.abs(fast - full).mean() < 0.05  # inputs scaled to [-1, 1]: a small resampling difference
+        assert np.abs(fast.astype(float) - full).mean() < 6.4  # levels: a small resampling difference
     assert agree >= 7  # of 8
 
 
-def test_photos_that_need_no_reduction_are_decoded_exactly_as_in_full() -> None:
-    """Most of the shared sample (about 500x375): the evaluation protocol's pixels, unchanged."""
-    exact = 0
+def test_fast_resizes_only_the_crop_within_a_level_of_the_exact_protocol() -> None:
+    """Most of the shared sample (about 500x375) needs no reduction: fast then differs from the exact
+    protocol only by resizing the crop's region alone, where the filter's weights are computed from
+    that region's (rounded) bounds: a level at most, on a few percent of the values."""
+    differing, values = 0, 0
     for photo in SAMPLE:
         with Image.open(photo) as image:
-            small = min(image.size) < 2 * draft_short_side(LITE0)
-        if small:
-            np.testing.assert_array_equal(_inputs(str(photo), "fast"), _inputs(str(photo), "full"))
-            exact += 1
-    assert exact >= 190
+            if min(image.size) >= 2 * draft_short_side(LITE0):
+                continue
+        fast, full = _inputs(str(photo), "fast").astype(int), _inputs(str(photo), "full").astype(int)
+        assert np.abs(fast - full).max() <= 1, photo
+        differing, values = differing + int((fast != full).sum()), values + fast.size
+    assert values >= 190 * 224 * 224 * 3 and differing / values < 0.03
 
 
 def test_a_large_png_is_resized_in_two_steps_close_to_the_exact_resize() -> None:
@@ -74,7 +77,7 @@ def test_a_large_png_is_resized_in_two_steps_close_to_the_exact_resize() -> None
     buffer = io.BytesIO()
     big.save(buffer, "PNG", compress_level=1)
     fast, full = _inputs(buffer.getvalue(), "fast"), _inputs(buffer.getvalue(), "full")
-    assert 0 < np.abs(fast - full).mean() < 0.02
+    assert 0 < np.abs(fast.astype(float) - full).mean() < 2.5  # levels
 
 
 def test_the_size_cap_still_refuses_before_any_pixel_is_decoded() -> None:

@@ -87,7 +87,8 @@ def test_predictions_equal_keras_applications(
 
     registry = registry_serving(name, file_server, monkeypatch)
     spec = registry.get(name).spec
-    classifier = imagenet_zoo.load(name, engine="keras", registry=registry, progress=False)
+    # The exact evaluation protocol (decode="full"), as the reference below resizes.
+    classifier = imagenet_zoo.load(name, engine="keras", decode="full", registry=registry, progress=False)
     assert file_server.requests == [f"/{spec.weights.filename}"]
     results = classifier.classify([str(p) for p in PHOTOS], top=5)
 

@@ -99,7 +99,7 @@ def test_a_model_user_finishes_the_job_with_public_names_only(with_lite0: Path) 
     model = imagenet_zoo.create_model("lite0", progress=False)
     logits = np.asarray(model.predict(pixels[None], verbose=0))
     [top] = imagenet_zoo.decode_predictions(logits, top=3, labels=spec.labels)
-    expected = imagenet_zoo.load("lite0", engine="keras").classify(photo, top=3)
+    expected = imagenet_zoo.load("lite0", engine="keras", decode="full").classify(photo, top=3)
     assert [p.label for p in top] == [p.label for p in expected.predictions]
     np.testing.assert_allclose([p.score for p in top], [p.score for p in expected.predictions], atol=1e-5)
 

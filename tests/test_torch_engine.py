@@ -81,14 +81,15 @@ def _gaps(logits: np.ndarray) -> np.ndarray:
 def test_close_calls_in_bf16_are_the_fp32_graphs_answers(with_lite0: Path, lite0_inputs: np.ndarray) -> None:
     """On any CPU (bf16 emulated where it is not native): the rows whose two best bf16 logits are closer
     than the margin are exactly the fp32 graph's rows, and only those are computed again."""
+    from imagenet_zoo.data.preprocess import normalization
     from imagenet_zoo.engines.registry import EngineRequest
     from imagenet_zoo.engines.torch import CLOSE_CALL_MARGIN, TorchEngine, translated
     from imagenet_zoo.registry import default_registry
 
     folder = translated(default_registry().get("lite0"), EngineRequest(device="cpu", progress=False))
-    x = lite0_inputs[:16]
-    fp32 = TorchEngine(folder, "fp32", "cpu").infer(x)
-    engine = TorchEngine(folder, "bf16", "cpu")
+    x, lite = lite0_inputs[:16], normalization("lite")
+    fp32 = TorchEngine(folder, "fp32", "cpu", lite).infer(x)
+    engine = TorchEngine(folder, "bf16", "cpu", lite)
     assert engine.close_call_margin == CLOSE_CALL_MARGIN["bf16"] > 0
     engine.close_call_margin = 0.0
     plain = engine.infer(x)
@@ -99,7 +100,7 @@ def test_close_calls_in_bf16_are_the_fp32_graphs_answers(with_lite0: Path, lite0
     assert engine.close_calls == close.sum() > 0
     np.testing.assert_allclose(checked[close], fp32[close], atol=1e-5)
     np.testing.assert_array_equal(checked[~close], plain[~close])
-    assert TorchEngine(folder, "bf16", "cpu", check_close_calls=False).reference is None
+    assert TorchEngine(folder, "bf16", "cpu", lite, check_close_calls=False).reference is None
 
 
 def test_only_logits_of_real_weights_check_close_calls(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -165,7 +165,8 @@ def load_engine(
     progress: bool = True,
     registry: Registry | None = None,
 ) -> Engine:
-    """The `core` of a pipeline alone: preprocessed NHWC float32 in, logits (or pooled features) out.
+    """The `core` of a pipeline alone: the model's input pixels in (uint8 NHWC RGB, resized and cropped:
+    `Classifier.preprocess_images`), logits (or pooled features) out.
 
     `threads` bounds the engine's inference threads (default: all cores). `explain` gives an engine that
     also computes heatmaps (`imagenet_zoo.explain.ExplainingEngine`)."""

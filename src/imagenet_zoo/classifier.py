@@ -17,7 +17,7 @@ import numpy as np
 from imagenet_zoo.data.hierarchy import GroupScore, Synset, check_imagenet_labels, groups_for, wordnet
 from imagenet_zoo.data.images import ImageSource, InputInfo, describe_source
 from imagenet_zoo.data.labels import ClassLabel, imagenet1k
-from imagenet_zoo.data.preprocess import input_region
+from imagenet_zoo.data.preprocess import input_region, resize_and_crop
 from imagenet_zoo.explain import Explanation, class_index_of, positive_unit
 from imagenet_zoo.pipeline import Batch, Heat, Pipeline, PostOptions, Ranking, Read
 from imagenet_zoo.records import Classification, ErrorInfo, Prediction
@@ -295,8 +295,8 @@ class Classifier(Pipeline):
         return Explanation(method, class_index, label, positive_unit(raw_map), region)
 
     def preprocess_images(self, images: Sequence[Any]) -> np.ndarray:
-        """The float32 NHWC batch the engine receives for these RGB PIL images."""
-        return np.stack([self.transform(image) for image in images])
+        """The uint8 NHWC batch the engine receives for these RGB PIL images (see `Engine`)."""
+        return np.stack([resize_and_crop(image, self.data_config) for image in images])
 
     def predict_proba(self, images: Sequence[Any]) -> np.ndarray:
         """Softmax probabilities (N, classes) for RGB PIL images."""

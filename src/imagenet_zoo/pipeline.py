@@ -294,8 +294,8 @@ BATCHES_AHEAD_ON_DEVICE = 2 if (os.cpu_count() or 1) >= 4 else 1
 
 
 def stacked(rows: list[Any]) -> Any:
-    """One batch of model inputs: numpy rows (HWC), or a device preprocessor's tensors (CHW, on the
-    device) with any numpy rows among them moved there (the service batches requests of both kinds)."""
+    """One batch of model input pixels (uint8): numpy rows (HWC), or a device preprocessor's tensors (CHW,
+    on the device) with any numpy rows among them moved there (the service batches both kinds)."""
     if all(isinstance(row, np.ndarray) for row in rows):
         return np.stack(rows)
     import torch

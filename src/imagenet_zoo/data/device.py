@@ -1,5 +1,6 @@
 """Photos to model inputs on a torch device (the GPU): JPEGs decoded in one batch by nvJPEG, EXIF
-orientation applied, then resized, cropped and scaled for the whole batch at once.
+orientation applied, then resized and cropped for the whole batch at once: uint8 pixels, which the
+engine scales as the weights expect, as it does the Pillow path's.
 
 Each photo's header is read first, on the CPU, by Pillow (nothing is decoded): its size is checked
 against the pixel cap before any decoder sees it, and it is routed. Baseline and progressive JPEGs in
@@ -36,7 +37,7 @@ from imagenet_zoo.data.images import (
     pillow_errors,
     read_source,
 )
-from imagenet_zoo.data.preprocess import CAFFE_BGR_MEAN, TORCH_MEAN, TORCH_STD, draft_short_side
+from imagenet_zoo.data.preprocess import draft_short_side
 from imagenet_zoo.errors import CorruptImageError, ImageError
 from imagenet_zoo.records import ErrorInfo
 from imagenet_zoo.specs import DataConfig
@@ -134,7 +135,7 @@ CpuPath = Callable[[ImageSource], tuple[InputInfo, np.ndarray]]  # today's Pillo
 
 
 class DevicePreprocessor:
-    """A batch of photos to model inputs on `device`: (photos, 3, size, size) float32, channels-last."""
+    """A batch of photos to model inputs on `device`: (photos, 3, size, size) uint8 pixels, channels-last."""
 
     def __init__(self, config: DataConfig, device: Any, *, decode: DecodeMode, max_pixels: int,
                  cpu_path: CpuPath, decoder: JpegDecoder | None = None) -> None:  # fmt: skip
@@ -227,7 +228,7 @@ class DevicePreprocessor:
         # Columns first, then rows, each pass rounded to 8 bits as Pillow's 8-bit resampling does.
         across = torch.einsum("nchw,nsw->nchs", batch, columns).round_().clamp_(0, 255)
         pixels = torch.einsum("nth,nchs->ncts", rows, across).round_().clamp_(0, 255)
-        return normalized(pixels, self.config).contiguous(memory_format=torch.channels_last)
+        return pixels.to(torch.uint8).contiguous(memory_format=torch.channels_last)
 
 
 READ_THREADS = min(8, os.cpu_count() or 1)
@@ -236,25 +237,6 @@ RESIZE_BYTES = 2**30  # the padded float32 batch one resize step holds on the de
 
 def _padded_bytes(images: list[Any]) -> int:
     return 12 * len(images) * max(int(i.shape[1]) for i in images) * max(int(i.shape[2]) for i in images)
-
-
-def normalized(pixels: Any, config: DataConfig) -> Any:
-    """`preprocess.normalize` on an NCHW batch of RGB values in [0, 255]."""
-    import torch
-
-    shape = (1, 3, 1, 1)
-    if config.mode == "caffe":
-        mean = torch.tensor(CAFFE_BGR_MEAN, device=pixels.device).reshape(shape)
-        return pixels.flip(1) - mean
-    if config.mode == "tf":
-        return pixels / 127.5 - 1.0
-    if config.mode == "lite":
-        return (pixels - 127.0) / 128.0
-    if config.mode == "torch":
-        mean = torch.tensor(TORCH_MEAN, device=pixels.device).reshape(shape)
-        std = torch.tensor(TORCH_STD, device=pixels.device).reshape(shape)
-        return (pixels / 255.0 - mean) / std
-    raise ValueError(f"unknown preprocessing mode {config.mode!r}")
 
 
 _SUPPORT = {"bilinear": 1.0, "bicubic": 2.0}

@@ -66,14 +66,17 @@ def draft_short_side(config: DataConfig) -> int:
 def resize_and_crop(image: Image.Image, config: DataConfig, *, fast: bool = False) -> np.ndarray:
     """RGB uint8 pixels of shape (size, size, 3): shorter-side resize + centre crop, or a squash.
 
-    `fast` resizes large photos in two steps (`REDUCING_GAP`); without it, in one, exactly."""
+    Without `fast`, exactly the evaluation protocol: the whole photo resized in one step, then cropped.
+    `fast` resizes only the region the crop keeps, straight to the input size, and large photos in two
+    steps (`REDUCING_GAP`). The filter reads past the region's edges as the whole resize does; its weights
+    differ only by how the region's bounds round, so a few percent of values move by a level or two."""
     size = config.input_size
     resample = _PIL_FILTERS[config.interpolation]
     gap = REDUCING_GAP if fast else None
     if config.resize_mode == "squash":
         return np.asarray(image.resize((size, size), resample, reducing_gap=gap))
     new_size, (left, top) = crop_plan(image.width, image.height, config)
-    if new_size[0] * new_size[1] > MAX_INTERMEDIATE_PIXELS:
+    if fast or new_size[0] * new_size[1] > MAX_INTERMEDIATE_PIXELS:
         box = input_region(image.width, image.height, config)  # the crop, in the photo
         return np.asarray(image.resize((size, size), resample, box=box, reducing_gap=gap))
     resized = image.resize(new_size, resample, reducing_gap=gap)
@@ -154,7 +157,8 @@ def model_input(
     decode: DecodeMode = "fast",
     budget: DecodeBudget | None = None,
 ) -> tuple[InputInfo, np.ndarray]:
-    """One photo as the model's input: decode, then resize, crop and scale (raises its `ImageError`).
+    """One photo as the model's input pixels, uint8 (size, size, 3) RGB: decode, then resize and crop
+    (raises its `ImageError`). Engines take these and scale them as the weights expect (`Engine`).
 
     `decode="fast"` decodes and resizes only at the resolution the model needs (see `data.images`);
     `"full"` decodes every pixel and resizes in one step, the exact ImageNet evaluation protocol. With
@@ -178,9 +182,9 @@ def decode_for(
 
 
 def pixels_for(decoded: DecodedImage, config: DataConfig, *, decode: DecodeMode) -> np.ndarray:
-    """The model's input from a decoded photo (`model_input`'s second half)."""
+    """The model's input pixels from a decoded photo (`model_input`'s second half)."""
     try:
-        return preprocess(decoded.image, config, fast=decode == "fast")
+        return resize_and_crop(decoded.image, config, fast=decode == "fast")
     except (ValueError, OSError, MemoryError) as exc:  # Pillow's resize of a hostile photo
         raise UnsupportedImageError(f"cannot resize this image: {type(exc).__name__}: {exc}") from None
 

@@ -17,9 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from imagenet_zoo.data.preprocess import normalize
+from imagenet_zoo.engines.base import pixel_batch
 from imagenet_zoo.errors import ExplanationUnsupportedError
 from imagenet_zoo.explain import ClassChoice, explained_classes
-from imagenet_zoo.specs import ExplainMethod
+from imagenet_zoo.specs import ExplainMethod, PreprocessMode
 
 
 def _keras() -> Any:
@@ -125,25 +127,29 @@ class CamEngine:
 
 
 class GradCamEngine:
-    """Runs a Keras model, with gradients for `explain` (TensorFlow computes them; OpenVINO cannot)."""
+    """Runs a Keras model, with gradients for `explain` (TensorFlow computes them; OpenVINO cannot); its
+    pixels scaled as the weights expect."""
 
     name = "keras"
     explain_method: ExplainMethod = "grad-cam"
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, mode: PreprocessMode) -> None:
         self._model = grad_cam_model(model)
+        self._mode = mode
         self._turn = threading.Lock()  # one graph: calls from several threads take turns
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        scaled = normalize(pixel_batch(batch), self._mode)
         with self._turn:
-            return np.asarray(self._model.predict_on_batch(batch)[0], dtype=np.float32)
+            return np.asarray(self._model.predict_on_batch(scaled)[0], dtype=np.float32)
 
     def explain(self, batch: np.ndarray, choice: ClassChoice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         import tensorflow as tf
 
+        scaled = normalize(pixel_batch(batch), self._mode)
         with self._turn:
             with tf.GradientTape() as tape:
-                logits, features = self._model(tf.constant(batch, tf.float32), training=False)
+                logits, features = self._model(tf.constant(scaled, tf.float32), training=False)
                 classes = explained_classes(logits.numpy(), choice)
                 evidence = tf.reduce_sum(tf.gather(logits, classes, axis=1, batch_dims=1))
             gradients = tape.gradient(evidence, features)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from imagenet_zoo.engines.base import Engine
+from imagenet_zoo.engines.base import Engine, pixel_batch
 from imagenet_zoo.engines.cache import resolved_file
 from imagenet_zoo.engines.cpu import isa_limited_below_bf16
 from imagenet_zoo.engines.explain import CamEngine
@@ -79,7 +79,7 @@ class OpenVinoEngine:
     def _copied(self, batch: np.ndarray, outputs: Iterable[int]) -> list[np.ndarray]:
         """These outputs of one call, copied before the request is reused."""
         with self._turn:
-            result = self._request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+            result = self._request.infer({0: pixel_batch(batch)})
             return [np.array(result[i], dtype=np.float32) for i in outputs]
 
 

@@ -2,8 +2,9 @@
 
 Each operation keeps Keras's semantics: TensorFlow's "same" padding is OpenVINO's `same_upper`, average
 pooling leaves padding out, a max pool never lets padding win, Flatten reads rows, columns, then channels.
-The model takes NHWC float32 pixels, as the Keras model does, and gives image outputs back in NHWC: the
-transposes at both ends are folded into the convolutions by OpenVINO's CPU plugin.
+The model takes NHWC input, as the Keras model does (float32; or, given the weights' scaling, uint8 pixels
+that it scales itself, as the engine and an exported model are given them), and gives image outputs back
+in NHWC: the transposes at both ends are folded into the convolutions by OpenVINO's CPU plugin.
 
 Needs neither Keras nor TensorFlow.
 """
@@ -17,6 +18,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
+from imagenet_zoo.data.preprocess import Normalization
 from imagenet_zoo.errors import ModelTranslationError
 
 INPUT_NAME = "pixels"
@@ -178,15 +180,21 @@ def _sum(args: list[Node]) -> Node:
     return total
 
 
-def build_model(spec: dict[str, Any], weights: dict[str, np.ndarray]) -> ov.Model:
-    """The OpenVINO model of a translated graph: NHWC float32 pixels in, the graph's outputs out (image
-    outputs in NHWC, as Keras gives them)."""
+def build_model(
+    spec: dict[str, Any], weights: dict[str, np.ndarray], scaling: Normalization | None = None
+) -> ov.Model:
+    """The OpenVINO model of a translated graph: NHWC float32 input, or with `scaling` uint8 RGB pixels
+    scaled inside as the weights expect; the graph's outputs out (image outputs in NHWC, as Keras gives
+    them)."""
     rank = int(spec["input_rank"])
     shape = spec.get("input_shape") or [None] * rank
-    pixels = ops.parameter(ov.PartialShape([-1 if d is None else int(d) for d in shape]), ov.Type.f32,
-                           name=INPUT_NAME)  # fmt: skip
+    kind = ov.Type.f32 if scaling is None else ov.Type.u8
+    partial_shape = ov.PartialShape([-1 if d is None else int(d) for d in shape])
+    pixels = ops.parameter(partial_shape, kind, name=INPUT_NAME)
     pixels.output(0).get_tensor().set_names({INPUT_NAME})
     first = _transposed(pixels, _TO_NCHW) if rank == 4 else pixels
+    if scaling is not None:
+        first = _scaled(first, scaling)
     tensors: dict[str, Node] = {spec["input"]: first}
     for node in spec["nodes"]:
         tensors[node["output"]] = _operation(node, [tensors[name] for name in node["inputs"]], weights)
@@ -199,3 +207,18 @@ def build_model(spec: dict[str, Any], weights: dict[str, np.ndarray]) -> ov.Mode
         result.output(0).get_tensor().set_names({f"output_{index}"})
         results.append(result)
     return ov.Model(results, [pixels], "imagenet_zoo")
+
+
+def _scaled(pixels: Node, scaling: Normalization) -> Node:
+    """NCHW uint8 pixels as the weights' float32 input: channels in their order, x / std - mean / std.
+
+    Scaled after the transpose, where each channel is a plane (a per-channel constant over the last axis
+    of 3 is slow on the CPU), as a multiply-add, which the CPU plugin fuses (figures: docs/benchmarks.md)."""
+    if _rank(pixels) != 4:
+        raise ModelTranslationError("only a network with an image input takes pixels")
+    x = ops.convert(pixels, ov.Type.f32)
+    if scaling.channels != (0, 1, 2):
+        x = ops.gather(x, ops.constant(np.array(scaling.channels, np.int64)), ops.constant(np.int64(1)))
+    scale = 1.0 / scaling.std.astype(np.float64)
+    shift = -scaling.mean.astype(np.float64) * scale
+    return ops.add(ops.multiply(x, _channels(scale, 4)), _channels(shift, 4))

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from imagenet_zoo.data.preprocess import Normalization, normalization
 from imagenet_zoo.engines.cache import check_recorded, folder_name, write_recorded
 from imagenet_zoo.engines.explain import cam_model
 from imagenet_zoo.engines.network import keras_model
@@ -24,8 +25,9 @@ from imagenet_zoo.weights.store import cache_dir
 
 IR_FILE = "model.xml"
 # Part of every IR's cache key: raised when the conversion changes in a way that invalidates cached IRs
-# (3: built from the graph description; 2 and before came through a TensorFlow SavedModel).
-_CONVERSION_VERSION = 3
+# (4: takes uint8 pixels and scales them inside; 3: float32 input; 2 and before came through a
+# TensorFlow SavedModel).
+_CONVERSION_VERSION = 4
 
 
 def import_openvino() -> Any:
@@ -113,7 +115,7 @@ def convert_to_ir(
             if explain:
                 cam = cam_model(network)
                 network, head = cam.network, cam.head
-            ov_model = keras_to_openvino(network)
+            ov_model = keras_to_openvino(network, normalization(model.spec.data_config.mode))
             meta = {
                 "model": model.spec.name,
                 "weights_hash": None if random_weights else model.spec.weights.hash,
@@ -122,14 +124,14 @@ def convert_to_ir(
     return dest / IR_FILE
 
 
-def keras_to_openvino(network: Any) -> Any:
+def keras_to_openvino(network: Any, scaling: Normalization) -> Any:
     """The OpenVINO model of a Keras network, built from its graph description with OpenVINO's own
-    operations: no SavedModel, no TensorFlow."""
+    operations (no SavedModel, no TensorFlow), taking uint8 pixels that it scales as `scaling` says."""
     from imagenet_zoo.engines.graph import translate
     from imagenet_zoo.engines.openvino_graph import build_model
 
     graph = translate(network)
-    return build_model(graph.spec, graph.weights)
+    return build_model(graph.spec, graph.weights, scaling)
 
 
 def int8_ir(model: RegisteredModel, *, random_weights: bool = False) -> Path:

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from imagenet_zoo.data.images import DecodeMode
-from imagenet_zoo.engines.base import Engine
+from imagenet_zoo.data.preprocess import Normalization, normalization
+from imagenet_zoo.engines.base import Engine, pixel_batch
 from imagenet_zoo.engines.cache import check_recorded, folder_name, resolved_file, write_recorded
 from imagenet_zoo.engines.cpu import native_bf16
 from imagenet_zoo.engines.explain import CamEngine, cam_model, grad_cam_model
@@ -145,6 +146,7 @@ class TorchEngine:
         folder: Path,
         precision: str,
         device: str,
+        scaling: Normalization,
         *,
         threads: int | None = None,
         check_close_calls: bool = True,
@@ -159,6 +161,7 @@ class TorchEngine:
         if threads and device == "cpu":  # a share of the machine (a Ray actor's CPUs)
             torch.set_num_threads(threads)
         self.folder, self.precision, self.device = folder, precision, torch.device(device)
+        self.scaling = _DeviceScaling(scaling, self.device)
         self.dtype = getattr(torch, _DTYPES[precision])
         spec = json.loads((folder / GRAPH_FILE).read_text())
         module = GraphModule(spec, load_file(str(folder / WEIGHTS_FILE))).to(self.device)
@@ -184,15 +187,15 @@ class TorchEngine:
         )
 
     def to_device(self, batch: Any) -> Any:
-        """A batch as a float32 model-input tensor: NCHW in channels-last memory, on the device. An NHWC
-        float32 numpy batch becomes one without a copy on the CPU; a tensor (a `DevicePreprocessor`'s NCHW
-        rows) is already one."""
+        """A batch of pixels (uint8: NHWC numpy, or a `DevicePreprocessor`'s NCHW tensor) as the model's
+        float32 input: scaled as the weights expect, NCHW in channels-last memory, on the device. Only
+        the uint8 pixels cross to the device."""
         torch = import_torch()
         if isinstance(batch, torch.Tensor):
-            return batch.to(self.device, torch.float32)
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
-        x = x.to(self.device, non_blocking=True) if self.device.type != "cpu" else x
-        return x.permute(0, 3, 1, 2)
+            return self.scaling(batch.to(self.device))
+        pixels = torch.from_numpy(pixel_batch(batch))
+        pixels = pixels.to(self.device, non_blocking=True) if self.device.type != "cpu" else pixels
+        return self.scaling(pixels.permute(0, 3, 1, 2))
 
     def run(self, x: Any) -> list[Any]:
         """The graph on a float32 model-input tensor on the device: its outputs, on the device. In bf16 or
@@ -229,6 +232,23 @@ class TorchEngine:
     def infer_outputs(self, batch: Any) -> list[np.ndarray]:
         """Every output of the graph, float32 (a heatmap graph has two: logits and the feature map)."""
         return [y.float().cpu().numpy() for y in self.run(self.to_device(batch))]
+
+
+class _DeviceScaling:
+    """`Normalization` on the device: NCHW pixels in [0, 255] (any dtype) to float32 (x - mean) / std,
+    channels in the weights' order, in channels-last memory."""
+
+    def __init__(self, scaling: Normalization, device: Any) -> None:
+        torch = import_torch()
+        self.channels = list(scaling.channels) if scaling.channels != (0, 1, 2) else None
+        self.mean = torch.tensor(scaling.mean, device=device).reshape(1, 3, 1, 1)
+        self.std = torch.tensor(scaling.std, device=device).reshape(1, 3, 1, 1)
+
+    def __call__(self, pixels: Any) -> Any:
+        x = pixels.float()
+        if self.channels is not None:
+            x = x[:, self.channels]
+        return ((x - self.mean) / self.std).contiguous(memory_format=import_torch().channels_last)
 
 
 def _prepared(module: Any) -> Any:
@@ -328,6 +348,7 @@ def load(model: RegisteredModel, request: EngineRequest) -> Engine:
         translated(model, request),
         request.precision,
         request.device,
+        normalization(model.spec.data_config.mode),
         threads=request.threads,
         # Features rank nothing; random weights (benchmarks) have no answers to protect, and their logits
         # are all close calls (32 of 32 noise inputs for a random ResNet50).

@@ -23,7 +23,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Literal
 
-from imagenet_zoo.data.preprocess import Normalization, normalization
+from imagenet_zoo.data.preprocess import normalization
 from imagenet_zoo.engines.registry import EngineRequest, get_engine
 from imagenet_zoo.errors import MissingExtraError, ModelTranslationError, UsageError, install_hint
 from imagenet_zoo.export.contract import INPUT_NAME, OUTPUT_NAME
@@ -130,38 +130,36 @@ def _publish(folder: Path, output: Path) -> None:
 def _write_model(
     model: RegisteredModel, format: Format, precision: str, folder: Path, *, progress: bool
 ) -> None:
-    scaling = normalization(model.spec.data_config.mode)
     if format == "onnx":
-        _write_onnx(model, scaling, folder, progress=progress)
+        _write_onnx(model, folder, progress=progress)
     else:
-        _write_openvino(model, precision, scaling, folder, progress=progress)
+        _write_openvino(model, precision, folder, progress=progress)
 
 
-def _write_onnx(model: RegisteredModel, scaling: Normalization, folder: Path, *, progress: bool) -> None:
+def _write_onnx(model: RegisteredModel, folder: Path, *, progress: bool) -> None:
     import onnx
 
     from imagenet_zoo.engines.network import network_graph
     from imagenet_zoo.export.onnx_graph import onnx_model
 
     graph = network_graph(model, EngineRequest(progress=progress))
+    scaling = normalization(model.spec.data_config.mode)
     proto = onnx_model(graph, scaling, name=model_name(model.spec), classes=model.spec.num_classes)
     onnx.save(proto, str(folder / "model.onnx"))
 
 
-def _write_openvino(
-    model: RegisteredModel, precision: str, scaling: Normalization, folder: Path, *, progress: bool
-) -> None:
-    """The OpenVINO engine's own model for `precision` (int8: the one `quantize` made), with the
-    scaling before it and the softmax after it."""
+def _write_openvino(model: RegisteredModel, precision: str, folder: Path, *, progress: bool) -> None:
+    """The OpenVINO engine's own model for `precision` (int8: the one `quantize` made), which takes
+    uint8 pixels, with the softmax after it."""
     import openvino
 
-    from imagenet_zoo.export.openvino_model import uint8_model
+    from imagenet_zoo.export.openvino_model import probabilities_model
 
     engine = get_engine("openvino")
     engine.check_installed()
     assert engine.prepare is not None
     xml = Path(str(engine.prepare(model, EngineRequest(precision=precision, progress=progress))))
-    ov_model = uint8_model(openvino.Core().read_model(str(xml)), scaling, name=model_name(model.spec))
+    ov_model = probabilities_model(openvino.Core().read_model(str(xml)), name=model_name(model.spec))
     openvino.save_model(ov_model, str(folder / "model.xml"), compress_to_fp16=False)
 
 

@@ -236,7 +236,7 @@ class Service:
         self.prepare()
         with self.pool.using(self.names[0]) as served:
             size = served.classifier.data_config.input_size
-            served.classifier.forward(np.zeros((1, size, size, 3), np.float32))
+            served.classifier.forward(np.zeros((1, size, size, 3), np.uint8))
 
     def close(self) -> None:
         self.pool.close()

@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 from imagenet_zoo.api import create_model, load_pipeline, resolve_model
 from imagenet_zoo.classifier import FeatureExtractor
 from imagenet_zoo.data.images import decode_image, find_images
-from imagenet_zoo.data.preprocess import draft_short_side, model_input
+from imagenet_zoo.data.preprocess import draft_short_side, model_input, normalize
 from imagenet_zoo.errors import ImageError, MissingExtraError, UsageError, install_hint
 from imagenet_zoo.models._keras import import_keras
 from imagenet_zoo.models.bundle import FEATURES_LAYER, load_keras_safely, naming_problem, save_bundle
@@ -428,7 +428,7 @@ def _pixels(config: TrainConfig, items: Items) -> tuple[Data, set[str]]:
             continue
         images.append(pixels)
         labels.append(label)
-    return (np.stack(images), np.array(labels)), skipped
+    return (normalize(np.stack(images), data_config.mode), np.array(labels)), skipped
 
 
 def _fine_tune(
