@@ -117,6 +117,7 @@ def test_end_to_end_over_real_files(
     assert (extra["files"], extra["failed"]) == (4, 1) and end_to_end[0]["images_per_second"] > 0
     assert extra["decode_ms_per_image"] > 0 and extra["inference_ms_per_image"] > 0
     assert extra["decode_full_ms_per_image"] > 0 and extra["median_megapixels"] > 0.05  # both decode modes
+    assert 0 < extra["decode_alone_ms_per_image"] < extra["decode_ms_per_image"]  # no resize: less
     cores = os.cpu_count() or 1
     bound = 1000 / (extra["decode_ms_per_image"] / cores + extra["inference_ms_per_image"])
     assert extra["bound_images_per_second"] == pytest.approx(bound, rel=0.02)

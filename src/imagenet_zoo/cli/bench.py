@@ -176,7 +176,8 @@ def bench_end_to_end_notes(rows: list[Row]) -> str:
         line = (
             f"{row.model} {row.engine} {row.precision} batch {row.batch_size}, {x['files']} files of "
             f"{x['median_megapixels']} MP (median): decode + preprocess {x['decode_ms_per_image']} ms/photo "
-            f"on one core (full decode: {x['decode_full_ms_per_image']}), "
+            f"on one core (the decode alone: {x['decode_alone_ms_per_image']}; full decode + preprocess: "
+            f"{x['decode_full_ms_per_image']}), "
             f"inference {x['inference_ms_per_image']} ms/photo; "
             f"bound {x['bound_images_per_second']} photos/s; "
             f"in process {row.images_per_second:.1f}/s ({x['fraction_of_bound']:.0%} of bound)"
