@@ -4,6 +4,7 @@ pipeline's pixels. On a GPU the same code runs with torchvision's nvJPEG decoder
 
 import io
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ torch = pytest.importorskip("torch")
 from imagenet_zoo.data import device  # noqa: E402
 from imagenet_zoo.data.device import DevicePreprocessor, pillow_decoder  # noqa: E402
 
-LITE0 = default_registry().get("lite0").spec.data_config  # "lite" scaling: one level is 1/128
+LITE0 = default_registry().get("lite0").spec.data_config
 PHOTOS = sorted(SAMPLE_DIR.glob("*.JPEG"))
 
 
@@ -253,3 +254,77 @@ def test_the_host_side_ceiling_of_the_gpu_path(tmp_path: Any) -> None:
     output = tmp_path / "results.jsonl"
     assert host_side_rate(tmp_path / "photos", output, batch=64) > 0
     assert len(output.read_text().splitlines()) == len(photos) == 200
+
+
+def _thin_jpeg() -> bytes:
+    """A 65,500 x 1 JPEG: 17 kB that pass the pixel cap, whose resize weights are 224 x 65,500."""
+    return _encoded(Image.new("RGB", (65_500, 1), (200, 120, 40)), quality=90)
+
+
+_PEAK_OF_THIN_PHOTOS = """
+import resource, sys
+from tests.test_device_decode import LITE0, _preprocessor, _thin_jpeg
+from imagenet_zoo.data import device
+from imagenet_zoo.records import ErrorInfo
+photos = [_thin_jpeg()] * int(sys.argv[1])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+items = _preprocessor()(photos)
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+assert not any(isinstance(item, ErrorInfo) for item in items)
+print(grown * 1024, device.resize_bytes(2, 1, 65_500, LITE0.input_size))
+"""
+
+
+def test_thin_jpegs_are_resized_in_groups_that_fit_the_budget() -> None:
+    """Measured in a process of its own: 8 thin JPEGs in one group held 2.8 GB of weight temporaries;
+    grouped by what their resize holds (`resize_bytes`), two at a time, the peak stays under a gigabyte."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "-c", _PEAK_OF_THIN_PHOTOS, "8"], capture_output=True, text=True,
+                         check=True, cwd=root)  # fmt: skip
+    grown, two = map(int, run.stdout.split())
+    assert device.resize_bytes(3, 1, 65_500, LITE0.input_size) > device.RESIZE_BYTES >= two
+    assert grown < device.RESIZE_BYTES
+
+
+def test_a_photo_the_device_has_no_memory_for_is_its_own_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of memory, a group is resized in halves; a photo that still does not fit fails alone."""
+    thin = _thin_jpeg()
+    real = DevicePreprocessor._resize_group
+
+    def short_of_memory(self: DevicePreprocessor, images: list[Any]) -> Any:
+        if any(int(image.shape[2]) == 65_500 for image in images):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.72 GiB")
+        return real(self, images)
+
+    monkeypatch.setattr(DevicePreprocessor, "_resize_group", short_of_memory)
+    items = _preprocessor()([PHOTOS[0], thin, PHOTOS[1], PHOTOS[2]])
+    kinds = [item.type if isinstance(item, ErrorInfo) else "ok" for item in items]
+    assert kinds == ["ok", "ImageTooLargeError", "ok", "ok"]
+    assert "65500x1" in items[1].message  # type: ignore[union-attr]
+    for item, path in zip([items[0], *items[2:]], PHOTOS[:3], strict=True):
+        assert np.abs(_rows([item])[0] - _cpu_pixels(path)).max() <= 2
+
+
+def test_a_jpeg_decoded_to_another_size_than_its_header_says_is_corrupt() -> None:
+    """The header passed the pixel cap; what the decoder made must be that size."""
+    stand_in = pillow_decoder("cpu")
+
+    def larger(data: list[bytes]) -> list[Any]:
+        return [torch.zeros((3, 4000, 4000), dtype=torch.uint8) if len(d) < 2000 else image
+                for d, image in zip(data, stand_in(data), strict=True)]  # fmt: skip
+
+    small = _encoded(Image.new("RGB", (40, 30), (9, 9, 9)))
+    items = _preprocessor(decoder=larger)([PHOTOS[0], small])
+    assert not isinstance(items[0], ErrorInfo)
+    assert isinstance(items[1], ErrorInfo) and items[1].type == "CorruptImageError"
+    assert "4000x4000" in items[1].message and "40x30" in items[1].message
+
+
+def test_jpegs_are_decoded_in_groups_within_the_decode_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(device, "DECODED_BYTES", 1_300_000)  # about two of these photos' pixels
+    decoder = Recording()
+    items = _preprocessor(decoder=decoder)(PHOTOS[:5])
+    assert decoder.calls == [2, 2, 1] and not any(isinstance(item, ErrorInfo) for item in items)

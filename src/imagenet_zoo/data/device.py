@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from imagenet_zoo.data.images import (
+    DEFAULT_DECODE_BUDGET,
     DecodeMode,
     ImageSource,
     InputInfo,
@@ -38,7 +39,7 @@ from imagenet_zoo.data.images import (
     read_source,
 )
 from imagenet_zoo.data.preprocess import draft_short_side
-from imagenet_zoo.errors import CorruptImageError, ImageError
+from imagenet_zoo.errors import CorruptImageError, ImageError, ImageTooLargeError
 from imagenet_zoo.records import ErrorInfo
 from imagenet_zoo.specs import DataConfig
 
@@ -167,17 +168,28 @@ class DevicePreprocessor:
                 jpegs.append((i, *found))
             else:
                 items[i] = self._on_cpu(source)
-        decoded = self.decoder([data for _, data, _ in jpegs]) if jpegs else []
-        good = [(i, header, image) for (i, _, header), image in zip(jpegs, decoded, strict=True)
-                if not isinstance(image, Exception)]  # fmt: skip
-        for (i, data, _), image in zip(jpegs, decoded, strict=True):
+        for group in _within(jpegs, DECODED_BYTES):
+            self._on_device(group, items)
+        return [item for item in items if item is not None]
+
+    def _on_device(self, jpegs: list[tuple[int, bytes, Header]], items: list[Prepared | None]) -> None:
+        """These JPEGs decoded and resized on the device, into `items`: what the decoder refuses goes to
+        Pillow, a photo that decodes to another size than its header's (which passed the pixel cap) is
+        corrupt."""
+        decoded = self.decoder([data for _, data, _ in jpegs])
+        good = []
+        for (i, data, header), image in zip(jpegs, decoded, strict=True):
             if isinstance(image, Exception):
                 items[i] = self._on_cpu(data)  # Pillow may read what the device decoder refused
+            elif tuple(image.shape[1:]) != (header.height, header.width):
+                said, got = f"{header.width}x{header.height}", f"{image.shape[2]}x{image.shape[1]}"
+                items[i] = ErrorInfo.of(CorruptImageError(f"decoded to {got}, not the {said} it says"))
+            else:
+                good.append((i, header, image))
         if good:
             rows = self.resize([oriented(image, header.orientation) for _, header, image in good])
             for (i, header, _), row in zip(good, rows, strict=True):
-                items[i] = (header.info, row)
-        return [item for item in items if item is not None]
+                items[i] = ErrorInfo.of(row) if isinstance(row, ImageError) else (header.info, row)
 
     def _read_all(self, sources: Sequence[ImageSource]) -> list[tuple[bytes, Header] | ErrorInfo]:
         """Each source's bytes and header, or its error: a share of the sources per reading thread (a
@@ -203,17 +215,35 @@ class DevicePreprocessor:
         return info, self.torch.from_numpy(pixels).permute(2, 0, 1).to(self.device)
 
     def resize(self, images: list[Any]) -> list[Any]:
-        """Oriented (3, rows, columns) uint8 images to the model's inputs, as Pillow resizes and crops: in
-        groups whose padded float32 copy stays within `RESIZE_BYTES` (a photo larger goes alone)."""
+        """Oriented (3, rows, columns) uint8 images to the model's inputs, as Pillow resizes and crops, or
+        the `ImageTooLargeError` of one the device has no memory for: in groups whose resize holds at most
+        `RESIZE_BYTES` on the device (`resize_bytes`; a photo larger goes alone)."""
         rows: list[Any] = []
         group: list[Any] = []
         for image in images:
-            grown = [*group, image]
-            if group and _padded_bytes(grown) > RESIZE_BYTES:
-                rows.extend(self._resize_group(group))
-                grown = [image]
-            group = grown
-        return rows + (list(self._resize_group(group)) if group else [])
+            if group and self._resize_bytes([*group, image]) > RESIZE_BYTES:
+                rows.extend(self._resized_or_split(group))
+                group = []
+            group.append(image)
+        return rows + (self._resized_or_split(group) if group else [])
+
+    def _resize_bytes(self, images: list[Any]) -> int:
+        heights, widths = (max(int(image.shape[axis]) for image in images) for axis in (1, 2))
+        return resize_bytes(len(images), heights, widths, self.config.input_size)
+
+    def _resized_or_split(self, images: list[Any]) -> list[Any]:
+        """The group resized; out of memory, its halves one after the other, and a photo alone that still
+        does not fit is its error."""
+        try:
+            return list(self._resize_group(images))
+        except Exception as exc:
+            if not out_of_memory(exc):
+                raise
+        if len(images) == 1:
+            (height, width) = images[0].shape[1:]
+            return [ImageTooLargeError(f"the device has no memory left to resize a {width}x{height} photo")]
+        half = len(images) // 2
+        return self._resized_or_split(images[:half]) + self._resized_or_split(images[half:])
 
     def _resize_group(self, images: list[Any]) -> Any:
         torch = self.torch
@@ -232,11 +262,48 @@ class DevicePreprocessor:
 
 
 READ_THREADS = min(8, os.cpu_count() or 1)
-RESIZE_BYTES = 2**30  # the padded float32 batch one resize step holds on the device (24 12-MP photos)
+# What one decode call may put on the device, by the headers' sizes (3 bytes a pixel): the CPU path's
+# budget for what its threads hold decoded at once (a photo larger goes alone).
+DECODED_BYTES = DEFAULT_DECODE_BUDGET
 
 
-def _padded_bytes(images: list[Any]) -> int:
-    return 12 * len(images) * max(int(i.shape[1]) for i in images) * max(int(i.shape[2]) for i in images)
+def _within(jpegs: list[tuple[int, bytes, Header]], limit: int) -> list[list[tuple[int, bytes, Header]]]:
+    """The JPEGs in order, in groups whose decoded pixels take at most `limit` bytes."""
+    groups: list[list[tuple[int, bytes, Header]]] = []
+    total = limit + 1
+    for jpeg in jpegs:
+        size = 3 * jpeg[2].width * jpeg[2].height
+        if total + size > limit:
+            groups.append([])
+            total = 0
+        groups[-1].append(jpeg)
+        total += size
+    return groups
+
+
+RESIZE_BYTES = 2**30  # what one resize step may hold on the device (`resize_bytes`): five 12-MP photos
+# The float64 temporaries of `axis_weights` alive at once, in bytes per element of (photos, size, padded
+# length): 25 measured on the CPU for thin photos (65,500 x 1), rounded up.
+_WEIGHT_BYTES = 32
+
+
+def resize_bytes(photos: int, height: int, width: int, size: int) -> int:
+    """The most one resize of `photos` photos padded to `height` x `width` holds on the device: the
+    padded float32 batch, the weight matrices' temporaries (a thin photo's dominate: a 65,500 x 1 JPEG
+    of 17 kB needs 470 MB), the first pass's output."""
+    batch = 12 * photos * height * width
+    weights = _WEIGHT_BYTES * photos * size * (height + width)
+    across = 12 * photos * height * size
+    return batch + weights + across
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is a failed allocation: the GPU's out-of-memory error, or the CPU allocator's."""
+    import torch
+
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
 
 
 _SUPPORT = {"bilinear": 1.0, "bicubic": 2.0}
