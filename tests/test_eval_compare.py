@@ -142,3 +142,20 @@ def test_a_label_that_names_a_class_means_that_class(tmp_path: Path) -> None:
     assert [Path(p).name for p in unlabelled] == ["c.jpg", "d.jpg"]
     imagenet, _ = labelled_photos(table)  # ImageNet's classes have no such names: indices
     assert [(Path(p.path).name, p.label) for p in imagenet] == [("a.jpg", 2), ("b.jpg", 12), ("d.jpg", 13)]
+
+
+def test_eval_never_replaces_a_results_file_without_overwrite(
+    with_lite0: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`eval --output` replaced whatever the file held, a classify job's results included."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for photo in SAMPLE[:3]:
+        shutil.copy(photo, folder / photo.name)
+    output = tmp_path / "per-photo.jsonl"
+    output.write_text('{"path": "a long job.jpg"}\n')
+    code, _, err = run_cli(["eval", str(folder), "--output", str(output)], capsys)
+    assert code == 2 and "holds 1 record" in err and "--overwrite" in err and "--resume" not in err, err
+    assert output.read_text() == '{"path": "a long job.jpg"}\n'
+    assert run_cli(["eval", str(folder), "--output", str(output), "--overwrite"], capsys)[0] == 0
+    assert len(output.read_text().splitlines()) == 3

@@ -27,6 +27,9 @@ def register(sub: Any) -> None:
     options.add_format_option(parser, "table", "json")
     parser.add_argument("--output", metavar="FILE", help="per-photo results (.jsonl or .csv)")
     parser.add_argument(
+        "--overwrite", action="store_true", help="replace the --output file if it holds results"
+    )
+    parser.add_argument(
         "--group", type=options.word, metavar="WORD", help="also score a WordNet group as yes/no, e.g. dog"
     )
     parser.add_argument(
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     load = options.load_config(args, model=args.model[0])
     results = evaluate_models(
         Path(args.source), args.model, load, output=Path(args.output) if args.output else None,
-        group=args.group,
+        overwrite=args.overwrite, group=args.group,
         warn=lambda message: print(f"imagenet-zoo: {message}", file=sys.stderr),
     )  # fmt: skip
     rows = [

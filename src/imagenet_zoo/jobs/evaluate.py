@@ -214,16 +214,24 @@ def evaluate_models(
     load: LoadConfig,
     *,
     output: Path | None = None,
+    overwrite: bool = False,
     group: str | None = None,
     warn: Callable[[str], None] = lambda message: None,
 ) -> list[Evaluation | MissingWeights]:
     """Each model's accuracy on the labelled photos of `source`, loaded as `load` says (its model
-    replaced by each of `models`); per-photo records go to `output`."""
+    replaced by each of `models`); per-photo records go to `output` (a file that holds records is
+    replaced only with `overwrite`)."""
     rows: list[Evaluation | MissingWeights] = []
     with contextlib.ExitStack() as stack:
         records = (
             stack.enter_context(
-                RecordsFile(output, columns=RECORD_COLUMNS, formats=(".jsonl", ".csv"), overwrite=True)
+                RecordsFile(
+                    output,
+                    columns=RECORD_COLUMNS,
+                    formats=(".jsonl", ".csv"),
+                    overwrite=overwrite,
+                    resumable=False,
+                )
             )
             if output
             else None

@@ -86,8 +86,9 @@ class RecordsFile:
     """Records appended to `path`, in the format its suffix names: CSV (one column each of `columns`, from
     `flat(record)`), JSON Lines, or a JSON array. With `resume`, the records already there are kept and
     `done` holds their paths; without it, a file that holds anything is replaced only with `overwrite`
-    (a rerun that forgot --resume would throw a long job's results away). With `identity`, the settings of
-    the job are recorded beside the file, and a resume with other settings is refused."""
+    (a rerun that forgot --resume would throw a long job's results away; `resumable`: whether the command
+    has --resume to offer instead). With `identity`, the settings of the job are recorded beside the file,
+    and a resume with other settings is refused."""
 
     def __init__(
         self,
@@ -96,6 +97,7 @@ class RecordsFile:
         columns: list[str],
         resume: bool = False,
         overwrite: bool = False,
+        resumable: bool = True,
         formats: tuple[str, ...] = FORMATS,
         identity: Identity | None = None,
         flat: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
@@ -104,6 +106,7 @@ class RecordsFile:
         self._flat = flat
         if self.suffix not in formats:
             raise UsageError(f"--output must end in one of {', '.join(formats)}: {path}")
+        self._resumable = resumable
         self._lock = _WriterLock(path)
         try:
             self._open(resume=resume, overwrite=overwrite, identity=identity)
@@ -115,10 +118,8 @@ class RecordsFile:
         path, columns = self.path, self.columns
         holds = path.is_file() and path.stat().st_size > 0
         if holds and not (resume or overwrite):
-            raise UsageError(
-                f"{path} already holds {self._held()}: add --resume to continue that job, or --overwrite "
-                "to replace them"
-            )
+            instead = "add --resume to continue that job, or " if self._resumable else ""
+            raise UsageError(f"{path} already holds {self._held()}: {instead}add --overwrite to replace them")
         resuming = resume and holds
         if resuming and identity is not None:
             check_identity(read_identity(path), identity, where=str(path))
