@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -335,3 +336,78 @@ def test_a_photo_whose_name_is_not_utf8_is_classified_resumed_and_shown(
     )  # fmt: skip
     assert table.returncode == 0, table.stderr
     assert b"caf\\udce9.jpg" in table.stdout and b"Traceback" not in table.stderr
+
+
+def _cut_short(journal: Path, records: int) -> None:
+    """The journal as kill -9 leaves it: `records` whole lines, then half of the next."""
+    lines = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(b"".join(lines[:records]) + lines[records][: len(lines[records]) // 2])
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".parquet"])
+def test_extract_streams_its_features_and_resumes_after_a_crash(
+    with_lite0: Path, photos: Path, tmp_path: Path, suffix: str, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """It held every feature in memory and wrote the file at the end: kill -9 left nothing, and it had no
+    --resume."""
+    from imagenet_zoo.jobs import features as feature_files
+    from imagenet_zoo.jobs.features import journal_of, load_features
+
+    whole = tmp_path / f"whole{suffix}"
+    assert run_cli(["extract", str(photos), "--output", str(whole), "--quiet"], capsys)[0] == 1  # broken
+    expected = load_features(whole)
+    assert not journal_of(whole).exists() and len(expected.paths) == 6
+
+    output = tmp_path / f"features{suffix}"
+    with monkeypatch.context() as crash:
+        crash.setattr(feature_files, "write_features_file", _killed)
+        with pytest.raises(_Killed):
+            run_cli(["extract", str(photos), "--output", str(output), "--quiet"], capsys)
+    journal = journal_of(output)
+    assert not output.exists() and len(journal.read_bytes().splitlines()) == 7  # every photo, streamed
+    _cut_short(journal, 3)
+    code, _, err = run_cli(["extract", str(photos), "--output", str(output), "--quiet"], capsys)
+    assert code == 2 and "holds 3 records" in err and "--resume" in err and not output.exists()
+    code, _, err = run_cli(["extract", str(photos), "--output", str(output), "--resume"], capsys)
+    assert code == 1 and "6x1280 features" in err and "zz_broken.jpg" in err, err
+    resumed = load_features(output)
+    assert resumed.paths == expected.paths and not journal.exists()
+    assert [(Path(path).name, error.type) for path, error in resumed.failures] == [
+        ("zz_broken.jpg", "CorruptImageError")
+    ]
+    np.testing.assert_allclose(resumed.features, expected.features, atol=1e-5)
+
+    again = ["extract", str(photos), "--output", str(output), "--quiet"]
+    code, _, err = run_cli(again, capsys)
+    assert code == 2 and "--overwrite" in err  # a finished file is never replaced unasked
+    assert run_cli([*again, "--resume"], capsys)[0] == 0  # nothing left to do
+    assert run_cli([*again, "--overwrite"], capsys)[0] == 1 and load_features(output).paths == expected.paths
+
+
+class _Killed(BaseException):
+    pass
+
+
+def _killed(*args: object) -> None:
+    raise _Killed
+
+
+def test_extract_writes_names_that_are_not_utf8(
+    with_lite0: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Parquet's text is UTF-8: a Latin-1 name is written with its byte escaped, as Python shows it; the
+    npz keeps the name Python gives it."""
+    import os
+
+    from imagenet_zoo.jobs.features import load_features
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    latin1 = folder / os.fsdecode(b"caf\xe9.jpg")
+    shutil.copy(SAMPLE[0], latin1)
+    for suffix, name in ((".parquet", str(folder / "caf\\xe9.jpg")), (".npz", str(latin1))):
+        output = tmp_path / f"f{suffix}"
+        code, _, err = run_cli(["extract", str(folder), "--output", str(output), "--quiet"], capsys)
+        assert code == 0 and "Traceback" not in err, err
+        assert load_features(output).paths == [name]

@@ -303,6 +303,10 @@ class Classifier(Pipeline):
         return probabilities_of(self.forward(self.preprocess_images(images)).rows)
 
 
+# One input through a feature extractor: its name, and its features or its error.
+ExtractedFeatures = tuple[str, np.ndarray | None, ErrorInfo | None]
+
+
 @dataclass(frozen=True)
 class FeatureSet:
     """Pooled features of the inputs that decoded (rows in input order) and the inputs that did not."""
@@ -324,14 +328,22 @@ class FeatureExtractor(Pipeline):
         paths: list[str] = []
         rows: list[np.ndarray] = []
         failures: list[tuple[str, ErrorInfo]] = []
+        for name, features, error in self.iter_features(inputs):
+            if error is not None:
+                failures.append((name, error))
+            elif features is not None:
+                paths.append(name)
+                rows.append(features)
+            if on_item:
+                on_item(name, error)
+        stacked = np.stack(rows) if rows else np.zeros((0, 0), np.float32)
+        return FeatureSet(self.spec.name, paths, stacked, failures)
+
+    def iter_features(self, inputs: Iterable[ImageSource]) -> Iterator[ExtractedFeatures]:
+        """Each input's name and features (D,) float32, or its error, in input order, as they come."""
         for source, item, output in self.iter_outputs(inputs):
             name = describe_source(source)
             if isinstance(item, ErrorInfo):
-                failures.append((name, item))
+                yield name, None, item
             elif output is not None:
-                paths.append(name)
-                rows.append(np.asarray(output, np.float32).reshape(-1))
-            if on_item:
-                on_item(name, item if isinstance(item, ErrorInfo) else None)
-        features = np.stack(rows) if rows else np.zeros((0, 0), np.float32)
-        return FeatureSet(self.spec.name, paths, features, failures)
+                yield name, np.asarray(output, np.float32).reshape(-1), None

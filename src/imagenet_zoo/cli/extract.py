@@ -16,6 +16,7 @@ from imagenet_zoo.cli.folder import (
     run_on_cluster,
     summarize,
 )
+from imagenet_zoo.cli.options import refuse
 from imagenet_zoo.jobs.folder import FolderJob, run_folder_job
 from imagenet_zoo.jobs.job import JobOptions
 
@@ -32,8 +33,18 @@ def register(sub: Any) -> None:
         "--output",
         required=True,
         metavar="FILE",
-        help="features.npz or features.parquet (a folder with --cluster)",
+        help="features.npz or features.parquet (a folder with --cluster); the features stream to "
+        "FILE.partial.jsonl until the end",
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a job that stopped: skip the photos already in FILE.partial.jsonl (written with the "
+        "same settings)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace --output, or a stopped job's partial file"
+    )  # fmt: skip
     options.add_engine_options(parser)
     options.add_decode_option(parser)
     add_cluster_options(parser)
@@ -45,9 +56,13 @@ def run(args: argparse.Namespace) -> int:
         sources=args.photos, recursive=args.recursive, load=options.load_config(args, task="features")
     )
     if args.cluster:
+        refuse(args, ["resume", "overwrite"], "with --cluster: a rerun with the same settings resumes")
         return run_on_cluster(args, job, verb=VERB)
     refuse_cluster_options(args)
-    folder_job = FolderJob(**vars(job), output=Path(args.output), progress=False if args.quiet else None)
+    folder_job = FolderJob(
+        **vars(job), output=Path(args.output), resume=args.resume, overwrite=args.overwrite,
+        progress=False if args.quiet else None,
+    )  # fmt: skip
     report = run_folder_job(folder_job)
     shape = "x".join(map(str, report.feature_shape or ()))
     print(f"imagenet-zoo: {shape} features from {args.model} written to {args.output}", file=sys.stderr)

@@ -1,9 +1,10 @@
 """The folder job on this machine (classify or extract), the twin of the Ray job in `cluster.py`.
 
 Classify streams each result to a results file as it is produced (`--resume` skips what the file already
-holds, if it was written with the same settings) and to the caller; extract writes one features file. A
-photo that cannot be read is reported with its error and the job goes on. Everything a job is asked is
-checked before any file is opened or any model loaded.
+holds, if it was written with the same settings) and to the caller; extract streams each photo's features
+to a journal the same way and writes the features file from it at the end (`features.py`). A photo that
+cannot be read is reported with its error and the job goes on. Everything a job is asked is checked
+before any file is opened or any model loaded.
 """
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagenet_zoo.api import Checked
 from imagenet_zoo.classifier import Classifier, FeatureExtractor, PostPlan
 from imagenet_zoo.data.images import find_images
 from imagenet_zoo.errors import UsageError
 from imagenet_zoo.jobs.annotate import AnnotationWriter
-from imagenet_zoo.jobs.identity import Identity
-from imagenet_zoo.jobs.job import JobOptions, JobReport
+from imagenet_zoo.jobs.identity import Identity, identity_file
+from imagenet_zoo.jobs.job import CheckedJob, JobOptions, JobReport
 from imagenet_zoo.jobs.results import RecordsFile
 from imagenet_zoo.progress import Progress
 from imagenet_zoo.records import Classification, ErrorInfo, csv_columns, flat_row
@@ -31,7 +31,7 @@ class FolderJob(JobOptions):
     # classify: a results file (.csv, .jsonl, .json), or None to hand results to the caller alone;
     # extract: the features file (.npz, .parquet).
     output: Path | None = None
-    resume: bool = False  # skip the photos already in `output`
+    resume: bool = False  # skip the photos already in `output` (extract: in its journal)
     annotate: Path | None = None  # a labelled copy: this file for a one-photo job, else into this folder
     annotate_dir: Path | None = None  # a labelled copy of every photo, into this folder
     sheet: Path | None = None  # a contact sheet of labelled thumbnails
@@ -46,10 +46,10 @@ def run_folder_job(job: FolderJob, *, on_result: Callable[[Classification], None
     if not sources:
         raise UsageError("no image files found (use --recursive for sub-folders)")
     checked = job.check(photos=len(sources))
-    if checked.plan is None:
-        return _extract(job, checked.pipeline, sources)
     if job.resume and not job.output:
         raise UsageError("--resume needs --output")
+    if checked.plan is None:
+        return _extract(job, checked, sources)
     plan = checked.plan
     start = time.monotonic()
     annotations = _annotation_writer(job, sources)
@@ -102,19 +102,54 @@ def _annotation_writer(job: FolderJob, sources: list[str]) -> AnnotationWriter:
     )  # fmt: skip
 
 
-def _extract(job: FolderJob, checked: Checked, sources: list[str]) -> JobReport:
-    from imagenet_zoo.jobs.features import FORMATS, save_features
+def _extract(job: FolderJob, checked: CheckedJob, sources: list[str]) -> JobReport:
+    """Features streamed to the output's journal (resumed with `--resume`), then the features file."""
+    from imagenet_zoo.jobs.features import check_writable, journal_of, journal_record, write_features_file
 
-    if job.output is None or job.output.suffix.lower() not in FORMATS:
-        raise UsageError(f"--output must end in one of {', '.join(FORMATS)}: {job.output}")
+    assert job.output is not None
+    check_writable(job.output)
+    journal = journal_of(job.output)
+    if job.output.exists() and not journal.exists() and not job.overwrite:
+        return _finished_features(job, sources, checked)
     start = time.monotonic()
-    extractor = checked.load()
-    assert isinstance(extractor, FeatureExtractor)
-    progress = Progress("Extracting", len(sources), unit="img", enabled=job.progress)
-    feature_set = extractor.extract(sources, on_item=lambda *_: progress.update())
-    progress.close()
-    save_features(feature_set, job.output)
+    columns: list[str] = []  # JSON Lines: no columns
+    with RecordsFile(journal, columns=columns, resume=job.resume, overwrite=job.overwrite,
+                     formats=(journal.suffix,), identity=checked.identity) as records:  # fmt: skip
+        todo = [s for s in sources if s not in records.done]
+        extractor = checked.pipeline.load()
+        assert isinstance(extractor, FeatureExtractor)
+        progress = Progress("Extracting", len(todo), unit="img", enabled=job.progress)
+        failures: list[tuple[str, ErrorInfo]] = []
+        for name, features, error in extractor.iter_features(todo):
+            records.write_record(journal_record(name, features, error))
+            progress.update()
+            if error is not None:
+                failures.append((name, error))
+        progress.close()
+        shape = write_features_file(journal, job.output, extractor.spec.name)
+    journal.unlink()
+    identity_file(journal).unlink(missing_ok=True)
     return JobReport(
-        len(sources), 0, len(sources), feature_set.failures, time.monotonic() - start, checked.choice,
-        feature_shape=feature_set.features.shape,
+        len(sources), len(sources) - len(todo), len(todo), failures, time.monotonic() - start,
+        checked.pipeline.choice, feature_shape=(shape.photos, shape.dimensions),
     )  # fmt: skip
+
+
+def _finished_features(job: FolderJob, sources: list[str], checked: CheckedJob) -> JobReport:
+    """A features file a finished job wrote: with `--resume`, nothing left to do if it holds every photo;
+    otherwise it is replaced only with `--overwrite`."""
+    from imagenet_zoo.jobs.features import load_features, parquet_text
+
+    assert job.output is not None
+    if not job.resume:
+        raise UsageError(f"{job.output} exists: add --overwrite to replace it (or --resume to complete it)")
+    held = load_features(job.output)
+    names = {parquet_text(s) for s in sources} if job.output.suffix.lower() == ".parquet" else set(sources)
+    missing = len(names - set(held.paths) - {path for path, _ in held.failures})
+    if missing:
+        raise UsageError(
+            f"{job.output} is a finished job's, and {missing:,} of the photos are not in it: extract them "
+            "into another file, or add --overwrite to extract everything again"
+        )
+    shape = (len(held.paths), held.features.shape[1] if held.features.ndim == 2 else 0)
+    return JobReport(len(sources), len(sources), 0, [], 0.0, checked.pipeline.choice, feature_shape=shape)
