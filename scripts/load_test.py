@@ -10,8 +10,9 @@ Starts its own servers on 127.0.0.1 (never another address), bounded in requests
 4. abuse: 16-file batches of a 1x100,000-pixel PNG (under 500 bytes each), and 20 MB uploads 32 at a
    time (more than the server reads at once): every answer typed, no 5xx, memory sampled;
 5. attacks (`attacks`): ordinary clients and health probes alone, then alongside v2 requests of
-   thousands of images, slow bodies (20 MB promised, a byte a second) and model thrash: the ordinary
-   clients' rate, p50/p99, 5xx and 503, the slowest health check and the server's peak memory for each.
+   thousands of images, slow bodies (20 MB promised, a byte a second), model thrash and clients that hang
+   up mid-upload: the ordinary clients' rate, p50/p99, 5xx and 503, the slowest health check and the
+   server's peak memory for each (for the hang-ups, also what the server counted them as).
 
 Prints a markdown report. Usage: python scripts/load_test.py [--requests N] [--bad-requests N]
 [--phases throughput bad abuse queue attacks] [--attack-seconds S] [--json FILE]
@@ -24,6 +25,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import socket
 import statistics
 import struct
@@ -479,6 +481,7 @@ def attacks_phase(args: argparse.Namespace) -> tuple[list[str], int]:
                     ("many-image v2", many_images),
                     ("slow bodies", slow_bodies),
                     ("model thrash", thrash),
+                    ("hang-ups", hang_ups),
                 )
             }
     if args.json:
@@ -593,6 +596,34 @@ async def slow_bodies(url: str, stop: float, statuses: dict[int, int], bundle: P
             writer.close()
 
     await asyncio.gather(*(trickle() for _ in range(16)))
+
+
+async def hang_ups(url: str, stop: float, statuses: dict[int, int], bundle: Path) -> None:
+    """8 clients at a time that declare a photo's upload, send half of it and hang up, over and over (a
+    flaky mobile network, or on purpose); then what the server counted them as (`/metrics`: 499, 5xx)."""
+    target = httpx.URL(url)
+    photo = sorted(SHARED.iterdir())[2].read_bytes()
+    head = (f"POST /v1/classify HTTP/1.1\r\nHost: {target.host}\r\nContent-Type: image/jpeg\r\n"
+            f"Content-Length: {len(photo)}\r\n\r\n").encode()  # fmt: skip
+
+    async def hang_up_again_and_again() -> None:
+        while time.monotonic() < stop:
+            _, writer = await asyncio.open_connection(target.host, target.port)
+            writer.write(head + photo[: len(photo) // 2])
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.close()
+            statuses[0] = statuses.get(0, 0) + 1  # hung up before any answer
+
+    await asyncio.gather(*(hang_up_again_and_again() for _ in range(8)))
+    async with httpx.AsyncClient(timeout=60) as client:
+        metrics = (await client.get(f"{url}/metrics")).text
+    for line in metrics.splitlines():
+        counted = re.match(
+            r'imagenet_zoo_requests_total\{.*route="/v1/classify".*status="(\d+)"\} (\S+)', line
+        )
+        if counted and (counted[1] == "499" or counted[1].startswith("5")):
+            statuses[int(counted[1])] = int(float(counted[2]))
 
 
 async def thrash(url: str, stop: float, statuses: dict[int, int], bundle: Path) -> None:
