@@ -298,7 +298,7 @@ def test_cors_reaches_every_answer_and_exposes_what_clients_read() -> None:
 @pytest.mark.slow
 def test_the_load_tests_attacks_leave_ordinary_clients_served(lite0_home: Path, tmp_path: Path) -> None:
     """scripts/load_test.py's attacks, briefly: health answers within 1 s, ordinary clients get no 5xx and
-    no 503, the server stays below 1.5 GB."""
+    no 503, the server stays below 1.5 GB, and clients that hang up mid-upload are counted as 499."""
     import os
     import subprocess
     import sys
@@ -311,7 +311,9 @@ def test_the_load_tests_attacks_leave_ordinary_clients_served(lite0_home: Path, 
     run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
     assert run.returncode == 0, run.stdout + run.stderr
     rows = json.loads(measurements.read_text())
-    assert set(rows) == {"none", "many-image v2", "slow bodies", "model thrash"}
+    assert set(rows) == {"none", "many-image v2", "slow bodies", "model thrash", "hang-ups"}
+    hang_ups = rows["hang-ups"]["attack_statuses"]  # what the server counted them as (JSON: text keys)
+    assert int(hang_ups.get("499", 0)) > 0 and not any(status.startswith("5") for status in hang_ups)
     for row in rows.values():
         assert row["5xx"] == row["503"] == 0 and row["rate"] > 0
         assert row["health_max_ms"] < 1000 and row["peak_rss_mb"] < 1536
