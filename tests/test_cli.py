@@ -394,7 +394,8 @@ def test_a_full_disk_under_any_command_is_one_line(
 ) -> None:
     """Feature files (and other writes no command wraps) ended with an OSError traceback on a full disk."""
     features = tmp_path / "features.npz"
-    features.symlink_to("/dev/full")  # every write fails with ENOSPC, as on a full disk
+    journal = tmp_path / "features.npz.partial.jsonl"  # where the features stream first
+    journal.symlink_to("/dev/full")  # every write fails with ENOSPC, as on a full disk
     code, _, err = run_cli(["extract", COFFEE, "--output", str(features)], capsys)
     lines = [line for line in err.splitlines() if line.startswith("imagenet-zoo:")]
     assert code == 1 and "Traceback" not in err and len(lines) == 1 and "No space left" in lines[0], err
