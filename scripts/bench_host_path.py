@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from imagenet_zoo.data.device import DevicePreprocessor
+from imagenet_zoo.engines.base import Engine
 from imagenet_zoo.engines.registry import EngineSpec, engine_registry
+from imagenet_zoo.engines.torch_device import DevicePreprocessor
 from imagenet_zoo.jobs.folder import FolderJob, run_folder_job
 from imagenet_zoo.pipeline import LoadConfig
 from imagenet_zoo.registry import default_registry
@@ -52,10 +53,11 @@ def _instant_decoder(data: Sequence[bytes]) -> list[Any]:
     return [_DECODED] * len(data)
 
 
-class _HostOnlyEngine:
+class _HostOnlyEngine(Engine):
     """Ranks at once; prepares batches with the GPU path's CPU work and nothing else."""
 
     name = "host-only"
+    ranks_where_it_infers = True
 
     def infer(self, batch: Any) -> np.ndarray:
         return np.zeros((len(batch), 1000), np.float32)
@@ -66,6 +68,9 @@ class _HostOnlyEngine:
     def batch_preprocessor(self, config: Any, *, decode: Any, max_pixels: int, cpu_path: Any) -> Any:
         return _InstantResize(config, "cpu", decode=decode, max_pixels=max_pixels, cpu_path=cpu_path,
                               decoder=_instant_decoder)  # fmt: skip
+
+    def stacked(self, rows: list[Any]) -> Any:
+        return torch.stack(rows)
 
 
 def copied(sample: Path, folder: Path, copies: int) -> list[Path]:
@@ -80,9 +85,7 @@ def copied(sample: Path, folder: Path, copies: int) -> list[Path]:
 def register_host_only() -> None:
     if "host-only" not in engine_registry().names():
         engine_registry().register(
-            EngineSpec(
-                name="host-only", summary="host-only", load=lambda m, r: _HostOnlyEngine(), concurrent=True
-            )
+            EngineSpec(name="host-only", summary="host-only", load=lambda m, r: _HostOnlyEngine())
         )
 
 

@@ -8,6 +8,7 @@
    first); the packages of the applications' layer (`jobs/`, `transfer/`, `selftest/`) never import each
    other; an engine's implementation is imported only by the engines themselves (everything else asks
    the engine registry).
+4. torch (and torchvision) is imported only by the torch engine's own modules (`engines/torch*.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "imagenet_zoo"
 UPPER = ("imagenet_zoo.jobs", "imagenet_zoo.transfer", "imagenet_zoo.server", "imagenet_zoo.cli")
 HEAVY = ("keras", "tensorflow", "openvino")
+TORCH = ("torch", "torchvision")
+TORCH_ENGINE = "imagenet_zoo.engines.torch"  # the module and its siblings engines/torch_*.py
 # Lowest first; a module not listed is in the lowest layer (the data, models, weights and their types).
 LAYERS = (
     (),
@@ -41,8 +44,8 @@ ENGINE_SEAMS = {
 }
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+def module_name(path: Path, package: Path = PACKAGE) -> str:
+    parts = path.relative_to(package.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -131,6 +134,23 @@ def layering_problems(graph: dict[str, set[str]]) -> list[str]:
     return problems
 
 
+def torch_importers(package: Path = PACKAGE) -> list[str]:
+    """Modules outside the torch engine that import torch or torchvision (inside functions too)."""
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        name = module_name(path, package)
+        if name == TORCH_ENGINE or name.startswith(TORCH_ENGINE + "_"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            if any(n.split(".")[0] in TORCH for n in names):
+                found.append(name)
+                break
+    return found
+
+
 def loaded_by_plain_import() -> list[str]:
     code = "import sys, imagenet_zoo; print('\\n'.join(sorted(sys.modules)))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -142,12 +162,14 @@ def main() -> int:
     problems = [f"`import imagenet_zoo` loads {name}" for name in loaded_by_plain_import()]
     problems += [f"import circle: {' <-> '.join(group)}" for group in cycles(graph)]
     problems += layering_problems(graph)
+    problems += [f"torch is imported outside the torch engine: {name}" for name in torch_importers()]
     edges = sum(len(targets) for targets in graph.values())
     print(f"{len(graph)} modules, {edges} imports between them")
     print(
         "\n".join(problems)
         if problems
-        else "layout ok: a light top-level import, no circle, no upward or sideways import"
+        else "layout ok: a light top-level import, no circle, no upward or sideways import, torch in its "
+        "engine alone"
     )
     return 1 if problems else 0
 

@@ -3,7 +3,8 @@
 Needs only this repository's source, torch, Pillow, numpy and the Keras wheel (no TensorFlow, no
 OpenVINO, no package index; the service check also needs the server's packages). On a machine without a
 GPU it marks every GPU row {"skipped": "no GPU"}; `--device cpu` runs every row on the CPU instead (with
-`--quick`, a test of this script: nvJPEG is replaced by its CPU stand-in, `data.device.pillow_decoder`).
+`--quick`, a test of this script: nvJPEG is replaced by its CPU stand-in,
+`engines.torch_device.pillow_decoder`).
 
     python scripts/gpu_check.py --photos DIR [--quick] [--compile] [--device cpu]
 
@@ -107,7 +108,7 @@ def logits(classifier: Any, photos: list[Path]) -> np.ndarray:
 def device_fed(classifier: Any) -> Any:
     """The classifier with its batches decoded and preprocessed on its device (on a CPU, through the
     stand-in for nvJPEG)."""
-    from imagenet_zoo.data.device import DevicePreprocessor
+    from imagenet_zoo.engines.torch_device import DevicePreprocessor
 
     if classifier.batch_preprocessor is None:
         classifier.batch_preprocessor = DevicePreprocessor(

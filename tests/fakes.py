@@ -18,12 +18,13 @@ import numpy as np
 from PIL import Image
 
 import imagenet_zoo
+from imagenet_zoo.engines.base import Engine
 from imagenet_zoo.engines.registry import EngineRequest, EngineSpec, engine_registry
 from imagenet_zoo.model_types import RegisteredModel
 from imagenet_zoo.pipeline import LoadConfig
 
 
-class FakeEngine:
+class FakeEngine(Engine):
     """Logits that depend on the input pixels (class = mean brightness bucket); optionally slow or
     blocking. Takes uint8 pixels, as every engine does."""
 
@@ -51,9 +52,7 @@ def _fake_loader(model: RegisteredModel, request: EngineRequest) -> FakeEngine:
 
 
 # What a third-party engine declares: found by every process through its entry point.
-FAKE_ENGINE = EngineSpec(
-    name="fake", summary="fake (the tests' stand-in)", load=_fake_loader, concurrent=True
-)
+FAKE_ENGINE = EngineSpec(name="fake", summary="fake (the tests' stand-in)", load=_fake_loader)
 
 
 def _gpu_loader(model: RegisteredModel, request: EngineRequest) -> FakeEngine:

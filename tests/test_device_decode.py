@@ -1,6 +1,7 @@
-"""Decoding and preprocessing on the device, with a CPU stand-in for nvJPEG (`data.device.pillow_decoder`):
-routing, EXIF orientation, broken files in a batch, bombs, and the batched resize against the CPU
-pipeline's pixels. On a GPU the same code runs with torchvision's nvJPEG decoder (`scripts/gpu_check.py`)."""
+"""Decoding and preprocessing on the device, with a CPU stand-in for nvJPEG
+(`engines.torch_device.pillow_decoder`): routing, EXIF orientation, broken files in a batch, bombs, and
+the batched resize against the CPU pipeline's pixels. On a GPU the same code runs with torchvision's
+nvJPEG decoder (`scripts/gpu_check.py`)."""
 
 import io
 from dataclasses import replace
@@ -20,8 +21,8 @@ from tests.conftest import SAMPLE_DIR
 
 torch = pytest.importorskip("torch")
 
-from imagenet_zoo.data import device  # noqa: E402
-from imagenet_zoo.data.device import DevicePreprocessor, pillow_decoder  # noqa: E402
+from imagenet_zoo.engines import torch_device as device  # noqa: E402
+from imagenet_zoo.engines.torch_device import DevicePreprocessor, pillow_decoder  # noqa: E402
 
 LITE0 = default_registry().get("lite0").spec.data_config
 PHOTOS = sorted(SAMPLE_DIR.glob("*.JPEG"))
@@ -179,13 +180,16 @@ def test_a_classifier_on_device_rows_gives_the_cpu_answers(lite0_classifier: Any
     assert np.mean(np.equal(ours, theirs)) >= 0.96
 
 
-def test_numpy_rows_join_device_rows_in_one_batch() -> None:
-    """The service's batcher may hold rows of both kinds (a heatmap request's, decoded by Pillow)."""
-    from imagenet_zoo.pipeline import stacked
+def test_numpy_rows_join_device_rows_in_one_batch(with_lite0: Any) -> None:
+    """The service's batcher may hold rows of both kinds (a heatmap request's, decoded by Pillow): the
+    torch engine stacks them as one batch on its device."""
+    import imagenet_zoo
 
+    engine = imagenet_zoo.load_engine("lite0", engine="torch", device="cpu", progress=False)
     numpy_row = _cpu_pixels(PHOTOS[0]).astype(np.uint8)
     device_row = torch.from_numpy(_cpu_pixels(PHOTOS[1]).astype(np.uint8)).permute(2, 0, 1)
-    batch = stacked([numpy_row, device_row])
+    assert isinstance(engine.stacked([numpy_row, numpy_row]), np.ndarray)  # the CPU's rows alone
+    batch = engine.stacked([numpy_row, device_row])
     assert batch.shape == (2, 3, *numpy_row.shape[:2])
     assert np.array_equal(batch[0].permute(1, 2, 0).numpy(), numpy_row)
     assert np.array_equal(batch[1].numpy(), device_row.numpy())
@@ -264,7 +268,7 @@ def _thin_jpeg() -> bytes:
 _PEAK_OF_THIN_PHOTOS = """
 import resource, sys
 from tests.test_device_decode import LITE0, _preprocessor, _thin_jpeg
-from imagenet_zoo.data import device
+from imagenet_zoo.engines import torch_device as device
 from imagenet_zoo.records import ErrorInfo
 photos = [_thin_jpeg()] * int(sys.argv[1])
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -194,7 +194,7 @@ class _Overlapping(FakeEngine):
 
 def test_an_engine_that_runs_calls_at_once_is_not_serialized_above_it() -> None:
     engine = _Overlapping()
-    name = register_fake(engine, concurrent=True)
+    name = register_fake(engine)
     classifier = imagenet_zoo.load("lite0", engine=name, progress=False)
     batch = np.zeros((1, 224, 224, 3), np.uint8)
     threads = [threading.Thread(target=classifier.forward, args=(batch,)) for _ in range(4)]

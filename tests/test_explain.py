@@ -12,8 +12,8 @@ from scripts.pointing_game import play
 import imagenet_zoo
 from imagenet_zoo.data.images import decode_image
 from imagenet_zoo.data.preprocess import input_region, resize_and_crop
-from imagenet_zoo.engines.explain import CamEngine, GradCamEngine, cam_model
-from imagenet_zoo.engines.keras import KerasEngine
+from imagenet_zoo.engines.explain import cam_model
+from imagenet_zoo.engines.keras import KerasCamEngine, KerasGradCamEngine
 from imagenet_zoo.errors import ExplanationUnsupportedError, UsageError
 from imagenet_zoo.explain import Explanation, class_index_of, draw_heatmap, positive_unit
 from imagenet_zoo.registry import default_registry
@@ -36,8 +36,7 @@ def _mode(model_name: str) -> PreprocessMode:
 
 
 def _cam_engine(model, name: str):  # type: ignore[no-untyped-def]
-    cam = cam_model(model)
-    return CamEngine(KerasEngine(cam.network, _mode(name)), cam.head)
+    return KerasCamEngine(model, _mode(name))
 
 
 def _random_keras(constructor: str):  # type: ignore[no-untyped-def]
@@ -58,7 +57,7 @@ def test_grad_cam_is_cam_over_the_number_of_positions(constructor: str, name: st
     model = _random_keras(constructor)
     batch = _batch(name)
     logits, cam, classes = _cam_engine(model, name).explain(batch, None)
-    grad_logits, grad_cam, grad_classes = GradCamEngine(model, _mode(name)).explain(batch, None)
+    grad_logits, grad_cam, grad_classes = KerasGradCamEngine(model, _mode(name)).explain(batch, None)
     np.testing.assert_allclose(grad_logits, logits, rtol=1e-5, atol=1e-5)
     assert classes.tolist() == grad_classes.tolist() == np.argmax(logits, axis=1).tolist()
     positions = cam.shape[1] * cam.shape[2]
@@ -87,7 +86,7 @@ def test_vgg_needs_grad_cam_which_the_keras_engine_computes() -> None:
     model = _random_keras("VGG16")
     with pytest.raises(ExplanationUnsupportedError, match="Grad-CAM"):
         cam_model(model)
-    logits, maps, classes = GradCamEngine(model, _mode("vgg16")).explain(_batch("vgg16"), None)
+    logits, maps, classes = KerasGradCamEngine(model, _mode("vgg16")).explain(_batch("vgg16"), None)
     assert maps.shape == (len(PHOTOS), 7, 7) and np.isfinite(maps).all()
     assert classes.tolist() == np.argmax(logits, axis=1).tolist()
 

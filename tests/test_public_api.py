@@ -88,6 +88,21 @@ def test_the_layout_check_finds_a_circle() -> None:
     ]
 
 
+def test_the_layout_check_finds_torch_outside_its_engine(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import check_layout
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    package = tmp_path / "imagenet_zoo"
+    (package / "engines").mkdir(parents=True)
+    (package / "pipeline.py").write_text("def stacked(rows):\n    import torch\n")
+    (package / "engines" / "torch_device.py").write_text("import torchvision.io\n")
+    (package / "engines" / "openvino.py").write_text("from torch import nn\n")
+    found = check_layout.torch_importers(package)
+    assert found == ["imagenet_zoo.engines.openvino", "imagenet_zoo.pipeline"]
+
+
 def test_a_model_user_finishes_the_job_with_public_names_only(with_lite0: Path) -> None:
     """create_model -> transform -> logits -> decode_predictions, as a Keras or timm user would."""
     spec = imagenet_zoo.get_model_spec("lite0")

@@ -83,13 +83,13 @@ def test_close_calls_in_bf16_are_the_fp32_graphs_answers(with_lite0: Path, lite0
     than the margin are exactly the fp32 graph's rows, and only those are computed again."""
     from imagenet_zoo.data.preprocess import normalization
     from imagenet_zoo.engines.registry import EngineRequest
-    from imagenet_zoo.engines.torch import CLOSE_CALL_MARGIN, TorchEngine, translated
+    from imagenet_zoo.engines.torch import CLOSE_CALL_MARGIN, TorchEngine, translated, translated_graph
     from imagenet_zoo.registry import default_registry
 
     folder = translated(default_registry().get("lite0"), EngineRequest(device="cpu", progress=False))
     x, lite = lite0_inputs[:16], normalization("lite")
-    fp32 = TorchEngine(folder, "fp32", "cpu", lite).infer(x)
-    engine = TorchEngine(folder, "bf16", "cpu", lite)
+    fp32 = TorchEngine(translated_graph(folder, "cpu")[0], "fp32", "cpu", lite).infer(x)
+    engine = TorchEngine(translated_graph(folder, "cpu")[0], "bf16", "cpu", lite)
     assert engine.close_call_margin == CLOSE_CALL_MARGIN["bf16"] > 0
     engine.close_call_margin = 0.0
     plain = engine.infer(x)
@@ -100,7 +100,8 @@ def test_close_calls_in_bf16_are_the_fp32_graphs_answers(with_lite0: Path, lite0
     assert engine.close_calls == close.sum() > 0
     np.testing.assert_allclose(checked[close], fp32[close], atol=1e-5)
     np.testing.assert_array_equal(checked[~close], plain[~close])
-    assert TorchEngine(folder, "bf16", "cpu", lite, check_close_calls=False).reference is None
+    unchecked = TorchEngine(translated_graph(folder, "cpu")[0], "bf16", "cpu", lite, check_close_calls=False)
+    assert unchecked.reference is None
 
 
 def test_only_logits_of_real_weights_check_close_calls(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -111,6 +112,7 @@ def test_only_logits_of_real_weights_check_close_calls(monkeypatch: pytest.Monke
 
     checked: list[bool] = []
     monkeypatch.setattr(torch_engine, "translated", lambda model, request: Path("unused"))
+    monkeypatch.setattr(torch_engine, "translated_graph", lambda folder, device, threads: (None, None))
     monkeypatch.setattr(torch_engine, "TorchEngine", lambda *a, **k: checked.append(k["check_close_calls"]))
     lite0 = default_registry().get("lite0")
     for request in (
@@ -125,9 +127,8 @@ def test_only_logits_of_real_weights_check_close_calls(monkeypatch: pytest.Monke
 def test_grad_cam_close_calls_are_the_fp32_graphs_maps() -> None:
     """Grad-CAM in bf16: a close call's logits, map and explained class come from the fp32 graph."""
     import copy
-    import threading
-    from types import SimpleNamespace
 
+    from imagenet_zoo.data.preprocess import normalization
     from imagenet_zoo.engines.torch import TorchGradCamEngine
 
     inputs = keras.Input((12, 12, 3))
@@ -135,23 +136,18 @@ def test_grad_cam_close_calls_are_the_fp32_graphs_maps() -> None:
     logits = layers.Dense(6)(layers.GlobalAveragePooling2D()(features))
     graph = translate(randomized(keras.Model(inputs, [logits, features])))
     module = GraphModule(graph.spec, {k: torch.from_numpy(v) for k, v in graph.weights.items()}).eval()
-    reference = copy.deepcopy(module)
-    x = np.random.default_rng(1).normal(size=(8, 12, 12, 3)).astype(np.float32)
+    pixels = np.random.default_rng(1).integers(0, 256, size=(8, 12, 12, 3), dtype=np.uint8)
     choice = [None, 2, None, 4, None, None, 1, None]
+    scaling = normalization("tf")
 
-    def engine(module: Any, margin: float) -> Any:
-        fake = SimpleNamespace(close_call_margin=margin, close_calls=0, _turn=threading.Lock())
-        fake.module, fake.reference, fake.dtype = module, reference, module.ops[0].weight.dtype
-        fake.to_device = lambda batch: torch.from_numpy(batch).permute(0, 3, 1, 2)
-        return fake
-
-    half = copy.deepcopy(module).lower_precision(torch.bfloat16)
-    bf16 = TorchGradCamEngine(engine(half, 0.0)).explain(x, choice)
-    checked_engine = engine(half, float(np.median(_gaps(bf16[0]))))
-    checked = TorchGradCamEngine(checked_engine).explain(x, choice)
-    exact = TorchGradCamEngine(engine(module, 0.0)).explain(x, choice)
-    close = _gaps(bf16[0]) < checked_engine.close_call_margin
-    assert checked_engine.close_calls == close.sum() > 0 and np.abs(bf16[0] - exact[0]).max() > 1e-3
+    half = TorchGradCamEngine(copy.deepcopy(module), "bf16", "cpu", scaling)
+    half.close_call_margin = 0.0  # bf16 alone
+    bf16 = half.explain(pixels, choice)
+    half.close_call_margin = float(np.median(_gaps(bf16[0])))
+    checked = half.explain(pixels, choice)
+    exact = TorchGradCamEngine(copy.deepcopy(module), "fp32", "cpu", scaling).explain(pixels, choice)
+    close = _gaps(bf16[0]) < half.close_call_margin
+    assert half.close_calls == close.sum() > 0 and np.abs(bf16[0] - exact[0]).max() > 1e-3
     for ours, theirs, rounded in zip(checked, exact, bf16, strict=True):
         np.testing.assert_allclose(ours[close], theirs[close], atol=1e-5)
         np.testing.assert_array_equal(ours[~close], rounded[~close])

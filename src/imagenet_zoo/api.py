@@ -169,7 +169,7 @@ def load_engine(
     `Classifier.preprocess_images`), logits (or pooled features) out.
 
     `threads` bounds the engine's inference threads (default: all cores). `explain` gives an engine that
-    also computes heatmaps (`imagenet_zoo.explain.ExplainingEngine`)."""
+    also computes heatmaps (`Engine.explain`)."""
     config = LoadConfig(
         model=model, engine=engine, precision=precision, device=device,
         task="features" if features else "classify", explain=explain, threads=threads,

@@ -21,7 +21,7 @@ from imagenet_zoo.data.preprocess import input_region, resize_and_crop
 from imagenet_zoo.explain import Explanation, class_index_of, positive_unit
 from imagenet_zoo.pipeline import Batch, Heat, Pipeline, PostOptions, Ranking, Read
 from imagenet_zoo.records import Classification, ErrorInfo, Prediction
-from imagenet_zoo.specs import ExplainMethod, ModelSpec
+from imagenet_zoo.specs import ModelSpec
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -289,7 +289,8 @@ class Classifier(Pipeline):
 
     def _explanation(self, heat: Heat, info: InputInfo) -> Explanation:
         class_index, raw_map = heat
-        method: ExplainMethod = getattr(self.engine, "explain_method", "cam")
+        method = self.engine.explain_method
+        assert method is not None, "a heat comes from an engine that explains"
         region = input_region(info.width, info.height, self.data_config)
         label = self.labels[class_index].name
         return Explanation(method, class_index, label, positive_unit(raw_map), region)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -64,21 +64,6 @@ class Explanation:
             float(left + (column + 0.5) * (right - left) / resolution),
             float(top + (row + 0.5) * (bottom - top) / resolution),
         )
-
-
-@runtime_checkable
-class ExplainingEngine(Protocol):
-    """An engine that can also return, for each input, the raw map of one class (before `positive_unit`)."""
-
-    name: str
-    explain_method: ExplainMethod
-
-    def infer(self, batch: np.ndarray) -> np.ndarray: ...
-
-    def explain(self, batch: np.ndarray, choice: ClassChoice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Logits (N, classes), maps (N, rows, columns) and the class of each map (see
-        `explained_classes`), from one forward pass."""
-        ...
 
 
 # Which class's map to compute: one for every input, or one per input; None: the input's top-1 class.

@@ -30,11 +30,17 @@ from imagenet_zoo.data.images import (
     InputInfo,
     give_back_large_buffers,
 )
-from imagenet_zoo.data.preprocess import Transform, create_transform, decode_for, model_input, pixels_for
-from imagenet_zoo.engines.base import Engine
+from imagenet_zoo.data.preprocess import (
+    BatchPreprocessor,
+    Transform,
+    create_transform,
+    decode_for,
+    model_input,
+    pixels_for,
+)
+from imagenet_zoo.engines.base import Engine, as_engine
 from imagenet_zoo.engines.registry import AUTO
 from imagenet_zoo.errors import ExplanationUnsupportedError, ImageError
-from imagenet_zoo.explain import ExplainingEngine
 from imagenet_zoo.model_types import RegisteredModel
 from imagenet_zoo.records import ErrorInfo
 from imagenet_zoo.registry import DEFAULT_MODEL
@@ -81,8 +87,6 @@ class PostOptions:
 
 
 Prepared = tuple[InputInfo, np.ndarray] | ErrorInfo  # a photo as the model's input, or why it is not one
-# A batch of inputs to each one's info and model input on the engine's device (a tensor row), or error.
-BatchPreprocessor = Callable[[Sequence[ImageSource]], list[Any]]
 Heat = tuple[int, np.ndarray]  # the class a heatmap is for, and its raw map
 # For one input: the class whose heatmap to compute with its logits, "top" for its top-1, or None for none.
 Wanted = int | Literal["top"] | None
@@ -107,7 +111,7 @@ class Pipeline:
     def __init__(
         self,
         spec: ModelSpec,
-        engine: Engine,
+        engine: Any,
         *,
         data_config: DataConfig | None = None,
         batch_size: int = 8,
@@ -118,7 +122,7 @@ class Pipeline:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.spec = spec
-        self.engine = engine  # owns its concurrency: calls are never serialized above it
+        self.engine: Engine = as_engine(engine)  # owns its concurrency: calls never take turns above it
         self.data_config = data_config or spec.data_config
         self.batch_size = batch_size
         self.max_pixels = max_pixels
@@ -126,12 +130,9 @@ class Pipeline:
         self.decode = decode
         self.budget = DecodeBudget(DEFAULT_DECODE_BUDGET)  # what all its decoding threads hold at once
         give_back_large_buffers()
-        # An engine on a GPU may decode and preprocess whole batches there (`data.device`).
-        make = getattr(engine, "batch_preprocessor", None)
-        self.batch_preprocessor: BatchPreprocessor | None = (
-            None
-            if make is None
-            else make(self.data_config, decode=decode, max_pixels=max_pixels, cpu_path=self._model_input)
+        # An engine on a GPU may decode and preprocess whole batches there (`engines.torch_device`).
+        self.batch_preprocessor: BatchPreprocessor | None = self.engine.batch_preprocessor(
+            self.data_config, decode=decode, max_pixels=max_pixels, cpu_path=self._model_input
         )
 
     @property
@@ -179,9 +180,9 @@ class Pipeline:
         heats = [None if w is None else (int(k), m) for w, k, m in zip(wanted, classes, maps, strict=True)]
         return Forward(logits, heats)
 
-    def explaining_engine(self) -> ExplainingEngine:
+    def explaining_engine(self) -> Engine:
         """The engine, if it draws heatmaps (ExplanationUnsupportedError if not)."""
-        if not isinstance(self.engine, ExplainingEngine):
+        if self.engine.explain_method is None:
             raise ExplanationUnsupportedError(
                 f"{self.spec.name} was not loaded to explain: load it with explain=True"
             )
@@ -208,9 +209,10 @@ class Pipeline:
     ) -> Iterator[Batch]:
         """The inputs in batches of `batch_size`, in input order: each input's model input or error, and
         the engine's output for those that decoded; with `explain`, their heatmaps too. With `top`, an
-        engine that ranks classes where it computes them (`infer_top`: a GPU's memory) gives their `top`
-        best classes instead of their logits. `read` turns an input into what is decoded (a URL into its
-        bytes) in the decoding threads; its `ImageError` is that input's error.
+        engine that ranks classes where it computes them (`Engine.ranks_where_it_infers`: a GPU's
+        memory) gives their `top` best classes instead of their logits. `read` turns an input into what
+        is decoded (a URL into its bytes) in the decoding threads; its `ImageError` is that input's
+        error.
 
         The next batch is decoded by `workers` threads while the engine runs the current one (Pillow
         releases the GIL while decoding and resizing), so decoding and inference overlap. On a GPU the
@@ -251,10 +253,10 @@ class Pipeline:
         good = [item[1] for item in prepared if not isinstance(item, ErrorInfo)]
         if not good:
             return Batch(sources, prepared)
-        infer_top = getattr(self.engine, "infer_top", None)
-        if top is not None and infer_top is not None and wanted is None:
-            return Batch(sources, prepared, ranking=Ranking(*infer_top(stacked(good), top)))
-        return Batch(sources, prepared, self.forward(stacked(good), [wanted] * len(good)))
+        batch = self.engine.stacked(good)
+        if top is not None and self.engine.ranks_where_it_infers and wanted is None:
+            return Batch(sources, prepared, ranking=Ranking(*self.engine.infer_top(batch, top)))
+        return Batch(sources, prepared, self.forward(batch, [wanted] * len(good)))
 
 
 @dataclass(frozen=True)
@@ -291,21 +293,6 @@ class Batch:
 # files overlaps decoding the other's on the device. Each needs a core of its own: on 2 cores a second one
 # slowed the GPU path's CPU side (`scripts/bench_host_path.py`).
 BATCHES_AHEAD_ON_DEVICE = 2 if (os.cpu_count() or 1) >= 4 else 1
-
-
-def stacked(rows: list[Any]) -> Any:
-    """One batch of model input pixels (uint8): numpy rows (HWC), or a device preprocessor's tensors (CHW,
-    on the device) with any numpy rows among them moved there (the service batches both kinds)."""
-    if all(isinstance(row, np.ndarray) for row in rows):
-        return np.stack(rows)
-    import torch
-
-    device = next(row.device for row in rows if isinstance(row, torch.Tensor))
-    tensors = [
-        row if isinstance(row, torch.Tensor) else torch.from_numpy(row).permute(2, 0, 1).to(device)
-        for row in rows
-    ]
-    return torch.stack(tensors).contiguous(memory_format=torch.channels_last)
 
 
 def _chunked(items: Iterator[Any], size: int) -> Iterator[list[Any]]:

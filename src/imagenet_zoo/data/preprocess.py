@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -50,6 +52,12 @@ DRAFT_MARGIN = 1.25
 # saves the time of filtering millions of pixels.
 REDUCING_GAP = 3.0
 
+
+# A photo as the model's input: what it was, and its pixels (`model_input`'s answer).
+CpuPath = Callable[[ImageSource], tuple[InputInfo, np.ndarray]]
+# A batch of inputs to each one's info and model input (a row as the engine stacks it), or its error, in
+# order: preprocessing of whole batches where an engine runs (`Engine.batch_preprocessor`).
+BatchPreprocessor = Callable[[Sequence[ImageSource]], list[Any]]
 
 # The shorter-side resize of an extreme panorama is refused its full size: a 1x100,000 PNG (473 bytes)
 # would be resized to 256x25,600,000 pixels (24 GiB) before the crop. Past this many pixels only the crop

@@ -1,4 +1,4 @@
-"""Engines that explain: the Keras graphs behind CAM and Grad-CAM, and the engines that run them.
+"""What engines explain with: the Keras graphs behind CAM and Grad-CAM, and the class maps of a CAM model.
 
 Every model here is `body -> pooling -> head`: `body` ends at the last feature map (rows x columns x
 channels), the pooling (global average pooling, or VGG's Flatten) ends space. For CAM the head after the
@@ -11,17 +11,13 @@ SqueezeNet's classifier is a 1x1 convolution before the pooling, so its feature 
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from imagenet_zoo.data.preprocess import normalize
-from imagenet_zoo.engines.base import pixel_batch
 from imagenet_zoo.errors import ExplanationUnsupportedError
 from imagenet_zoo.explain import ClassChoice, explained_classes
-from imagenet_zoo.specs import ExplainMethod, PreprocessMode
 
 
 def _keras() -> Any:
@@ -98,61 +94,14 @@ def grad_cam_model(model: Any) -> Any:
     return keras.Model(inputs, [logits, features], name=f"{model.name}_grad_cam")
 
 
-class CamEngine:
-    """Runs a CAM model (`CamModel`, on Keras or OpenVINO): logits for `infer`, and for `explain` each
-    input's map of one class, from the same forward pass."""
-
-    explain_method: ExplainMethod = "cam"
-
-    def __init__(self, engine: Any, head: np.ndarray | None) -> None:
-        # infer(batch) -> the logits alone; infer_outputs(batch) -> [logits, feature map] in either order
-        self._engine = engine
-        self._head = head
-        self.name: str = engine.name
-
-    def _outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        first, second = self._engine.infer_outputs(batch)
-        return (first, second) if first.ndim == 2 else (second, first)
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        return self._engine.infer(batch)  # type: ignore[no-any-return]  # the logits alone
-
-    def explain(self, batch: np.ndarray, choice: ClassChoice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        logits, features = self._outputs(batch)
-        classes = explained_classes(logits, choice)
-        if self._head is None:
-            return logits, features[np.arange(len(features)), :, :, classes], classes
-        maps = np.einsum("nhwc,cn->nhw", features, self._head[:, classes], optimize=True)
-        return logits, maps.astype(np.float32), classes
-
-
-class GradCamEngine:
-    """Runs a Keras model, with gradients for `explain` (TensorFlow computes them; OpenVINO cannot); its
-    pixels scaled as the weights expect."""
-
-    name = "keras"
-    explain_method: ExplainMethod = "grad-cam"
-
-    def __init__(self, model: Any, mode: PreprocessMode) -> None:
-        self._model = grad_cam_model(model)
-        self._mode = mode
-        self._turn = threading.Lock()  # one graph: calls from several threads take turns
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        scaled = normalize(pixel_batch(batch), self._mode)
-        with self._turn:
-            return np.asarray(self._model.predict_on_batch(scaled)[0], dtype=np.float32)
-
-    def explain(self, batch: np.ndarray, choice: ClassChoice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        import tensorflow as tf
-
-        scaled = normalize(pixel_batch(batch), self._mode)
-        with self._turn:
-            with tf.GradientTape() as tape:
-                logits, features = self._model(tf.constant(scaled, tf.float32), training=False)
-                classes = explained_classes(logits.numpy(), choice)
-                evidence = tf.reduce_sum(tf.gather(logits, classes, axis=1, batch_dims=1))
-            gradients = tape.gradient(evidence, features)
-        weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
-        maps = tf.reduce_sum(weights * features, axis=-1)
-        return logits.numpy().astype(np.float32), maps.numpy().astype(np.float32), classes
+def class_maps(
+    logits: np.ndarray, features: np.ndarray, head: np.ndarray | None, choice: ClassChoice
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A CAM model's outputs to what `Engine.explain` gives: the logits, each row's map of the class it
+    asks (`explained_classes`) and those classes. `features` is the last feature map (rows, map rows, map
+    columns, channels); `head` turns it into class maps (None: it is the class maps already)."""
+    classes = explained_classes(logits, choice)
+    if head is None:
+        return logits, features[np.arange(len(features)), :, :, classes], classes
+    maps = np.einsum("nhwc,cn->nhw", features, head[:, classes], optimize=True)
+    return logits, maps.astype(np.float32), classes

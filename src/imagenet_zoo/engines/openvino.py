@@ -20,7 +20,7 @@ import numpy as np
 from imagenet_zoo.engines.base import Engine, pixel_batch
 from imagenet_zoo.engines.cache import resolved_file
 from imagenet_zoo.engines.cpu import isa_limited_below_bf16
-from imagenet_zoo.engines.explain import CamEngine
+from imagenet_zoo.engines.explain import class_maps
 from imagenet_zoo.engines.openvino_ir import (
     IR_FILE,
     cam_head,
@@ -32,7 +32,9 @@ from imagenet_zoo.engines.openvino_ir import (
 )
 from imagenet_zoo.engines.registry import CalibrationReport, EngineRequest, EngineSpec
 from imagenet_zoo.errors import UnsupportedPrecisionError
+from imagenet_zoo.explain import ClassChoice
 from imagenet_zoo.model_types import RegisteredModel
+from imagenet_zoo.specs import ExplainMethod
 
 Precision = Literal["fp32", "bf16", "int8"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "int8")
@@ -46,7 +48,7 @@ def cpu_supports_bf16() -> bool:
     return "BF16" in import_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-class OpenVinoEngine:
+class OpenVinoEngine(Engine):
     """One compiled model and its inference request: calls from several threads take turns on it (the
     CPU's cores already work on each call), while decoding around them runs in parallel."""
 
@@ -66,15 +68,11 @@ class OpenVinoEngine:
         self._request = self._compiled.create_infer_request()
         self._turn = threading.Lock()
         ranks = [output.get_partial_shape().rank.get_length() for output in self._compiled.outputs]
-        self._logits = ranks.index(2) if 2 in ranks else 0  # a CAM model's other output: its class maps
+        self._logits = ranks.index(2) if 2 in ranks else 0  # a CAM model's other output: its feature map
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """The (rows, classes) output alone: a CAM model's maps are not copied out of the request."""
+        """The (rows, classes) output alone: a CAM model's feature map is not copied out of the request."""
         return self._copied(batch, [self._logits])[0]
-
-    def infer_outputs(self, batch: np.ndarray) -> list[np.ndarray]:
-        """Every output of the IR (a CAM model has two: logits and class maps)."""
-        return self._copied(batch, range(len(self._compiled.outputs)))
 
     def _copied(self, batch: np.ndarray, outputs: Iterable[int]) -> list[np.ndarray]:
         """These outputs of one call, copied before the request is reused."""
@@ -83,14 +81,27 @@ class OpenVinoEngine:
             return [np.array(result[i], dtype=np.float32) for i in outputs]
 
 
-def load(model: RegisteredModel, request: EngineRequest) -> Engine:
-    """An engine for `model`, from the cached IR (converted now if needed; int8 must be quantized first).
+class OpenVinoCamEngine(OpenVinoEngine):
+    """A CAM model's IR: the last feature map with the logits, from the same forward pass, and the class
+    maps made from it (`explain.class_maps`)."""
 
-    With `request.explain` a `CamEngine`: the IR gives the last feature map with the logits, in the same
-    forward pass, and the class maps are made from it."""
+    explain_method: ExplainMethod = "cam"
+
+    def __init__(self, xml: Path, precision: Precision, *, threads: int | None = None) -> None:
+        super().__init__(xml, precision, threads=threads)
+        self._head = cam_head(self.xml)
+
+    def explain(self, batch: np.ndarray, choice: ClassChoice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        logits, features = self._copied(batch, [self._logits, 1 - self._logits])
+        return class_maps(logits, features, self._head, choice)
+
+
+def load(model: RegisteredModel, request: EngineRequest) -> Engine:
+    """An engine for `model`, from the cached IR (converted now if needed; int8 must be quantized first);
+    with `request.explain`, one that also draws class activation maps."""
     precision: Precision = request.precision  # type: ignore[assignment]  # checked against the spec
-    engine = OpenVinoEngine(ir_for(model, request), precision, threads=request.threads)
-    return CamEngine(engine, cam_head(engine.xml)) if request.explain else engine
+    kind = OpenVinoCamEngine if request.explain else OpenVinoEngine
+    return kind(ir_for(model, request), precision, threads=request.threads)
 
 
 def ir_for(model: RegisteredModel, request: EngineRequest) -> Path:

@@ -51,7 +51,7 @@ class EngineRequest:
     precision: str = "fp32"
     device: str = "cpu"  # a device of the engine, never "auto" (resolved before loading)
     output: Output = "logits"
-    explain: bool = False  # also heatmaps (an `imagenet_zoo.explain.ExplainingEngine`)
+    explain: bool = False  # also heatmaps (`Engine.explain`)
     threads: int | None = None  # inference threads (default: the engine's own choice)
     progress: bool = True  # a progress bar while weights download
     random_weights: bool = False  # for benchmarks of models whose weights are not on this machine
@@ -112,8 +112,6 @@ class EngineSpec:
     # Makes what loading `request` needs (a conversion, a download) without loading it: a server does
     # this for every model it serves before it reports ready. None: loading needs nothing made first.
     prepare: Callable[[RegisteredModel, EngineRequest], object] | None = field(default=None, compare=False)
-    # Whether one loaded engine runs several calls at once: then nothing above it takes turns.
-    concurrent: bool = False
     # Why a precision cannot run on a device of this machine (None: it can); e.g. bf16 without native bf16.
     unavailable: Callable[[str, str], str | None] = field(default=_always, compare=False)
     device_available: Callable[[str], bool] = field(default=_cpu_only, compare=False)

@@ -18,18 +18,19 @@ import copy
 import hashlib
 import json
 import threading
+from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from imagenet_zoo.data.images import DecodeMode
-from imagenet_zoo.data.preprocess import Normalization, normalization
+from imagenet_zoo.data.preprocess import BatchPreprocessor, CpuPath, Normalization, normalization
 from imagenet_zoo.engines.base import Engine, pixel_batch
 from imagenet_zoo.engines.cache import check_recorded, folder_name, resolved_file, write_recorded
 from imagenet_zoo.engines.cpu import native_bf16
-from imagenet_zoo.engines.explain import CamEngine, cam_model, grad_cam_model
+from imagenet_zoo.engines.explain import cam_model, class_maps, grad_cam_model
 from imagenet_zoo.engines.network import keras_model
 from imagenet_zoo.engines.registry import EngineRequest, EngineSpec
 from imagenet_zoo.explain import ClassChoice, explained_classes
@@ -37,9 +38,6 @@ from imagenet_zoo.model_types import RegisteredModel
 from imagenet_zoo.specs import DataConfig, ExplainMethod
 from imagenet_zoo.weights.download import exclusive_lock
 from imagenet_zoo.weights.store import cache_dir
-
-if TYPE_CHECKING:
-    from imagenet_zoo.data.device import CpuPath, DevicePreprocessor
 
 GRAPH_FILE = "graph.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -132,59 +130,62 @@ def _translate_into(dest: Path, model: RegisteredModel, request: EngineRequest) 
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
-class TorchEngine:
+class TorchEngine(Engine):
     """A translated graph on a torch device. Calls from several threads take turns: on the CPU every
     core already works on each call, and on the GPU one stream runs them in order anyway.
 
-    `close_call_margin` > 0 (bf16 or fp16, `check_close_calls`): rows whose two best logits are closer are
-    computed again by `reference`, the float32 graph; `close_calls` counts them."""
+    It takes `module` (a `GraphModule` in float32, `translated_graph`) as its own: moved to the device and
+    lowered to `precision` in place. `close_call_margin` > 0 (bf16 or fp16, `check_close_calls`): rows
+    whose two best logits are closer are computed again by `reference`, the float32 graph (`_rechecked`);
+    `close_calls` counts them."""
 
     name = "torch"
+    ranks_where_it_infers = True
 
     def __init__(
         self,
-        folder: Path,
+        module: Any,
         precision: str,
         device: str,
         scaling: Normalization,
         *,
-        threads: int | None = None,
         check_close_calls: bool = True,
     ) -> None:
-        from safetensors.torch import load_file
-
-        from imagenet_zoo.engines.torch_graph import GraphModule
-
         torch = import_torch()
-        folder = resolved_file(folder, ".")  # every file from one version of the folder
-        check_recorded(folder, (GRAPH_FILE, WEIGHTS_FILE))
-        if threads and device == "cpu":  # a share of the machine (a Ray actor's CPUs)
-            torch.set_num_threads(threads)
-        self.folder, self.precision, self.device = folder, precision, torch.device(device)
+        self.precision, self.device = precision, torch.device(device)
         self.scaling = _DeviceScaling(scaling, self.device)
         self.dtype = getattr(torch, _DTYPES[precision])
-        spec = json.loads((folder / GRAPH_FILE).read_text())
-        module = GraphModule(spec, load_file(str(folder / WEIGHTS_FILE))).to(self.device)
+        module = module.to(self.device)
         self.close_call_margin = CLOSE_CALL_MARGIN[precision] if check_close_calls else 0.0
         self.close_calls = 0
         self.reference = _prepared(copy.deepcopy(module)) if self.close_call_margin else None
         self.module = _prepared(module.lower_precision(self.dtype) if precision != "fp32" else module)
-        head = folder / HEAD_FILE
-        self.head = np.load(head, allow_pickle=False) if head.is_file() else None
         self._turn = threading.Lock()
 
     def batch_preprocessor(
         self, config: DataConfig, *, decode: DecodeMode, max_pixels: int, cpu_path: CpuPath
-    ) -> DevicePreprocessor | None:
+    ) -> BatchPreprocessor | None:
         """Decoding and preprocessing on the GPU for this engine's batches (None on the CPU, where
         Pillow's per-photo threads are the faster path)."""
-        from imagenet_zoo.data.device import DevicePreprocessor
+        from imagenet_zoo.engines.torch_device import DevicePreprocessor
 
         if self.device.type != "cuda":
             return None
         return DevicePreprocessor(
             config, self.device, decode=decode, max_pixels=max_pixels, cpu_path=cpu_path
         )
+
+    def stacked(self, rows: list[Any]) -> Any:
+        """Numpy rows (HWC) as a numpy batch; a device preprocessor's rows (CHW, on the device) as one
+        tensor there, with any numpy rows among them moved there (the service batches both kinds)."""
+        if all(isinstance(row, np.ndarray) for row in rows):
+            return np.stack(rows)
+        torch = import_torch()
+        tensors = [
+            row if isinstance(row, torch.Tensor) else torch.from_numpy(row).permute(2, 0, 1).to(self.device)
+            for row in rows
+        ]
+        return torch.stack(tensors).contiguous(memory_format=torch.channels_last)
 
     def to_device(self, batch: Any) -> Any:
         """A batch of pixels (uint8: NHWC numpy, or a `DevicePreprocessor`'s NCHW tensor) as the model's
@@ -198,19 +199,26 @@ class TorchEngine:
         return self.scaling(pixels.permute(0, 3, 1, 2))
 
     def run(self, x: Any) -> list[Any]:
-        """The graph on a float32 model-input tensor on the device: its outputs, on the device. In bf16 or
-        fp16, the close calls' rows of every output are the float32 graph's."""
+        """The graph on a float32 model-input tensor on the device: its outputs, on the device."""
         torch = import_torch()
-        with self._turn, torch.inference_mode():
-            outputs = list(self.module(x.to(self.dtype)))
+        with torch.inference_mode():
+            return self._rechecked(x, lambda module, x, rows: list(module(x)))
+
+    def _rechecked(self, x: Any, compute: Callable[[Any, Any, Any], list[Any]]) -> list[Any]:
+        """`compute(module, x, rows)`: outputs (tensors or numpy arrays), the logits (rows, classes) among
+        them, of the graph in this engine's precision (`rows` None), and for the close calls of the
+        float32 graph (`rows`: their indices, `x` those rows), which replace theirs."""
+        with self._turn:
+            outputs = compute(self.module, x.to(self.dtype), None)
             if self.reference is None:
                 return outputs
-            rows = close_call_rows(_logits_of(outputs), self.close_call_margin)
+            logits = next(y for y in outputs if y.ndim == 2)
+            rows = close_call_rows(_tensor(logits), self.close_call_margin)
             if len(rows) == 0:
                 return outputs
             self.close_calls += len(rows)
-            exact = self.reference(x[rows])
-            return [y.float().index_copy(0, rows, e) for y, e in zip(outputs, exact, strict=True)]
+            exact = compute(self.reference, x[rows], rows)
+            return [_with_rows(whole, rows, part) for whole, part in zip(outputs, exact, strict=True)]
 
     def _logits(self, batch: Any) -> Any:
         """The graph's (rows, classes) output, on the device: a heatmap graph's feature map stays there."""
@@ -220,18 +228,64 @@ class TorchEngine:
         return self._logits(batch).float().cpu().numpy()  # type: ignore[no-any-return]
 
     def infer_top(self, batch: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Each row's `k` most probable classes (indices, probabilities), ranked where the logits are:
-        only (rows, k) values leave the GPU. Softmax in float32 and a stable sort, as the CPU's
-        post-processing computes them (equal probabilities rank the lower index first)."""
+        """Ranked where the logits are: only (rows, k) values leave the GPU. Softmax in float32 and a stable
+        sort, as the CPU's post-processing computes them (equal probabilities rank the lower index first)."""
         torch = import_torch()
         logits = self._logits(batch)
         probabilities = torch.softmax(logits.float(), dim=1)
         ranked, order = torch.sort(probabilities, dim=1, descending=True, stable=True)
         return order[:, :k].cpu().numpy(), ranked[:, :k].cpu().numpy()
 
-    def infer_outputs(self, batch: Any) -> list[np.ndarray]:
-        """Every output of the graph, float32 (a heatmap graph has two: logits and the feature map)."""
-        return [y.float().cpu().numpy() for y in self.run(self.to_device(batch))]
+
+class TorchCamEngine(TorchEngine):
+    """CAM (`explain.class_maps`) from the graph's logits and last feature map, one forward pass."""
+
+    explain_method: ExplainMethod = "cam"
+
+    def __init__(self, module: Any, precision: str, device: str, scaling: Normalization, *,
+                 head: np.ndarray | None, check_close_calls: bool = True) -> None:  # fmt: skip
+        super().__init__(module, precision, device, scaling, check_close_calls=check_close_calls)
+        self.head = head
+
+    def explain(self, batch: Any, choice: ClassChoice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        outputs = [y.float().cpu().numpy() for y in self.run(self.to_device(batch))]
+        logits = next(y for y in outputs if y.ndim == 2)
+        features = next(y for y in outputs if y.ndim == 4)
+        return class_maps(logits, features, self.head, choice)
+
+
+class TorchGradCamEngine(TorchEngine):
+    """A graph with logits and the last feature map as outputs; the heatmap weights each feature channel
+    by the mean gradient of the class's logit, which torch computes."""
+
+    explain_method: ExplainMethod = "grad-cam"
+
+    def explain(self, batch: Any, choice: ClassChoice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Logits, maps and explained classes; in bf16 or fp16, the close calls' from the float32 graph."""
+
+        def grad_cam(module: Any, x: Any, rows: Any) -> list[Any]:
+            subset = rows is not None and isinstance(choice, Sequence)
+            chosen = [choice[i] for i in rows.tolist()] if subset else choice  # type: ignore[index]
+            return list(_grad_cam(module, x, chosen))
+
+        logits, maps, classes = self._rechecked(self.to_device(batch), grad_cam)
+        return logits, maps, classes
+
+
+def _grad_cam(module: Any, x: Any, choice: ClassChoice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Logits, Grad-CAM maps and the classes they explain: each feature channel weighted by the mean
+    gradient of the class's logit."""
+    torch = import_torch()
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        logits, features = module(x, keras_layout=False)
+        classes = explained_classes(logits.detach().float().cpu().numpy(), choice)
+        chosen = torch.as_tensor(classes, device=logits.device)
+        evidence = logits.gather(1, chosen[:, None]).sum()
+        (gradients,) = torch.autograd.grad(evidence, features)
+    weights = gradients.float().mean(dim=(2, 3), keepdim=True)  # NCHW: per channel
+    maps = (weights * features.detach().float()).sum(dim=1)
+    return logits.detach().float().cpu().numpy(), maps.cpu().numpy(), classes
 
 
 class _DeviceScaling:
@@ -260,6 +314,22 @@ def _logits_of(outputs: list[Any]) -> Any:
     return next(y for y in outputs if y.dim() == 2)
 
 
+def _tensor(values: Any) -> Any:
+    """A tensor of `values` (numpy arrays are shared, not copied)."""
+    torch = import_torch()
+    return values if isinstance(values, torch.Tensor) else torch.from_numpy(values)
+
+
+def _with_rows(whole: Any, rows: Any, part: Any) -> Any:
+    """`whole` with its `rows` replaced by `part`'s: a float32 tensor, or a numpy array (copied)."""
+    torch = import_torch()
+    if isinstance(whole, torch.Tensor):
+        return whole.float().index_copy(0, rows, part.float())
+    replaced = whole.copy()
+    replaced[rows.cpu().numpy()] = part
+    return replaced
+
+
 def close_call_rows(logits: Any, margin: float) -> Any:
     """The indices of the rows whose two best logits are less than `margin` apart, or that hold a value
     that is not finite (bf16 or fp16 overflowed: inf - inf is NaN, never "closer than the margin"), as a
@@ -273,92 +343,37 @@ def close_call_rows(logits: Any, margin: float) -> Any:
     return torch.nonzero((best[:, 0] - best[:, 1] < margin) | overflowed)[:, 0]
 
 
-class _ExplainingTorchEngine:
-    """What a heatmap engine on torch keeps of the plain engine: a call without heatmaps brings back the
-    logits alone (or ranks them on the device), and batches may be prepared on the device."""
-
-    _torch: TorchEngine
-
-    def infer(self, batch: Any) -> np.ndarray:
-        return self._torch.infer(batch)
-
-    def infer_top(self, batch: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self._torch.infer_top(batch, k)
-
-    def batch_preprocessor(
-        self, config: DataConfig, *, decode: DecodeMode, max_pixels: int, cpu_path: CpuPath
-    ) -> DevicePreprocessor | None:
-        return self._torch.batch_preprocessor(config, decode=decode, max_pixels=max_pixels, cpu_path=cpu_path)
-
-
-class TorchCamEngine(_ExplainingTorchEngine, CamEngine):
-    """CAM (`CamEngine`) from the torch graph's logits and last feature map."""
-
-    def __init__(self, engine: TorchEngine, head: np.ndarray | None) -> None:
-        super().__init__(engine, head)
-        self._torch = engine
-
-
-class TorchGradCamEngine(_ExplainingTorchEngine):
-    """A graph with logits and the last feature map as outputs; the heatmap weights each feature channel
-    by the mean gradient of the class's logit, which torch computes."""
-
-    name = "torch"
-    explain_method: ExplainMethod = "grad-cam"
-
-    def __init__(self, engine: TorchEngine) -> None:
-        self._torch = engine
-
-    def explain(self, batch: np.ndarray, choice: ClassChoice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Logits, maps and explained classes; in bf16 or fp16, the close calls' from the float32 graph."""
-        engine = self._torch
-        x = engine.to_device(batch)
-        with engine._turn:
-            logits, maps, classes = _grad_cam(engine.module, x.to(engine.dtype), choice)
-            if engine.reference is None:
-                return logits, maps, classes
-            rows = close_call_rows(import_torch().from_numpy(logits), engine.close_call_margin).numpy()
-            if len(rows):
-                engine.close_calls += len(rows)
-                chosen = choice if choice is None or isinstance(choice, int) else [choice[i] for i in rows]
-                exact = _grad_cam(engine.reference, x[rows], chosen)
-                for whole, part in zip((logits, maps, classes), exact, strict=True):
-                    whole[rows] = part
-        return logits, maps, classes
-
-
-def _grad_cam(module: Any, x: Any, choice: ClassChoice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Logits, Grad-CAM maps and the classes they explain: each feature channel weighted by the mean
-    gradient of the class's logit."""
-    torch = import_torch()
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        logits, features = module(x, keras_layout=False)
-        classes = explained_classes(logits.detach().float().cpu().numpy(), choice)
-        chosen = torch.as_tensor(classes, device=logits.device)
-        evidence = logits.gather(1, chosen[:, None]).sum()
-        (gradients,) = torch.autograd.grad(evidence, features)
-    weights = gradients.float().mean(dim=(2, 3), keepdim=True)  # NCHW: per channel
-    maps = (weights * features.detach().float()).sum(dim=1)
-    return logits.detach().float().cpu().numpy(), maps.cpu().numpy(), classes
-
-
 def load(model: RegisteredModel, request: EngineRequest) -> Engine:
-    engine = TorchEngine(
-        translated(model, request),
-        request.precision,
-        request.device,
-        normalization(model.spec.data_config.mode),
-        threads=request.threads,
-        # Features rank nothing; random weights (benchmarks) have no answers to protect, and their logits
-        # are all close calls (32 of 32 noise inputs for a random ResNet50).
-        check_close_calls=request.output == "logits" and not request.random_weights,
-    )
+    module, head = translated_graph(translated(model, request), request.device, threads=request.threads)
+    scaling = normalization(model.spec.data_config.mode)
+    # Features rank nothing; random weights (benchmarks) have no answers to protect, and their logits are
+    # all close calls (32 of 32 noise inputs for a random ResNet50).
+    checked = request.output == "logits" and not request.random_weights
+    arguments = (module, request.precision, request.device, scaling)
     if not request.explain:
-        return engine
+        return TorchEngine(*arguments, check_close_calls=checked)
     if model.spec.explain_method == "cam":
-        return TorchCamEngine(engine, engine.head)
-    return TorchGradCamEngine(engine)
+        return TorchCamEngine(*arguments, head=head, check_close_calls=checked)
+    return TorchGradCamEngine(*arguments, check_close_calls=checked)
+
+
+def translated_graph(
+    folder: Path, device: str, *, threads: int | None = None
+) -> tuple[Any, np.ndarray | None]:
+    """The cached graph's module (float32, on the CPU) and a CAM graph's head, every file from one version
+    of the folder and as recorded."""
+    from safetensors.torch import load_file
+
+    from imagenet_zoo.engines.torch_graph import GraphModule
+
+    folder = resolved_file(folder, ".")
+    check_recorded(folder, (GRAPH_FILE, WEIGHTS_FILE))
+    if threads and device == "cpu":  # a share of the machine (a Ray actor's CPUs)
+        import_torch().set_num_threads(threads)
+    spec = json.loads((folder / GRAPH_FILE).read_text())
+    module = GraphModule(spec, load_file(str(folder / WEIGHTS_FILE)))
+    head = folder / HEAD_FILE
+    return module, np.load(head, allow_pickle=False) if head.is_file() else None
 
 
 def _unavailable(precision: str, device: str) -> str | None:

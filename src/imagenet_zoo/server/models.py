@@ -24,7 +24,7 @@ from imagenet_zoo.classifier import Classifier
 from imagenet_zoo.engines.batching import BatchObserver, DynamicBatcher
 from imagenet_zoo.errors import UsageError
 from imagenet_zoo.model_types import RegisteredModel
-from imagenet_zoo.pipeline import Wanted, stacked
+from imagenet_zoo.pipeline import Wanted
 from imagenet_zoo.server.settings import Settings
 
 
@@ -125,7 +125,10 @@ class ModelPool:
             assert isinstance(classifier, Classifier)
             observe = self._observe(name) if self._observe else None
             batcher = DynamicBatcher(
-                _batch_runner(classifier), self._settings.batching, observe=observe, stack=stacked
+                _batch_runner(classifier),
+                self._settings.batching,
+                observe=observe,
+                stack=classifier.engine.stacked,
             )
             served = ServedModel(classifier, batcher, explain, users=1)
             with self._lock:
