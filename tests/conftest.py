@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -20,6 +21,17 @@ import pytest
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SAMPLE_DIR = SHARED / "data" / "imagenet-sample"
 REFERENCE_IO = SHARED / "data" / "efficientnet_lite0_reference_io.npz"
+
+
+def sample_folder(folder: Path, count: int, *, broken: str | None = None) -> Path:
+    """A new folder holding the first `count` shared photos (their names keep their labels), and a
+    truncated JPEG named `broken` if given."""
+    folder.mkdir()
+    for photo in sorted(SAMPLE_DIR.iterdir())[:count]:
+        shutil.copy(photo, folder / photo.name)
+    if broken:
+        (folder / broken).write_bytes(b"\xff\xd8\xff broken")
+    return folder
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -12,7 +12,7 @@ from imagenet_zoo.jobs.compare import compare_models
 from imagenet_zoo.jobs.evaluate import labelled_photos
 from imagenet_zoo.pipeline import LoadConfig
 from imagenet_zoo.registry import Registry, default_registry
-from tests.conftest import SAMPLE_DIR, run_cli, skimage_photo
+from tests.conftest import SAMPLE_DIR, run_cli, sample_folder, skimage_photo
 
 SAMPLE = sorted(SAMPLE_DIR.iterdir())
 
@@ -62,11 +62,7 @@ def test_labels_from_synset_folders_and_from_a_csv(tmp_path: Path) -> None:
 def test_eval_counts_broken_photos_as_failed_and_wrong(
     with_lite0: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder = tmp_path / "labelled"
-    folder.mkdir()
-    for file in SAMPLE[:3]:
-        shutil.copy(file, folder / file.name)
-    (folder / "n01440764_broken.JPEG").write_bytes(b"\xff\xd8\xff broken")
+    folder = sample_folder(tmp_path / "labelled", 3, broken="n01440764_broken.JPEG")
     code, out, _ = run_cli(["eval", str(folder), "--format", "json"], capsys)
     [row] = json.loads(out)
     assert code == 0 and row["n"] == 4 and row["failed"] == 1 and row["top1"] <= 0.75
@@ -148,10 +144,7 @@ def test_eval_never_replaces_a_results_file_without_overwrite(
     with_lite0: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`eval --output` replaced whatever the file held, a classify job's results included."""
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for photo in SAMPLE[:3]:
-        shutil.copy(photo, folder / photo.name)
+    folder = sample_folder(tmp_path / "photos", 3)
     output = tmp_path / "per-photo.jsonl"
     output.write_text('{"path": "a long job.jpg"}\n')
     code, _, err = run_cli(["eval", str(folder), "--output", str(output)], capsys)

@@ -14,7 +14,7 @@ from imagenet_zoo.cli import main
 from imagenet_zoo.jobs.features import load_features
 from imagenet_zoo.models.bundle import MANIFEST, MODEL_FILE, BundleError, load_bundle
 from imagenet_zoo.server import Settings, create_app
-from tests.conftest import SAMPLE_DIR, run_cli
+from tests.conftest import SAMPLE_DIR, run_cli, sample_folder
 
 SAMPLE = sorted(SAMPLE_DIR.iterdir())
 
@@ -71,11 +71,7 @@ def heldout(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_extract_writes_pooled_features(
     with_lite0: Path, tmp_path: Path, suffix: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for photo in SAMPLE[:5]:
-        shutil.copy(photo, folder / photo.name)
-    (folder / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff nope")
+    folder = sample_folder(tmp_path / "photos", 5, broken="zz_broken.jpg")
     output = tmp_path / f"features{suffix}"
     code, _, err = run_cli(["extract", str(folder), "--output", str(output), "--quiet"], capsys)
     assert code == 1 and "zz_broken.jpg" in err and "5x1280 features" in err

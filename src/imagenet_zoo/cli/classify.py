@@ -10,8 +10,8 @@ from typing import Any
 
 from imagenet_zoo.cli import options
 from imagenet_zoo.cli.folder import (
-    add_cluster_options,
     add_folder_options,
+    add_model_options,
     refuse_cluster_options,
     run_on_cluster,
     summarize,
@@ -87,9 +87,7 @@ def register(sub: Any) -> None:
         "--resize", choices=("crop", "squash"), default="crop",
         help="crop: shorter side + centre crop (standard); squash: whole photo to the input size",
     )  # fmt: skip
-    options.add_engine_options(parser)
-    options.add_decode_option(parser)
-    add_cluster_options(parser)
+    add_model_options(parser)
     parser.set_defaults(run=run)
 
 

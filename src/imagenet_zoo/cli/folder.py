@@ -34,6 +34,13 @@ def add_folder_options(parser: argparse.ArgumentParser, *, batch_size: int) -> N
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """How a folder job loads and feeds its model, and where it may run (a Ray cluster)."""
+    options.add_engine_options(parser)
+    options.add_decode_option(parser)
+    add_cluster_options(parser)
+
+
 def add_cluster_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("on a Ray cluster (pip install 'imagenet-zoo[ray]')")
     group.add_argument(
