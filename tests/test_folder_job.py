@@ -15,7 +15,7 @@ from imagenet_zoo.classifier import Classifier
 from imagenet_zoo.data.images import find_images
 from imagenet_zoo.jobs import folder as folder_job
 from imagenet_zoo.progress import Progress
-from tests.conftest import SAMPLE_DIR, run_cli
+from tests.conftest import SAMPLE_DIR, run_cli, sample_folder
 from tests.test_images import png_header_only
 
 SAMPLE = sorted(SAMPLE_DIR.iterdir())
@@ -411,3 +411,27 @@ def test_extract_writes_names_that_are_not_utf8(
         code, _, err = run_cli(["extract", str(folder), "--output", str(output), "--quiet"], capsys)
         assert code == 0 and "Traceback" not in err, err
         assert load_features(output).paths == [name]
+
+
+def test_a_class_name_that_is_not_utf8_is_written_resumed_and_drawn(
+    with_lite0: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`train` names a bundle's classes after its folders, and a folder may be named caf\\xe9: the class
+    is written back as its own bytes (CSV), resumed, drawn on the contact sheet and shown as an escape."""
+    import os
+
+    from tests.fakes import constant_bundle
+
+    cafe = os.fsdecode(b"caf\xe9")
+    bundle = constant_bundle(tmp_path / "bundle", cafe, [cafe, "plain"])
+    photos = sample_folder(tmp_path / "photos", 2)
+    output, sheet = tmp_path / "r.csv", tmp_path / "sheet.jpg"
+    argv = ["classify", str(photos), "--model", str(bundle), "--output", str(output), "--quiet"]
+    code, _, err = run_cli([*argv, "--sheet", str(sheet)], capsys)
+    assert code == 0 and "Traceback" not in err and Image.open(sheet).format == "JPEG", err
+    with output.open(newline="", encoding="utf-8", errors="surrogateescape") as f:
+        assert [row["top1_label"] for row in csv.DictReader(f)] == [cafe, cafe]
+    code, _, err = run_cli([*argv, "--resume"], capsys)
+    assert code == 0 and "skipped 2" in err
+    code, out, _ = run_cli(["classify", str(photos), "--model", str(bundle)], capsys)
+    assert code == 0 and "caf\\udce9" in out
