@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+import imagenet_zoo
 from imagenet_zoo.pipeline import LoadConfig
 from imagenet_zoo.registry import Registry, default_registry
 from imagenet_zoo.server import Settings, create_app
@@ -41,7 +42,10 @@ def test_health_readiness_models_docs_and_page(client: TestClient) -> None:
     [model] = client.get("/v1/models").json()
     assert model["name"] == "efficientnet_lite0" and model["default"] and model["loaded"] and model["ready"]
     assert client.get("/docs").status_code == 200
-    assert "/v1/classify" in client.get("/openapi.json").json()["paths"]
+    document = client.get("/openapi.json").json()
+    assert "/v1/classify" in document["paths"]
+    # One version: the package's, in the OpenAPI document as in v2's server metadata (it was 0.1.0 there).
+    assert document["info"]["version"] == client.get("/v2").json()["version"] == imagenet_zoo.__version__
     page = client.get("/")
     assert page.status_code == 200 and '<select id="model"' in page.text and "cdn" not in page.text.lower()
 

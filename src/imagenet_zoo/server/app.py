@@ -26,10 +26,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from imagenet_zoo import __version__
 from imagenet_zoo.server import schemas
 from imagenet_zoo.server.errors import ApiError, error_response
 from imagenet_zoo.server.metrics import Metrics
-from imagenet_zoo.server.service import ASGIApp, DeclaredBodyLimit, Service
+from imagenet_zoo.server.service import ASGIApp, Service, too_large_message
 from imagenet_zoo.server.settings import Settings
 from imagenet_zoo.server.v1 import v1_router
 from imagenet_zoo.server.v2 import request_schemas, v2_router
@@ -52,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         service.ready = False
         service.close()
 
-    app = FastAPI(title="imagenet-zoo", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="imagenet-zoo", version=__version__, lifespan=lifespan)
     app.state.settings, app.state.service = settings, service
     _add_error_handlers(app, metrics)
     protected = (401,) if settings.api_keys else ()
@@ -71,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses=schemas.errors(503),
     )
     async def readyz() -> dict[str, str]:
-        if service.ready and not service.draining:
+        if service.accepting:
             return {"status": "ready"}
         raise ApiError(503, "NotReady", "draining" if service.draining else "loading")
 
@@ -145,6 +146,28 @@ class UnexpectedErrors:
             _log.exception("unexpected error answering %s %s", scope.get("method"), scope.get("path"))
             response = error_response(500, "InternalError", "an unexpected error", path=scope.get("path", ""))
             await response(scope, receive, send)
+
+
+class DeclaredBodyLimit:
+    """Refuse a request whose declared Content-Length is over the limit, before reading any of it.
+
+    Bodies without a declared length (chunked) are counted as they are read (`Service.read_request`).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, metrics: Metrics) -> None:
+        self.app, self.max_bytes, self.metrics = app, max_bytes, metrics
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        too_large = declared is not None and not (
+            declared.isdigit() and len(declared) <= 20 and int(declared) <= self.max_bytes
+        )
+        if scope["type"] == "http" and too_large:
+            self.metrics.errors.labels("PayloadTooLarge").inc()
+            message = too_large_message(self.max_bytes)
+            response = error_response(413, "PayloadTooLarge", message, path=scope.get("path", ""))
+            return await response(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that hung up before the answer

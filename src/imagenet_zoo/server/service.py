@@ -29,7 +29,7 @@ from imagenet_zoo.explain import heatmap_png
 from imagenet_zoo.pipeline import PostOptions, Wanted
 from imagenet_zoo.records import Classification, ErrorInfo
 from imagenet_zoo.registry import normalize_name
-from imagenet_zoo.server.errors import CLOSE_CONNECTION, RETRY, ApiError, error_response
+from imagenet_zoo.server.errors import CLOSE_CONNECTION, RETRY, ApiError
 from imagenet_zoo.server.metrics import Metrics
 from imagenet_zoo.server.models import ModelPool, ServedModel
 from imagenet_zoo.server.settings import Settings
@@ -45,29 +45,8 @@ ASGIApp = Callable[
 ]
 
 
-class DeclaredBodyLimit:
-    """Refuse a request whose declared Content-Length is over the limit, before reading any of it.
-
-    Bodies without a declared length (chunked) are counted as they are read (`Service.read_request`).
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int, metrics: Metrics) -> None:
-        self.app, self.max_bytes, self.metrics = app, max_bytes, metrics
-
-    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        too_large = declared is not None and not (
-            declared.isdigit() and len(declared) <= 20 and int(declared) <= self.max_bytes
-        )
-        if scope["type"] == "http" and too_large:
-            self.metrics.errors.labels("PayloadTooLarge").inc()
-            message = _too_large(self.max_bytes)
-            response = error_response(413, "PayloadTooLarge", message, path=scope.get("path", ""))
-            return await response(scope, receive, send)
-        await self.app(scope, receive, send)
-
-
-def _too_large(max_bytes: int) -> str:
+def too_large_message(max_bytes: int) -> str:
+    """What a body over the limit is told."""
     return f"the request body exceeds the limit of {max_bytes:,} bytes"
 
 
@@ -150,6 +129,11 @@ class Service:
         self.draining = False
         self.unavailable: dict[str, str] = {}  # served models that could not be made, and why
 
+    @property
+    def accepting(self) -> bool:
+        """Ready for requests (every model made, `/readyz` and v2's ready say so) and not draining."""
+        return self.ready and not self.draining
+
     def model_name(self, requested: str | None) -> str:
         """The canonical name of a served model (404 if it is not served here)."""
         name = self._requestable.get(normalize_name(requested or self.names[0]))
@@ -176,7 +160,7 @@ class Service:
                     except StopAsyncIteration:
                         return b"".join(chunks)
                     if size + len(chunk) > settings.max_upload_bytes:
-                        raise ApiError(413, "PayloadTooLarge", _too_large(settings.max_upload_bytes))
+                        raise ApiError(413, "PayloadTooLarge", too_large_message(settings.max_upload_bytes))
                     self.uploads.take(len(chunk))
                     size += len(chunk)
                     chunks.append(chunk)

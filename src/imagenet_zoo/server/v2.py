@@ -166,7 +166,7 @@ def v2_router(service: Service, *, authorized: Sequence[Depends], protected: tup
 
     @router.get("/health/ready", summary="Server readiness", response_model=Ready, responses=_errors(503))
     async def ready() -> dict[str, bool]:
-        if not (service.ready and not service.draining):
+        if not service.accepting:
             raise ApiError(503, "NotReady", "draining" if service.draining else "loading")
         return {"ready": True}
 
