@@ -94,7 +94,7 @@ def create_model(
 
 
 @dataclasses.dataclass(frozen=True)
-class Checked:
+class LoadPlan:
     """A load configuration checked against its model and engine, before anything is loaded."""
 
     config: LoadConfig  # its engine and device as chosen, never "auto"
@@ -129,7 +129,7 @@ def check_config(
     progress: bool = True,
     random_weights: bool = False,
     photos: int | None = None,
-) -> Checked:
+) -> LoadPlan:
     """Refuse, saying why, what cannot be loaded: an unknown model or engine, a precision or device the
     engine lacks (or this machine lacks), a heatmap or features it cannot give. An `auto` engine or
     device is chosen here (`engines.registry.choose_engine`), for `photos` photos (None: many)."""
@@ -150,7 +150,7 @@ def check_config(
     )
     engine.check(request, model.spec.explain_method, model=model.spec.name)
     engine.check_available(request.precision, request.device)
-    return Checked(config, model, engine, request, choice)
+    return LoadPlan(config, model, engine, request, choice)
 
 
 def load_engine(

@@ -84,9 +84,9 @@ def run_cluster_job(job: ClusterJob) -> JobReport:
     sources = list_sources(job.sources, recursive=job.recursive)
     if not sources:
         raise UsageError("no image files found (use --recursive for sub-folders)")
-    checked = job.check(photos=len(sources))
-    identity = checked.identity
-    job = replace(job, load=checked.pipeline.config)  # every actor runs the engine and device chosen here
+    job_plan = job.check(photos=len(sources))
+    identity = job_plan.identity
+    job = replace(job, load=job_plan.load_plan.config)  # every actor runs the engine and device chosen here
     output, token = PartitionFolder(job.output), job_token(job, identity)
     output.claim(identity)
     output.remove_unfinished(token)
@@ -100,7 +100,7 @@ def run_cluster_job(job: ClusterJob) -> JobReport:
     written, failures = _watched(lambda: _collect(dataset), output, job, todo)
     failures.sort(key=lambda failure: failure[0])
     return JobReport(
-        len(sources), len(sources) - len(todo), written, failures, choice=checked.pipeline.choice
+        len(sources), len(sources) - len(todo), written, failures, choice=job_plan.load_plan.choice
     )
 
 

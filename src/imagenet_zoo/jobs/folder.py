@@ -20,7 +20,7 @@ from imagenet_zoo.data.images import find_images
 from imagenet_zoo.errors import UsageError
 from imagenet_zoo.jobs.annotate import AnnotationWriter
 from imagenet_zoo.jobs.identity import Identity, identity_file
-from imagenet_zoo.jobs.job import CheckedJob, JobOptions, JobReport
+from imagenet_zoo.jobs.job import JobOptions, JobPlan, JobReport
 from imagenet_zoo.jobs.results import RecordsFile
 from imagenet_zoo.progress import Progress
 from imagenet_zoo.records import Classification, ErrorInfo, csv_columns, flat_row
@@ -45,18 +45,18 @@ def run_folder_job(job: FolderJob, *, on_result: Callable[[Classification], None
     sources = find_images(job.sources, recursive=job.recursive)
     if not sources:
         raise UsageError("no image files found (use --recursive for sub-folders)")
-    checked = job.check(photos=len(sources))
+    job_plan = job.check(photos=len(sources))
     if job.resume and not job.output:
         raise UsageError("--resume needs --output")
-    if checked.plan is None:
-        return _extract(job, checked, sources)
-    plan = checked.plan
+    if job_plan.post_plan is None:
+        return _extract(job, job_plan, sources)
+    plan = job_plan.post_plan
     start = time.monotonic()
     annotations = _annotation_writer(job, sources)
     with contextlib.ExitStack() as stack:
-        results = stack.enter_context(_results_file(job, plan, checked.identity)) if job.output else None
+        results = stack.enter_context(_results_file(job, plan, job_plan.identity)) if job.output else None
         todo = [s for s in sources if results is None or s not in results.done]
-        classifier = checked.pipeline.load()
+        classifier = job_plan.load_plan.load()
         assert isinstance(classifier, Classifier)
         progress = Progress("Classifying", len(todo), unit="img", enabled=job.progress)
         failures: list[tuple[str, ErrorInfo]] = []
@@ -74,7 +74,7 @@ def run_folder_job(job: FolderJob, *, on_result: Callable[[Classification], None
         annotations.finish()
     seconds = time.monotonic() - start
     return JobReport(
-        len(sources), len(sources) - len(todo), len(todo), failures, seconds, checked.pipeline.choice
+        len(sources), len(sources) - len(todo), len(todo), failures, seconds, job_plan.load_plan.choice
     )
 
 
@@ -102,7 +102,7 @@ def _annotation_writer(job: FolderJob, sources: list[str]) -> AnnotationWriter:
     )  # fmt: skip
 
 
-def _extract(job: FolderJob, checked: CheckedJob, sources: list[str]) -> JobReport:
+def _extract(job: FolderJob, job_plan: JobPlan, sources: list[str]) -> JobReport:
     """Features streamed to the output's journal (resumed with `--resume`), then the features file."""
     from imagenet_zoo.jobs.features import check_writable, journal_of, journal_record, write_features_file
 
@@ -110,13 +110,13 @@ def _extract(job: FolderJob, checked: CheckedJob, sources: list[str]) -> JobRepo
     check_writable(job.output)
     journal = journal_of(job.output)
     if job.output.exists() and not journal.exists() and not job.overwrite:
-        return _finished_features(job, sources, checked)
+        return _finished_features(job, sources, job_plan)
     start = time.monotonic()
     columns: list[str] = []  # JSON Lines: no columns
     with RecordsFile(journal, columns=columns, resume=job.resume, overwrite=job.overwrite,
-                     formats=(journal.suffix,), identity=checked.identity) as records:  # fmt: skip
+                     formats=(journal.suffix,), identity=job_plan.identity) as records:  # fmt: skip
         todo = [s for s in sources if s not in records.done]
-        extractor = checked.pipeline.load()
+        extractor = job_plan.load_plan.load()
         assert isinstance(extractor, FeatureExtractor)
         progress = Progress("Extracting", len(todo), unit="img", enabled=job.progress)
         failures: list[tuple[str, ErrorInfo]] = []
@@ -131,11 +131,11 @@ def _extract(job: FolderJob, checked: CheckedJob, sources: list[str]) -> JobRepo
     identity_file(journal).unlink(missing_ok=True)
     return JobReport(
         len(sources), len(sources) - len(todo), len(todo), failures, time.monotonic() - start,
-        checked.pipeline.choice, feature_shape=(shape.photos, shape.dimensions),
+        job_plan.load_plan.choice, feature_shape=(shape.photos, shape.dimensions),
     )  # fmt: skip
 
 
-def _finished_features(job: FolderJob, sources: list[str], checked: CheckedJob) -> JobReport:
+def _finished_features(job: FolderJob, sources: list[str], job_plan: JobPlan) -> JobReport:
     """A features file a finished job wrote: with `--resume`, nothing left to do if it holds every photo;
     otherwise it is replaced only with `--overwrite`."""
     from imagenet_zoo.jobs.features import load_features, parquet_text
@@ -152,4 +152,4 @@ def _finished_features(job: FolderJob, sources: list[str], checked: CheckedJob) 
             "into another file, or add --overwrite to extract everything again"
         )
     shape = (len(held.paths), held.features.shape[1] if held.features.ndim == 2 else 0)
-    return JobReport(len(sources), len(sources), 0, [], 0.0, checked.pipeline.choice, feature_shape=shape)
+    return JobReport(len(sources), len(sources), 0, [], 0.0, job_plan.load_plan.choice, feature_shape=shape)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from imagenet_zoo.api import Checked, check_config
+from imagenet_zoo.api import LoadPlan, check_config
 from imagenet_zoo.classifier import PostPlan, plan_post
 from imagenet_zoo.engines.registry import EngineChoice
 from imagenet_zoo.jobs.identity import Identity, job_identity
@@ -29,21 +29,24 @@ class JobOptions:
         """The load configuration, with the engine's heatmaps when the records report them."""
         return replace(self.load, explain=self.load.explain or self.post.explains)
 
-    def check(self, *, photos: int | None = None) -> CheckedJob:
+    def check(self, *, photos: int | None = None) -> JobPlan:
         """Everything the job is asked, checked before any file is opened or any model loaded; an `auto`
         engine is chosen for `photos` photos (None: many)."""
-        checked = check_config(self.load_config, progress=False, photos=photos)
-        load = checked.config  # the engine and device chosen
+        load_plan = check_config(self.load_config, progress=False, photos=photos)
+        load, model = load_plan.config, load_plan.model  # the engine and device chosen
         if self.task == "extract":
-            return CheckedJob(checked, None, job_identity(self.task, load, checked.model, None))
-        plan = plan_post(checked.model.spec, self.post)
-        return CheckedJob(checked, plan, job_identity(self.task, load, checked.model, self.post))
+            return JobPlan(load_plan, None, job_identity(self.task, load, model, None))
+        post_plan = plan_post(model.spec, self.post)
+        return JobPlan(load_plan, post_plan, job_identity(self.task, load, model, self.post))
 
 
 @dataclass(frozen=True)
-class CheckedJob:
-    pipeline: Checked  # `.load()` loads it
-    plan: PostPlan | None  # classify: the post configuration checked for the model
+class JobPlan:
+    """A job checked before any work: what to load (`load_plan.load()` loads the pipeline), what to
+    report (classify), and the settings recorded beside its output."""
+
+    load_plan: LoadPlan
+    post_plan: PostPlan | None  # classify: the post configuration checked for the model
     identity: Identity  # the settings that change what the job writes
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from imagenet_zoo.api import Checked, check_config, resolve_model
+from imagenet_zoo.api import LoadPlan, check_config, resolve_model
 from imagenet_zoo.classifier import Classifier
 from imagenet_zoo.engines.batching import BatchObserver, DynamicBatcher
 from imagenet_zoo.errors import UsageError
@@ -72,7 +72,7 @@ class ModelPool:
         self._lock = threading.Lock()  # guards _loaded and the use counts, briefly
         self._loading = threading.Lock()  # one load at a time: each makes room before it loads
 
-    def check(self, name: str, *, explain: bool = False) -> Checked:
+    def check(self, name: str, *, explain: bool = False) -> LoadPlan:
         """The model's load configuration checked (refused with its `UsageError`), nothing loaded."""
         config = replace(self._settings.load, model=self.served[name], explain=explain)
         return check_config(config, progress=False)
