@@ -19,7 +19,7 @@ from imagenet_zoo.data.images import InputInfo
 from imagenet_zoo.errors import ImageError
 from imagenet_zoo.explain import Explanation
 
-Scalar = Literal["str", "int", "float", "bool"]
+Scalar = Literal["str", "int", "float", "float32", "bool"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,13 @@ EXPLANATION = Struct(
 ERROR = Struct("ErrorDetail", (Field("type", "str"), Field("message", "str")))
 # A photo that could not be classified: its path and error, nothing else.
 FAILED = Struct("FailedFile", (Field("path", "str"), Field("error", ERROR)))
+# One photo of an extract job, as a features file and a cluster partition hold it: its pooled features,
+# or (a photo that failed) the error that stopped it (`feature_record`).
+FEATURES = Struct(
+    "Features",
+    (Field("path", "str"), Field("model", "str", optional=True),
+     Field("features", ListOf("float32"), optional=True), Field("error", ERROR, optional=True)),
+)  # fmt: skip
 RECORD = Struct(
     "Classification",
     (
@@ -175,7 +182,9 @@ def conforms(record: Any, struct: Struct = RECORD) -> list[str]:
     return problems
 
 
-_PYTHON: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (float, int), "bool": (bool,)}
+_PYTHON: dict[str, tuple[type, ...]] = {
+    "str": (str,), "int": (int,), "float": (float, int), "float32": (float, int), "bool": (bool,)
+}  # fmt: skip
 
 
 def _value_problems(value: Any, kind: Scalar | Struct | ListOf, name: str) -> list[str]:
@@ -199,7 +208,18 @@ def _arrow_type(pa: Any, kind: Scalar | Struct | ListOf) -> Any:
         return pa.struct([(f.name, _arrow_type(pa, f.type)) for f in kind.fields])
     if isinstance(kind, ListOf):
         return pa.list_(_arrow_type(pa, kind.item))
-    return {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}[kind]
+    return {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "float32": pa.float32(),
+            "bool": pa.bool_()}[kind]  # fmt: skip
+
+
+def feature_record(
+    path: str, model: str, features: np.ndarray | None, error: ErrorInfo | None
+) -> dict[str, Any]:
+    """A photo's `FEATURES` record: its features (any shape, flattened), or its error."""
+    if error is not None:
+        return {"path": path, "error": error.to_dict()}
+    assert features is not None, "a photo without an error has features"
+    return {"path": path, "model": model, "features": np.asarray(features, np.float32).reshape(-1).tolist()}
 
 
 def without_nulls(value: Any) -> Any:

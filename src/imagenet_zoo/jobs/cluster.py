@@ -41,7 +41,6 @@ from imagenet_zoo.api import check_config
 from imagenet_zoo.classifier import Classifier, FeatureExtractor
 from imagenet_zoo.data.images import IMAGE_SUFFIXES, MAX_FILE_BYTES, find_images
 from imagenet_zoo.errors import ClusterError, ImageNotFoundError, ImageTooLargeError, UsageError, install_hint
-from imagenet_zoo.jobs.features import features_schema
 from imagenet_zoo.jobs.identity import (
     IDENTITY_FILE,
     Identity,
@@ -50,7 +49,7 @@ from imagenet_zoo.jobs.identity import (
     parse_identity,
 )
 from imagenet_zoo.jobs.job import JobOptions, JobReport
-from imagenet_zoo.records import ErrorInfo, arrow_schema, without_nulls
+from imagenet_zoo.records import FEATURES, ErrorInfo, arrow_schema, feature_record, without_nulls
 
 PARTITION_FORMATS = ("jsonl", "parquet")
 _BATCHES_PER_BLOCK = 8
@@ -447,10 +446,8 @@ class _ModelActor:
         assert isinstance(self.pipeline, FeatureExtractor)
         model = self.pipeline.spec.name
         for path, item, output in self.pipeline.iter_outputs(paths, read=_read):
-            if isinstance(item, ErrorInfo) or output is None:
-                yield {"path": path, "error": item.to_dict() if isinstance(item, ErrorInfo) else None}
-            else:
-                yield {"path": path, "model": model, "features": output.reshape(-1).tolist()}
+            error = item if isinstance(item, ErrorInfo) else None
+            yield feature_record(path, model, output, error)
 
 
 def job_token(job: ClusterJob, identity: Identity) -> str:
@@ -501,5 +498,5 @@ def _write_parquet(stream: Any, records: list[dict[str, Any]], task: str) -> Non
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = features_schema(pa) if task == "extract" else arrow_schema(pa)
+    schema = arrow_schema(pa, FEATURES) if task == "extract" else arrow_schema(pa)
     pq.write_table(pa.Table.from_pylist(records, schema=schema), stream)

@@ -1,8 +1,8 @@
 """Feature files: the pooled features of an extract job, written and read back.
 
 `.npz`: arrays `features` (N, D) float32, `paths` (N,) unicode and `model`, read back without pickle.
-`.parquet`: one row per photo in `FEATURES_SCHEMA` (path, model, features, error), the same schema the
-cluster job writes its extract partitions in, so a single-machine file and a cluster folder read alike.
+`.parquet`: one row per photo, the `records.FEATURES` record (path, model, features, or error), as the
+cluster job writes its extract partitions, so a single-machine file and a cluster folder read alike.
 
 A job on one machine streams each photo's features (or error) as one line to a journal beside the output,
 `FILE.partial.jsonl`, as `classify` streams its records (`RecordsFile`: one writer at a time, the job's
@@ -27,23 +27,11 @@ import numpy as np
 
 from imagenet_zoo.classifier import FeatureSet
 from imagenet_zoo.errors import UsageError
-from imagenet_zoo.records import ErrorInfo
+from imagenet_zoo.records import FEATURES, ErrorInfo, arrow_schema, feature_record
 
 FORMATS = (".npz", ".parquet")
 JOURNAL_SUFFIX = ".partial.jsonl"
 ROW_GROUP = 1024  # Parquet rows written at once
-
-
-def features_schema(pa: Any) -> Any:
-    """One row per photo: its features, or (in a cluster partition) the error that stopped it."""
-    return pa.schema(
-        [
-            ("path", pa.string()),
-            ("model", pa.string()),
-            ("features", pa.list_(pa.float32())),
-            ("error", pa.struct([("type", pa.string()), ("message", pa.string())])),
-        ]
-    )
 
 
 def journal_of(output: Path) -> Path:
@@ -164,13 +152,11 @@ def _npy_header(out: IO[bytes], dtype: np.dtype[Any], shape: tuple[int, ...]) ->
 def _write_parquet(journal: Path, target: Path, model: str) -> None:
     """One row per photo, a failed one with its error and no features (as a cluster partition has it)."""
     pa, pq = _pyarrow()
-    schema = features_schema(pa)
+    schema = arrow_schema(pa, FEATURES)
     with pq.ParquetWriter(target, schema) as writer:
         rows: list[dict[str, Any]] = []
         for path, features, error in _entries(journal):
-            text = parquet_text(path)
-            failure = None if error is None else error.to_dict()
-            rows.append({"path": text, "model": model, "features": features, "error": failure})
+            rows.append(feature_record(parquet_text(path), model, features, error))
             if len(rows) == ROW_GROUP:
                 writer.write_table(pa.Table.from_pylist(rows, schema=schema))
                 rows = []
@@ -194,7 +180,7 @@ def load_features(path: Path) -> FeatureSet:
         failures = [(r["path"], ErrorInfo(r["error"]["type"], r["error"]["message"])) for r in table
                     if r["error"] is not None]  # fmt: skip
         features = np.array([r["features"] for r in rows], dtype=np.float32)
-        model = table[0]["model"] if table else ""
+        model = next((r["model"] for r in rows), "")
         return FeatureSet(model, [r["path"] for r in rows], features.reshape(len(rows), -1), failures)
     with np.load(path, allow_pickle=False) as data:  # a features file can never run code
         failed = zip(*(data.get(a, []) for a in _FAILURE_ARRAYS), strict=True)
