@@ -247,7 +247,7 @@ def _model_actor_pids(raylet: int | None) -> list[int]:
                 parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
             except OSError:
                 continue  # gone meanwhile
-            actor = command.startswith(b"ray::MapWorker") and b"_ModelActor" in command
+            actor = command.startswith(b"ray::MapWorker") and b"ModelActor" in command
             if actor and raylet in (None, parent):
                 pids.append(int(entry.name))
     return pids
@@ -361,9 +361,9 @@ def test_a_job_that_ends_as_the_watchdog_fires_reports_its_results(monkeypatch: 
     no summary: the interrupt arrived after the results."""
     import threading
 
-    from imagenet_zoo.jobs import cluster as cluster_job
+    from imagenet_zoo.jobs.cluster import watchdog
 
-    monkeypatch.setattr(cluster_job, "_STARTUP_S", 0.0)
+    monkeypatch.setattr(watchdog, "_STARTUP_S", 0.0)
     job = ClusterJob(sources=["a.jpg"], output="unused", stall_timeout_s=0.2)
     done, real_kill = threading.Event(), signal.pthread_kill
 
@@ -378,16 +378,16 @@ def test_a_job_that_ends_as_the_watchdog_fires_reports_its_results(monkeypatch: 
         done.wait(10)
         return "the report"
 
-    assert cluster_job._watched(work, _Folder(), job, ["a.jpg"]) == "the report"  # type: ignore[arg-type]
+    assert watchdog.watched(work, _Folder(), job, ["a.jpg"]) == "the report"  # type: ignore[arg-type]
     with pytest.raises(ClusterError, match="stopped making progress"):  # a real stall still stops
         monkeypatch.setattr(signal, "pthread_kill", real_kill)
-        cluster_job._watched(lambda: time.sleep(10), _Folder(), job, ["a.jpg"])  # type: ignore[arg-type]
+        watchdog.watched(lambda: time.sleep(10), _Folder(), job, ["a.jpg"])  # type: ignore[arg-type]
 
 
 def test_a_partition_is_never_written_through_a_planted_link(tmp_path: Path) -> None:
     """Temporary partition names were predictable (token, photos' digest, pid) and opened without an
     exclusive create: a link planted at the name redirected the write to any file."""
-    from imagenet_zoo.jobs.cluster import _write_partition
+    from imagenet_zoo.jobs.cluster.partitions import write_partition
 
     output, victim = tmp_path / "partitions", tmp_path / "victim.txt"
     output.mkdir()
@@ -396,7 +396,7 @@ def test_a_partition_is_never_written_through_a_planted_link(tmp_path: Path) -> 
     digest = partition_name(["a.jpg"], "jsonl").removeprefix("part-").split(".")[0]
     token = "0" * 12
     (output / f".part-{token}-{digest}-{os.getpid()}.jsonl").symlink_to(victim)  # the old, predictable name
-    _write_partition(str(output), "jsonl", "classify", token, records)
+    write_partition(str(output), "jsonl", "classify", token, records)
     assert victim.read_text() == "precious"
     assert json.loads((output / f"part-{digest}.jsonl").read_text()) == records[0]
 
@@ -404,15 +404,15 @@ def test_a_partition_is_never_written_through_a_planted_link(tmp_path: Path) -> 
 def test_the_watchdog_stops_a_job_started_in_the_background(monkeypatch: pytest.MonkeyPatch) -> None:
     """A command started with `&` or nohup ignores SIGINT, the watchdog's too: a stalled job waited
     forever. Ctrl-C stays ignored there; the watchdog's interrupt does not."""
-    from imagenet_zoo.jobs import cluster as cluster_job
+    from imagenet_zoo.jobs.cluster import watchdog
 
-    monkeypatch.setattr(cluster_job, "_STARTUP_S", 0.0)
+    monkeypatch.setattr(watchdog, "_STARTUP_S", 0.0)
     job = ClusterJob(sources=["a.jpg"], output="unused", stall_timeout_s=0.2)
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         signal.raise_signal(signal.SIGINT)  # still ignored
         with pytest.raises(ClusterError, match="stopped making progress"):
-            cluster_job._watched(lambda: time.sleep(10), _Folder(), job, ["a.jpg"])  # type: ignore[arg-type]
+            watchdog.watched(lambda: time.sleep(10), _Folder(), job, ["a.jpg"])  # type: ignore[arg-type]
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
