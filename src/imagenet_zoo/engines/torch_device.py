@@ -21,10 +21,10 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -43,6 +43,7 @@ from imagenet_zoo.errors import CorruptImageError, ImageError, ImageTooLargeErro
 from imagenet_zoo.records import ErrorInfo
 from imagenet_zoo.specs import DataConfig
 
+T = TypeVar("T")
 _EXIF_ORIENTATION = 0x0112
 _DEVICE_MODES = ("RGB", "L")  # what nvJPEG decodes to RGB as libjpeg does (CMYK, YCCK: Pillow)
 
@@ -132,6 +133,7 @@ def oriented(image: Any, orientation: int) -> Any:
 
 
 Prepared = tuple[InputInfo, Any] | ErrorInfo  # a photo's info and its device row, or its error
+Jpeg = tuple[int, bytes, Header]  # a photo's place in its batch, its bytes and its header
 
 
 class DevicePreprocessor:
@@ -159,7 +161,7 @@ class DevicePreprocessor:
     def __call__(self, sources: Sequence[ImageSource]) -> list[Prepared]:
         """Each photo's info and model input (a row on the device), or its error, in order."""
         items: list[Prepared | None] = [None] * len(sources)
-        jpegs: list[tuple[int, bytes, Header]] = []
+        jpegs: list[Jpeg] = []
         for i, (source, found) in enumerate(zip(sources, self._read_all(sources), strict=True)):
             if isinstance(found, ErrorInfo):
                 items[i] = found
@@ -167,11 +169,11 @@ class DevicePreprocessor:
                 jpegs.append((i, *found))
             else:
                 items[i] = self._on_cpu(source)
-        for group in _within(jpegs, DECODED_BYTES):
+        for group in _grouped(jpegs, _decoded_bytes, DECODED_BYTES):
             self._on_device(group, items)
         return [item for item in items if item is not None]
 
-    def _on_device(self, jpegs: list[tuple[int, bytes, Header]], items: list[Prepared | None]) -> None:
+    def _on_device(self, jpegs: list[Jpeg], items: list[Prepared | None]) -> None:
         """These JPEGs decoded and resized on the device, into `items`: what the decoder refuses goes to
         Pillow, a photo that decodes to another size than its header's (which passed the pixel cap) is
         corrupt."""
@@ -217,14 +219,8 @@ class DevicePreprocessor:
         """Oriented (3, rows, columns) uint8 images to the model's inputs, as Pillow resizes and crops, or
         the `ImageTooLargeError` of one the device has no memory for: in groups whose resize holds at most
         `RESIZE_BYTES` on the device (`resize_bytes`; a photo larger goes alone)."""
-        rows: list[Any] = []
-        group: list[Any] = []
-        for image in images:
-            if group and self._resize_bytes([*group, image]) > RESIZE_BYTES:
-                rows.extend(self._resized_or_split(group))
-                group = []
-            group.append(image)
-        return rows + (self._resized_or_split(group) if group else [])
+        groups = _grouped(images, self._resize_bytes, RESIZE_BYTES)
+        return [row for group in groups for row in self._resized_or_split(group)]
 
     def _resize_bytes(self, images: list[Any]) -> int:
         heights, widths = (max(int(image.shape[axis]) for image in images) for axis in (1, 2))
@@ -266,18 +262,21 @@ READ_THREADS = min(8, os.cpu_count() or 1)
 DECODED_BYTES = DEFAULT_DECODE_BUDGET
 
 
-def _within(jpegs: list[tuple[int, bytes, Header]], limit: int) -> list[list[tuple[int, bytes, Header]]]:
-    """The JPEGs in order, in groups whose decoded pixels take at most `limit` bytes."""
-    groups: list[list[tuple[int, bytes, Header]]] = []
-    total = limit + 1
-    for jpeg in jpegs:
-        size = 3 * jpeg[2].width * jpeg[2].height
-        if total + size > limit:
-            groups.append([])
-            total = 0
-        groups[-1].append(jpeg)
-        total += size
-    return groups
+def _decoded_bytes(jpegs: list[Jpeg]) -> int:
+    """What decoding these JPEGs puts on the device, by their headers (3 bytes a pixel)."""
+    return sum(3 * header.width * header.height for _, _, header in jpegs)
+
+
+def _grouped(items: list[T], cost: Callable[[list[T]], int], limit: int) -> Iterator[list[T]]:
+    """The items in order, in groups whose `cost` is at most `limit` (an item over it goes alone)."""
+    group: list[T] = []
+    for item in items:
+        if group and cost([*group, item]) > limit:
+            yield group
+            group = []
+        group.append(item)
+    if group:
+        yield group
 
 
 RESIZE_BYTES = 2**30  # what one resize step may hold on the device (`resize_bytes`): five 12-MP photos
