@@ -38,12 +38,9 @@ class Engine:
     def infer_top(self, batch: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Each row's `k` most probable classes, best first: indices (rows, k) and softmax probabilities
         (rows, k) in float32, as the pipeline's post-processing computes them, equal probabilities
-        ranking the lower index first."""
-        logits = np.asarray(self.infer(batch), dtype=np.float32)
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probabilities = shifted / shifted.sum(axis=1, keepdims=True)
-        order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-        return order, np.take_along_axis(probabilities, order, axis=1)
+        ranking the lower index first. Only an engine that `ranks_where_it_infers` has it: elsewhere the
+        pipeline ranks the logits `infer` gives (`classifier.ranking_of`)."""
+        raise NotImplementedError(f"the {self.name} engine does not rank where it infers")
 
     def explain(self, batch: Any, choice: ClassChoice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Logits (rows, classes), each row's raw map of one class (rows, map rows, map columns) and the
