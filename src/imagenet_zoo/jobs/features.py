@@ -43,7 +43,7 @@ def journal_record(path: str, features: np.ndarray | None, error: ErrorInfo | No
     """One photo's line: its features as little-endian float32 bytes in base64 (exact, and a seventh of
     their decimal text), or its error."""
     if error is not None:
-        return {"path": path, "error": {"type": error.type, "message": error.message}}
+        return {"path": path, "error": error.to_dict()}
     assert features is not None
     return {"path": path, "features": base64.b64encode(features.astype("<f4").tobytes()).decode()}
 
