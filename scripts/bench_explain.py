@@ -36,12 +36,12 @@ def main() -> int:
         "classify --explain": (imagenet_zoo.load(args.model, precision=args.precision, explain=True), True),
     }
     for classifier, explain in runs.values():
-        classifier.classify_many(paths[:16], explain=explain)  # warm-up
+        classifier.classify(list(paths[:16]), explain=explain)  # warm-up
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(args.rounds):
         for name, (classifier, explain) in runs.items():
             start = time.perf_counter()
-            results = classifier.classify_many(paths, explain=explain)
+            results = classifier.classify(list(paths), explain=explain)
             seconds[name].append(time.perf_counter() - start)
             assert all(r.ok for r in results)
     print(

@@ -2,9 +2,9 @@
 
     python scripts/bench_postprocess.py [--batch 256] [--top 5]
 
-Prints a table: photo by photo (`Classifier.postprocess`, what the service does per upload), a whole
-batch (`postprocess_batch`, what every job does), and a batch the engine ranked on its device (the
-torch engine on a GPU sends back each photo's top-k alone). No model is loaded: the logits are random.
+Prints a table: batches of one (`Classifier.postprocess` on a request of one upload, the service's
+commonest), a whole batch (what every job does), and a batch the engine ranked on its device (the torch
+engine on a GPU sends back each photo's top-k alone). No model is loaded: the logits are random.
 """
 
 from __future__ import annotations
@@ -42,15 +42,15 @@ def main() -> None:
     prepared = [(info, None)] * args.batch
     ranking = ranking_of(probabilities_of(logits), args.top)
     runs: dict[str, Callable[[], object]] = {
-        "photo by photo (postprocess)": lambda: [
-            classifier.postprocess(name, info, row, None, plan)
+        "batches of one": lambda: [
+            list(classifier.postprocess(Batch([name], prepared[:1], Forward(row[None], None)), plan))  # type: ignore[arg-type]
             for name, row in zip(names, logits, strict=True)
         ],
-        "batch (postprocess_batch)": lambda: list(
-            classifier.postprocess_batch(Batch(names, prepared, Forward(logits, None)), plan)  # type: ignore[arg-type]
+        "one batch": lambda: list(
+            classifier.postprocess(Batch(names, prepared, Forward(logits, None)), plan)  # type: ignore[arg-type]
         ),
-        "batch ranked on the device": lambda: list(
-            classifier.postprocess_batch(Batch(names, prepared, ranking=ranking), plan)  # type: ignore[arg-type]
+        "one batch ranked on the device": lambda: list(
+            classifier.postprocess(Batch(names, prepared, ranking=ranking), plan)  # type: ignore[arg-type]
         ),
     }
     print(f"| post-processing, batch {args.batch}, top {args.top} | µs per photo (best of 20) |")

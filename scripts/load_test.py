@@ -194,9 +194,9 @@ import imagenet_zoo
 from imagenet_zoo.data.images import find_images
 paths = (find_images([sys.argv[1]], recursive=False) * 100)[: int(sys.argv[3])]
 classifier = imagenet_zoo.load("efficientnet_lite0", precision=sys.argv[2], progress=False)
-classifier.classify_many(paths[:16])
+classifier.classify(list(paths[:16]))
 start = time.perf_counter()
-assert all(r.ok for r in classifier.classify_many(paths))
+assert all(r.ok for r in classifier.classify(list(paths)))
 print(len(paths) / (time.perf_counter() - start))
 """
 
@@ -358,7 +358,7 @@ def throughput_phase(args: argparse.Namespace) -> tuple[list[str], int]:
                     )
     report += [
         "",
-        "Folder job on the same photos, same process kind (a loaded classifier's `classify_many`): "
+        "Folder job on the same photos, same process kind (a loaded classifier's `classify` of a list): "
         + ", ".join(f"{p} {rate:.1f} img/s" for p, rate in folder.items())
         + ".",
     ]

@@ -36,16 +36,25 @@ def test_a_batch_gives_the_records_one_row_at_a_time_gives(lite0_classifier: obj
     prepared = [info] * 3 + [broken] + [info] * 3
     batch = Batch(list("abcdefg"), prepared, Forward(logits, None))
     plan = PostPlan(top=5)
-    together = list(lite0_classifier.postprocess_batch(batch, plan))
+    together = list(lite0_classifier.postprocess(batch, plan))
     rows = iter(logits)
-    one_by_one = [
-        lite0_classifier.postprocess(name, item if isinstance(item, ErrorInfo) else item[0],
-                                     None if isinstance(item, ErrorInfo) else next(rows), None, plan)
+    alone = [
+        Batch([name], [item], None if isinstance(item, ErrorInfo) else Forward(next(rows)[None], None))
         for name, item in zip("abcdefg", prepared, strict=True)
-    ]  # fmt: skip
+    ]
+    one_by_one = [record for one in alone for record in lite0_classifier.postprocess(one, plan)]
     assert together == one_by_one
     assert together[3].error == broken
     assert [p.index for p in together[2].predictions] == [0, 1, 2, 3, 4]
     scores = [p.score for p in together[0].predictions]
     assert scores == sorted(scores, reverse=True)
     assert np.isclose(sum(probabilities_of(logits[0])), 1, atol=1e-5)
+
+
+def test_the_post_keywords_are_the_post_options() -> None:
+    from dataclasses import fields
+    from typing import get_type_hints
+
+    from imagenet_zoo.pipeline import PostKeywords, PostOptions
+
+    assert list(get_type_hints(PostKeywords)) == [field.name for field in fields(PostOptions)]

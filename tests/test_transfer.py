@@ -79,7 +79,7 @@ def test_extract_writes_pooled_features(
     assert features.model == "efficientnet_lite0" and features.features.shape == (5, 1280)
     assert [Path(p).name for p in features.paths] == [p.name for p in SAMPLE[:5]]
     keras = imagenet_zoo.load("lite0", engine="keras", features=True)
-    expected = np.stack([row for _, _, row in keras.iter_outputs(features.paths)])
+    expected = np.stack([row for _, row, _ in keras.run(features.paths)])
     np.testing.assert_allclose(features.features, expected, atol=1e-4)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any, overload
+from typing import Any, Unpack, overload
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from imagenet_zoo.data.images import ImageSource, InputInfo, describe_source
 from imagenet_zoo.data.labels import ClassLabel, imagenet1k
 from imagenet_zoo.data.preprocess import input_region, resize_and_crop
 from imagenet_zoo.explain import Explanation, class_index_of, positive_unit
-from imagenet_zoo.pipeline import Batch, Heat, Pipeline, PostOptions, Ranking, Read
+from imagenet_zoo.pipeline import Batch, Heat, Pipeline, PostKeywords, PostOptions, Ranking, Read, Wanted
 from imagenet_zoo.records import Classification, ErrorInfo, Prediction
 from imagenet_zoo.specs import ModelSpec
 
@@ -95,9 +95,19 @@ class PostPlan:
     probabilities: bool = False
 
     @property
+    def wanted(self) -> Wanted:
+        """What each input asks of the engine besides its row: its heatmap's class, "top" or none."""
+        if not self.explain:
+            return None
+        return self.heat_class if self.heat_class is not None else "top"
+
+    @property
     def needs_probabilities(self) -> bool:
         """Whether a record needs every class's probability, not only its top-k's."""
         return bool(self.synsets) or self.top_groups is not None or self.probabilities
+
+
+DEFAULT_POST = PostOptions()
 
 
 def plan_post(spec: ModelSpec, options: PostOptions) -> PostPlan:
@@ -130,104 +140,49 @@ class Classifier(Pipeline):
         return plan
 
     @overload
-    def classify(
-        self,
-        inputs: ImageSource,
-        *,
-        top: int = 5,
-        groups: Sequence[str] = (),
-        explain: bool = False,
-        explain_class: int | str | None = None,
-    ) -> Classification: ...
+    def classify(self, inputs: ImageSource, **options: Unpack[PostKeywords]) -> Classification: ...
     @overload
     def classify(
-        self,
-        inputs: list[ImageSource] | tuple[ImageSource, ...],
-        *,
-        top: int = 5,
-        groups: Sequence[str] = (),
-        explain: bool = False,
-        explain_class: int | str | None = None,
+        self, inputs: list[ImageSource] | tuple[ImageSource, ...], **options: Unpack[PostKeywords]
     ) -> list[Classification]: ...
 
-    def classify(
-        self,
-        inputs: Any,
-        *,
-        top: int = 5,
-        groups: Sequence[str] = (),
-        explain: bool = False,
-        explain_class: int | str | None = None,
-    ) -> Classification | list[Classification]:
-        """Classify one input (raises its `ImageError`) or a list (failures are returned as results).
+    def classify(self, inputs: Any, **options: Unpack[PostKeywords]) -> Classification | list[Classification]:
+        """Classify one input (raises its `ImageError`) or a list (failures are returned as results):
+        `run` over them, collected.
 
-        An input is a path, encoded bytes, a PIL image or a uint8 RGB array. `groups` names WordNet
-        groups ("dog", "bird", or synset ids) whose probabilities each result also reports. `explain`
-        adds a heatmap of the top-1 class's evidence (or of `explain_class`: index, synset or label) to
-        each result; the classifier must be loaded with `explain=True`.
+        An input is a path, encoded bytes, a PIL image or a uint8 RGB array. The options are
+        `PostOptions`'s: `top`; `groups`, WordNet groups ("dog", "bird", or synset ids) whose probabilities
+        each result also reports; `top_groups=(k, depth)`, the k most likely groups `depth` is-a steps
+        below "entity"; `explain`, a heatmap of the top-1 class's evidence (or of `explain_class`: index,
+        synset or label), for a classifier loaded with `explain=True`; `probabilities`, every class's.
         """
-        options = PostOptions(top=top, groups=tuple(groups), explain=explain, explain_class=explain_class)
+        post = PostOptions(**options)
         if isinstance(inputs, (list, tuple)):
-            return list(self.run(inputs, options))
-        [result] = self.run([inputs], options)
+            return list(self.run(inputs, post))
+        [result] = self.run([inputs], post)
         if result.error is not None and result.error.exception is not None:
             raise result.error.exception
         return result
 
-    def classify_many(
-        self,
-        inputs: Iterable[ImageSource],
-        *,
-        top: int = 5,
-        groups: Sequence[str] = (),
-        top_groups: tuple[int, int] | None = None,
-        explain: bool = False,
-        explain_class: int | str | None = None,
-    ) -> list[Classification]:
-        """Classify every input, in input order (see `iter_classify`)."""
-        options = PostOptions(
-            top=top, groups=tuple(groups), top_groups=top_groups, explain=explain, explain_class=explain_class
-        )
-        return list(self.run(inputs, options))
-
-    def iter_classify(
-        self,
-        inputs: Iterable[ImageSource],
-        *,
-        top: int = 5,
-        groups: Sequence[str] = (),
-        top_groups: tuple[int, int] | None = None,
-        explain: bool = False,
-        explain_class: int | str | None = None,
-    ) -> Iterator[Classification]:
-        """Yield results in input order as each batch of `batch_size` completes (post: softmax, top-k,
-        the probability of each of `groups`, and with `top_groups=(k, depth)` the k most likely groups
-        `depth` is-a steps below "entity"; with `explain`, the heatmap of the top-1 or `explain_class`)."""
-        options = PostOptions(
-            top=top, groups=tuple(groups), top_groups=top_groups, explain=explain, explain_class=explain_class
-        )
-        return self.run(inputs, options)
-
     def run(
-        self, inputs: Iterable[Any], options: PostOptions | PostPlan, *, read: Read | None = None
+        self,
+        inputs: Iterable[Any],
+        options: PostOptions | PostPlan = DEFAULT_POST,
+        *,
+        read: Read | None = None,
     ) -> Iterator[Classification]:
-        """The whole pipeline over `inputs`, results in input order as each batch completes (the options
-        are checked before the first photo is read)."""
+        """The pipeline's one call path: every input through pre, forward and post, results in input order
+        as each batch of `batch_size` completes (the options are checked before the first input is read;
+        `read` turns an input into what is decoded, in the decoding threads)."""
         plan = options if isinstance(options, PostPlan) else self.plan(options)
-        return self._run(inputs, plan, read)
-
-    def _run(self, inputs: Iterable[Any], plan: PostPlan, read: Read | None) -> Iterator[Classification]:
         # An engine that ranks on its device sends back the top-k alone when nothing else is needed.
         top = None if plan.explain or plan.needs_probabilities else plan.top
-        batches = self.iter_batches(
-            inputs, explain=plan.explain, heat_class=plan.heat_class, read=read, top=top
-        )
-        for batch in batches:
-            yield from self.postprocess_batch(batch, plan)
+        for batch in self.iter_batches(inputs, wanted=plan.wanted, read=read, top=top):
+            yield from self.postprocess(batch, plan)
 
-    def postprocess_batch(self, batch: Batch, plan: PostPlan) -> Iterator[Classification]:
-        """Post for a whole batch: softmax and top-k as operations on all its rows at once (or the
-        engine's ranking), then each input's record."""
+    def postprocess(self, batch: Batch, plan: PostPlan) -> Iterator[Classification]:
+        """Post for a whole batch (one input is a batch of one): softmax and top-k as operations on all
+        its rows at once (or the engine's ranking), then each input's record."""
         forward = batch.forward
         probabilities = None if forward is None else probabilities_of(forward.rows)
         ranking = batch.ranking
@@ -244,21 +199,6 @@ class Classifier(Pipeline):
                 yield Classification(name, self.spec.name, error=item)
             else:
                 yield self._record(name, item[0], next(ranked), next(rows), next(heats), plan)
-
-    def postprocess(
-        self,
-        source: str,
-        item: InputInfo | ErrorInfo,
-        logits: np.ndarray | None,
-        heat: Heat | None,
-        plan: PostPlan,
-    ) -> Classification:
-        """Post: one input's engine output to its result (softmax, top-k, groups, heatmap)."""
-        if isinstance(item, ErrorInfo) or logits is None:
-            return Classification(source, self.spec.name, error=item if isinstance(item, ErrorInfo) else None)
-        probabilities = probabilities_of(logits[np.newaxis])
-        [predictions] = predictions_of(ranking_of(probabilities, plan.top), self.labels)
-        return self._record(source, item, predictions, probabilities[0], heat, plan)
 
     def _record(
         self,
@@ -329,7 +269,7 @@ class FeatureExtractor(Pipeline):
         paths: list[str] = []
         rows: list[np.ndarray] = []
         failures: list[tuple[str, ErrorInfo]] = []
-        for name, features, error in self.iter_features(inputs):
+        for name, features, error in self.run(inputs):
             if error is not None:
                 failures.append((name, error))
             elif features is not None:
@@ -340,11 +280,18 @@ class FeatureExtractor(Pipeline):
         stacked = np.stack(rows) if rows else np.zeros((0, 0), np.float32)
         return FeatureSet(self.spec.name, paths, stacked, failures)
 
-    def iter_features(self, inputs: Iterable[ImageSource]) -> Iterator[ExtractedFeatures]:
-        """Each input's name and features (D,) float32, or its error, in input order, as they come."""
-        for source, item, output in self.iter_outputs(inputs):
+    def run(self, inputs: Iterable[Any], *, read: Read | None = None) -> Iterator[ExtractedFeatures]:
+        """The pipeline's one call path: each input's name and features (D,) float32, or its error, in
+        input order, as each batch completes (`read` as `Classifier.run` takes it)."""
+        for batch in self.iter_batches(inputs, read=read):
+            yield from self.postprocess(batch)
+
+    def postprocess(self, batch: Batch) -> Iterator[ExtractedFeatures]:
+        """Post for a whole batch: each input's features, flattened, or its error."""
+        rows = iter(np.asarray(batch.forward.rows, np.float32) if batch.forward is not None else ())
+        for source, item in zip(batch.sources, batch.prepared, strict=True):
             name = describe_source(source)
             if isinstance(item, ErrorInfo):
                 yield name, None, item
-            elif output is not None:
-                yield name, np.asarray(output, np.float32).reshape(-1), None
+            else:
+                yield name, next(rows).reshape(-1), None

@@ -1,10 +1,11 @@
 """One path from photo to answer, in three public stages, as a Hugging Face pipeline has them:
-`preprocess` (decode + resize/crop/scale: a photo to the model's input, or the photo's error), `forward`
-(the engine on a batch) and `postprocess` (softmax, top-k, groups, heatmap: one row to its record).
+`preprocess` (decode + resize/crop: a photo to the model's input pixels, or the photo's error), `forward`
+(the engine on a batch) and `postprocess` (a whole batch's rows to their records, vectorised).
 
-The library (`Classifier`, `FeatureExtractor`), the folder job, the service (its dynamic batcher calls
-`forward`) and the Ray actors all run these stages; none assembles them again. What to load is one
-`LoadConfig` and what to report one `PostOptions`, each checked once, before any work.
+Each task's `run` (`Classifier.run`, `FeatureExtractor.run`) chains them, and it is the one call path:
+the library's conveniences, the folder job and the Ray actors call it; the service, whose dynamic batcher
+runs `forward` on rows from many requests, hands each request's rows back to the same `postprocess`. What
+to load is one `LoadConfig` and what to report one `PostOptions`, each checked once, before any work.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 from PIL import Image
@@ -75,23 +76,36 @@ class PostOptions:
     once per model (`Classifier.plan`). Plain data: a job sends it to other processes as it is."""
 
     top: int = 5  # at most the model's classes (a 2-class bundle reports 2)
-    groups: tuple[str, ...] = ()  # WordNet groups whose probability to report: lemmas or synset ids
+    groups: Sequence[str] = ()  # WordNet groups whose probability to report: lemmas or synset ids
     top_groups: tuple[int, int] | None = None  # (k, depth): the k most likely groups at that depth
     explain: bool = False  # a heatmap of the top-1 class's evidence...
     explain_class: str | int | None = None  # ...or of this class (index, synset id or label)
     probabilities: bool = False  # keep every class's probability in the result (a protocol's output)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "groups", tuple(self.groups))  # a list from a caller: still plain data
 
     @property
     def explains(self) -> bool:
         return self.explain or self.explain_class is not None
 
 
+class PostKeywords(TypedDict, total=False):
+    """`PostOptions` as keyword arguments (`Classifier.classify(photo, top=3)`); a test keeps the two
+    declarations the same."""
+
+    top: int
+    groups: Sequence[str]
+    top_groups: tuple[int, int] | None
+    explain: bool
+    explain_class: str | int | None
+    probabilities: bool
+
+
 Prepared = tuple[InputInfo, np.ndarray] | ErrorInfo  # a photo as the model's input, or why it is not one
 Heat = tuple[int, np.ndarray]  # the class a heatmap is for, and its raw map
 # For one input: the class whose heatmap to compute with its logits, "top" for its top-1, or None for none.
 Wanted = int | Literal["top"] | None
-# One input through the engine: the input, what decoding found (or its error), its output row.
-Output = tuple[Any, InputInfo | ErrorInfo, np.ndarray | None]
 Read = Callable[[Any], ImageSource]  # an input to what is decoded (a URL to its bytes)
 
 
@@ -188,27 +202,16 @@ class Pipeline:
             )
         return self.engine
 
-    def iter_outputs(self, inputs: Iterable[Any], *, read: Read | None = None) -> Iterator[Output]:
-        """Each input's engine output row, in input order, or the input's error (see `iter_batches`)."""
-        for batch in self.iter_batches(inputs, read=read):
-            rows = iter(batch.forward.rows if batch.forward is not None else ())
-            for source, item in zip(batch.sources, batch.prepared, strict=True):
-                if isinstance(item, ErrorInfo):
-                    yield source, item, None
-                else:
-                    yield source, item[0], next(rows)
-
     def iter_batches(
         self,
         inputs: Iterable[Any],
         *,
-        explain: bool = False,
-        heat_class: int | None = None,
+        wanted: Wanted = None,
         read: Read | None = None,
         top: int | None = None,
     ) -> Iterator[Batch]:
         """The inputs in batches of `batch_size`, in input order: each input's model input or error, and
-        the engine's output for those that decoded; with `explain`, their heatmaps too. With `top`, an
+        the engine's output for those that decoded; with `wanted`, each one's heatmap too. With `top`, an
         engine that ranks classes where it computes them (`Engine.ranks_where_it_infers`: a GPU's
         memory) gives their `top` best classes instead of their logits. `read` turns an input into what
         is decoded (a URL into its bytes) in the decoding threads; its `ImageError` is that input's
@@ -220,8 +223,7 @@ class Pipeline:
         of its own, so that one batch's files are read while the one before is decoded on the device."""
         chunks = _chunked(iter(inputs), self.batch_size)
         prepare = self.preprocess if read is None else partial(self._read_and_preprocess, read)
-        on_device = self.batch_preprocessor if read is None and not explain else None
-        wanted: Wanted = (heat_class if heat_class is not None else "top") if explain else None
+        on_device = self.batch_preprocessor if read is None and wanted is None else None
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
 
             def submit(chunk: list[Any]) -> Callable[[], list[Prepared]]:
@@ -275,6 +277,13 @@ class Forward:
 
     rows: np.ndarray
     heats: list[Heat | None] | None
+
+    @classmethod
+    def of_rows(cls, outputs: Sequence[tuple[np.ndarray, Heat | None]]) -> Forward:
+        """A batch's output from its rows as a dynamic batcher answers them, one (row, heat) each."""
+        heats = [heat for _, heat in outputs]
+        rows = np.stack([row for row, _ in outputs])
+        return cls(rows, heats if any(heat is not None for heat in heats) else None)
 
 
 @dataclass(frozen=True)

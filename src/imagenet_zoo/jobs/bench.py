@@ -228,12 +228,12 @@ def run_end_to_end(job: Measurement, folder: Path) -> list[Row]:
     rows = []
     for batch_size in job.batch_sizes:
         classifier = Classifier(model.spec, engine, batch_size=batch_size)
-        classifier.classify_many(paths[: 2 * batch_size])  # warm-up
+        classifier.classify(list(paths[: 2 * batch_size]))  # warm-up
         size = model.spec.data_config.input_size
         batch = np.zeros((batch_size, size, size, 3), np.uint8)
         infer_s = statistics.median(time_runs(partial(run, batch), 1.0)) / batch_size
         start = time.perf_counter()
-        results = classifier.classify_many(paths)
+        results = classifier.classify(list(paths))
         elapsed = time.perf_counter() - start
         bound = 1.0 / (decode_s / (os.cpu_count() or 1) + infer_s)
         rows.append(

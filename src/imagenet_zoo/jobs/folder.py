@@ -120,7 +120,7 @@ def _extract(job: FolderJob, job_plan: JobPlan, sources: list[str]) -> JobReport
         assert isinstance(extractor, FeatureExtractor)
         progress = Progress("Extracting", len(todo), unit="img", enabled=job.progress)
         failures: list[tuple[str, ErrorInfo]] = []
-        for name, features, error in extractor.iter_features(todo):
+        for name, features, error in extractor.run(todo):
             records.write_record(journal_record(name, features, error))
             progress.update()
             if error is not None:

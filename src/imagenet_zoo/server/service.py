@@ -22,11 +22,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import Request
+from PIL.Image import Image
 
 from imagenet_zoo.classifier import PostPlan, plan_post
 from imagenet_zoo.errors import ExplanationUnsupportedError, ImagenetZooError, UsageError
 from imagenet_zoo.explain import heatmap_png
-from imagenet_zoo.pipeline import PostOptions, Wanted
+from imagenet_zoo.pipeline import Batch, Forward, Heat, PostOptions, Prepared
 from imagenet_zoo.records import Classification, ErrorInfo
 from imagenet_zoo.registry import normalize_name
 from imagenet_zoo.server.errors import CLOSE_CONNECTION, RETRY, ApiError
@@ -240,57 +241,65 @@ def _checked(call: Callable[[], T]) -> T:
 async def classify_uploads(
     served: ServedModel, uploads: list[Upload], plan: PostPlan, decoder: ThreadPoolExecutor, ahead: int
 ) -> list[ServedResult]:
-    """Pre (decoding on `decoder`), forward (the model's batcher), post, for each upload; each image
-    moves on to the batcher as soon as it is decoded, and at most `ahead` of a request's images are
-    decoded and waiting at once. A heatmap's overlay is drawn on the photo as decoded for the model,
-    reduced: one decode each."""
-    loop = asyncio.get_running_loop()
+    """The pipeline for a request, as an async adapter of `Classifier.run`: pre on `decoder`, forward
+    through the model's dynamic batcher (rows from many requests in one engine call), and the same
+    post as every other caller, on the request's whole batch."""
     classifier = served.classifier
     if classifier.batch_preprocessor is not None and not plan.explain:
-        return await _classify_on_device(served, uploads, plan, decoder)
+        prepared, photos, outputs = await _forward_on_device(served, uploads, decoder)
+    else:
+        prepared, photos, outputs = await _forward_each(served, uploads, plan, decoder, ahead)
+    forward = Forward.of_rows(outputs) if outputs else None
+    results = list(classifier.postprocess(Batch([n for n, _ in uploads], prepared, forward), plan))
+    loop = asyncio.get_running_loop()
+    overlays = [
+        None if photo is None else loop.run_in_executor(decoder, _overlay, photo, result)
+        for photo, result in zip(photos, results, strict=True)
+    ]
+    return [(result, None if o is None else await o) for result, o in zip(results, overlays, strict=True)]
+
+
+Forwarded = tuple[list[Prepared], list[Image | None], list[tuple[np.ndarray, Heat | None]]]
+
+
+async def _forward_each(
+    served: ServedModel, uploads: list[Upload], plan: PostPlan, decoder: ThreadPoolExecutor, ahead: int
+) -> Forwarded:
+    """Each upload decoded on `decoder` and moved on to the batcher as soon as it is, at most `ahead` of
+    the request's images decoded and waiting at once. With a heatmap, the photo as decoded for the model
+    is kept, reduced, to draw it on: one decode each."""
+    loop = asyncio.get_running_loop()
+    classifier = served.classifier
     side = OVERLAY_SIDE if plan.explain else None
-    wanted: Wanted = (plan.heat_class if plan.heat_class is not None else "top") if plan.explain else None
     slots = asyncio.Semaphore(ahead)
 
-    async def one(name: str, data: bytes) -> ServedResult:
+    async def one(data: bytes) -> tuple[Prepared, Image | None, Any]:
         async with slots:
             item, photo = await loop.run_in_executor(decoder, classifier.preprocess_keeping, data, side)
             if isinstance(item, ErrorInfo):
-                return classifier.postprocess(name, item, None, None, plan), None
-            row, heat = await asyncio.wrap_future(served.batcher.submit(item[1], wanted))
-        result = classifier.postprocess(name, item[0], row, heat, plan)
-        if result.explanation is None or photo is None:
-            return result, None
-        return result, await loop.run_in_executor(decoder, _overlay, photo, result)
+                return item, None, None
+            return item, photo, await asyncio.wrap_future(served.batcher.submit(item[1], plan.wanted))
 
-    return list(await asyncio.gather(*(one(name, data) for name, data in uploads)))
+    done = await asyncio.gather(*(one(data) for _, data in uploads))
+    return [d[0] for d in done], [d[1] for d in done], [d[2] for d in done if d[2] is not None]
 
 
-async def _classify_on_device(
-    served: ServedModel, uploads: list[Upload], plan: PostPlan, decoder: ThreadPoolExecutor
-) -> list[ServedResult]:
+async def _forward_on_device(
+    served: ServedModel, uploads: list[Upload], decoder: ThreadPoolExecutor
+) -> Forwarded:
     """A request's uploads decoded and preprocessed on the engine's GPU as one batch (nvJPEG), their rows
     handed to the batcher there: Pillow's threads decode fewer photos a second than the GPU classifies."""
-    classifier = served.classifier
-    assert classifier.batch_preprocessor is not None
+    preprocess = served.classifier.batch_preprocessor
+    assert preprocess is not None
     loop = asyncio.get_running_loop()
-    prepared = await loop.run_in_executor(
-        decoder, classifier.batch_preprocessor, [data for _, data in uploads]
-    )
+    prepared = await loop.run_in_executor(decoder, preprocess, [data for _, data in uploads])
     rows = [
         asyncio.wrap_future(served.batcher.submit(item[1]))
         for item in prepared
         if not isinstance(item, ErrorInfo)
     ]
-    outputs = iter(await asyncio.gather(*rows))  # cancelled past the deadline: every row with it
-    results: list[ServedResult] = []
-    for (name, _), item in zip(uploads, prepared, strict=True):
-        if isinstance(item, ErrorInfo):
-            results.append((classifier.postprocess(name, item, None, None, plan), None))
-        else:
-            row, heat = next(outputs)
-            results.append((classifier.postprocess(name, item[0], row, heat, plan), None))
-    return results
+    outputs = await asyncio.gather(*rows)  # cancelled past the deadline: every row with it
+    return prepared, [None] * len(prepared), list(outputs)
 
 
 def _overlay(photo: Any, result: Classification) -> str | None:

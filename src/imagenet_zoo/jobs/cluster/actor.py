@@ -15,7 +15,7 @@ from imagenet_zoo.errors import ClusterError
 from imagenet_zoo.jobs.cluster.job import ClusterJob, import_ray
 from imagenet_zoo.jobs.cluster.partitions import write_partition
 from imagenet_zoo.jobs.cluster.sources import read_source
-from imagenet_zoo.records import ErrorInfo, feature_record
+from imagenet_zoo.records import feature_record
 
 
 def actor_resources(cluster: dict[str, float], job: ClusterJob) -> tuple[int, dict[str, float]]:
@@ -64,6 +64,5 @@ class ModelActor:
             return
         assert isinstance(self.pipeline, FeatureExtractor)
         model = self.pipeline.spec.name
-        for path, item, output in self.pipeline.iter_outputs(paths, read=read_source):
-            error = item if isinstance(item, ErrorInfo) else None
-            yield feature_record(path, model, output, error)
+        for path, features, error in self.pipeline.run(paths, read=read_source):
+            yield feature_record(path, model, features, error)
