@@ -80,3 +80,13 @@ def test_squash_option(with_lite0: Path) -> None:
     classifier = imagenet_zoo.load("lite0", resize="squash")
     assert classifier.data_config.resize_mode == "squash"
     assert classifier.classify(str(COFFEE)).top.label == "espresso"
+
+
+def test_the_load_keywords_are_the_load_config_less_model_and_task() -> None:
+    from dataclasses import fields
+    from typing import get_type_hints
+
+    from imagenet_zoo.pipeline import LoadConfig, LoadKeywords
+
+    declared = [field.name for field in fields(LoadConfig) if field.name not in ("model", "task")]
+    assert list(get_type_hints(LoadKeywords)) == declared

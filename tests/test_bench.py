@@ -21,6 +21,8 @@ REQUIRED = {
     "ratio_to_keras",
 }
 
+LITE0_ON_OPENVINO = ["bench", "--model", "lite0", "--engine", "openvino"]
+
 
 def test_time_runs_warms_up_then_times_at_least_the_minimum() -> None:
     calls: list[int] = []
@@ -94,11 +96,7 @@ def test_end_to_end_over_real_files(
         shutil.copy(skimage_photo(name), folder / name)
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff nope")
     argv = [
-        "bench",
-        "--model",
-        "lite0",
-        "--engine",
-        "openvino",
+        *LITE0_ON_OPENVINO,
         "--end-to-end",
         str(folder),
         "--batch-size",
@@ -128,11 +126,7 @@ def test_end_to_end_over_real_files(
 
 def test_markdown_report_has_the_date_and_cpu(with_lite0: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = [
-        "bench",
-        "--model",
-        "lite0",
-        "--engine",
-        "openvino",
+        *LITE0_ON_OPENVINO,
         "--seconds",
         "0.1",
         "--no-cold-start",

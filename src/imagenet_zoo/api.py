@@ -12,10 +12,10 @@ import dataclasses
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, Literal, Unpack, overload
 
 from imagenet_zoo.classifier import Classifier, FeatureExtractor, FeatureSet
-from imagenet_zoo.data.images import DEFAULT_MAX_PIXELS, DecodeMode, ImageSource
+from imagenet_zoo.data.images import ImageSource
 from imagenet_zoo.engines.base import Engine
 from imagenet_zoo.engines.registry import (
     AUTO,
@@ -28,7 +28,7 @@ from imagenet_zoo.engines.registry import (
 from imagenet_zoo.errors import UnknownModelError, UsageError
 from imagenet_zoo.model_types import Pooling, RegisteredModel
 from imagenet_zoo.models.bundle import is_bundle, load_bundle
-from imagenet_zoo.pipeline import LoadConfig, ModelRef
+from imagenet_zoo.pipeline import LoadConfig, LoadKeywords, ModelRef
 from imagenet_zoo.registry import DEFAULT_MODEL, Registry, default_registry
 from imagenet_zoo.specs import DataConfig, ResizeMode
 
@@ -97,7 +97,7 @@ def create_model(
 class LoadPlan:
     """A load configuration checked against its model and engine, before anything is loaded."""
 
-    config: LoadConfig  # its engine and device as chosen, never "auto"
+    config: LoadConfig  # its engine and device as chosen, never "auto"; its resize the model's unless asked
     model: RegisteredModel
     engine: EngineSpec
     request: EngineRequest
@@ -113,13 +113,8 @@ class LoadPlan:
 
     def load(self) -> Classifier | FeatureExtractor:
         """The pipeline: a `Classifier`, or a `FeatureExtractor` for `task="features"`."""
-        config = self.config
-        kind = FeatureExtractor if config.task == "features" else Classifier
-        return kind(
-            self.model.spec, self.load_engine(),
-            data_config=resolve_data_config(self.model, resize=config.resize), batch_size=config.batch_size,
-            max_pixels=config.max_pixels, workers=config.workers, decode=config.decode,
-        )  # fmt: skip
+        kind = FeatureExtractor if self.config.task == "features" else Classifier
+        return kind.configured(self.model.spec, self.load_engine(), self.config)
 
 
 def check_config(
@@ -135,7 +130,8 @@ def check_config(
     device is chosen here (`engines.registry.choose_engine`), for `photos` photos (None: many)."""
     model = resolve_model(config.model, registry=registry)
     choice = choose_engine(config.engine, config.device, photos=photos)
-    config = dataclasses.replace(config, engine=choice.engine, device=choice.device)
+    resize = config.resize or model.spec.data_config.resize_mode
+    config = dataclasses.replace(config, engine=choice.engine, device=choice.device, resize=resize)
     engine = get_engine(config.engine)
     if config.task == "features" and config.explain:
         raise UsageError("a feature extractor has no classes to explain")
@@ -193,56 +189,29 @@ def load_pipeline(
 def load(
     model: ModelRef = ...,
     *,
-    engine: str = ...,
-    precision: str = ...,
-    device: str = ...,
-    resize: ResizeMode | None = ...,
-    batch_size: int = ...,
-    max_pixels: int = ...,
-    workers: int | None = ...,
-    threads: int | None = ...,
-    decode: DecodeMode = ...,
     features: Literal[False] = ...,
-    explain: bool = ...,
     progress: bool = ...,
     registry: Registry | None = ...,
+    **options: Unpack[LoadKeywords],
 ) -> Classifier: ...
 @overload
 def load(
     model: ModelRef = ...,
     *,
-    engine: str = ...,
-    precision: str = ...,
-    device: str = ...,
-    resize: ResizeMode | None = ...,
-    batch_size: int = ...,
-    max_pixels: int = ...,
-    workers: int | None = ...,
-    threads: int | None = ...,
-    decode: DecodeMode = ...,
     features: Literal[True],
-    explain: Literal[False] = ...,
     progress: bool = ...,
     registry: Registry | None = ...,
+    **options: Unpack[LoadKeywords],
 ) -> FeatureExtractor: ...
 
 
 def load(
     model: ModelRef = DEFAULT_MODEL,
     *,
-    engine: str = AUTO,
-    precision: str = "fp32",
-    device: str = AUTO,
-    resize: ResizeMode | None = None,
-    batch_size: int = 8,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    workers: int | None = None,
-    threads: int | None = None,
-    decode: DecodeMode = "fast",
     features: bool = False,
-    explain: bool = False,
     progress: bool = True,
     registry: Registry | None = None,
+    **options: Unpack[LoadKeywords],
 ) -> Classifier | FeatureExtractor:
     """A ready classifier with pretrained weights: `load("resnet50").classify("cat.jpg", top=5)`.
 
@@ -259,11 +228,7 @@ def load(
     decodes every pixel, the exact ImageNet evaluation protocol. With `explain=True` the classifier can
     also draw where the evidence for a class lies (`classify(..., explain=True)`, `imagenet_zoo.explain`).
     """
-    config = LoadConfig(
-        model=model, engine=engine, precision=precision, device=device,
-        task="features" if features else "classify", explain=explain, resize=resize, decode=decode,
-        batch_size=batch_size, workers=workers, threads=threads, max_pixels=max_pixels,
-    )  # fmt: skip
+    config = LoadConfig(model=model, task="features" if features else "classify", **options)
     return load_pipeline(config, registry=registry, progress=progress)
 
 

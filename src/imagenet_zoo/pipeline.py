@@ -15,14 +15,15 @@ import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, Self, TypedDict
 
 import numpy as np
 from PIL import Image
 
 from imagenet_zoo.data.images import (
+    DECODE_MODES,
     DEFAULT_DECODE_BUDGET,
     DEFAULT_MAX_PIXELS,
     DecodeBudget,
@@ -40,34 +41,115 @@ from imagenet_zoo.data.preprocess import (
     pixels_for,
 )
 from imagenet_zoo.engines.base import Engine, as_engine
-from imagenet_zoo.engines.registry import AUTO
+from imagenet_zoo.engines.registry import (
+    AUTO,
+    DEFAULT_ENGINE,
+    GPU_WORTH_PHOTOS,
+    EngineSpec,
+    engine_registry,
+)
 from imagenet_zoo.errors import ExplanationUnsupportedError, ImageError
 from imagenet_zoo.model_types import RegisteredModel
 from imagenet_zoo.records import ErrorInfo
 from imagenet_zoo.registry import DEFAULT_MODEL
-from imagenet_zoo.specs import DataConfig, ModelSpec, ResizeMode
+from imagenet_zoo.specs import RESIZE_MODES, DataConfig, ModelSpec, ResizeMode
+
+MAX_BATCH_SIZE = 4096  # photos per engine call: 2.4 GB of 224x224 input once the engine has it in float32
+MAX_WORKERS = 256  # decoding threads
 
 Task = Literal["classify", "features"]  # class logits, or pooled features (extract, train)
 ModelRef = str | os.PathLike[str] | RegisteredModel
 
 
+def load_option(
+    default: Any,
+    help: str | Callable[[], str],
+    *,
+    choices: Callable[[], Sequence[str]] | None = None,
+    most: int | None = None,
+    answers: bool = False,
+) -> Any:
+    """A `LoadConfig` field that is also a command-line flag (`--batch-size` for `batch_size`): its help
+    ("{default}" is the command's default), its choices or, for a count, its upper bound; `answers` when
+    it changes what a job writes, which makes it part of the job's identity (`jobs.identity`)."""
+    return field(
+        default=default, metadata={"help": help, "choices": choices, "most": most, "answers": answers}
+    )
+
+
+def _per_engine(what: Callable[[EngineSpec], Sequence[str]]) -> str:
+    return "; ".join(f"{spec.name}: {', '.join(what(spec))}" for spec in engine_registry())
+
+
+def _engine_help() -> str:
+    engines = "; ".join(spec.summary for spec in engine_registry())
+    return (
+        f"auto (default): torch on an NVIDIA GPU where there is one (for {GPU_WORTH_PHOTOS} photos or more), "
+        f"else {DEFAULT_ENGINE}; {engines}"
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class LoadConfig:
     """What to load and how to feed it: the one load configuration of the library, the jobs, the service,
-    bench, eval, compare, training and the cluster (`api.load_pipeline` checks it against the engine)."""
+    bench, eval, compare, training and the cluster (`api.load_pipeline` checks it against the engine).
+    The fields made with `load_option` are the commands' flags, and their job identity where they change
+    answers: adding an option is a field here and the code that reads it."""
 
-    model: ModelRef = DEFAULT_MODEL  # a zoo name or alias, or a bundle folder
-    engine: str = AUTO  # the CPU's default engine, or torch on a GPU (`engines.registry.choose_engine`)
-    precision: str = "fp32"
-    device: str = AUTO
-    task: Task = "classify"
-    explain: bool = False  # an engine that also computes heatmaps
-    resize: ResizeMode | None = None  # "squash": the whole photo to the input size (the tutorial's way)
-    decode: DecodeMode = "fast"  # "full": every pixel, the exact evaluation protocol
-    batch_size: int = 8
-    workers: int | None = None  # decoding threads (default: one per core)
+    model: ModelRef = DEFAULT_MODEL  # a zoo name or alias, or a bundle folder (each command's own flag)
+    engine: str = load_option(
+        AUTO, _engine_help, choices=lambda: [AUTO, *engine_registry().names()], answers=True
+    )
+    precision: str = load_option(
+        "fp32",
+        lambda: "fp32 (default) or another the engine has: " + _per_engine(lambda spec: spec.precisions),
+        choices=lambda: engine_registry().precisions(),
+        answers=True,
+    )
+    device: str = load_option(
+        AUTO,
+        lambda: (
+            "where the engine runs: auto (default: the GPU where the engine runs there and this machine "
+            "has one, else the CPU), or " + _per_engine(lambda spec: spec.devices)
+        ),
+        choices=lambda: engine_registry().devices(),
+    )
+    task: Task = "classify"  # the command's
+    explain: bool = False  # an engine that also computes heatmaps (the records' --explain asks for it)
+    resize: ResizeMode | None = load_option(
+        None,
+        "crop: shorter side + centre crop (each model's own protocol, the default); squash: the whole photo "
+        "to the input size (the classic tutorial)",
+        choices=lambda: RESIZE_MODES,
+        answers=True,
+    )
+    decode: DecodeMode = load_option(
+        "fast",
+        "fast (default): decode large JPEGs only at the resolution the model needs; full: every pixel, the "
+        "exact ImageNet evaluation protocol",
+        choices=lambda: DECODE_MODES,
+        answers=True,
+    )
+    batch_size: int = load_option(8, "photos per engine call (default {default})", most=MAX_BATCH_SIZE)
+    workers: int | None = load_option(None, "decoding threads (default: one per core)", most=MAX_WORKERS)
     threads: int | None = None  # the engine's inference threads (default: the engine's choice)
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_pixels: int = DEFAULT_MAX_PIXELS  # the service's is its own flag (--max-megapixels)
+
+
+class LoadKeywords(TypedDict, total=False):
+    """`LoadConfig` as keyword arguments (`load("resnet50", precision="int8")`), less what `load` says in
+    its own words (the model, the task as `features`); a test keeps the two declarations the same."""
+
+    engine: str
+    precision: str
+    device: str
+    explain: bool
+    resize: ResizeMode | None
+    decode: DecodeMode
+    batch_size: int
+    workers: int | None
+    threads: int | None
+    max_pixels: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,6 +229,22 @@ class Pipeline:
         # An engine on a GPU may decode and preprocess whole batches there (`engines.torch_device`).
         self.batch_preprocessor: BatchPreprocessor | None = self.engine.batch_preprocessor(
             self.data_config, decode=decode, max_pixels=max_pixels, cpu_path=self._model_input
+        )
+
+    @classmethod
+    def configured(cls, spec: ModelSpec, engine: Any, config: LoadConfig) -> Self:
+        """The pipeline a checked load configuration describes, around its loaded engine."""
+        data_config = spec.data_config
+        if config.resize is not None:
+            data_config = replace(data_config, resize_mode=config.resize)
+        return cls(
+            spec,
+            engine,
+            data_config=data_config,
+            batch_size=config.batch_size,
+            max_pixels=config.max_pixels,
+            workers=config.workers,
+            decode=config.decode,
         )
 
     @property

@@ -15,6 +15,7 @@ from imagenet_zoo.data.labels import ClassLabel, imagenet1k
 PreprocessMode = Literal["caffe", "tf", "lite", "torch"]
 Interpolation = Literal["nearest", "bilinear", "bicubic"]
 ResizeMode = Literal["crop", "squash"]
+RESIZE_MODES: tuple[ResizeMode, ...] = ("crop", "squash")
 # How a heatmap of a class's evidence is computed (see `imagenet_zoo.explain`): "cam" where the head is
 # global average pooling + a linear layer (the map is exact and comes from the same forward pass),
 # "grad-cam" where it is not (VGG's dense layers, a neighbour-vote head), which needs gradients.

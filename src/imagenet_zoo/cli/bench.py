@@ -26,11 +26,11 @@ def register(sub: Any) -> None:
                             help="models to measure (default resnet50)")  # fmt: skip
     options.add_list_option(
         parser, "--engine", registry.installed(), choices=registry.names(), metavar="E",
-        help="engines to measure (default: all installed): " + options.engines_help(),
+        help="engines to measure (default: all installed): " + "; ".join(spec.summary for spec in registry),
     )  # fmt: skip
     options.add_list_option(parser, "--precision", ["fp32"], choices=registry.precisions(), metavar="P",
                             help="precisions to measure, where engines have them (fp32)")  # fmt: skip
-    options.add_device_option(parser)
+    options.add_load_options(parser, "device")
     options.add_list_option(parser, "--batch-size", [1], type=options.batch_size, metavar="B",
                             help="batch sizes (default 1)")  # fmt: skip
     parser.add_argument(

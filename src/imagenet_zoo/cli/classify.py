@@ -83,10 +83,7 @@ def register(sub: Any) -> None:
         "--sheet replace files in their way (never a photo being classified); without it, a labelled copy "
         "takes the next free name (cat-2.jpg)",
     )  # fmt: skip
-    parser.add_argument(
-        "--resize", choices=("crop", "squash"), default="crop",
-        help="crop: shorter side + centre crop (standard); squash: whole photo to the input size",
-    )  # fmt: skip
+    options.add_load_options(parser, "resize")
     add_model_options(parser)
     parser.set_defaults(run=run)
 

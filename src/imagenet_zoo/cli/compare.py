@@ -27,8 +27,7 @@ def register(sub: Any) -> None:
     )  # fmt: skip
     parser.add_argument("--top", type=options.top_k, default=3, help="labels per model and photo (default 3)")
     options.add_format_option(parser, "table", "json")
-    options.add_engine_options(parser)
-    options.add_decode_option(parser)
+    options.add_load_options(parser, *options.ENGINE_OPTIONS)
     parser.set_defaults(run=run)
 
 

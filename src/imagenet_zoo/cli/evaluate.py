@@ -32,12 +32,7 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--group", type=options.word, metavar="WORD", help="also score a WordNet group as yes/no, e.g. dog"
     )
-    parser.add_argument(
-        "--batch-size", type=options.batch_size, default=16, help="photos per engine call (default 16)"
-    )
-    parser.add_argument("--workers", type=options.workers, help="decoding threads (default: one per core)")
-    options.add_engine_options(parser)
-    options.add_decode_option(parser)
+    options.add_load_options(parser, "batch_size", "workers", *options.ENGINE_OPTIONS, batch_size=16)
     parser.set_defaults(run=run)
 
 

@@ -22,22 +22,13 @@ CLUSTER_OPTIONS = ("partition_format", "max_actors", "stall_timeout")
 def add_folder_options(parser: argparse.ArgumentParser, *, batch_size: int) -> None:
     parser.add_argument("photos", nargs="+", metavar="PHOTO", help="image files, folders or glob patterns")
     parser.add_argument("--recursive", action="store_true", help="also take photos in sub-folders")
-    parser.add_argument(
-        "--batch-size",
-        type=options.batch_size,
-        default=batch_size,
-        help=f"photos per engine call (default {batch_size})",
-    )
-    parser.add_argument(
-        "--workers", type=options.workers, help="decoding threads (default: one per core; not with --cluster)"
-    )
+    options.add_load_options(parser, "batch_size", "workers", batch_size=batch_size)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """How a folder job loads and feeds its model, and where it may run (a Ray cluster)."""
-    options.add_engine_options(parser)
-    options.add_decode_option(parser)
+    options.add_load_options(parser, *options.ENGINE_OPTIONS)
     add_cluster_options(parser)
 
 

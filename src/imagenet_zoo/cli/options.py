@@ -4,15 +4,14 @@ onto one `LoadConfig` (model, engine, precision, device, decode), whose choices 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from imagenet_zoo.api import resolve_model
-from imagenet_zoo.data.images import DECODE_MODES
-from imagenet_zoo.engines.registry import AUTO, DEFAULT_ENGINE, GPU_WORTH_PHOTOS, engine_registry
 from imagenet_zoo.errors import ImagenetZooError, UsageError
-from imagenet_zoo.pipeline import LoadConfig, Task
+from imagenet_zoo.pipeline import MAX_BATCH_SIZE, LoadConfig, Task
 from imagenet_zoo.registry import DEFAULT_MODEL
 from imagenet_zoo.specs import MAX_CLASSES
 
@@ -79,8 +78,6 @@ def model_name(value: str) -> str:
 # The largest counts a command line can mean: beyond them an option is a mistake, refused before any work
 # (a batch of 2**63 photos failed deep in the job, a million decoding threads would exhaust the machine).
 MAX_COUNT = 1_000_000
-MAX_BATCH_SIZE = 4096  # photos per engine call: 2.4 GB of float32 224x224 input
-MAX_WORKERS = 256  # decoding threads
 MAX_TOP_GROUPS = 1000  # groups at one depth are disjoint sets of ImageNet's 1,000 classes
 
 
@@ -94,14 +91,13 @@ def positive(value: str) -> int:
 def _at_most(limit: int, what: str) -> Callable[[str], int]:
     def count(value: str) -> int:
         if positive(value) > limit:
-            raise argparse.ArgumentTypeError(f"{what} at most {limit:,}, got {value!r}")
+            raise argparse.ArgumentTypeError(f"{what} at most {limit:,}, got {value!r}".lstrip())
         return int(value)
 
     return count
 
 
 batch_size = _at_most(MAX_BATCH_SIZE, "photos per batch:")
-workers = _at_most(MAX_WORKERS, "decoding threads:")
 top_groups = _at_most(MAX_TOP_GROUPS, "groups:")
 
 
@@ -164,48 +160,24 @@ def add_list_option(parser: argparse.ArgumentParser, flag: str, default: list[An
     parser.add_argument(flag, nargs="+", action=Accumulate, default=default, **kwargs)
 
 
-def engines_help() -> str:
-    return "; ".join(spec.summary for spec in engine_registry())
+# The load options most commands take: which engine runs the model, and how photos are decoded for it.
+ENGINE_OPTIONS = ("engine", "precision", "device", "decode")
 
 
-def add_engine_options(parser: argparse.ArgumentParser) -> None:
-    """--engine, --precision and --device: choices and help from the engine registry."""
-    registry = engine_registry()
-    parser.add_argument(
-        "--engine", choices=[AUTO, *registry.names()], default=AUTO,
-        help=f"auto (default): torch on an NVIDIA GPU where there is one (for {GPU_WORTH_PHOTOS} photos or "
-        f"more), else {DEFAULT_ENGINE}; " + engines_help(),
-    )  # fmt: skip
-    parser.add_argument(
-        "--precision",
-        choices=registry.precisions(),
-        default="fp32",
-        help="fp32 (default) or another the engine has: "
-        + "; ".join(f"{spec.name}: {', '.join(spec.precisions)}" for spec in registry),
-    )
-    add_device_option(parser)
-
-
-def add_device_option(parser: argparse.ArgumentParser) -> None:
-    registry = engine_registry()
-    parser.add_argument(
-        "--device",
-        choices=registry.devices(),
-        default=AUTO,
-        help="where the engine runs: auto (default: the GPU where the engine runs there and this machine "
-        "has one, else the CPU), or "
-        + "; ".join(f"{spec.name}: {', '.join(spec.devices)}" for spec in registry),
-    )
-
-
-def add_decode_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--decode",
-        choices=DECODE_MODES,
-        default="fast",
-        help="fast (default): decode large JPEGs only at the resolution the model needs; full: every pixel, "
-        "the exact ImageNet evaluation protocol",
-    )
+def add_load_options(parser: argparse.ArgumentParser, *names: str, **defaults: Any) -> None:
+    """Flags for these `LoadConfig` fields, made from the fields' declarations (`pipeline.load_option`):
+    `--batch-size` for `batch_size`, its help, choices or bound; `defaults` are this command's own."""
+    declared = {option.name: option for option in dataclasses.fields(LoadConfig) if option.metadata}
+    for name in names:
+        option, meta = declared[name], declared[name].metadata
+        default = defaults.get(name, option.default)
+        text = meta["help"] if isinstance(meta["help"], str) else meta["help"]()
+        kwargs: dict[str, Any] = {"default": default, "help": text.format(default=default)}
+        if meta["choices"] is not None:
+            kwargs["choices"] = list(meta["choices"]())
+        if meta["most"] is not None:
+            kwargs["type"] = _at_most(meta["most"], "")
+        parser.add_argument(f"--{name.replace('_', '-')}", **kwargs)
 
 
 def add_format_option(parser: argparse.ArgumentParser, *formats: str) -> None:
@@ -215,10 +187,7 @@ def add_format_option(parser: argparse.ArgumentParser, *formats: str) -> None:
 
 
 def load_config(args: argparse.Namespace, *, task: Task = "classify", **overrides: Any) -> LoadConfig:
-    """The load configuration a command line asks for (the options each command has)."""
-    options = {
-        name: getattr(args, name)
-        for name in ("model", "engine", "precision", "device", "decode", "resize", "batch_size", "workers")
-        if hasattr(args, name)
-    }
+    """The load configuration a command line asks for: its model and whichever load options it has."""
+    names = ["model", *(option.name for option in dataclasses.fields(LoadConfig) if option.metadata)]
+    options = {name: getattr(args, name) for name in names if hasattr(args, name)}
     return LoadConfig(task=task, **(options | overrides))

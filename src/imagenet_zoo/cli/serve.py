@@ -81,8 +81,7 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--drain-seconds", type=options.finite, default=5.0, help="on SIGTERM: not-ready this long, then stop"
     )
-    options.add_engine_options(parser)
-    options.add_decode_option(parser)
+    options.add_load_options(parser, *options.ENGINE_OPTIONS)
     parser.set_defaults(run=run)
 
 

@@ -60,8 +60,7 @@ def register(sub: Any) -> None:
         default=TrainConfig.learning_rate,
         help=f"from scratch: start of a cosine decay (default {TrainConfig.learning_rate:g})",
     )
-    options.add_engine_options(parser)
-    options.add_decode_option(parser)
+    options.add_load_options(parser, *options.ENGINE_OPTIONS)
     parser.set_defaults(run=run)
 
 

@@ -1,5 +1,5 @@
 """What a job's results were made with: the settings that change its answers (the model and a digest of
-its weights, the engine, precision, resize and decode, the top-k, groups and heatmaps).
+its weights, the load options marked as changing answers, the top-k, groups and heatmaps).
 
 They are recorded beside a results file (`FILE.job.json`) and in a cluster's output folder (`_job.json`).
 A resume or a rerun with other settings is a usage error that names each difference, so one output never
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +25,13 @@ Identity = dict[str, Any]  # JSON values only
 IDENTITY_FILE = "_job.json"  # in a cluster's output folder (readers of partitioned data skip `_` files)
 MAX_IDENTITY_BYTES = 1 << 20
 
+# The load options whose values change a job's answers (`pipeline.load_option(answers=True)`).
+ANSWERING = tuple(option.name for option in fields(LoadConfig) if option.metadata.get("answers"))
 _OPTION = {
     "task": "the command",
     "model": "--model",
     "weights": "the model's weights (SHA-256 or MD5)",
-    "engine": "--engine",
-    "precision": "--precision",
-    "resize": "--resize",
-    "decode": "--decode",
+    **{name: f"--{name.replace('_', '-')}" for name in ANSWERING},
     "top": "--top",
     "groups": "--groups",
     "top_groups": "--top-groups and --group-depth",
@@ -41,17 +41,11 @@ _OPTION = {
 
 
 def job_identity(task: str, load: LoadConfig, model: RegisteredModel, post: PostOptions | None) -> Identity:
-    """The settings of a job that change what it writes (`post`: a classify job's post-processing)."""
+    """The settings of a job that change what it writes, `load` as checked (`post`: a classify job's
+    post-processing)."""
     spec = model.spec
-    identity: Identity = {
-        "task": task,
-        "model": spec.name,
-        "weights": spec.weights.hash,
-        "engine": load.engine,
-        "precision": load.precision,
-        "resize": load.resize or spec.data_config.resize_mode,
-        "decode": load.decode,
-    }
+    identity: Identity = {"task": task, "model": spec.name, "weights": spec.weights.hash}
+    identity |= {name: getattr(load, name) for name in ANSWERING}
     if post is not None:
         identity |= {
             "top": min(post.top, spec.num_classes),
