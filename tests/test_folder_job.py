@@ -435,3 +435,14 @@ def test_a_class_name_that_is_not_utf8_is_written_resumed_and_drawn(
     assert code == 0 and "skipped 2" in err
     code, out, _ = run_cli(["classify", str(photos), "--model", str(bundle)], capsys)
     assert code == 0 and "caf\\udce9" in out
+
+
+def test_a_features_job_recorded_by_an_earlier_version_still_resumes() -> None:
+    """Earlier versions recorded the features task as "extract", the command's name."""
+    from imagenet_zoo.errors import UsageError
+    from imagenet_zoo.jobs.identity import check_identity
+
+    current = {"task": "features", "model": "efficientnet_lite0"}
+    check_identity({"task": "extract", "model": "efficientnet_lite0"}, current, where="f.npz")
+    with pytest.raises(UsageError, match="the command was 'classify'"):
+        check_identity({"task": "classify", "model": "efficientnet_lite0"}, current, where="f.npz")

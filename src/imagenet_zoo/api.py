@@ -135,12 +135,11 @@ def check_config(
     engine = get_engine(config.engine)
     if config.task == "features" and config.explain:
         raise UsageError("a feature extractor has no classes to explain")
+    # The load options an engine reads are the request's fields of the same names.
+    shared = {field.name for field in dataclasses.fields(EngineRequest)} & vars(config).keys()
     request = EngineRequest(
-        precision=config.precision,
-        device=config.device,
+        **{name: getattr(config, name) for name in shared},
         output="features" if config.task == "features" else "logits",
-        explain=config.explain,
-        threads=config.threads,
         progress=progress,
         random_weights=random_weights,
     )

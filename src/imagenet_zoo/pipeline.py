@@ -34,6 +34,7 @@ from imagenet_zoo.data.images import (
 )
 from imagenet_zoo.data.preprocess import (
     BatchPreprocessor,
+    Prepared,
     Transform,
     create_transform,
     decode_for,
@@ -184,7 +185,6 @@ class PostKeywords(TypedDict, total=False):
     probabilities: bool
 
 
-Prepared = tuple[InputInfo, np.ndarray] | ErrorInfo  # a photo as the model's input, or why it is not one
 Heat = tuple[int, np.ndarray]  # the class a heatmap is for, and its raw map
 # For one input: the class whose heatmap to compute with its logits, "top" for its top-1, or None for none.
 Wanted = int | Literal["top"] | None

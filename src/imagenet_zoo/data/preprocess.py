@@ -25,6 +25,7 @@ from imagenet_zoo.data.images import (
     decode_image,
 )
 from imagenet_zoo.errors import UnsupportedImageError
+from imagenet_zoo.records import ErrorInfo
 from imagenet_zoo.specs import DataConfig, PreprocessMode
 
 _PIL_FILTERS = {
@@ -55,9 +56,12 @@ REDUCING_GAP = 3.0
 
 # A photo as the model's input: what it was, and its pixels (`model_input`'s answer).
 CpuPath = Callable[[ImageSource], tuple[InputInfo, np.ndarray]]
-# A batch of inputs to each one's info and model input (a row as the engine stacks it), or its error, in
-# order: preprocessing of whole batches where an engine runs (`Engine.batch_preprocessor`).
-BatchPreprocessor = Callable[[Sequence[ImageSource]], list[Any]]
+# One input prepared for the engine: what it was and its model input (numpy pixels, or a row on the
+# engine's device), or why it is not one.
+Prepared = tuple[InputInfo, Any] | ErrorInfo
+# A batch of inputs to each one's `Prepared`, in order: preprocessing of whole batches where an engine
+# runs (`Engine.batch_preprocessor`).
+BatchPreprocessor = Callable[[Sequence[ImageSource]], list[Prepared]]
 
 # The shorter-side resize of an extreme panorama is refused its full size: a 1x100,000 PNG (473 bytes)
 # would be resized to 256x25,600,000 pixels (24 GiB) before the crop. Past this many pixels only the crop

@@ -38,7 +38,7 @@ from imagenet_zoo.data.images import (
     pillow_errors,
     read_source,
 )
-from imagenet_zoo.data.preprocess import CpuPath, draft_short_side
+from imagenet_zoo.data.preprocess import CpuPath, Prepared, draft_short_side
 from imagenet_zoo.errors import CorruptImageError, ImageError, ImageTooLargeError
 from imagenet_zoo.records import ErrorInfo
 from imagenet_zoo.specs import DataConfig
@@ -132,7 +132,6 @@ def oriented(image: Any, orientation: int) -> Any:
     return image.flip(flips) if flips else image
 
 
-Prepared = tuple[InputInfo, Any] | ErrorInfo  # a photo's info and its device row, or its error
 Jpeg = tuple[int, bytes, Header]  # a photo's place in its batch, its bytes and its header
 
 

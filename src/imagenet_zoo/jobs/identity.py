@@ -19,7 +19,7 @@ from imagenet_zoo.data.hierarchy import wordnet
 from imagenet_zoo.errors import UsageError
 from imagenet_zoo.explain import class_index_of
 from imagenet_zoo.model_types import RegisteredModel
-from imagenet_zoo.pipeline import LoadConfig, PostOptions
+from imagenet_zoo.pipeline import LoadConfig, PostOptions, Task
 
 Identity = dict[str, Any]  # JSON values only
 IDENTITY_FILE = "_job.json"  # in a cluster's output folder (readers of partitioned data skip `_` files)
@@ -40,7 +40,7 @@ _OPTION = {
 }
 
 
-def job_identity(task: str, load: LoadConfig, model: RegisteredModel, post: PostOptions | None) -> Identity:
+def job_identity(task: Task, load: LoadConfig, model: RegisteredModel, post: PostOptions | None) -> Identity:
     """The settings of a job that change what it writes, `load` as checked (`post`: a classify job's
     post-processing)."""
     spec = model.spec
@@ -66,6 +66,8 @@ def check_identity(recorded: Identity | None, current: Identity, *, where: str) 
             f"{where} holds results but no record of the settings that wrote them, so this run could mix "
             "its answers with another job's: write to another --output"
         )
+    if recorded.get("task") == "extract":  # what earlier versions recorded for the features task
+        recorded = {**recorded, "task": "features"}
     differences = [
         f"{_OPTION.get(key, key)} was {recorded.get(key)!r}, now {value!r}"
         for key, value in current.items()

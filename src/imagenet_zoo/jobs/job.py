@@ -9,7 +9,7 @@ from imagenet_zoo.api import LoadPlan, check_config
 from imagenet_zoo.classifier import PostPlan, plan_post
 from imagenet_zoo.engines.registry import EngineChoice
 from imagenet_zoo.jobs.identity import Identity, job_identity
-from imagenet_zoo.pipeline import LoadConfig, PostOptions
+from imagenet_zoo.pipeline import LoadConfig, PostOptions, Task
 from imagenet_zoo.records import ErrorInfo
 
 
@@ -21,8 +21,8 @@ class JobOptions:
     post: PostOptions = field(default_factory=PostOptions)  # classify: what each record reports
 
     @property
-    def task(self) -> str:
-        return "extract" if self.load.task == "features" else "classify"
+    def task(self) -> Task:
+        return self.load.task
 
     @property
     def load_config(self) -> LoadConfig:
@@ -34,7 +34,7 @@ class JobOptions:
         engine is chosen for `photos` photos (None: many)."""
         load_plan = check_config(self.load_config, progress=False, photos=photos)
         load, model = load_plan.config, load_plan.model  # the engine and device chosen
-        if self.task == "extract":
+        if self.task == "features":
             return JobPlan(load_plan, None, job_identity(self.task, load, model, None))
         post_plan = plan_post(model.spec, self.post)
         return JobPlan(load_plan, post_plan, job_identity(self.task, load, model, self.post))

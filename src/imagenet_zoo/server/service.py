@@ -25,9 +25,10 @@ from fastapi import Request
 from PIL.Image import Image
 
 from imagenet_zoo.classifier import PostPlan, plan_post
+from imagenet_zoo.data.preprocess import Prepared
 from imagenet_zoo.errors import ExplanationUnsupportedError, ImagenetZooError, UsageError
 from imagenet_zoo.explain import heatmap_png
-from imagenet_zoo.pipeline import Batch, Forward, Heat, PostOptions, Prepared
+from imagenet_zoo.pipeline import Batch, Forward, Heat, PostOptions
 from imagenet_zoo.records import Classification, ErrorInfo
 from imagenet_zoo.registry import normalize_name
 from imagenet_zoo.server.errors import CLOSE_CONNECTION, RETRY, ApiError

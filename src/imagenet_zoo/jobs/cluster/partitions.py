@@ -173,5 +173,5 @@ def _write_parquet(stream: Any, records: list[dict[str, Any]], task: str) -> Non
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = arrow_schema(pa, FEATURES) if task == "extract" else arrow_schema(pa)
+    schema = arrow_schema(pa, FEATURES) if task == "features" else arrow_schema(pa)
     pq.write_table(pa.Table.from_pylist(records, schema=schema), stream)
