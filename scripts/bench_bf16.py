@@ -61,8 +61,10 @@ def main() -> None:
             row["top1"] = logits.argmax(1)
             row["recomputed"] = getattr(engine, "close_calls", 0) if engine_margin is not None else None
     reference = rows["fp32"]["top1"]
-    print(f"| Lite0, {len(photos)} photos, batch {args.batch}, {args.device} | images/s | top-1 as fp32 "
-          "| accuracy | computed again in fp32 |")  # fmt: skip
+    print(
+        f"| Lite0, {len(photos)} photos, batch {args.batch}, {args.device} | images/s | top-1 as fp32 "
+        "| accuracy | computed again in fp32 |"
+    )
     print("|---|---|---|---|---|")
     for name, row in rows.items():
         rates = " / ".join(f"{r:.1f}" for r in row["rates"])

@@ -107,8 +107,17 @@ def _rate(full: Path, small: Path, output: Path, model: str, options: list[str])
 
 def _classify(photos: Path, output: Path, model: str, options: list[str]) -> float:
     """Seconds for the whole command."""
-    argv = [str(BIN / "imagenet-zoo"), "classify", str(photos), "--model", model, "--output", str(output),
-            "--quiet", *options]  # fmt: skip
+    argv = [
+        str(BIN / "imagenet-zoo"),
+        "classify",
+        str(photos),
+        "--model",
+        model,
+        "--output",
+        str(output),
+        "--quiet",
+        *options,
+    ]
     start = time.monotonic()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     return time.monotonic() - start
@@ -118,14 +127,26 @@ def _classify(photos: Path, output: Path, model: str, options: list[str]) -> flo
 def _ray_cluster(nodes: list[int]) -> Iterator[str]:
     """A head (and more nodes) started with `ray start`; `ray stop --force` ends every Ray on the machine."""
     port = "6390"
-    head = [str(BIN / "ray"), "start", "--head", f"--port={port}", "--include-dashboard=false",
-            f"--num-cpus={nodes[0]}", "--object-store-memory=500000000"]  # fmt: skip
+    head = [
+        str(BIN / "ray"),
+        "start",
+        "--head",
+        f"--port={port}",
+        "--include-dashboard=false",
+        f"--num-cpus={nodes[0]}",
+        "--object-store-memory=500000000",
+    ]
     try:
         subprocess.run(head, check=True, env=ENV, capture_output=True)
         address = f"{_node_ip()}:{port}"
         for cpus in nodes[1:]:
-            node = [str(BIN / "ray"), "start", f"--address={address}", f"--num-cpus={cpus}",
-                    "--object-store-memory=500000000"]  # fmt: skip
+            node = [
+                str(BIN / "ray"),
+                "start",
+                f"--address={address}",
+                f"--num-cpus={cpus}",
+                "--object-store-memory=500000000",
+            ]
             subprocess.run(node, check=True, env=ENV, capture_output=True)
         yield address
     finally:

@@ -66,8 +66,9 @@ class _HostOnlyEngine(Engine):
         return np.tile(np.arange(k), (len(batch), 1)), np.full((len(batch), k), 1 / k, np.float32)
 
     def batch_preprocessor(self, config: Any, *, decode: Any, max_pixels: int, cpu_path: Any) -> Any:
-        return _InstantResize(config, "cpu", decode=decode, max_pixels=max_pixels, cpu_path=cpu_path,
-                              decoder=_instant_decoder)  # fmt: skip
+        return _InstantResize(
+            config, "cpu", decode=decode, max_pixels=max_pixels, cpu_path=cpu_path, decoder=_instant_decoder
+        )
 
     def stacked(self, rows: list[Any]) -> Any:
         return torch.stack(rows)
@@ -165,8 +166,10 @@ def main() -> None:
         rates = [row["rate"] for row in rows]
         p99 = ", ".join(f"{row['p99']:.0f}" for row in rows)
         errors = sum(row["5xx"] for row in rows)
-        print(f"| service, 1 photo a request, c64 (requests/s; p99 {p99} ms; {errors} 5xx) "
-              f"| {max(rates):,.0f} | {statistics.median(rates):,.0f} |")  # fmt: skip
+        print(
+            f"| service, 1 photo a request, c64 (requests/s; p99 {p99} ms; {errors} 5xx) "
+            f"| {max(rates):,.0f} | {statistics.median(rates):,.0f} |"
+        )
     shutil.rmtree(work)
 
 

@@ -39,8 +39,20 @@ def linked(source: Path, target: Path, copies: int) -> Path:
 def classify(folder: Path, precision: str, decode: str, work: Path) -> tuple[float, float]:
     """(photos/s, peak RSS in MB) of one whole classify process."""
     output = work / f"results-{folder.name}-{precision}-{decode}.jsonl"
-    command = [str(BIN / "imagenet-zoo"), "classify", str(folder), "--quiet", "--output", str(output),
-               "--model", MODEL, "--precision", precision, "--decode", decode]  # fmt: skip
+    command = [
+        str(BIN / "imagenet-zoo"),
+        "classify",
+        str(folder),
+        "--quiet",
+        "--output",
+        str(output),
+        "--model",
+        MODEL,
+        "--precision",
+        precision,
+        "--decode",
+        decode,
+    ]
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(process.pid, 0)  # this process's own peak RSS, not its siblings'
@@ -51,9 +63,25 @@ def classify(folder: Path, precision: str, decode: str, work: Path) -> tuple[flo
 
 
 def end_to_end(folder: Path, precision: str) -> dict[str, float]:
-    command = [str(BIN / "imagenet-zoo"), "bench", "--model", MODEL, "--engine", "openvino", "--precision",
-               precision, "--batch-size", "8", "--seconds", "1", "--end-to-end", str(folder),
-               "--no-cold-start", "--format", "json"]  # fmt: skip
+    command = [
+        str(BIN / "imagenet-zoo"),
+        "bench",
+        "--model",
+        MODEL,
+        "--engine",
+        "openvino",
+        "--precision",
+        precision,
+        "--batch-size",
+        "8",
+        "--seconds",
+        "1",
+        "--end-to-end",
+        str(folder),
+        "--no-cold-start",
+        "--format",
+        "json",
+    ]
     rows = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
     return next(row["extra"] for row in rows if row["mode"] == "end_to_end")
 
@@ -77,8 +105,10 @@ def main() -> int:
             linked(phone, work / "phone", args.copies),
         )
         print(f"{args.copies * 200} photos per set; CPU: {_cpu()}; {os.cpu_count()} cores\n")
-        print("| precision | ImageNet-sized/s | 12 MP fast/s | ratio | bound/s | of bound | 12 MP full/s | "
-              "decode ms fast / full | peak RSS MB |")  # fmt: skip
+        print(
+            "| precision | ImageNet-sized/s | 12 MP fast/s | ratio | bound/s | of bound | 12 MP full/s | "
+            "decode ms fast / full | peak RSS MB |"
+        )
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for precision in args.precision:
             base, _ = classify(originals, precision, "fast", work)
@@ -87,8 +117,17 @@ def main() -> int:
             e2e = end_to_end(phone, precision)
             bound = e2e["bound_images_per_second"]
             decode = f"{e2e['decode_ms_per_image']:.1f} / {e2e['decode_full_ms_per_image']:.1f}"
-            cells = [precision, f"{base:.1f}", f"{fast:.1f}", f"{fast / base:.0%}", f"{bound:.1f}",
-                     f"{fast / bound:.0%}", f"{full:.1f}", decode, f"{peak:.0f}"]  # fmt: skip
+            cells = [
+                precision,
+                f"{base:.1f}",
+                f"{fast:.1f}",
+                f"{fast / base:.0%}",
+                f"{bound:.1f}",
+                f"{fast / bound:.0%}",
+                f"{full:.1f}",
+                decode,
+                f"{peak:.0f}",
+            ]
             print("| " + " | ".join(cells) + " |")
     return 0
 

@@ -95,8 +95,10 @@ def _processes() -> dict[int, Process]:
         except OSError:
             continue  # ended meanwhile
         fields = stat.rsplit(")", 1)[1].split()
-        found[int(entry.name)] = (_kind(stat[stat.index("(") + 1 : stat.rindex(")")], command),
-                                  (int(fields[11]) + int(fields[12])) / TICKS)  # fmt: skip
+        found[int(entry.name)] = (
+            _kind(stat[stat.index("(") + 1 : stat.rindex(")")], command),
+            (int(fields[11]) + int(fields[12])) / TICKS,
+        )
     return found
 
 

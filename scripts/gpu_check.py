@@ -112,9 +112,12 @@ def device_fed(classifier: Any) -> Any:
 
     if classifier.batch_preprocessor is None:
         classifier.batch_preprocessor = DevicePreprocessor(
-            classifier.data_config, "cpu", decode=classifier.decode, max_pixels=classifier.max_pixels,
+            classifier.data_config,
+            "cpu",
+            decode=classifier.decode,
+            max_pixels=classifier.max_pixels,
             cpu_path=classifier._model_input,
-        )  # fmt: skip
+        )
     return classifier
 
 
@@ -139,8 +142,11 @@ def parity(photos: list[Path]) -> dict[str, Any]:
     gpu = imagenet_zoo.load("lite0", engine="torch", device=DEVICE, progress=False)
     on_cpu, on_gpu = logits(cpu, photos), logits(gpu, photos)
     top5 = np.argsort(-on_cpu, axis=1)[:, :5] == np.argsort(-on_gpu, axis=1)[:, :5]
-    return {"photos": len(photos), "max_logit_difference": float(np.abs(on_cpu - on_gpu).max()),
-            "top5_identical": float(top5.all(axis=1).mean())}  # fmt: skip
+    return {
+        "photos": len(photos),
+        "max_logit_difference": float(np.abs(on_cpu - on_gpu).max()),
+        "top5_identical": float(top5.all(axis=1).mean()),
+    }
 
 
 def bf16(photos: list[Path]) -> dict[str, Any]:
@@ -257,14 +263,29 @@ def service(photos: list[Path], quick: bool) -> dict[str, Any]:
     import load_test
 
     load_test.SHARED = photos[0].parent
-    options = ["--engine", "torch", "--device", DEVICE, "--precision", "bf16", "--max-batch-size", "64",
-               "--max-batch-files", "32", "--max-queue", "256"]  # fmt: skip
+    options = [
+        "--engine",
+        "torch",
+        "--device",
+        DEVICE,
+        "--precision",
+        "bf16",
+        "--max-batch-size",
+        "64",
+        "--max-batch-files",
+        "32",
+        "--max-queue",
+        "256",
+    ]
     with load_test.server(*options) as (url, _pid):
         single, errors = load_test.throughput(url, 500 if quick else 5000, 64, "multipart")
         batched = asyncio.run(v2_batches(url, photos, 10 if quick else 60))
     ceiling = service_rate(2000 if quick else 5000)
-    return {"single_c64": {**single, "5xx": errors}, "v2_batches_of_32": batched,
-            "single_c64_host_side_ceiling": {k: round(v, 1) for k, v in ceiling.items()}}  # fmt: skip
+    return {
+        "single_c64": {**single, "5xx": errors},
+        "v2_batches_of_32": batched,
+        "single_c64_host_side_ceiling": {k: round(v, 1) for k, v in ceiling.items()},
+    }
 
 
 async def v2_batches(url: str, photos: list[Path], requests: int) -> dict[str, Any]:

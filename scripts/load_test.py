@@ -304,9 +304,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="photo requests per concurrency level")
     parser.add_argument("--bad-requests", type=int, default=5000)
     parser.add_argument(
-        "--precision", action="append", choices=("fp32", "bf16", "int8"),
+        "--precision",
+        action="append",
+        choices=("fp32", "bf16", "int8"),
         help="precisions to measure throughput in (default fp32 and int8; int8 is quantized if needed)",
-    )  # fmt: skip
+    )
     parser.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES), help="what to run")
     parser.add_argument("--attack-seconds", type=float, default=20.0, help="how long each attack lasts")
     parser.add_argument("--json", type=Path, help="also write the attacks' measurements to this file")
@@ -316,8 +318,13 @@ def main() -> None:
         f"Load test of `imagenet-zoo serve` (EfficientNet-Lite0, OpenVINO), {os.cpu_count()} cores, "
         f"{cpu_model()}:"
     ]
-    phases = {"throughput": throughput_phase, "bad": bad_phase, "abuse": abuse_phase, "queue": queue_phase,
-              "attacks": attacks_phase}  # fmt: skip
+    phases = {
+        "throughput": throughput_phase,
+        "bad": bad_phase,
+        "abuse": abuse_phase,
+        "queue": queue_phase,
+        "attacks": attacks_phase,
+    }
     server_errors = 0
     for phase in args.phases:
         lines, errors = phases[phase](args)
@@ -579,8 +586,10 @@ async def slow_bodies(url: str, stop: float, statuses: dict[int, int], bundle: P
 
     async def trickle() -> None:
         reader, writer = await asyncio.open_connection(target.host, target.port)
-        head = (f"POST /v1/classify HTTP/1.1\r\nHost: {target.host}\r\nContent-Type: image/jpeg\r\n"
-                f"Content-Length: {20 * 2**20}\r\n\r\n")  # fmt: skip
+        head = (
+            f"POST /v1/classify HTTP/1.1\r\nHost: {target.host}\r\nContent-Type: image/jpeg\r\n"
+            f"Content-Length: {20 * 2**20}\r\n\r\n"
+        )
         writer.write(head.encode())
         try:
             while time.monotonic() < stop and not reader.at_eof():
@@ -603,8 +612,10 @@ async def hang_ups(url: str, stop: float, statuses: dict[int, int], bundle: Path
     flaky mobile network, or on purpose); then what the server counted them as (`/metrics`: 499, 5xx)."""
     target = httpx.URL(url)
     photo = sorted(SHARED.iterdir())[2].read_bytes()
-    head = (f"POST /v1/classify HTTP/1.1\r\nHost: {target.host}\r\nContent-Type: image/jpeg\r\n"
-            f"Content-Length: {len(photo)}\r\n\r\n").encode()  # fmt: skip
+    head = (
+        f"POST /v1/classify HTTP/1.1\r\nHost: {target.host}\r\nContent-Type: image/jpeg\r\n"
+        f"Content-Length: {len(photo)}\r\n\r\n"
+    ).encode()
 
     async def hang_up_again_and_again() -> None:
         while time.monotonic() < stop:

@@ -25,8 +25,22 @@ def run(seed: int, extra: list[str]) -> tuple[float, float]:
         root = Path(tmp)
         data = _texture_task(root / "textures", 40, seed=3)
         out = root / "scratch"
-        argv = ["train", str(data), "--arch", "squeezenet1_1", "--from-scratch", "--epochs", "12",
-                "--batch-size", "8", "--output", str(out), "--seed", str(seed), *extra]  # fmt: skip
+        argv = [
+            "train",
+            str(data),
+            "--arch",
+            "squeezenet1_1",
+            "--from-scratch",
+            "--epochs",
+            "12",
+            "--batch-size",
+            "8",
+            "--output",
+            str(out),
+            "--seed",
+            str(seed),
+            *extra,
+        ]
         if main(argv) != 0:
             raise SystemExit(f"training failed for seed {seed}")
         validation = json.loads((out / "bundle.json").read_text())["validation"]["accuracy"]

@@ -166,9 +166,14 @@ def load_engine(
     `threads` bounds the engine's inference threads (default: all cores). `explain` gives an engine that
     also computes heatmaps (`Engine.explain`)."""
     config = LoadConfig(
-        model=model, engine=engine, precision=precision, device=device,
-        task="features" if features else "classify", explain=explain, threads=threads,
-    )  # fmt: skip
+        model=model,
+        engine=engine,
+        precision=precision,
+        device=device,
+        task="features" if features else "classify",
+        explain=explain,
+        threads=threads,
+    )
     return check_config(config, registry=registry, progress=progress).load_engine()
 
 

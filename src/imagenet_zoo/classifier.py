@@ -120,9 +120,13 @@ def plan_post(spec: ModelSpec, options: PostOptions) -> PostPlan:
         check_imagenet_labels(spec.labels, spec.name)
     heat_class = None if options.explain_class is None else class_index_of(spec.labels, options.explain_class)
     return PostPlan(
-        min(options.top, spec.num_classes), synsets, options.top_groups, options.explains, heat_class,
+        min(options.top, spec.num_classes),
+        synsets,
+        options.top_groups,
+        options.explains,
+        heat_class,
         options.probabilities,
-    )  # fmt: skip
+    )
 
 
 class Classifier(Pipeline):

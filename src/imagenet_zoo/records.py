@@ -42,23 +42,39 @@ class Field:
 
 PREDICTION = Struct(
     "Prediction",
-    (Field("rank", "int"), Field("index", "int"), Field("synset", "str"), Field("label", "str"),
-     Field("score", "float")),
-)  # fmt: skip
+    (
+        Field("rank", "int"),
+        Field("index", "int"),
+        Field("synset", "str"),
+        Field("label", "str"),
+        Field("score", "float"),
+    ),
+)
 INPUT = Struct(
     "InputInfo",
-    (Field("format", "str", optional=True), Field("width", "int"), Field("height", "int"),
-     Field("mode", "str"), Field("exif_transposed", "bool"), Field("warnings", ListOf("str"), optional=True)),
-)  # fmt: skip
+    (
+        Field("format", "str", optional=True),
+        Field("width", "int"),
+        Field("height", "int"),
+        Field("mode", "str"),
+        Field("exif_transposed", "bool"),
+        Field("warnings", ListOf("str"), optional=True),
+    ),
+)
 GROUP = Struct(
     "GroupScore",
     (Field("name", "str"), Field("synset", "str"), Field("score", "float"), Field("classes", "int")),
 )
 EXPLANATION = Struct(
     "Explanation",
-    (Field("method", "str"), Field("class_index", "int"), Field("label", "str"),
-     Field("grid", ListOf(ListOf("float"))), Field("region", ListOf("float"))),
-)  # fmt: skip
+    (
+        Field("method", "str"),
+        Field("class_index", "int"),
+        Field("label", "str"),
+        Field("grid", ListOf(ListOf("float"))),
+        Field("region", ListOf("float")),
+    ),
+)
 ERROR = Struct("ErrorDetail", (Field("type", "str"), Field("message", "str")))
 # A photo that could not be classified: its path and error, nothing else.
 FAILED = Struct("FailedFile", (Field("path", "str"), Field("error", ERROR)))
@@ -66,9 +82,13 @@ FAILED = Struct("FailedFile", (Field("path", "str"), Field("error", ERROR)))
 # or (a photo that failed) the error that stopped it (`feature_record`).
 FEATURES = Struct(
     "Features",
-    (Field("path", "str"), Field("model", "str", optional=True),
-     Field("features", ListOf("float32"), optional=True), Field("error", ERROR, optional=True)),
-)  # fmt: skip
+    (
+        Field("path", "str"),
+        Field("model", "str", optional=True),
+        Field("features", ListOf("float32"), optional=True),
+        Field("error", ERROR, optional=True),
+    ),
+)
 RECORD = Struct(
     "Classification",
     (
@@ -92,8 +112,13 @@ class Prediction:
     score: float  # softmax probability
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rank": self.rank, "index": self.index, "synset": self.synset, "label": self.label,
-                "score": self.score}  # fmt: skip
+        return {
+            "rank": self.rank,
+            "index": self.index,
+            "synset": self.synset,
+            "label": self.label,
+            "score": self.score,
+        }
 
 
 @dataclass(frozen=True)
@@ -183,8 +208,12 @@ def conforms(record: Any, struct: Struct = RECORD) -> list[str]:
 
 
 _PYTHON: dict[str, tuple[type, ...]] = {
-    "str": (str,), "int": (int,), "float": (float, int), "float32": (float, int), "bool": (bool,)
-}  # fmt: skip
+    "str": (str,),
+    "int": (int,),
+    "float": (float, int),
+    "float32": (float, int),
+    "bool": (bool,),
+}
 
 
 def _value_problems(value: Any, kind: Scalar | Struct | ListOf, name: str) -> list[str]:
@@ -208,8 +237,13 @@ def _arrow_type(pa: Any, kind: Scalar | Struct | ListOf) -> Any:
         return pa.struct([(f.name, _arrow_type(pa, f.type)) for f in kind.fields])
     if isinstance(kind, ListOf):
         return pa.list_(_arrow_type(pa, kind.item))
-    return {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "float32": pa.float32(),
-            "bool": pa.bool_()}[kind]  # fmt: skip
+    return {
+        "str": pa.string(),
+        "int": pa.int64(),
+        "float": pa.float64(),
+        "float32": pa.float32(),
+        "bool": pa.bool_(),
+    }[kind]
 
 
 def feature_record(

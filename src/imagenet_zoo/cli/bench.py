@@ -22,17 +22,34 @@ HELP = "images/s and latency per engine, as ratios to Keras predict"
 def register(sub: Any) -> None:
     parser = sub.add_parser(NAME, help=HELP)
     registry = engine_registry()
-    options.add_list_option(parser, "--model", ["resnet50"], type=options.model_name, metavar="M",
-                            help="models to measure (default resnet50)")  # fmt: skip
     options.add_list_option(
-        parser, "--engine", registry.installed(), choices=registry.names(), metavar="E",
+        parser,
+        "--model",
+        ["resnet50"],
+        type=options.model_name,
+        metavar="M",
+        help="models to measure (default resnet50)",
+    )
+    options.add_list_option(
+        parser,
+        "--engine",
+        registry.installed(),
+        choices=registry.names(),
+        metavar="E",
         help="engines to measure (default: all installed): " + "; ".join(spec.summary for spec in registry),
-    )  # fmt: skip
-    options.add_list_option(parser, "--precision", ["fp32"], choices=registry.precisions(), metavar="P",
-                            help="precisions to measure, where engines have them (fp32)")  # fmt: skip
+    )
+    options.add_list_option(
+        parser,
+        "--precision",
+        ["fp32"],
+        choices=registry.precisions(),
+        metavar="P",
+        help="precisions to measure, where engines have them (fp32)",
+    )
     options.add_load_options(parser, "device")
-    options.add_list_option(parser, "--batch-size", [1], type=options.batch_size, metavar="B",
-                            help="batch sizes (default 1)")  # fmt: skip
+    options.add_list_option(
+        parser, "--batch-size", [1], type=options.batch_size, metavar="B", help="batch sizes (default 1)"
+    )
     parser.add_argument(
         "--seconds", type=options.finite, default=5.0, help="timed seconds per configuration (default 5)"
     )

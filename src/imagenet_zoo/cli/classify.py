@@ -47,8 +47,14 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--verbose", action="store_true", help="also show what the decoder warned about each photo (table)"
     )
-    options.add_list_option(parser, "--groups", [], type=options.words, metavar="WORD[,WORD...]",
-                            help="also the probability of WordNet groups: dog,bird (`groups`)")  # fmt: skip
+    options.add_list_option(
+        parser,
+        "--groups",
+        [],
+        type=options.words,
+        metavar="WORD[,WORD...]",
+        help="also the probability of WordNet groups: dog,bird (`groups`)",
+    )
     parser.add_argument(
         "--top-groups",
         type=options.top_groups,
@@ -56,17 +62,22 @@ def register(sub: Any) -> None:
         help="also the K most likely groups at --group-depth",
     )
     parser.add_argument(
-        "--group-depth", type=int, default=6, metavar="D",
+        "--group-depth",
+        type=int,
+        default=6,
+        metavar="D",
         help="is-a steps below 'entity' for --top-groups (default 6: animal, plant, container, ...)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--explain", action="store_true",
+        "--explain",
+        action="store_true",
         help="also a heatmap of where the evidence for the top-1 class lies (drawn by --annotate/--sheet)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--explain-class", metavar="LABEL|INDEX",
+        "--explain-class",
+        metavar="LABEL|INDEX",
         help="explain this class instead of the top-1 (an index, synset id or label; implies --explain)",
-    )  # fmt: skip
+    )
     options.add_model_option(parser)
     parser.add_argument("--top", type=options.top_k, default=5, help="how many labels per photo (default 5)")
     options.add_format_option(parser, "table", "json")
@@ -78,11 +89,12 @@ def register(sub: Any) -> None:
         "--sheet", metavar="FILE", help="write a contact sheet of labelled thumbnails to FILE"
     )
     parser.add_argument(
-        "--overwrite", action="store_true",
+        "--overwrite",
+        action="store_true",
         help="let --output replace a results file that holds records, and --annotate, --annotate-dir and "
         "--sheet replace files in their way (never a photo being classified); without it, a labelled copy "
         "takes the next free name (cat-2.jpg)",
-    )  # fmt: skip
+    )
     options.add_load_options(parser, "resize")
     add_model_options(parser)
     parser.set_defaults(run=run)
@@ -99,15 +111,24 @@ def run(args: argparse.Namespace) -> int:
         return run_on_cluster(args, job, verb="classified")
     refuse_cluster_options(args)
     if args.output:
-        refuse(args, ["format", "verbose"], "with --output: the file's suffix is its format, and each record "
-               "holds its decoder warnings (input.warnings)")  # fmt: skip
+        refuse(
+            args,
+            ["format", "verbose"],
+            "with --output: the file's suffix is its format, and each record "
+            "holds its decoder warnings (input.warnings)",
+        )
     elif args.format == "json":
         refuse(args, ["verbose"], "with --format json: each result holds its decoder warnings")
     folder_job = FolderJob(
-        **vars(job), output=_path(args.output), resume=args.resume, annotate=_path(args.annotate),
-        annotate_dir=_path(args.annotate_dir), sheet=_path(args.sheet), overwrite=args.overwrite,
+        **vars(job),
+        output=_path(args.output),
+        resume=args.resume,
+        annotate=_path(args.annotate),
+        annotate_dir=_path(args.annotate_dir),
+        sheet=_path(args.sheet),
+        overwrite=args.overwrite,
         progress=False if args.quiet else None,
-    )  # fmt: skip
+    )
     if folder_job.output:  # results go to the file; the terminal gets the summary
         report = run_folder_job(folder_job)
     else:

@@ -22,9 +22,13 @@ def register(sub: Any) -> None:
     parser = sub.add_parser(NAME, help=HELP)
     parser.add_argument("photos", nargs="+", metavar="PHOTO", help="image files, folders or glob patterns")
     parser.add_argument(
-        "--models", type=_model_list, action=options.Accumulate, default=["all"], metavar="M[,M...]",
+        "--models",
+        type=_model_list,
+        action=options.Accumulate,
+        default=["all"],
+        metavar="M[,M...]",
         help="all (default), or models separated by commas or given by repeating the flag",
-    )  # fmt: skip
+    )
     parser.add_argument("--top", type=options.top_k, default=3, help="labels per model and photo (default 3)")
     options.add_format_option(parser, "table", "json")
     options.add_load_options(parser, *options.ENGINE_OPTIONS)

@@ -22,8 +22,7 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "source", metavar="DIR_OR_CSV", help="labelled photos: a folder, or a CSV of path,label"
     )
-    options.add_list_option(parser, "--model", [DEFAULT_MODEL], type=options.model_name, metavar="M",
-                            help=f"models to evaluate (default {DEFAULT_MODEL})")  # fmt: skip
+    options.add_models_option(parser, f"models to evaluate (default {DEFAULT_MODEL})")
     options.add_format_option(parser, "table", "json")
     parser.add_argument("--output", metavar="FILE", help="per-photo results (.jsonl or .csv)")
     parser.add_argument(
@@ -40,10 +39,14 @@ def run(args: argparse.Namespace) -> int:
 
     load = options.load_config(args, model=args.model[0])
     results = evaluate_models(
-        Path(args.source), args.model, load, output=Path(args.output) if args.output else None,
-        overwrite=args.overwrite, group=args.group,
+        Path(args.source),
+        args.model,
+        load,
+        output=Path(args.output) if args.output else None,
+        overwrite=args.overwrite,
+        group=args.group,
         warn=lambda message: print(f"imagenet-zoo: {message}", file=sys.stderr),
-    )  # fmt: skip
+    )
     rows = [
         {"model": r.model, "error": r.message} if isinstance(r, MissingWeights) else evaluation_dict(r)
         for r in results
@@ -67,11 +70,16 @@ def evaluation_dict(accuracy: Evaluation) -> dict[str, Any]:
     group = accuracy.group
     if group is not None:
         row["group"] = {
-            "name": group.name, "synset": group.synset, "precision": round(group.precision, 4),
-            "recall": round(group.recall, 4), "balanced_accuracy": round(group.balanced_accuracy, 4),
-            "true_positives": group.true_positives, "false_positives": group.false_positives,
-            "true_negatives": group.true_negatives, "false_negatives": group.false_negatives,
-        }  # fmt: skip
+            "name": group.name,
+            "synset": group.synset,
+            "precision": round(group.precision, 4),
+            "recall": round(group.recall, 4),
+            "balanced_accuracy": round(group.balanced_accuracy, 4),
+            "true_positives": group.true_positives,
+            "false_positives": group.false_positives,
+            "true_negatives": group.true_negatives,
+            "false_negatives": group.false_negatives,
+        }
     return row
 
 

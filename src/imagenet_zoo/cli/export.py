@@ -21,13 +21,16 @@ def register(sub: Any) -> None:
     parser.add_argument("--format", required=True, choices=FORMATS, help="onnx or openvino (an IR)")
     parser.add_argument("--output", required=True, metavar="DIR", help="the folder to write")
     parser.add_argument(
-        "--precision", choices=PRECISIONS, default="fp32",
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
         help="fp32 (default) or int8 (OpenVINO, once `imagenet-zoo quantize` made it)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--triton", action="store_true",
+        "--triton",
+        action="store_true",
         help="write a Triton model repository: DIR/MODEL/config.pbtxt and DIR/MODEL/1/the model",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--overwrite",
         action="store_true",
@@ -39,9 +42,13 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     check_export(args.format, args.precision)
     report = export(
-        resolve_model(args.model), args.format, Path(args.output), precision=args.precision,
-        triton=args.triton, overwrite=args.overwrite,
-    )  # fmt: skip
+        resolve_model(args.model),
+        args.format,
+        Path(args.output),
+        precision=args.precision,
+        triton=args.triton,
+        overwrite=args.overwrite,
+    )
     for path in report.files:
         print(path)
     return 0

@@ -44,7 +44,7 @@ def register(sub: Any) -> None:
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace --output, or a stopped job's partial file"
-    )  # fmt: skip
+    )
     add_model_options(parser)
     parser.set_defaults(run=run)
 
@@ -58,9 +58,12 @@ def run(args: argparse.Namespace) -> int:
         return run_on_cluster(args, job, verb=VERB)
     refuse_cluster_options(args)
     folder_job = FolderJob(
-        **vars(job), output=Path(args.output), resume=args.resume, overwrite=args.overwrite,
+        **vars(job),
+        output=Path(args.output),
+        resume=args.resume,
+        overwrite=args.overwrite,
         progress=False if args.quiet else None,
-    )  # fmt: skip
+    )
     report = run_folder_job(folder_job)
     shape = "x".join(map(str, report.feature_shape or ()))
     print(f"imagenet-zoo: {shape} features from {args.model} written to {args.output}", file=sys.stderr)

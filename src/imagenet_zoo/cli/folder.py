@@ -50,9 +50,12 @@ def add_cluster_options(parser: argparse.ArgumentParser) -> None:
         "--max-actors", type=positive, metavar="N", help="model actors at most (default: one per CPU)"
     )
     group.add_argument(
-        "--stall-timeout", type=finite, default=300.0, metavar="SECONDS",
+        "--stall-timeout",
+        type=finite,
+        default=300.0,
+        metavar="SECONDS",
         help="stop the job if no partition is written for this long (default 300); a rerun resumes",
-    )  # fmt: skip
+    )
 
 
 def run_on_cluster(args: argparse.Namespace, options: JobOptions, verb: str) -> int:

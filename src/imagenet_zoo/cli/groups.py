@@ -25,10 +25,15 @@ def run(args: argparse.Namespace) -> int:
 
     hierarchy = wordnet()
     rows = [
-        {"synset": s.id, "name": s.name, "lemmas": list(s.lemmas), "depth": hierarchy.depths[s.id],
-         "classes": len(hierarchy.classes_under(s.id))}
+        {
+            "synset": s.id,
+            "name": s.name,
+            "lemmas": list(s.lemmas),
+            "depth": hierarchy.depths[s.id],
+            "classes": len(hierarchy.classes_under(s.id)),
+        }
         for s in hierarchy.matching(args.word)
-    ]  # fmt: skip
+    ]
     if not rows:
         raise UsageError(f"no WordNet group above the ImageNet classes is named like {args.word!r}")
     emit(rows, args.format, groups_table)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+from argparse import ArgumentParser
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -21,11 +22,10 @@ GIVEN = "given"  # the single-valued options a command line set explicitly (an a
 class StoreOnce(argparse.Action):
     """A single-valued option given twice is an error, not a silent "the last one wins"."""
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:  # fmt: skip
+    def __call__(self, parser: ArgumentParser, namespace: Any, values: Any, flag: Any = None) -> None:
         given = vars(namespace).setdefault(GIVEN, set())
         if self.dest in given:
-            parser.error(f"{option_string} was given twice; it takes one value here")
+            parser.error(f"{flag} was given twice; it takes one value here")
         given.add(self.dest)
         setattr(namespace, self.dest, values)
 
@@ -34,8 +34,7 @@ class Accumulate(argparse.Action):
     """A list option adds up over repeats (`--precision fp32 --precision int8` is both); the first one
     given replaces the default."""
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:  # fmt: skip
+    def __call__(self, parser: ArgumentParser, namespace: Any, values: Any, flag: Any = None) -> None:
         current = getattr(namespace, self.dest)
         given = [item for value in values for item in (value if isinstance(value, list) else [value])]
         items = given if current is self.default else [*current, *given]
@@ -153,6 +152,11 @@ def add_model_option(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MODEL,
         help=f"a zoo model (see `imagenet-zoo models`) or a bundle folder (default {DEFAULT_MODEL})",
     )
+
+
+def add_models_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """`--model` for a command that takes several models (or repeats the flag)."""
+    add_list_option(parser, "--model", [DEFAULT_MODEL], type=model_name, metavar="M", help=help)
 
 
 def add_list_option(parser: argparse.ArgumentParser, flag: str, default: list[Any], **kwargs: Any) -> None:

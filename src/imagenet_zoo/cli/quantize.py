@@ -29,18 +29,24 @@ def register(sub: Any) -> None:
         "--calibration", required=True, metavar="DIR", help="a folder of representative photos"
     )
     parser.add_argument(
-        "--samples", type=positive, default=DEFAULT_CALIBRATION_SAMPLES,
+        "--samples",
+        type=positive,
+        default=DEFAULT_CALIBRATION_SAMPLES,
         help=f"calibration photos to use (default {DEFAULT_CALIBRATION_SAMPLES})",
-    )  # fmt: skip
+    )
     calibrated = [spec for spec in engine_registry() if spec.calibration is not None]
     parser.add_argument(
-        "--engine", choices=[spec.name for spec in calibrated], default=DEFAULT_ENGINE,
+        "--engine",
+        choices=[spec.name for spec in calibrated],
+        default=DEFAULT_ENGINE,
         help="the engine whose precision to make (default openvino)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--precision", choices=sorted({p for spec in calibrated for p in spec.calibrated_precisions}),
-        default="int8", help="the precision to make (default int8)",
-    )  # fmt: skip
+        "--precision",
+        choices=sorted({p for spec in calibrated for p in spec.calibrated_precisions}),
+        default="int8",
+        help="the precision to make (default int8)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -49,9 +55,12 @@ def run(args: argparse.Namespace) -> int:
     if engine.calibration is None or args.precision not in engine.calibrated_precisions:
         raise UsageError(f"the {engine.name} engine makes no {args.precision} model from photos")
     report = engine.calibration.run(
-        resolve_model(args.model), args.precision, Path(args.calibration), samples=args.samples,
+        resolve_model(args.model),
+        args.precision,
+        Path(args.calibration),
+        samples=args.samples,
         random_weights=False,
-    )  # fmt: skip
+    )
     for path in report.skipped:
         print(f"imagenet-zoo: skipped unreadable calibration file {path}", file=sys.stderr)
     print(f"{report.model}: {args.precision} model calibrated on {report.samples} photos: {report.path}")

@@ -9,7 +9,6 @@ from typing import Any
 
 from imagenet_zoo.cli import options
 from imagenet_zoo.errors import UsageError
-from imagenet_zoo.registry import DEFAULT_MODEL
 
 NAME = "serve"
 HELP = "the HTTP service and its web page"
@@ -19,15 +18,15 @@ def register(sub: Any) -> None:
     parser = sub.add_parser(NAME, help=HELP)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
-    options.add_list_option(parser, "--model", [DEFAULT_MODEL], type=options.model_name, metavar="M",
-                            help="models to serve; the first, the default, loads before ready")  # fmt: skip
+    options.add_models_option(parser, "models to serve; the first, the default, loads before ready")
     parser.add_argument(
         "--max-upload-mb", type=options.finite, default=20.0, help="largest request body (default 20)"
     )
     parser.add_argument(
-        "--max-queue", type=options.positive,
+        "--max-queue",
+        type=options.positive,
         help="requests waiting for inference before 503 (default 32, on a GPU 256)",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--max-upload-buffer-mb",
         type=options.finite,
@@ -50,14 +49,17 @@ def register(sub: Any) -> None:
         help="seconds a request body may take to arrive (408)",
     )
     parser.add_argument(
-        "--body-idle-timeout", type=options.finite, default=15.0,
+        "--body-idle-timeout",
+        type=options.finite,
+        default=15.0,
         help="seconds a request body may pause between chunks (408)",
-    )  # fmt: skip
+    )
     parser.add_argument("--access-log", action="store_true", help="log a line per request (default off)")
     parser.add_argument(
-        "--api-key-file", metavar="FILE",
+        "--api-key-file",
+        metavar="FILE",
         help="require `Authorization: Bearer KEY` with a key from FILE (one per line); health stays open",
-    )  # fmt: skip
+    )
     options.add_list_option(
         parser,
         "--cors-origin",
@@ -66,18 +68,23 @@ def register(sub: Any) -> None:
         help="a browser origin that may call the API: https://app.example.org",
     )
     parser.add_argument(
-        "--max-batch-size", type=options.batch_size,
+        "--max-batch-size",
+        type=options.batch_size,
         help="images one engine call may take from any requests (default 8, on a GPU 64; 1: no dynamic "
         "batching)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--max-batch-files", type=options.positive, default=16,
+        "--max-batch-files",
+        type=options.positive,
+        default=16,
         help="images one request may send (/v1/classify/batch, a v2 tensor; default 16)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--max-batch-delay-ms", type=options.finite, default=2.0,
+        "--max-batch-delay-ms",
+        type=options.finite,
+        default=2.0,
         help="how long an image waits for others to share its engine call (default 2)",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--drain-seconds", type=options.finite, default=5.0, help="on SIGTERM: not-ready this long, then stop"
     )
@@ -90,8 +97,14 @@ def run(args: argparse.Namespace) -> int:
     from imagenet_zoo.server.run import serve
     from imagenet_zoo.server.settings import read_api_keys
 
-    sizes = (args.max_upload_mb, args.max_upload_buffer_mb, args.max_megapixels, args.deadline,
-             args.body_timeout, args.body_idle_timeout)  # fmt: skip
+    sizes = (
+        args.max_upload_mb,
+        args.max_upload_buffer_mb,
+        args.max_megapixels,
+        args.deadline,
+        args.body_timeout,
+        args.body_idle_timeout,
+    )
     if not (all(size > 0 for size in sizes) and args.drain_seconds >= 0 and args.max_batch_delay_ms >= 0):
         raise UsageError(
             "--max-upload-mb, --max-upload-buffer-mb, --max-megapixels, --deadline, --body-timeout and "

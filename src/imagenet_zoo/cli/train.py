@@ -22,25 +22,32 @@ def register(sub: Any) -> None:
     parser = sub.add_parser(NAME, help=HELP)
     parser.add_argument("source", metavar="DIR", help="one sub-folder of photos per class")
     parser.add_argument(
-        "--base", type=options.model_name, default=DEFAULT_MODEL,
+        "--base",
+        type=options.model_name,
+        default=DEFAULT_MODEL,
         help=f"the ImageNet network (default {DEFAULT_MODEL})",
-    )  # fmt: skip
+    )
     parser.add_argument("--output", required=True, metavar="BUNDLE_DIR", help="where the bundle is written")
     parser.add_argument("--epochs", type=options.positive, default=30, help="at most this many (default 30)")
     parser.add_argument(
-        "--fine-tune-layers", type=int, default=0, metavar="N",
+        "--fine-tune-layers",
+        type=int,
+        default=0,
+        metavar="N",
         help="after the head, also train the base's last N layers (default 0: head only)",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--val-split", type=options.finite, default=0.2, help="share of each class held out (default 0.2)"
     )
     parser.add_argument("--augment", action="store_true", help="mirrored copies; random flips and shifts")
     parser.add_argument(
-        "--head", choices=("auto", "linear", "neighbours"), default="auto",
+        "--head",
+        choices=("auto", "linear", "neighbours"),
+        default="auto",
         help="linear: a trained dense layer; neighbours: a vote of the most similar training photos "
         "(better with few photos per class, or classes of many kinds); auto (default): both, keeping the "
         "better on the held-out photos",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--batch-size", type=options.batch_size, default=32, help="photos per step (default 32)"
     )
@@ -77,10 +84,17 @@ def run(args: argparse.Namespace) -> int:
         )
     load = options.load_config(args, task="features", model=args.arch or args.base)
     config = TrainConfig(
-        load=load, epochs=args.epochs, fine_tune_layers=args.fine_tune_layers, val_split=args.val_split,
-        augment=args.augment, seed=args.seed, from_scratch=args.from_scratch, resume=args.resume,
-        learning_rate=args.learning_rate, head=args.head,
-    )  # fmt: skip
+        load=load,
+        epochs=args.epochs,
+        fine_tune_layers=args.fine_tune_layers,
+        val_split=args.val_split,
+        augment=args.augment,
+        seed=args.seed,
+        from_scratch=args.from_scratch,
+        resume=args.resume,
+        learning_rate=args.learning_rate,
+        head=args.head,
+    )
     report = train(Path(args.source), Path(args.output), config, log=lambda line: print(line, flush=True))
     for path in report.skipped:
         print(f"imagenet-zoo: skipped unreadable photo {printable(path)}", file=sys.stderr)

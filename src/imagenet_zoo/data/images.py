@@ -63,8 +63,13 @@ class InputInfo:
     warnings: tuple[str, ...] = ()  # what the decoder warned about this photo (Pillow's own words)
 
     def to_dict(self) -> dict[str, Any]:
-        info: dict[str, Any] = {"format": self.format, "width": self.width, "height": self.height,
-                                "mode": self.mode, "exif_transposed": self.exif_transposed}  # fmt: skip
+        info: dict[str, Any] = {
+            "format": self.format,
+            "width": self.width,
+            "height": self.height,
+            "mode": self.mode,
+            "exif_transposed": self.exif_transposed,
+        }
         if self.warnings:  # the common case has none, and no field for them
             info["warnings"] = list(self.warnings)
         return info

@@ -40,8 +40,14 @@ class Node:
     rank: int = 4  # the output's rank in Keras (4: images, channels last; 2: vectors)
 
     def as_json(self) -> dict[str, Any]:
-        return {"name": self.name, "op": self.op, "inputs": self.inputs, "output": self.output,
-                "attrs": self.attrs, "rank": self.rank}  # fmt: skip
+        return {
+            "name": self.name,
+            "op": self.op,
+            "inputs": self.inputs,
+            "output": self.output,
+            "attrs": self.attrs,
+            "rank": self.rank,
+        }
 
 
 @dataclass
@@ -185,8 +191,15 @@ class _Translator:
                 )[0]
         return arg
 
-    def add(self, name: str, op: str, inputs: list[Tensor], rank: int, attrs: dict[str, Any] | None = None,
-            **weights: np.ndarray) -> Tensor:  # fmt: skip
+    def add(
+        self,
+        name: str,
+        op: str,
+        inputs: list[Tensor],
+        rank: int,
+        attrs: dict[str, Any] | None = None,
+        **weights: np.ndarray,
+    ) -> Tensor:
         output = name
         self.nodes.append(Node(name, op, [t for t, _ in inputs], output, attrs or {}, rank))
         for key, value in weights.items():
@@ -248,8 +261,14 @@ def _separable(t: _Translator, layer: Any, options: dict[str, Any], args: list[T
     depthwise, pointwise = values[0], values[1]
     attrs = {**_conv_attrs(options, name), "groups": depthwise.shape[2], "activation": "linear"}
     spatial = t.add(f"{name}/depthwise", "conv2d", args, 4, attrs, weight=_depthwise_kernel(depthwise))
-    point = {"kernel": [1, 1], "stride": [1, 1], "dilation": [1, 1], "padding": "valid", "groups": 1,
-             "activation": _activation(options, name)}  # fmt: skip
+    point = {
+        "kernel": [1, 1],
+        "stride": [1, 1],
+        "dilation": [1, 1],
+        "padding": "valid",
+        "groups": 1,
+        "activation": _activation(options, name),
+    }
     bias = {"bias": values[2]} if options["use_bias"] else {}
     return t.add(name, "conv2d", [spatial], 4, point, weight=pointwise.transpose(3, 2, 0, 1), **bias)
 

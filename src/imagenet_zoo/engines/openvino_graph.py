@@ -107,8 +107,9 @@ def _pool(x: Node, reduce: str, attrs: dict[str, Any]) -> Node:
     kernel, stride, pad = attrs["kernel"], attrs["stride"], _auto_pad(attrs["padding"])
     if reduce == "max":  # padded pixels never win
         return ops.max_pool(x, stride, [1, 1], [0, 0], [0, 0], kernel, "floor", pad).output(0)
-    return ops.avg_pool(x, stride, [0, 0], [0, 0], kernel, exclude_pad=True, rounding_type="floor",
-                        auto_pad=pad)  # fmt: skip
+    return ops.avg_pool(
+        x, stride, [0, 0], [0, 0], kernel, exclude_pad=True, rounding_type="floor", auto_pad=pad
+    )
 
 
 def _neighbour_vote(x: Node, temperature: float, weights: Callable[[str], np.ndarray]) -> Node:

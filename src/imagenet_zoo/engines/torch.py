@@ -242,9 +242,10 @@ class TorchCamEngine(TorchEngine):
 
     explain_method: ExplainMethod = "cam"
 
-    def __init__(self, module: Any, precision: str, device: str, scaling: Normalization, *,
-                 head: np.ndarray | None, check_close_calls: bool = True) -> None:  # fmt: skip
-        super().__init__(module, precision, device, scaling, check_close_calls=check_close_calls)
+    def __init__(self, *args: Any, head: np.ndarray | None, **kwargs: Any) -> None:
+        """`TorchEngine`'s arguments, and the classifier's weights the maps are made with (None: the
+        model's own last dense layer is the graph's)."""
+        super().__init__(*args, **kwargs)
         self.head = head
 
     def explain(self, batch: Any, choice: ClassChoice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -74,8 +74,13 @@ def read_header(data: bytes, max_pixels: int) -> Header:
     with pillow_errors(), Image.open(io.BytesIO(data)) as image:
         check_size(image.width, image.height, max_pixels)
         orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
-        return Header(image.format, image.mode, image.width, image.height,
-                      orientation if orientation in range(1, 9) else 1)  # fmt: skip
+        return Header(
+            image.format,
+            image.mode,
+            image.width,
+            image.height,
+            orientation if orientation in range(1, 9) else 1,
+        )
 
 
 class JpegDecoder(Protocol):
@@ -138,8 +143,16 @@ Jpeg = tuple[int, bytes, Header]  # a photo's place in its batch, its bytes and 
 class DevicePreprocessor:
     """A batch of photos to model inputs on `device`: (photos, 3, size, size) uint8 pixels, channels-last."""
 
-    def __init__(self, config: DataConfig, device: Any, *, decode: DecodeMode, max_pixels: int,
-                 cpu_path: CpuPath, decoder: JpegDecoder | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: DataConfig,
+        device: Any,
+        *,
+        decode: DecodeMode,
+        max_pixels: int,
+        cpu_path: CpuPath,
+        decoder: JpegDecoder | None = None,
+    ) -> None:
         import torch
 
         self.torch = torch
@@ -319,9 +332,15 @@ def _filter(name: str, x: Any) -> Any:
 
 
 def axis_weights(
-    lengths: list[int], factors: list[int], news: list[int], firsts: list[int], size: int, padded: int,
-    interpolation: str, device: Any,
-) -> Any:  # fmt: skip
+    lengths: list[int],
+    factors: list[int],
+    news: list[int],
+    firsts: list[int],
+    size: int,
+    padded: int,
+    interpolation: str,
+    device: Any,
+) -> Any:
     """(photos, size, padded) float32 on `device`: for each photo, the weights of output pixels
     first..first+size of Pillow's resize of an axis of `length` pixels, read as `length / factor` averaged
     blocks (a scaled JPEG decode), to `new` pixels; the rest of the padded axis weighs nothing. Computed
@@ -358,18 +377,30 @@ def draft_factor(width: int, height: int, config: DataConfig, decode: DecodeMode
     return factor
 
 
-def resize_matrices(heights: list[int], widths: list[int], config: DataConfig, decode: DecodeMode,
-                    device: Any) -> tuple[Any, Any]:  # fmt: skip
+def resize_matrices(
+    heights: list[int], widths: list[int], config: DataConfig, decode: DecodeMode, device: Any
+) -> tuple[Any, Any]:
     """(photos, size, max height) and (photos, size, max width) float32 on `device`: each photo's row and
     column weights, crop included."""
     from imagenet_zoo.data.preprocess import crop_plan
 
     factors = [draft_factor(w, h, config, decode) for h, w in zip(heights, widths, strict=True)]
-    plans = [crop_plan(math.ceil(w / f), math.ceil(h / f), config)
-             for h, w, f in zip(heights, widths, factors, strict=True)]  # fmt: skip
+    plans = [
+        crop_plan(math.ceil(w / f), math.ceil(h / f), config)
+        for h, w, f in zip(heights, widths, factors, strict=True)
+    ]
     size, interpolation = config.input_size, config.interpolation
-    rows = axis_weights(heights, factors, [new[1] for new, _ in plans], [corner[1] for _, corner in plans],
-                        size, max(heights), interpolation, device)  # fmt: skip
-    columns = axis_weights(widths, factors, [new[0] for new, _ in plans], [corner[0] for _, corner in plans],
-                           size, max(widths), interpolation, device)  # fmt: skip
+    rows, columns = (
+        axis_weights(
+            lengths,
+            factors,
+            [new[axis] for new, _ in plans],
+            [corner[axis] for _, corner in plans],
+            size,
+            max(lengths),
+            interpolation,
+            device,
+        )
+        for axis, lengths in ((1, heights), (0, widths))
+    )
     return rows, columns

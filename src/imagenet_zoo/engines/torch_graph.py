@@ -197,8 +197,9 @@ class NeighbourVote(nn.Module):
     """`models.neighbour_vote.NeighbourVote`, computed in float32 whatever the model's precision: the
     cosines are scaled by 1/temperature (up to 50) before the exponential."""
 
-    def __init__(self, temperature: float, prototypes: torch.Tensor, membership: torch.Tensor,
-                 center: torch.Tensor) -> None:  # fmt: skip
+    def __init__(
+        self, temperature: float, prototypes: torch.Tensor, membership: torch.Tensor, center: torch.Tensor
+    ) -> None:
         super().__init__()
         self.temperature = temperature
         self.prototypes = nn.Parameter(prototypes, requires_grad=False)

@@ -155,9 +155,12 @@ def _calibrate(job: Measurement, model: RegisteredModel) -> bool:
             f"no {job.precision} model for {model.spec.name}: pass --calibration DIR to make one first"
         )
     calibration.run(
-        model, job.precision, Path(job.calibration), samples=DEFAULT_CALIBRATION_SAMPLES,
+        model,
+        job.precision,
+        Path(job.calibration),
+        samples=DEFAULT_CALIBRATION_SAMPLES,
         random_weights=job.random_weights,
-    )  # fmt: skip
+    )
     return True
 
 
@@ -339,8 +342,18 @@ def run_in_worker(job: Measurement, end_to_end: Path | None) -> list[Row]:
 def cold_start_seconds(job: Measurement) -> float:
     """Wall time of `imagenet-zoo classify PHOTO` in a new process (the model being converted already)."""
     with as_file(files("imagenet_zoo.selftest").joinpath("coffee.png")) as photo:
-        argv = ["classify", str(photo), "--model", job.model, "--engine", job.engine, "--precision",
-                job.precision, "--device", job.device]  # fmt: skip
+        argv = [
+            "classify",
+            str(photo),
+            "--model",
+            job.model,
+            "--engine",
+            job.engine,
+            "--precision",
+            job.precision,
+            "--device",
+            job.device,
+        ]
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "imagenet_zoo", *argv], capture_output=True, check=True)
         return time.perf_counter() - start

@@ -178,9 +178,16 @@ def evaluate(
 
 # The per-photo records of `--output` (.jsonl or .csv).
 RECORD_COLUMNS = [
-    "model", "path", "label", "top1_index", "top1_label", "top1_score", "correct_top1", "correct_top5",
+    "model",
+    "path",
+    "label",
+    "top1_index",
+    "top1_label",
+    "top1_score",
+    "correct_top1",
+    "correct_top5",
     "error_type",
-]  # fmt: skip
+]
 
 
 def photo_record(result: Classification, photo: LabelledPhoto) -> dict[str, Any]:

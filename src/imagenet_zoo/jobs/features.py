@@ -177,8 +177,11 @@ def load_features(path: Path) -> FeatureSet:
         _, pq = _pyarrow()
         table = pq.read_table(path).to_pylist()
         rows = [r for r in table if r["error"] is None]
-        failures = [(r["path"], ErrorInfo(r["error"]["type"], r["error"]["message"])) for r in table
-                    if r["error"] is not None]  # fmt: skip
+        failures = [
+            (r["path"], ErrorInfo(r["error"]["type"], r["error"]["message"]))
+            for r in table
+            if r["error"] is not None
+        ]
         features = np.array([r["features"] for r in rows], dtype=np.float32)
         model = next((r["model"] for r in rows), "")
         return FeatureSet(model, [r["path"] for r in rows], features.reshape(len(rows), -1), failures)

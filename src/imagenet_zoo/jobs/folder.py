@@ -97,9 +97,12 @@ def _annotation_writer(job: FolderJob, sources: list[str]) -> AnnotationWriter:
     single = len(sources) == 1
     folder = job.annotate_dir or (job.annotate if not single else None)
     return AnnotationWriter(
-        file=job.annotate if single else None, folder=folder, sheet=job.sheet, inputs=sources,
+        file=job.annotate if single else None,
+        folder=folder,
+        sheet=job.sheet,
+        inputs=sources,
         overwrite=job.overwrite,
-    )  # fmt: skip
+    )
 
 
 def _extract(job: FolderJob, job_plan: JobPlan, sources: list[str]) -> JobReport:
@@ -113,8 +116,14 @@ def _extract(job: FolderJob, job_plan: JobPlan, sources: list[str]) -> JobReport
         return _finished_features(job, sources, job_plan)
     start = time.monotonic()
     columns: list[str] = []  # JSON Lines: no columns
-    with RecordsFile(journal, columns=columns, resume=job.resume, overwrite=job.overwrite,
-                     formats=(journal.suffix,), identity=job_plan.identity) as records:  # fmt: skip
+    with RecordsFile(
+        journal,
+        columns=columns,
+        resume=job.resume,
+        overwrite=job.overwrite,
+        formats=(journal.suffix,),
+        identity=job_plan.identity,
+    ) as records:
         todo = [s for s in sources if s not in records.done]
         extractor = job_plan.load_plan.load()
         assert isinstance(extractor, FeatureExtractor)
@@ -130,9 +139,14 @@ def _extract(job: FolderJob, job_plan: JobPlan, sources: list[str]) -> JobReport
     journal.unlink()
     identity_file(journal).unlink(missing_ok=True)
     return JobReport(
-        len(sources), len(sources) - len(todo), len(todo), failures, time.monotonic() - start,
-        job_plan.load_plan.choice, feature_shape=(shape.photos, shape.dimensions),
-    )  # fmt: skip
+        len(sources),
+        len(sources) - len(todo),
+        len(todo),
+        failures,
+        time.monotonic() - start,
+        job_plan.load_plan.choice,
+        feature_shape=(shape.photos, shape.dimensions),
+    )
 
 
 def _finished_features(job: FolderJob, sources: list[str], job_plan: JobPlan) -> JobReport:

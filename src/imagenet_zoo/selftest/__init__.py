@@ -123,9 +123,13 @@ def run(registry: Registry | None = None) -> Iterator[Check]:
             reference, compared_with = probabilities(model, REFERENCE_ENGINE, "fp32"), "keras fp32"
             if lite0:
                 yield check_against(
-                    model.spec.name, REFERENCE_ENGINE, "fp32", "stored reference", reference,
+                    model.spec.name,
+                    REFERENCE_ENGINE,
+                    "fp32",
+                    "stored reference",
+                    reference,
                     stored_lite0_probabilities(),
-                )  # fmt: skip
+                )
         else:
             reference, compared_with = stored_lite0_probabilities(), "stored reference"
         for engine in engine_registry():

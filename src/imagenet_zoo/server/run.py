@@ -48,7 +48,11 @@ def serve(
     app = create_app(settings)
     app.state.service.prepare()  # here, so that what cannot be made is a typed error, not a traceback
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, access_log=access_log,
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=access_log,
         timeout_graceful_shutdown=int(settings.deadline_s) + 1,
-    )  # fmt: skip
+    )
     DrainingServer(config, app.state.service, drain_s).run()

@@ -159,9 +159,17 @@ def train(root: Path, output: Path, config: TrainConfig, log: Log = print) -> Tr
     save_bundle(output, trained.model, classes=classes, base=base, extra=extra)
     confusion_plot(confusion, classes).save(output / "confusion.png")
     return TrainReport(
-        output, classes, len(train_items), len(val_items), accuracy, balanced, confusion.tolist(),
-        sorted(trained.skipped), trained.head, trained.head_scores,
-    )  # fmt: skip
+        output,
+        classes,
+        len(train_items),
+        len(val_items),
+        accuracy,
+        balanced,
+        confusion.tolist(),
+        sorted(trained.skipped),
+        trained.head,
+        trained.head_scores,
+    )
 
 
 def _check(config: TrainConfig) -> None:
@@ -216,8 +224,9 @@ def _transfer(
     if len(heads) > 1:
         shown = ", ".join(f"{name} {score:.1%}" for name, score in scores.items())
         log(f"head: {chosen} (auto: balanced accuracy on the {len(y_val)} held-out photos: {shown})")
-    model = _compose(keras, create_model(config.base, include_top=False, pooling="avg", progress=False),
-                     fitted[chosen])  # fmt: skip
+    model = _compose(
+        keras, create_model(config.base, include_top=False, pooling="avg", progress=False), fitted[chosen]
+    )
     val, _ = _pixels(config, val_items)
     if config.fine_tune_layers > 0:
         (train_images, train_labels), _ = _pixels(config, train_items)
@@ -233,16 +242,28 @@ def _candidate_heads(config: TrainConfig) -> tuple[str, ...]:
 
 
 def _fit_head(
-    name: str, keras: Any, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, classes: int,
-    config: TrainConfig, log: Log,
-) -> Any:  # fmt: skip
+    name: str,
+    keras: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    classes: int,
+    config: TrainConfig,
+    log: Log,
+) -> Any:
     if name == "neighbours":
         return _neighbour_head(x, y, classes, log)
     fit = fit_linear(
-        (x, y), (x_val, y_val), classes, epochs=config.epochs, patience=config.patience,
-        batch_size=config.batch_size, seed=config.seed,
+        (x, y),
+        (x_val, y_val),
+        classes,
+        epochs=config.epochs,
+        patience=config.patience,
+        batch_size=config.batch_size,
+        seed=config.seed,
         log=lambda epoch, logs: log(_epoch_line("head", epoch, config.epochs, logs)),
-    )  # fmt: skip
+    )
     log(f"linear head: the weights of epoch {fit.best_epoch} of {fit.epochs} (lowest validation loss)")
     head = _dense_head(keras, x.shape[1], classes)
     head.get_layer("predictions").set_weights([fit.kernel, fit.bias])
@@ -284,8 +305,18 @@ def _from_scratch(
     save = keras.callbacks.LambdaCallback(
         on_epoch_end=lambda epoch, logs: _save_checkpoint(trainer, checkpoint, state, epoch + 1)
     )
-    _fit(keras, trainer, (x, y), val, config, log, phase="scratch", epochs=config.epochs,
-         initial_epoch=done, callbacks=[save])  # fmt: skip
+    _fit(
+        keras,
+        trainer,
+        (x, y),
+        val,
+        config,
+        log,
+        phase="scratch",
+        epochs=config.epochs,
+        initial_epoch=done,
+        callbacks=[save],
+    )
     return _Trained(trainer.get_layer("bundle"), val, skipped | skipped_val)
 
 
@@ -327,9 +358,19 @@ def _compile(keras: Any, model: Any, learning_rate: Any) -> None:
 
 
 def _fit(
-    keras: Any, model: Any, data: Data, val: Data, config: TrainConfig, log: Log, *, phase: str, epochs: int,
-    initial_epoch: int = 0, callbacks: list[Any] | None = None, batch_size: int | None = None,
-) -> None:  # fmt: skip
+    keras: Any,
+    model: Any,
+    data: Data,
+    val: Data,
+    config: TrainConfig,
+    log: Log,
+    *,
+    phase: str,
+    epochs: int,
+    initial_epoch: int = 0,
+    callbacks: list[Any] | None = None,
+    batch_size: int | None = None,
+) -> None:
     """Fit with class weights and a line of log per epoch; without extra callbacks, stop early on the
     validation loss and keep the best weights."""
     x, y = data
@@ -448,8 +489,17 @@ def _fine_tune(
     trainer = _trainer(keras, model, augment=config.augment)
     _compile(keras, trainer, 1e-5)
     epochs = max(1, config.epochs // 3)
-    _fit(keras, trainer, (x, y), val, config, log, phase="fine-tune", epochs=epochs,
-         batch_size=min(config.batch_size, 16))  # fmt: skip
+    _fit(
+        keras,
+        trainer,
+        (x, y),
+        val,
+        config,
+        log,
+        phase="fine-tune",
+        epochs=epochs,
+        batch_size=min(config.batch_size, 16),
+    )
 
 
 def confusion_plot(confusion: np.ndarray, classes: list[str], cell: int = 64) -> Image.Image:
