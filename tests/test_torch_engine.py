@@ -117,7 +117,7 @@ def test_only_logits_of_real_weights_check_close_calls(monkeypatch: pytest.Monke
     lite0 = default_registry().get("lite0")
     for request in (
         EngineRequest(precision="bf16"),
-        EngineRequest(precision="bf16", output="features"),
+        EngineRequest(precision="bf16", task="features"),
         EngineRequest(precision="bf16", random_weights=True),
     ):
         torch_engine.load(lite0, request)

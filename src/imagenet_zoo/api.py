@@ -139,7 +139,6 @@ def check_config(
     shared = {field.name for field in dataclasses.fields(EngineRequest)} & vars(config).keys()
     request = EngineRequest(
         **{name: getattr(config, name) for name in shared},
-        output="features" if config.task == "features" else "logits",
         progress=progress,
         random_weights=random_weights,
     )

@@ -53,12 +53,11 @@ from imagenet_zoo.errors import ExplanationUnsupportedError, ImageError
 from imagenet_zoo.model_types import RegisteredModel
 from imagenet_zoo.records import ErrorInfo
 from imagenet_zoo.registry import DEFAULT_MODEL
-from imagenet_zoo.specs import RESIZE_MODES, DataConfig, ModelSpec, ResizeMode
+from imagenet_zoo.specs import RESIZE_MODES, DataConfig, ModelSpec, ResizeMode, Task
 
 MAX_BATCH_SIZE = 4096  # photos per engine call: 2.4 GB of 224x224 input once the engine has it in float32
 MAX_WORKERS = 256  # decoding threads
 
-Task = Literal["classify", "features"]  # class logits, or pooled features (extract, train)
 ModelRef = str | os.PathLike[str] | RegisteredModel
 
 

@@ -16,6 +16,9 @@ PreprocessMode = Literal["caffe", "tf", "lite", "torch"]
 Interpolation = Literal["nearest", "bilinear", "bicubic"]
 ResizeMode = Literal["crop", "squash"]
 RESIZE_MODES: tuple[ResizeMode, ...] = ("crop", "squash")
+# What a pipeline gives and its engine computes: class logits (classify), or pooled features (extract,
+# train).
+Task = Literal["classify", "features"]
 # How a heatmap of a class's evidence is computed (see `imagenet_zoo.explain`): "cam" where the head is
 # global average pooling + a linear layer (the map is exact and comes from the same forward pass),
 # "grad-cam" where it is not (VGG's dense layers, a neighbour-vote head), which needs gradients.

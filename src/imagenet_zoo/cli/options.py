@@ -12,9 +12,9 @@ from typing import Any
 
 from imagenet_zoo.api import resolve_model
 from imagenet_zoo.errors import ImagenetZooError, UsageError
-from imagenet_zoo.pipeline import MAX_BATCH_SIZE, LoadConfig, Task
+from imagenet_zoo.pipeline import MAX_BATCH_SIZE, LoadConfig
 from imagenet_zoo.registry import DEFAULT_MODEL
-from imagenet_zoo.specs import MAX_CLASSES
+from imagenet_zoo.specs import MAX_CLASSES, Task
 
 GIVEN = "given"  # the single-valued options a command line set explicitly (an attribute of the namespace)
 

@@ -16,7 +16,7 @@ from imagenet_zoo.model_types import Pooling, RegisteredModel
 
 def keras_model(model: RegisteredModel, request: EngineRequest) -> Any:
     """The model's Keras network for a request: logits, or pooled features; pretrained or random weights."""
-    include_top = request.output == "logits"
+    include_top = request.task == "classify"
     pooling: Pooling = None if include_top else "avg"
     weights = weights_for(model, request)
     network = model.build(weights=weights, include_top=include_top, pooling=pooling, input_shape=None)
@@ -47,7 +47,7 @@ def weights_for(model: RegisteredModel, request: EngineRequest) -> Path | None:
     """The weights file a request loads, fetched now if needed (None: random weights)."""
     if request.random_weights:
         return None
-    return model.weights.fetch(model.spec, include_top=request.output == "logits", progress=request.progress)
+    return model.weights.fetch(model.spec, include_top=request.task == "classify", progress=request.progress)
 
 
 def network_graph(model: RegisteredModel, request: EngineRequest) -> Graph:

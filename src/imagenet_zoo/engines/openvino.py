@@ -110,10 +110,10 @@ def ir_for(model: RegisteredModel, request: EngineRequest) -> Path:
     if request.explain:
         return convert_to_ir(model, explain=True, **options)
     if request.precision == "int8":
-        if request.output == "features":
+        if request.task == "features":
             raise UnsupportedPrecisionError("feature extraction runs in fp32 or bf16")
         return int8_ir(model, random_weights=request.random_weights)
-    return convert_to_ir(model, features=request.output == "features", **options)
+    return convert_to_ir(model, features=request.task == "features", **options)
 
 
 class _Int8Calibration:
@@ -148,7 +148,7 @@ ENGINE = EngineSpec(
     calibrated_precisions=frozenset({"int8"}),
     prepare=ir_for,
     converted=lambda model, request: (
-        ir_dir(model, random_weights=request.random_weights, features=request.output == "features") / IR_FILE
+        ir_dir(model, random_weights=request.random_weights, features=request.task == "features") / IR_FILE
     ).is_file(),
     unavailable=_unavailable,
 )

@@ -17,9 +17,10 @@ from imagenet_zoo.data.preprocess import Normalization, normalization
 from imagenet_zoo.engines.cache import check_recorded, folder_name, write_recorded
 from imagenet_zoo.engines.explain import cam_model
 from imagenet_zoo.engines.network import keras_model
-from imagenet_zoo.engines.registry import EngineRequest, Output
+from imagenet_zoo.engines.registry import EngineRequest
 from imagenet_zoo.errors import QuantizedModelMissingError
 from imagenet_zoo.model_types import RegisteredModel
+from imagenet_zoo.specs import Task
 from imagenet_zoo.weights.download import exclusive_lock
 from imagenet_zoo.weights.store import cache_dir
 
@@ -109,8 +110,8 @@ def convert_to_ir(
     dest = ir_dir(model, random_weights=random_weights, features=features, explain=explain)
     with exclusive_lock(dest):
         if not (dest / IR_FILE).is_file():
-            output: Output = "features" if features else "logits"
-            request = EngineRequest(output=output, progress=progress, random_weights=random_weights)
+            task: Task = "features" if features else "classify"
+            request = EngineRequest(task=task, progress=progress, random_weights=random_weights)
             network, head = keras_model(model, request), None
             if explain:
                 cam = cam_model(network)

@@ -17,7 +17,7 @@ from functools import cache
 from importlib.metadata import entry_points
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 from imagenet_zoo.engines.base import Engine
 from imagenet_zoo.errors import (
@@ -28,7 +28,7 @@ from imagenet_zoo.errors import (
     install_hint,
 )
 from imagenet_zoo.model_types import RegisteredModel
-from imagenet_zoo.specs import ExplainMethod
+from imagenet_zoo.specs import ExplainMethod, Task
 
 BUILTIN = ("imagenet_zoo.engines.openvino", "imagenet_zoo.engines.keras", "imagenet_zoo.engines.torch")
 ENTRY_POINT_GROUP = "imagenet_zoo.engines"
@@ -41,7 +41,6 @@ AUTO = "auto"  # the engine or device: chosen for this machine and the work (`ch
 GPU_WORTH_PHOTOS = 64
 _NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # the driver lists each GPU here; reading it costs nothing
 _NVIDIA_DEVICE = Path("/dev/nvidia0")  # what a container given a GPU has even without the driver's /proc
-Output = Literal["logits", "features"]  # what the engine's rows are: class logits, or pooled features
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ class EngineRequest:
 
     precision: str = "fp32"
     device: str = "cpu"  # a device of the engine, never "auto" (resolved before loading)
-    output: Output = "logits"
+    task: Task = "classify"  # rows of class logits, or of pooled features
     explain: bool = False  # also heatmaps (`Engine.explain`)
     threads: int | None = None  # inference threads (default: the engine's own choice)
     progress: bool = True  # a progress bar while weights download
@@ -158,7 +157,7 @@ class EngineSpec:
                 f"the {self.name} engine runs {_listed(self.precisions)}"
                 + _others("precision", request.precision, lambda spec: request.precision in spec.precisions)
             )
-        if request.output == "features" and not self.features:
+        if request.task == "features" and not self.features:
             raise UsageError(f"the {self.name} engine does not extract features")
         if request.explain:
             self.check_explain(explain_method, request.precision, model=model)

@@ -71,7 +71,7 @@ def cuda_available() -> bool:
 
 def _variant(request: EngineRequest, method: ExplainMethod) -> str:
     variant = "random" if request.random_weights else "pretrained"
-    variant += "-features" if request.output == "features" else ""
+    variant += "-features" if request.task == "features" else ""
     return variant + (f"-{method}" if request.explain else "")
 
 
@@ -349,7 +349,7 @@ def load(model: RegisteredModel, request: EngineRequest) -> Engine:
     scaling = normalization(model.spec.data_config.mode)
     # Features rank nothing; random weights (benchmarks) have no answers to protect, and their logits are
     # all close calls (32 of 32 noise inputs for a random ResNet50).
-    checked = request.output == "logits" and not request.random_weights
+    checked = request.task == "classify" and not request.random_weights
     arguments = (module, request.precision, request.device, scaling)
     if not request.explain:
         return TorchEngine(*arguments, check_close_calls=checked)

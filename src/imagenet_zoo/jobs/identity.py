@@ -19,7 +19,8 @@ from imagenet_zoo.data.hierarchy import wordnet
 from imagenet_zoo.errors import UsageError
 from imagenet_zoo.explain import class_index_of
 from imagenet_zoo.model_types import RegisteredModel
-from imagenet_zoo.pipeline import LoadConfig, PostOptions, Task
+from imagenet_zoo.pipeline import LoadConfig, PostOptions
+from imagenet_zoo.specs import Task
 
 Identity = dict[str, Any]  # JSON values only
 IDENTITY_FILE = "_job.json"  # in a cluster's output folder (readers of partitioned data skip `_` files)

@@ -9,8 +9,9 @@ from imagenet_zoo.api import LoadPlan, check_config
 from imagenet_zoo.classifier import PostPlan, plan_post
 from imagenet_zoo.engines.registry import EngineChoice
 from imagenet_zoo.jobs.identity import Identity, job_identity
-from imagenet_zoo.pipeline import LoadConfig, PostOptions, Task
+from imagenet_zoo.pipeline import LoadConfig, PostOptions
 from imagenet_zoo.records import ErrorInfo
+from imagenet_zoo.specs import Task
 
 
 @dataclass(frozen=True, kw_only=True)
