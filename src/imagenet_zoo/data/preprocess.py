@@ -41,12 +41,11 @@ TORCH_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 # Fast decoding keeps the decoded photo's shorter side at least this many times the size the model's
-# preprocessing resizes it to (see `data.images`). Measured with EfficientNet-Lite0 on 200 12-megapixel
-# JPEGs made from the shared sample (scripts/make_phone_photos.py, scripts/decode_margins.py), against a
-# full decode (90.0 % top-1): margin 1 or 1.25 (1/8 scale, 504x378) 15 ms per photo on one core, top-1
-# agreement 98.5 %, accuracy 89.0 %; margin 2 (1/4 scale) 21 ms, 98.0 %, 89.0 %; margin 3 (1/2 scale)
-# 33 ms, 99.0 %, 89.0 %; full 104 ms. A larger scale bought no agreement that 200 photos can show, so
-# 1.25 keeps the cheapest scale for phone photos while never resizing from less than 1.25x the target.
+# preprocessing resizes it to (see `data.images`). On 200 12-megapixel JPEGs made from the shared sample
+# (scripts/make_phone_photos.py, scripts/decode_margins.py) a larger JPEG scale bought no top-1 agreement
+# with a full decode that 200 photos can show, at up to 2x the decoding time, so 1.25 keeps the cheapest
+# scale for phone photos while never resizing from less than 1.25x the target (figures: docs/benchmarks.md,
+# "Figures behind constants").
 DRAFT_MARGIN = 1.25
 # ...and resizes in two steps (Pillow's `reducing_gap`): a box reduction by a whole factor, then the
 # model's filter over at least this ratio. For formats decoded in full (PNG, WebP, TIFF), this is what

@@ -381,7 +381,8 @@ def _unavailable(precision: str, device: str) -> str | None:
     if precision == "fp16" and device == "cpu":
         return "fp16 runs on the GPU only (--device cuda); on the CPU use fp32 or bf16"
     if precision == "bf16" and device == "cpu" and not native_bf16():
-        # Emulated, it is no bargain: Lite0 ran at 6.3 images/s in bf16 against 52.9 in fp32 (AVX2 EPYC).
+        # Emulated, it is no bargain: about 8x slower than fp32 (docs/benchmarks.md, "Figures behind
+        # constants").
         return "bf16 on the CPU needs native bf16 (AVX512_BF16 or AMX), else it is 8x slower than fp32"
     return None
 

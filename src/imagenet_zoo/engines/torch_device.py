@@ -167,7 +167,8 @@ class DevicePreprocessor:
             nvjpeg_decoder(self.device) if self.device.type == "cuda" else pillow_decoder(device)
         )
         # Files are read and their headers parsed by several threads, since reads release the GIL: from a
-        # cold page cache one thread read 2,050-2,418 photos/s here, eight 3,021-3,810 (2-core EPYC).
+        # cold page cache eight read about 1.5x what one does (docs/benchmarks.md, "Figures behind
+        # constants").
         self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="imagenet-zoo-read")
 
     def __call__(self, sources: Sequence[ImageSource]) -> list[Prepared]:
