@@ -332,3 +332,51 @@ def test_jpegs_are_decoded_in_groups_within_the_decode_budget(monkeypatch: pytes
     decoder = Recording()
     items = _preprocessor(decoder=decoder)(PHOTOS[:5])
     assert decoder.calls == [2, 2, 1] and not any(isinstance(item, ErrorInfo) for item in items)
+
+
+def test_large_files_are_read_when_their_group_is_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch held every file whole from its read to its decode (256 MB each at most, two batches at
+    once): now a file over `LARGE_FILE_BYTES`, or past `HELD_BYTES` of its batch, is read with its decode
+    group, whose budget counts it."""
+    events: list[str] = []
+    real_read = device.read_source
+
+    def read(source: Any) -> bytes:
+        events.append("read")
+        return real_read(source)
+
+    class Decoder(Recording):
+        def __call__(self, data: Any) -> list[Any]:
+            events.append(f"decode {len(data)}")
+            return super().__call__(data)
+
+    monkeypatch.setattr(device, "read_source", read)
+    monkeypatch.setattr(device, "LARGE_FILE_BYTES", 0)  # every file is large
+    monkeypatch.setattr(device, "DECODED_BYTES", 1_500_000)  # about two of these photos, pixels and file
+    items = _preprocessor(decoder=Decoder())(PHOTOS[:5])
+    assert not any(isinstance(item, ErrorInfo) for item in items)
+    for item, path in zip(items, PHOTOS[:5], strict=True):
+        assert np.abs(_rows([item])[0] - _cpu_pixels(path)).max() <= 2
+    assert _groups_read_just_before_decoding(events) == [2, 2, 1]
+
+    events.clear()
+    monkeypatch.setattr(device, "LARGE_FILE_BYTES", 2**30)
+    monkeypatch.setattr(device, "HELD_BYTES", PHOTOS[0].stat().st_size + PHOTOS[1].stat().st_size)
+    monkeypatch.setattr(device, "DECODED_BYTES", 1)  # each photo alone
+    _preprocessor(decoder=Decoder())(PHOTOS[:3])
+    # Two read with the batch, the third with its group.
+    assert events == ["read", "read", "decode 1", "decode 1", "read", "decode 1"]
+
+
+def _groups_read_just_before_decoding(events: list[str]) -> list[int]:
+    """The decode calls' sizes, each checked to follow exactly the reads of its own files."""
+    sizes, reads = [], 0
+    for event in events:
+        if event == "read":
+            reads += 1
+            continue
+        size = int(event.split()[1])
+        assert reads == size, events
+        sizes.append(size)
+        reads = 0
+    return sizes

@@ -21,9 +21,12 @@ from __future__ import annotations
 import io
 import math
 import os
+import stat
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -31,6 +34,8 @@ from PIL import Image
 
 from imagenet_zoo.data.images import (
     DEFAULT_DECODE_BUDGET,
+    MAX_FILE_BYTES,
+    DecodeBudget,
     DecodeMode,
     ImageSource,
     InputInfo,
@@ -69,9 +74,10 @@ class Header:
         return self.format == "JPEG" and self.mode in _DEVICE_MODES
 
 
-def read_header(data: bytes, max_pixels: int) -> Header:
-    """The header of an encoded photo, its size checked against `max_pixels` (raises its `ImageError`)."""
-    with pillow_errors(), Image.open(io.BytesIO(data)) as image:
+def read_header(data: bytes | Path, max_pixels: int) -> Header:
+    """The header of an encoded photo (its bytes, or its file: only the header is read), its size checked
+    against `max_pixels` (raises its `ImageError`)."""
+    with pillow_errors(), Image.open(data if isinstance(data, Path) else io.BytesIO(data)) as image:
         check_size(image.width, image.height, max_pixels)
         orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
         return Header(
@@ -97,7 +103,9 @@ def nvjpeg_decoder(device: Any) -> JpegDecoder:
     from torchvision.io import ImageReadMode, decode_jpeg
 
     def decode(data: Sequence[bytes]) -> list[Any]:
-        encoded = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in data]
+        with warnings.catch_warnings():  # the decoder only reads the bytes it is lent: no copy for it
+            warnings.filterwarnings("ignore", "The given buffer is not writable")
+            encoded = [torch.frombuffer(d, dtype=torch.uint8) for d in data]
         try:
             return list(decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device))
         except RuntimeError:
@@ -137,7 +145,17 @@ def oriented(image: Any, orientation: int) -> Any:
     return image.flip(flips) if flips else image
 
 
-Jpeg = tuple[int, bytes, Header]  # a photo's place in its batch, its bytes and its header
+@dataclass(frozen=True)
+class LaterFile:
+    """A photo file read when its decode group comes, not with its batch: a large one, or one past what a
+    batch holds (`HELD_BYTES`)."""
+
+    path: Path
+    size: int
+
+
+Jpeg = tuple[int, bytes | LaterFile, Header]  # a photo's place in its batch, its bytes and its header
+Found = tuple[bytes | LaterFile, Header] | ErrorInfo  # a photo's bytes (or file) and header, or its error
 
 
 class DevicePreprocessor:
@@ -170,6 +188,9 @@ class DevicePreprocessor:
         # cold page cache eight read about 1.5x what one does (docs/benchmarks.md, "Figures behind
         # constants").
         self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="imagenet-zoo-read")
+        # What the decode groups of the batches prepared at once hold: decoded pixels and the files read
+        # for them (`_group_bytes`).
+        self.budget = DecodeBudget(DECODED_BYTES)
 
     def __call__(self, sources: Sequence[ImageSource]) -> list[Prepared]:
         """Each photo's info and model input (a row on the device), or its error, in order."""
@@ -182,14 +203,22 @@ class DevicePreprocessor:
                 jpegs.append((i, *found))
             else:
                 items[i] = self._on_cpu(source)
-        for group in _grouped(jpegs, _decoded_bytes, DECODED_BYTES):
-            self._on_device(group, items)
+        for group in _grouped(jpegs, _group_bytes, DECODED_BYTES):
+            with self.budget.admission() as admit:
+                admit(_group_bytes(group))
+                self._on_device(group, items)
         return [item for item in items if item is not None]
 
-    def _on_device(self, jpegs: list[Jpeg], items: list[Prepared | None]) -> None:
+    def _on_device(self, group: list[Jpeg], items: list[Prepared | None]) -> None:
         """These JPEGs decoded and resized on the device, into `items`: what the decoder refuses goes to
         Pillow, a photo that decodes to another size than its header's (which passed the pixel cap) is
         corrupt."""
+        jpegs = []
+        for i, data, header in group:
+            try:
+                jpegs.append((i, read_source(data.path) if isinstance(data, LaterFile) else data, header))
+            except ImageError as exc:  # gone or changed since its header was read
+                items[i] = ErrorInfo.of(exc)
         decoded = self.decoder([data for _, data, _ in jpegs])
         good = []
         for (i, data, header), image in zip(jpegs, decoded, strict=True):
@@ -205,17 +234,21 @@ class DevicePreprocessor:
             for (i, header, _), row in zip(good, rows, strict=True):
                 items[i] = ErrorInfo.of(row) if isinstance(row, ImageError) else (header.info, row)
 
-    def _read_all(self, sources: Sequence[ImageSource]) -> list[tuple[bytes, Header] | ErrorInfo]:
-        """Each source's bytes and header, or its error: a share of the sources per reading thread (a
-        task per photo would cost more than its header)."""
+    def _read_all(self, sources: Sequence[ImageSource]) -> list[Found]:
+        """Each source's bytes (or, for a file read later, its path) and header, or its error: a share of
+        the sources per reading thread (a task per photo would cost more than its header)."""
+        later = _read_later(sources)
         share = max(1, math.ceil(len(sources) / READ_THREADS))
-        shares = [sources[first : first + share] for first in range(0, len(sources), share)]
-        read = self._readers.map(lambda part: [self._read(s) for s in part], shares[1:])
-        first = [self._read(s) for s in shares[0]] if shares else []
+        pairs = list(zip(sources, later, strict=True))
+        parts = [pairs[first : first + share] for first in range(0, len(pairs), share)]
+        read = self._readers.map(lambda part: [self._read(*s) for s in part], parts[1:])
+        first = [self._read(*s) for s in parts[0]] if parts else []
         return first + [found for part in read for found in part]
 
-    def _read(self, source: ImageSource) -> tuple[bytes, Header] | ErrorInfo:
+    def _read(self, source: ImageSource, later: LaterFile | None) -> Found:
         try:
+            if later is not None:
+                return later, read_header(later.path, self.max_pixels)
             data = read_source(source)
             return data, read_header(data, self.max_pixels)
         except ImageError as exc:
@@ -275,9 +308,47 @@ READ_THREADS = min(8, os.cpu_count() or 1)
 DECODED_BYTES = DEFAULT_DECODE_BUDGET
 
 
-def _decoded_bytes(jpegs: list[Jpeg]) -> int:
-    """What decoding these JPEGs puts on the device, by their headers (3 bytes a pixel)."""
-    return sum(3 * header.width * header.height for _, _, header in jpegs)
+# The files a batch holds from its read to its decode: a file larger, or past this many bytes of the
+# batch's files, is read when its decode group comes (`LaterFile`), within the decode budget.
+LARGE_FILE_BYTES = 16 * 2**20
+HELD_BYTES = 128 * 2**20
+
+
+def _read_later(sources: Sequence[ImageSource]) -> list[LaterFile | None]:
+    """Which sources are files to read when their decode group comes: those over `LARGE_FILE_BYTES`, and
+    those after the batch's files reach `HELD_BYTES` (a file that cannot be looked at is read now, which
+    says what is wrong with it)."""
+    later: list[LaterFile | None] = []
+    held = 0
+    for source in sources:
+        file = _file_of(source)
+        if file is None or file.size > MAX_FILE_BYTES:
+            later.append(None)
+        elif file.size > LARGE_FILE_BYTES or held + file.size > HELD_BYTES:
+            later.append(file)
+        else:
+            later.append(None)
+            held += file.size
+    return later
+
+
+def _file_of(source: ImageSource) -> LaterFile | None:
+    """A source that is a regular file, with its size."""
+    if isinstance(source, (bytes, Image.Image, np.ndarray)):
+        return None
+    path = Path(os.fspath(source))
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return LaterFile(path, status.st_size) if stat.S_ISREG(status.st_mode) else None
+
+
+def _group_bytes(jpegs: list[Jpeg]) -> int:
+    """What decoding these JPEGs holds: their pixels on the device, by their headers (3 bytes a pixel),
+    and the files read for them then."""
+    pixels = sum(3 * header.width * header.height for _, _, header in jpegs)
+    return pixels + sum(data.size for _, data, _ in jpegs if isinstance(data, LaterFile))
 
 
 def _grouped(items: list[T], cost: Callable[[list[T]], int], limit: int) -> Iterator[list[T]]:
