@@ -444,3 +444,26 @@ def test_a_foreign_partition_is_a_typed_error(name: str, content: bytes, tmp_pat
         folder.paths()
     with pytest.raises(ClusterError, match=name):
         list(folder.records())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("partition_format", ["jsonl", "parquet"])
+def test_a_photo_whose_name_is_not_utf8_is_classified_on_the_cluster_and_resumed(
+    cluster: Any, lite0_home: Path, tmp_path: Path, partition_format: str
+) -> None:
+    """A name from a Latin-1 system (`caf\\xe9.jpg`) reaches Python as a surrogate escape, which neither
+    Arrow (Ray Data's blocks, Parquet) nor UTF-8 can hold as it is."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    named = [os.fsdecode(b"caf\xe9.jpg"), "plain.jpg"]
+    for name, photo in zip(named, sorted(SAMPLE_DIR.iterdir()), strict=False):
+        (folder / name).symlink_to(photo)
+    output = tmp_path / "results"
+    argv = ["classify", str(folder), "--cluster", cluster.address, "--output", str(output)]
+    code, err = _run(*argv, "--partition-format", partition_format, home=lite0_home)
+    assert code == 0 and "classified 2 of 2 photos" in err, err
+    paths = sorted(record["path"] for record in PartitionFolder(str(output)).records())
+    escaped = "caf\\xe9.jpg" if partition_format == "parquet" else os.fsdecode(b"caf\xe9.jpg")
+    assert paths == sorted([str(folder / escaped), str(folder / "plain.jpg")])
+    code, err = _run(*argv, "--partition-format", partition_format, home=lite0_home)
+    assert code == 0 and "skipped 2 already in" in err, err

@@ -9,6 +9,7 @@ pydantic models are checked against it by a test (`conforms` checks any record).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -254,6 +255,12 @@ def feature_record(
         return {"path": path, "error": error.to_dict()}
     assert features is not None, "a photo without an error has features"
     return {"path": path, "model": model, "features": np.asarray(features, np.float32).reshape(-1).tolist()}
+
+
+def parquet_text(name: str) -> str:
+    """A file name as Parquet's UTF-8 text: bytes that are not UTF-8 (which reach Python as surrogate
+    escapes) written as `\\xNN`, as Python shows them."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def without_nulls(value: Any) -> Any:

@@ -27,7 +27,7 @@ import numpy as np
 
 from imagenet_zoo.classifier import FeatureSet
 from imagenet_zoo.errors import UsageError
-from imagenet_zoo.records import FEATURES, ErrorInfo, arrow_schema, feature_record
+from imagenet_zoo.records import FEATURES, ErrorInfo, arrow_schema, feature_record, parquet_text
 
 FORMATS = (".npz", ".parquet")
 JOURNAL_SUFFIX = ".partial.jsonl"
@@ -162,12 +162,6 @@ def _write_parquet(journal: Path, target: Path, model: str) -> None:
                 rows = []
         if rows:
             writer.write_table(pa.Table.from_pylist(rows, schema=schema))
-
-
-def parquet_text(name: str) -> str:
-    """A file name as Parquet's UTF-8 text: bytes that are not UTF-8 (which reach Python as surrogate
-    escapes) written as `\\xNN`, as Python shows them."""
-    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def load_features(path: Path) -> FeatureSet:

@@ -152,7 +152,8 @@ def _extract(job: FolderJob, job_plan: JobPlan, sources: list[str]) -> JobReport
 def _finished_features(job: FolderJob, sources: list[str], job_plan: JobPlan) -> JobReport:
     """A features file a finished job wrote: with `--resume`, nothing left to do if it holds every photo;
     otherwise it is replaced only with `--overwrite`."""
-    from imagenet_zoo.jobs.features import load_features, parquet_text
+    from imagenet_zoo.jobs.features import load_features
+    from imagenet_zoo.records import parquet_text
 
     assert job.output is not None
     if not job.resume:

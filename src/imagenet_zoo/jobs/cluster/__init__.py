@@ -33,7 +33,7 @@ from imagenet_zoo.jobs.cluster.partitions import PartitionFolder, job_token, par
 from imagenet_zoo.jobs.cluster.sources import list_sources
 from imagenet_zoo.jobs.cluster.watchdog import watched
 from imagenet_zoo.jobs.job import JobReport
-from imagenet_zoo.records import ErrorInfo
+from imagenet_zoo.records import ErrorInfo, parquet_text
 
 __all__ = [
     "ClusterJob",
@@ -66,8 +66,9 @@ def run_cluster_job(job: ClusterJob) -> JobReport:
     output, token = PartitionFolder(job.output), job_token(job, identity)
     output.claim(identity)
     output.remove_unfinished(token)
-    done = output.paths()
-    todo = [s for s in sources if s not in done]
+    # Parquet partitions hold a name that is not UTF-8 escaped (`records.parquet_text`): both sides are.
+    done = {parquet_text(path) for path in output.paths()}
+    todo = [s for s in sources if parquet_text(s) not in done]
     ray = import_ray()
     _connect(ray, job.address)
     if not todo:
@@ -87,7 +88,9 @@ def _collect(dataset: Any) -> tuple[int, list[tuple[str, ErrorInfo]]]:
     for block in dataset.iter_batches(batch_size=None, batch_format="numpy"):
         written += len(block["path"])
         rows = zip(block["path"], block["error_type"], block["error_message"], strict=True)
-        failures += [(str(path), ErrorInfo(str(kind), str(message))) for path, kind, message in rows if kind]
+        failures += [
+            (os.fsdecode(path), ErrorInfo(str(kind), str(message))) for path, kind, message in rows if kind
+        ]
     return written, failures
 
 
@@ -131,7 +134,8 @@ def _pipeline(ray: Any, job: ClusterJob, todo: list[str], token: str) -> Any:
     context.enable_progress_bars = job.progress
     # Blocks of a few batches: the unit of retry (a killed worker redoes at most this) and of output.
     blocks = min(math.ceil(len(todo) / (_BATCHES_PER_BLOCK * job.load.batch_size)), _MAX_BLOCKS)
-    photos = ray.data.from_items([{"path": p} for p in todo], override_num_blocks=blocks)
+    # Paths travel as bytes: Arrow's text is UTF-8, which a name from a Latin-1 system is not.
+    photos = ray.data.from_items([{"path": os.fsencode(p)} for p in todo], override_num_blocks=blocks)
     actors, resources = actor_resources(ray.cluster_resources(), job)
     # A whole block per call: the actor's own pipeline overlaps its batches. Ray asks a GPU job for a
     # number: the block's.

@@ -3,6 +3,7 @@ through it as the single-machine job does, writing each block's partition."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -45,7 +46,7 @@ class ModelActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Classify a block and write its partition; return each photo's path and error (or "")."""
-        paths = [str(path) for path in batch["path"]]
+        paths = [os.fsdecode(path) for path in batch["path"]]
         records = list(self._records(paths))
         job = self.job
         if records:  # Ray Data may hand a map an empty block

@@ -23,7 +23,7 @@ from imagenet_zoo.jobs.identity import (
     encode_identity,
     parse_identity,
 )
-from imagenet_zoo.records import FEATURES, arrow_schema, without_nulls
+from imagenet_zoo.records import FEATURES, arrow_schema, parquet_text, without_nulls
 
 
 class PartitionFolder:
@@ -174,4 +174,5 @@ def _write_parquet(stream: Any, records: list[dict[str, Any]], task: str) -> Non
     import pyarrow.parquet as pq
 
     schema = arrow_schema(pa, FEATURES) if task == "features" else arrow_schema(pa)
-    pq.write_table(pa.Table.from_pylist(records, schema=schema), stream)
+    rows = [{**record, "path": parquet_text(record["path"])} for record in records]
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), stream)
