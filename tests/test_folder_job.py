@@ -446,3 +446,27 @@ def test_a_features_job_recorded_by_an_earlier_version_still_resumes() -> None:
     check_identity({"task": "extract", "model": "efficientnet_lite0"}, current, where="f.npz")
     with pytest.raises(UsageError, match="the command was 'classify'"):
         check_identity({"task": "classify", "model": "efficientnet_lite0"}, current, where="f.npz")
+
+
+def test_a_json_lines_resume_reads_the_file_a_line_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It read the whole file as text and split it: three times an extract journal's gigabytes."""
+    from imagenet_zoo.jobs.results import RecordsFile
+
+    def whole(*args: object, **kwargs: object) -> str:
+        raise AssertionError("the whole file read at once")
+
+    cut = tmp_path / "cut.jsonl"
+    cut.write_bytes(b'{"path": "a"}\n{"path": "b\\u2028"}\n{"path": "c')  # a crash mid-record
+    unended = tmp_path / "unended.jsonl"
+    unended.write_bytes(b'{"path": "a"}')  # another tool's last record, without its new line
+    monkeypatch.setattr(Path, "read_text", whole)
+    with RecordsFile(cut, columns=[], resume=True) as records:
+        assert records.done == {"a", "b\u2028"}
+        records.write_record({"path": "c"})
+    with RecordsFile(unended, columns=[], resume=True) as records:
+        assert records.done == {"a"}
+        records.write_record({"path": "b"})
+    assert cut.read_bytes() == b'{"path": "a"}\n{"path": "b\\u2028"}\n{"path": "c"}\n'
+    assert unended.read_bytes() == b'{"path": "a"}\n{"path": "b"}\n'

@@ -18,6 +18,7 @@ import re
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -75,11 +76,13 @@ class UnreadableResultsError(UsageError):
 
 @dataclass(frozen=True)
 class _Previous:
-    """What a file to resume holds: its records' paths, and how much of its text is whole records."""
+    """What a file to resume holds: its records' paths, and how much of it is whole records."""
 
     paths: list[str]
-    keep: str  # the text to keep (a cut-short last record dropped; a JSON array left open)
+    keep: str | None  # CSV, JSON: the text to keep (a cut-short last record dropped; an array left open)
     elements: int = 0  # JSON: how many elements `keep` holds
+    kept_bytes: int = 0  # JSON Lines, read line by line: the bytes of whole records (after them: cut off)
+    unended: bool = False  # JSON Lines: its last record lacks its new line (another tool wrote it)
 
 
 class RecordsFile:
@@ -126,8 +129,11 @@ class RecordsFile:
         previous = self._read_previous() if resuming else None
         self.done: set[str] = set(previous.paths) if previous else set()
         self.written, self._broken = 0, False  # records this run wrote; whether a write failed
-        if previous is not None and previous.keep != self._text:
-            _replace_atomically(path, previous.keep)
+        if previous is not None and previous.keep is None:
+            if previous.kept_bytes != path.stat().st_size or previous.unended:
+                _replace_atomically(path, partial(_whole_lines, path, previous))
+        elif previous is not None and previous.keep is not None and previous.keep != self._text:
+            _replace_atomically(path, partial(_write_text, previous.keep))
         try:
             self._file = path.open("a" if resuming else "w", encoding="utf-8", errors=NAMES, newline="")
             if identity is not None and not resuming:
@@ -149,12 +155,12 @@ class RecordsFile:
 
     def _read_previous(self) -> _Previous:
         try:
+            if self.suffix == ".jsonl":  # line by line: a long job's file (an extract's journal) may be GBs
+                return _json_lines(self.path)
             self._text = self.path.read_text(encoding="utf-8", errors=NAMES)
+            return (_json_array if self.suffix == ".json" else self._csv_rows)(self._text)
         except (OSError, UnicodeDecodeError) as exc:
             raise UnreadableResultsError(f"cannot resume from {self.path}: {exc}") from None
-        reader = {".json": _json_array, ".jsonl": _json_lines, ".csv": self._csv_rows}[self.suffix]
-        try:
-            return reader(self._text)
         except _NotARecord as exc:
             raise UnreadableResultsError(
                 f"cannot resume from {self.path}: {exc}; it was left as it is (fix it, or write to another "
@@ -315,19 +321,36 @@ def _ended(text: str) -> str:
     return text if not text or text.endswith("\n") else text + "\n"
 
 
-def _json_lines(text: str) -> _Previous:
-    paths, keep = [], 0
-    lines = lines_of(text)
-    for number, line in enumerate(lines, start=1):
-        if line.strip():
-            try:
-                paths.append(_path_of(json.loads(line)))
-            except (ValueError, _NotARecord) as exc:
-                if number == len(lines) and not line.endswith("\n"):
-                    break  # the line a crash cut short
-                raise _NotARecord(f"line {number} is not a record ({exc})") from None
-        keep += len(line)
-    return _Previous(paths, _ended(text[:keep]))
+def _json_lines(path: Path) -> _Previous:
+    """The paths of a JSON Lines file's records, read a line at a time (bytes split at new lines alone)."""
+    paths, kept, unended = [], 0, False
+    with path.open("rb") as file:
+        for number, line in enumerate(file, start=1):
+            text = line.decode("utf-8", NAMES)
+            if text.strip():
+                try:
+                    paths.append(_path_of(json.loads(text)))
+                except (ValueError, _NotARecord) as exc:
+                    if not line.endswith(b"\n"):
+                        break  # the last line, which a crash cut short
+                    raise _NotARecord(f"line {number} is not a record ({exc})") from None
+            kept, unended = kept + len(line), not line.endswith(b"\n")
+    return _Previous(paths, None, kept_bytes=kept, unended=unended)
+
+
+def _whole_lines(path: Path, previous: _Previous, out: IO[bytes]) -> None:
+    """A JSON Lines file's whole records, copied in chunks, its last one ended."""
+    with path.open("rb") as file:
+        left = previous.kept_bytes
+        while left and (chunk := file.read(min(left, 1 << 20))):
+            out.write(chunk)
+            left -= len(chunk)
+    if previous.unended:
+        out.write(b"\n")
+
+
+def _write_text(text: str, out: IO[bytes]) -> None:
+    out.write(text.encode("utf-8", NAMES))
 
 
 def _json_array(text: str) -> _Previous:
@@ -388,12 +411,13 @@ def _path_of(record: Any) -> str:
     return path
 
 
-def _replace_atomically(path: Path, text: str) -> None:
-    """`path` with `text` as its content, in one rename (its mode kept): a crash leaves one or the other."""
+def _replace_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """`path` with what `write` writes as its content, in one rename (its mode kept): a crash leaves one
+    or the other."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".repair")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", errors=NAMES, newline="") as out:
-            out.write(text)
+        with os.fdopen(handle, "wb") as out:
+            write(out)
             out.flush()
             os.fsync(out.fileno())
         os.chmod(temporary, path.stat().st_mode & 0o7777)
