@@ -88,5 +88,5 @@ def test_the_load_keywords_are_the_load_config_less_model_and_task() -> None:
 
     from imagenet_zoo.pipeline import LoadConfig, LoadKeywords
 
-    declared = [field.name for field in fields(LoadConfig) if field.name not in ("model", "task")]
-    assert list(get_type_hints(LoadKeywords)) == declared
+    declared = {field.name for field in fields(LoadConfig)} - {"model", "task"}
+    assert set(get_type_hints(LoadKeywords)) == declared

@@ -20,6 +20,7 @@ from imagenet_zoo.engines.base import Engine
 from imagenet_zoo.engines.registry import (
     AUTO,
     EngineChoice,
+    EngineOptions,
     EngineRequest,
     EngineSpec,
     choose_engine,
@@ -135,10 +136,11 @@ def check_config(
     engine = get_engine(config.engine)
     if config.task == "features" and config.explain:
         raise UsageError("a feature extractor has no classes to explain")
-    # The load options an engine reads are the request's fields of the same names.
-    shared = {field.name for field in dataclasses.fields(EngineRequest)} & vars(config).keys()
+    read_by_engines = dataclasses.fields(EngineOptions)
     request = EngineRequest(
-        **{name: getattr(config, name) for name in shared},
+        **{option.name: getattr(config, option.name) for option in read_by_engines},
+        device=config.device,
+        task=config.task,
         progress=progress,
         random_weights=random_weights,
     )

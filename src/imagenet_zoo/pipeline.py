@@ -15,7 +15,7 @@ import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Literal, Self, TypedDict
 
@@ -46,39 +46,21 @@ from imagenet_zoo.engines.registry import (
     AUTO,
     DEFAULT_ENGINE,
     GPU_WORTH_PHOTOS,
-    EngineSpec,
+    EngineKeywords,
+    EngineOptions,
     engine_registry,
+    per_engine,
 )
 from imagenet_zoo.errors import ExplanationUnsupportedError, ImageError
 from imagenet_zoo.model_types import RegisteredModel
 from imagenet_zoo.records import ErrorInfo
 from imagenet_zoo.registry import DEFAULT_MODEL
-from imagenet_zoo.specs import RESIZE_MODES, DataConfig, ModelSpec, ResizeMode, Task
+from imagenet_zoo.specs import RESIZE_MODES, DataConfig, ModelSpec, ResizeMode, Task, load_option
 
 MAX_BATCH_SIZE = 4096  # photos per engine call: 2.4 GB of 224x224 input once the engine has it in float32
 MAX_WORKERS = 256  # decoding threads
 
 ModelRef = str | os.PathLike[str] | RegisteredModel
-
-
-def load_option(
-    default: Any,
-    help: str | Callable[[], str],
-    *,
-    choices: Callable[[], Sequence[str]] | None = None,
-    most: int | None = None,
-    answers: bool = False,
-) -> Any:
-    """A `LoadConfig` field that is also a command-line flag (`--batch-size` for `batch_size`): its help
-    ("{default}" is the command's default), its choices or, for a count, its upper bound; `answers` when
-    it changes what a job writes, which makes it part of the job's identity (`jobs.identity`)."""
-    return field(
-        default=default, metadata={"help": help, "choices": choices, "most": most, "answers": answers}
-    )
-
-
-def _per_engine(what: Callable[[EngineSpec], Sequence[str]]) -> str:
-    return "; ".join(f"{spec.name}: {', '.join(what(spec))}" for spec in engine_registry())
 
 
 def _engine_help() -> str:
@@ -90,32 +72,26 @@ def _engine_help() -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
-class LoadConfig:
+class LoadConfig(EngineOptions):
     """What to load and how to feed it: the one load configuration of the library, the jobs, the service,
     bench, eval, compare, training and the cluster (`api.load_pipeline` checks it against the engine).
-    The fields made with `load_option` are the commands' flags, and their job identity where they change
-    answers: adding an option is a field here and the code that reads it."""
+    The fields made with `specs.load_option` are the commands' flags, and their job identity where they
+    change answers: adding an option is a field here (or, for one the engine reads, in `EngineOptions`)
+    and the code that reads it."""
 
     model: ModelRef = DEFAULT_MODEL  # a zoo name or alias, or a bundle folder (each command's own flag)
     engine: str = load_option(
         AUTO, _engine_help, choices=lambda: [AUTO, *engine_registry().names()], answers=True
     )
-    precision: str = load_option(
-        "fp32",
-        lambda: "fp32 (default) or another the engine has: " + _per_engine(lambda spec: spec.precisions),
-        choices=lambda: engine_registry().precisions(),
-        answers=True,
-    )
     device: str = load_option(
         AUTO,
         lambda: (
             "where the engine runs: auto (default: the GPU where the engine runs there and this machine "
-            "has one, else the CPU), or " + _per_engine(lambda spec: spec.devices)
+            "has one, else the CPU), or " + per_engine(lambda spec: spec.devices)
         ),
         choices=lambda: engine_registry().devices(),
     )
     task: Task = "classify"  # the command's
-    explain: bool = False  # an engine that also computes heatmaps (the records' --explain asks for it)
     resize: ResizeMode | None = load_option(
         None,
         "crop: shorter side + centre crop (each model's own protocol, the default); squash: the whole photo "
@@ -132,23 +108,19 @@ class LoadConfig:
     )
     batch_size: int = load_option(8, "photos per engine call (default {default})", most=MAX_BATCH_SIZE)
     workers: int | None = load_option(None, "decoding threads (default: one per core)", most=MAX_WORKERS)
-    threads: int | None = None  # the engine's inference threads (default: the engine's choice)
     max_pixels: int = DEFAULT_MAX_PIXELS  # the service's is its own flag (--max-megapixels)
 
 
-class LoadKeywords(TypedDict, total=False):
+class LoadKeywords(EngineKeywords, total=False):
     """`LoadConfig` as keyword arguments (`load("resnet50", precision="int8")`), less what `load` says in
     its own words (the model, the task as `features`); a test keeps the two declarations the same."""
 
     engine: str
-    precision: str
     device: str
-    explain: bool
     resize: ResizeMode | None
     decode: DecodeMode
     batch_size: int
     workers: int | None
-    threads: int | None
     max_pixels: int
 
 

@@ -7,13 +7,32 @@ in one place instead of being hidden in function bodies.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from imagenet_zoo.data.labels import ClassLabel, imagenet1k
 
 PreprocessMode = Literal["caffe", "tf", "lite", "torch"]
 Interpolation = Literal["nearest", "bilinear", "bicubic"]
+
+
+def load_option(
+    default: Any,
+    help: str | Callable[[], str],
+    *,
+    choices: Callable[[], Sequence[str]] | None = None,
+    most: int | None = None,
+    answers: bool = False,
+) -> Any:
+    """A load option's field (`pipeline.LoadConfig`, `engines.registry.EngineOptions`) that is also a
+    command-line flag (`--batch-size` for `batch_size`): its help ("{default}" is the command's default),
+    its choices or, for a count, its upper bound; `answers` when it changes what a job writes, which makes
+    it part of the job's identity (`jobs.identity`)."""
+    metadata = {"help": help, "choices": choices, "most": most, "answers": answers}
+    return field(default=default, metadata=metadata)
+
+
 ResizeMode = Literal["crop", "squash"]
 RESIZE_MODES: tuple[ResizeMode, ...] = ("crop", "squash")
 # What a pipeline gives and its engine computes: class logits (classify), or pooled features (extract,

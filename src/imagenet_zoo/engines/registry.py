@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypedDict
 
 from imagenet_zoo.engines.base import Engine
 from imagenet_zoo.errors import (
@@ -28,7 +28,7 @@ from imagenet_zoo.errors import (
     install_hint,
 )
 from imagenet_zoo.model_types import RegisteredModel
-from imagenet_zoo.specs import ExplainMethod, Task
+from imagenet_zoo.specs import ExplainMethod, Task, load_option
 
 BUILTIN = ("imagenet_zoo.engines.openvino", "imagenet_zoo.engines.keras", "imagenet_zoo.engines.torch")
 ENTRY_POINT_GROUP = "imagenet_zoo.engines"
@@ -41,19 +41,6 @@ AUTO = "auto"  # the engine or device: chosen for this machine and the work (`ch
 GPU_WORTH_PHOTOS = 64
 _NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # the driver lists each GPU here; reading it costs nothing
 _NVIDIA_DEVICE = Path("/dev/nvidia0")  # what a container given a GPU has even without the driver's /proc
-
-
-@dataclass(frozen=True)
-class EngineRequest:
-    """What an engine is asked to load for a model (checked against its spec first)."""
-
-    precision: str = "fp32"
-    device: str = "cpu"  # a device of the engine, never "auto" (resolved before loading)
-    task: Task = "classify"  # rows of class logits, or of pooled features
-    explain: bool = False  # also heatmaps (`Engine.explain`)
-    threads: int | None = None  # inference threads (default: the engine's own choice)
-    progress: bool = True  # a progress bar while weights download
-    random_weights: bool = False  # for benchmarks of models whose weights are not on this machine
 
 
 class EngineLoader(Protocol):
@@ -300,3 +287,42 @@ def gpu_present() -> bool:
         return _NVIDIA_DEVICE.exists() or any(_NVIDIA_GPUS.iterdir())
     except OSError:
         return False
+
+
+def per_engine(what: Callable[[EngineSpec], Sequence[str]]) -> str:
+    """What each registered engine has of something (its precisions, its devices), for a help text."""
+    return "; ".join(f"{spec.name}: {', '.join(what(spec))}" for spec in engine_registry())
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineOptions:
+    """The load options an engine reads, declared once: `pipeline.LoadConfig` (the commands' flags,
+    `load`'s keywords, the job identity) and `EngineRequest` both have them. A new one is a field here, a
+    line of `EngineKeywords`, and the engine's code that reads it."""
+
+    precision: str = load_option(
+        "fp32",
+        lambda: "fp32 (default) or another the engine has: " + per_engine(lambda spec: spec.precisions),
+        choices=lambda: engine_registry().precisions(),
+        answers=True,
+    )
+    explain: bool = False  # also heatmaps (`Engine.explain`; the records' --explain asks for them)
+    threads: int | None = None  # inference threads (default: the engine's own choice)
+
+
+class EngineKeywords(TypedDict, total=False):
+    """`EngineOptions` as keyword arguments (`pipeline.LoadKeywords`)."""
+
+    precision: str
+    explain: bool
+    threads: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineRequest(EngineOptions):
+    """What an engine is asked to load for a model (checked against its spec first)."""
+
+    device: str = "cpu"  # a device of the engine, never "auto" (resolved before loading)
+    task: Task = "classify"  # rows of class logits, or of pooled features
+    progress: bool = True  # a progress bar while weights download
+    random_weights: bool = False  # for benchmarks of models whose weights are not on this machine
