@@ -14,45 +14,28 @@ NAME = "serve"
 HELP = "the HTTP service and its web page"
 
 
+# The service's bounds in numbers, each positive: flag, default, what it bounds.
+LIMITS = (
+    ("--max-upload-mb", 20.0, "largest request body in MB"),
+    ("--max-upload-buffer-mb", 256.0, "MB of uploads read at once before 503"),
+    ("--max-megapixels", 50.0, "largest decoded image an upload may be"),
+    ("--deadline", 30.0, "seconds before a request answers 504"),
+    ("--body-timeout", 120.0, "seconds a request body may take to arrive (408)"),
+    ("--body-idle-timeout", 15.0, "seconds a request body may pause between chunks (408)"),
+)
+
+
 def register(sub: Any) -> None:
     parser = sub.add_parser(NAME, help=HELP)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     options.add_models_option(parser, "models to serve; the first, the default, loads before ready")
-    parser.add_argument(
-        "--max-upload-mb", type=options.finite, default=20.0, help="largest request body (default 20)"
-    )
+    for flag, default, text in LIMITS:
+        parser.add_argument(flag, type=options.finite, default=default, help=f"{text} (default {default:g})")
     parser.add_argument(
         "--max-queue",
         type=options.positive,
         help="requests waiting for inference before 503 (default 32, on a GPU 256)",
-    )
-    parser.add_argument(
-        "--max-upload-buffer-mb",
-        type=options.finite,
-        default=256.0,
-        help="MB of uploads read at once before 503",
-    )
-    parser.add_argument(
-        "--max-megapixels",
-        type=options.finite,
-        default=50.0,
-        help="largest decoded image an upload may be (50)",
-    )
-    parser.add_argument(
-        "--deadline", type=options.finite, default=30.0, help="seconds before a request answers 504"
-    )
-    parser.add_argument(
-        "--body-timeout",
-        type=options.finite,
-        default=120.0,
-        help="seconds a request body may take to arrive (408)",
-    )
-    parser.add_argument(
-        "--body-idle-timeout",
-        type=options.finite,
-        default=15.0,
-        help="seconds a request body may pause between chunks (408)",
     )
     parser.add_argument("--access-log", action="store_true", help="log a line per request (default off)")
     parser.add_argument(
@@ -97,18 +80,12 @@ def run(args: argparse.Namespace) -> int:
     from imagenet_zoo.server.run import serve
     from imagenet_zoo.server.settings import read_api_keys
 
-    sizes = (
-        args.max_upload_mb,
-        args.max_upload_buffer_mb,
-        args.max_megapixels,
-        args.deadline,
-        args.body_timeout,
-        args.body_idle_timeout,
-    )
+    limits = [flag for flag, _, _ in LIMITS]
+    sizes = [getattr(args, flag.removeprefix("--").replace("-", "_")) for flag in limits]
     if not (all(size > 0 for size in sizes) and args.drain_seconds >= 0 and args.max_batch_delay_ms >= 0):
         raise UsageError(
-            "--max-upload-mb, --max-upload-buffer-mb, --max-megapixels, --deadline, --body-timeout and "
-            "--body-idle-timeout must be positive, --drain-seconds and --max-batch-delay-ms not negative"
+            f"{', '.join(limits[:-1])} and {limits[-1]} must be positive, --drain-seconds and "
+            "--max-batch-delay-ms not negative"
         )
     load = options.load_config(args, model=args.model[0], max_pixels=int(args.max_megapixels * 1e6))
     settings = Settings(

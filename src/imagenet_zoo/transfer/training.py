@@ -17,6 +17,7 @@ import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -305,18 +306,8 @@ def _from_scratch(
     save = keras.callbacks.LambdaCallback(
         on_epoch_end=lambda epoch, logs: _save_checkpoint(trainer, checkpoint, state, epoch + 1)
     )
-    _fit(
-        keras,
-        trainer,
-        (x, y),
-        val,
-        config,
-        log,
-        phase="scratch",
-        epochs=config.epochs,
-        initial_epoch=done,
-        callbacks=[save],
-    )
+    fit = partial(_fit, keras, trainer, (x, y), val, config, log)
+    fit(phase="scratch", epochs=config.epochs, initial_epoch=done, callbacks=[save])
     return _Trained(trainer.get_layer("bundle"), val, skipped | skipped_val)
 
 
@@ -489,17 +480,8 @@ def _fine_tune(
     trainer = _trainer(keras, model, augment=config.augment)
     _compile(keras, trainer, 1e-5)
     epochs = max(1, config.epochs // 3)
-    _fit(
-        keras,
-        trainer,
-        (x, y),
-        val,
-        config,
-        log,
-        phase="fine-tune",
-        epochs=epochs,
-        batch_size=min(config.batch_size, 16),
-    )
+    fit = partial(_fit, keras, trainer, (x, y), val, config, log)
+    fit(phase="fine-tune", epochs=epochs, batch_size=min(config.batch_size, 16))
 
 
 def confusion_plot(confusion: np.ndarray, classes: list[str], cell: int = 64) -> Image.Image:
