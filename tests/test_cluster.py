@@ -467,3 +467,70 @@ def test_a_photo_whose_name_is_not_utf8_is_classified_on_the_cluster_and_resumed
     assert paths == sorted([str(folder / escaped), str(folder / "plain.jpg")])
     code, err = _run(*argv, "--partition-format", partition_format, home=lite0_home)
     assert code == 0 and "skipped 2 already in" in err, err
+
+
+def test_a_partition_that_cannot_be_written_is_a_typed_error_and_leaves_nothing(tmp_path: Path) -> None:
+    from imagenet_zoo.errors import PartitionWriteError
+    from imagenet_zoo.jobs.cluster.partitions import write_partition
+
+    not_a_folder = tmp_path / "out"
+    not_a_folder.write_text("a file where the folder should be")
+    with pytest.raises(PartitionWriteError, match="cannot write a partition into"):
+        write_partition(str(not_a_folder), "jsonl", "classify", "0" * 12, [{"path": "a.jpg"}])
+
+
+def test_a_block_whose_partition_was_not_written_stops_the_job() -> None:
+    """Ray hands the driver an actor's exception as text: the actor says so in its rows instead."""
+    from imagenet_zoo.errors import PartitionWriteError
+    from imagenet_zoo.jobs.cluster import _collect
+
+    def block(unwritten: str) -> dict[str, np.ndarray]:
+        paths = np.array([b"a.jpg", b"b.jpg"], dtype=object)
+        empty = np.array(["", ""])
+        unwritten_rows = np.array([unwritten] * 2)
+        return {"path": paths, "error_type": empty, "error_message": empty, "unwritten": unwritten_rows}
+
+    class Dataset:
+        def iter_batches(self, **kwargs: Any) -> Iterator[dict[str, np.ndarray]]:
+            yield block("")
+            yield block("cannot write a partition into out: No space left on device")
+            raise AssertionError("the job went on")
+
+    with pytest.raises(PartitionWriteError, match="No space left on device"):
+        _collect(Dataset())
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 96 KB file system (a tmpfs), where this machine lets the test mount one."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(folder)]
+    try:
+        made = subprocess.run(mount, capture_output=True, check=False)
+    except FileNotFoundError:
+        pytest.skip("no mount command here")
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here: {made.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.mark.slow
+def test_a_full_disk_on_the_cluster_is_one_line_and_a_rerun_finishes(
+    cluster: Any, photos: Path, lite0_home: Path, small_disk: Path
+) -> None:
+    output = small_disk / "results"
+    argv = ["classify", str(photos), "--cluster", cluster.address, "--output", str(output)]
+    code, err = _run(*argv, home=lite0_home)
+    assert code == 1 and "Traceback" not in err, err
+    [line] = [line for line in err.splitlines() if line.startswith("imagenet-zoo:")]
+    assert "PartitionWriteError" in line and "No space left on device" in line and "rerun the same" in line
+    safe = len(PartitionFolder(str(output)).paths())
+    assert f"{safe:,} photos are safe" in line and not list(output.glob(".part-*"))
+    subprocess.run(["mount", "-o", "remount,size=8m", str(small_disk)], check=True)
+    code, err = _run(*argv, home=lite0_home)
+    assert code == 1 and f"skipped {safe} already in" in err  # the broken photo: exit 1
+    assert len(PartitionFolder(str(output)).paths()) == 201

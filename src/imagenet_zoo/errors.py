@@ -88,5 +88,9 @@ class ClusterError(ImagenetZooError):
     """`--cluster`: Ray is missing, the cluster cannot be reached, or the job failed on it."""
 
 
+class PartitionWriteError(ClusterError):
+    """A model actor could not write its partition (a full disk, a read-only folder)."""
+
+
 class ModelTranslationError(ImagenetZooError):
     """A Keras model holds a layer or setting imagenet-zoo does not translate (the message names it)."""

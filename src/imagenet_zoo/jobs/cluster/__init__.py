@@ -26,7 +26,7 @@ import socket
 from dataclasses import replace
 from typing import Any
 
-from imagenet_zoo.errors import ClusterError, UsageError
+from imagenet_zoo.errors import ClusterError, PartitionWriteError, UsageError
 from imagenet_zoo.jobs.cluster.actor import ModelActor, actor_resources
 from imagenet_zoo.jobs.cluster.job import PARTITION_FORMATS, ClusterJob, import_ray
 from imagenet_zoo.jobs.cluster.partitions import PartitionFolder, job_token, partition_name
@@ -74,7 +74,13 @@ def run_cluster_job(job: ClusterJob) -> JobReport:
     if not todo:
         return JobReport(len(sources), len(sources), 0)
     dataset = _pipeline(ray, job, todo, token)
-    written, failures = watched(lambda: _collect(dataset), output, job, todo)
+    try:
+        written, failures = watched(lambda: _collect(dataset), output, job, todo)
+    except PartitionWriteError as exc:
+        safe = len(output.paths())
+        raise PartitionWriteError(
+            f"{exc}; {safe:,} photos are safe in {job.output}: rerun the same command to continue"
+        ) from None
     failures.sort(key=lambda failure: failure[0])
     return JobReport(
         len(sources), len(sources) - len(todo), written, failures, choice=job_plan.load_plan.choice
@@ -83,9 +89,12 @@ def run_cluster_job(job: ClusterJob) -> JobReport:
 
 def _collect(dataset: Any) -> tuple[int, list[tuple[str, ErrorInfo]]]:
     """Run the job to its end: the actors write the partitions; what comes back is one row per photo,
-    its path and, if it failed, its error's type and message."""
+    its path and, if it failed, its error's type and message. A block whose partition could not be
+    written stops the job (`PartitionWriteError`)."""
     written, failures = 0, []
     for block in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+        if len(block["unwritten"]) and block["unwritten"][0]:
+            raise PartitionWriteError(str(block["unwritten"][0]))
         written += len(block["path"])
         rows = zip(block["path"], block["error_type"], block["error_message"], strict=True)
         failures += [

@@ -12,7 +12,7 @@ import numpy as np
 
 from imagenet_zoo.api import check_config
 from imagenet_zoo.classifier import Classifier, FeatureExtractor
-from imagenet_zoo.errors import ClusterError
+from imagenet_zoo.errors import ClusterError, PartitionWriteError
 from imagenet_zoo.jobs.cluster.job import ClusterJob, import_ray
 from imagenet_zoo.jobs.cluster.partitions import write_partition
 from imagenet_zoo.jobs.cluster.sources import read_source
@@ -45,17 +45,23 @@ class ModelActor:
         self.pipeline = check_config(config, progress=False).load()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Classify a block and write its partition; return each photo's path and error (or "")."""
+        """Classify a block and write its partition; return each photo's path and error (or ""), and
+        why the partition could not be written (or ""). That comes back as data, not raised: Ray hands
+        the driver an actor's exception as text."""
         paths = [os.fsdecode(path) for path in batch["path"]]
         records = list(self._records(paths))
-        job = self.job
-        if records:  # Ray Data may hand a map an empty block
-            write_partition(job.output, job.partition_format, job.task, self.token, records)
+        job, unwritten = self.job, ""
+        try:
+            if records:  # Ray Data may hand a map an empty block
+                write_partition(job.output, job.partition_format, job.task, self.token, records)
+        except PartitionWriteError as exc:
+            unwritten = str(exc)
         errors = [record.get("error") or {} for record in records]
         return {
             "path": batch["path"],
             "error_type": np.array([error.get("type", "") for error in errors]),
             "error_message": np.array([error.get("message", "") for error in errors]),
+            "unwritten": np.array([unwritten] * len(records)),
         }
 
     def _records(self, paths: list[str]) -> Iterator[dict[str, Any]]:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from imagenet_zoo.errors import ClusterError
+from imagenet_zoo.errors import ClusterError, PartitionWriteError
 from imagenet_zoo.jobs.cluster.job import ClusterJob
 from imagenet_zoo.jobs.cluster.sources import filesystem_of
 from imagenet_zoo.jobs.identity import (
@@ -144,17 +144,32 @@ def write_partition(
     output: str, partition_format: str, task: str, token: str, records: list[dict[str, Any]]
 ) -> None:
     """The block's partition, written under a temporary name nobody can guess (created, never opened if
-    it exists: a link planted there is not followed), then renamed into place."""
+    it exists: a link planted there is not followed), then renamed into place. A write that fails is a
+    `PartitionWriteError`."""
+    try:
+        _write_partition(output, partition_format, task, token, records)
+    except OSError as exc:
+        raise PartitionWriteError(f"cannot write a partition into {output}: {exc.strerror or exc}") from None
+
+
+def _write_partition(
+    output: str, partition_format: str, task: str, token: str, records: list[dict[str, Any]]
+) -> None:
     filesystem, root = filesystem_of(output)
     name = partition_name([r["path"] for r in records], partition_format)
     final = f"{root}/{name}"
     digest = name.removeprefix("part-").split(".")[0]
     unfinished = f"{root}/.part-{token}-{digest}-{secrets.token_hex(8)}.{partition_format}"
-    with _new_file(filesystem, unfinished) as stream:
-        if partition_format == "jsonl":
-            stream.write("".join(json.dumps(r) + "\n" for r in records).encode())
-        else:
-            _write_parquet(stream, records, task)
+    try:
+        with _new_file(filesystem, unfinished) as stream:
+            if partition_format == "jsonl":
+                stream.write("".join(json.dumps(r) + "\n" for r in records).encode())
+            else:
+                _write_parquet(stream, records, task)
+    except BaseException:
+        with contextlib.suppress(OSError):  # what was written of it goes: a full disk needs the room
+            filesystem.delete_file(unfinished)
+        raise
     filesystem.move(unfinished, final)  # a retried block replaces its own partition (a link there too)
 
 
