@@ -385,3 +385,26 @@ def test_a_gpu_service_batches_more_and_queues_more_by_default() -> None:
     assert (gpu.batching.max_batch_size, gpu.queue_limit) == (64, 256)
     chosen = Settings(load=LoadConfig(device="cuda"), max_batch_size=16, max_queue=40)
     assert (chosen.batching.max_batch_size, chosen.queue_limit) == (16, 40)
+
+
+def test_a_model_that_cannot_be_made_is_left_out_of_the_list_and_said_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its weights are not on this machine, or an extra it needs is not installed: the service starts
+    with the others, lists only what it can serve, and says why in its log."""
+    from imagenet_zoo.errors import WeightsUnavailableError
+
+    registry = Registry([renamed(LITE0, n) for n in ("m1", "m2")])
+
+    def prepare(model, request):  # type: ignore[no-untyped-def]
+        if model.spec.name == "m2":
+            raise WeightsUnavailableError("m2's weights are not on this machine")
+
+    engine = register_fake(FakeEngine(), prepare=prepare)
+    settings = Settings(models=("m1", "m2"), registry=registry, load=LoadConfig(engine=engine))
+    with caplog.at_level("WARNING"), TestClient(create_app(settings)) as c:
+        assert [m["name"] for m in c.get("/v1/models").json()] == ["m1"]
+        upload = {"file": ("a.png", png_bytes(), "image/png")}
+        answer = c.post("/v1/classify?model=m2", files=upload)
+        assert answer.status_code == 503 and "not on this machine" in answer.json()["error"]["message"]
+    assert "m2 cannot be served: WeightsUnavailableError" in caplog.text

@@ -89,6 +89,8 @@ def v1_router(service: Service, *, protected: tuple[int, ...] = ()) -> APIRouter
         loaded = service.pool.loaded()
         rows = []
         for name, model in service.pool.served.items():
+            if name in service.unavailable:  # said why in the log at start-up; requests for it get 503
+                continue
             spec = model.spec
             rows.append(
                 {
