@@ -7,7 +7,8 @@ against the pixel cap before any decoder sees it, and it is routed. Baseline and
 RGB or grayscale go to the device decoder; CMYK JPEGs, 16-bit, PNG, WebP, TIFF, GIF, what the decoder
 rejects, and every photo when the model resizes with "nearest", take today's Pillow path
 (`preprocess.model_input`) and join the batch as pixels. One broken file is that file's error, never
-its batch's.
+its batch's. The device decoder needs each file whole in memory: a batch holds its files up to
+`HELD_BYTES`, and a larger file is read when its decode group comes, within the decode budget.
 
 The resize is Pillow's: the same antialiasing filter weights, as two small matrices per photo (rows and
 columns, the crop included), made on the device for the whole batch at once and applied to the padded
