@@ -528,9 +528,10 @@ def test_a_full_disk_on_the_cluster_is_one_line_and_a_rerun_finishes(
     assert code == 1 and "Traceback" not in err, err
     [line] = [line for line in err.splitlines() if line.startswith("imagenet-zoo:")]
     assert "PartitionWriteError" in line and "No space left on device" in line and "rerun the same" in line
-    safe = len(PartitionFolder(str(output)).paths())
-    assert f"{safe:,} photos are safe" in line and not list(output.glob(".part-*"))
+    done = PartitionFolder(str(output)).paths()
+    assert f"{len(done):,} photos are safe" in line and not list(output.glob(".part-*"))
     subprocess.run(["mount", "-o", "remount,size=8m", str(small_disk)], check=True)
     code, err = _run(*argv, home=lite0_home)
-    assert code == 1 and f"skipped {safe} already in" in err  # the broken photo: exit 1
+    broken_left = not any(path.endswith("zz_broken.jpg") for path in done)  # which blocks made it varies
+    assert code == (1 if broken_left else 0) and f"skipped {len(done)} already in" in err, err
     assert len(PartitionFolder(str(output)).paths()) == 201
