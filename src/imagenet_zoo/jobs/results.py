@@ -74,15 +74,18 @@ class UnreadableResultsError(UsageError):
     """A results file to resume holds something that is not a record this tool writes."""
 
 
+# Writes what a file to resume keeps: its whole records (a cut-short last one dropped, the last one ended,
+# a JSON array left open), the one repair a resume makes.
+Repair = Callable[[IO[bytes]], None]
+
+
 @dataclass(frozen=True)
 class _Previous:
-    """What a file to resume holds: its records' paths, and how much of it is whole records."""
+    """What a file to resume holds: its records' paths, and the repair it needs, if any."""
 
     paths: list[str]
-    keep: str | None  # CSV, JSON: the text to keep (a cut-short last record dropped; an array left open)
-    elements: int = 0  # JSON: how many elements `keep` holds
-    kept_bytes: int = 0  # JSON Lines, read line by line: the bytes of whole records (after them: cut off)
-    unended: bool = False  # JSON Lines: its last record lacks its new line (another tool wrote it)
+    repair: Repair | None = None
+    elements: int = 0  # JSON: how many elements the array holds
 
 
 class RecordsFile:
@@ -129,11 +132,8 @@ class RecordsFile:
         previous = self._read_previous() if resuming else None
         self.done: set[str] = set(previous.paths) if previous else set()
         self.written, self._broken = 0, False  # records this run wrote; whether a write failed
-        if previous is not None and previous.keep is None:
-            if previous.kept_bytes != path.stat().st_size or previous.unended:
-                _replace_atomically(path, partial(_whole_lines, path, previous))
-        elif previous is not None and previous.keep is not None and previous.keep != self._text:
-            _replace_atomically(path, partial(_write_text, previous.keep))
+        if previous is not None and previous.repair is not None:
+            _replace_atomically(path, previous.repair)
         try:
             self._file = path.open("a" if resuming else "w", encoding="utf-8", errors=NAMES, newline="")
             if identity is not None and not resuming:
@@ -157,8 +157,8 @@ class RecordsFile:
         try:
             if self.suffix == ".jsonl":  # line by line: a long job's file (an extract's journal) may be GBs
                 return _json_lines(self.path)
-            self._text = self.path.read_text(encoding="utf-8", errors=NAMES)
-            return (_json_array if self.suffix == ".json" else self._csv_rows)(self._text)
+            text = self.path.read_text(encoding="utf-8", errors=NAMES)
+            return (_json_array if self.suffix == ".json" else self._csv_rows)(text)
         except (OSError, UnicodeDecodeError) as exc:
             raise UnreadableResultsError(f"cannot resume from {self.path}: {exc}") from None
         except _NotARecord as exc:
@@ -192,7 +192,7 @@ class RecordsFile:
                 raise _NotARecord(f"line {lines.number} has {len(row)} cells for {len(self.columns)} columns")
             paths.append(_csv_text(row[0]))
             keep = lines.consumed
-        return _Previous(paths, _ended(text[:keep]))
+        return _Previous(paths, _kept_text(text, _ended(text[:keep])))
 
     def write_record(self, record: dict[str, Any]) -> None:
         """One record: as JSON, or its flat form (default: itself) as a CSV row."""
@@ -323,9 +323,10 @@ def _ended(text: str) -> str:
 
 def _json_lines(path: Path) -> _Previous:
     """The paths of a JSON Lines file's records, read a line at a time (bytes split at new lines alone)."""
-    paths, kept, unended = [], 0, False
+    paths, kept, unended, size = [], 0, False, 0
     with path.open("rb") as file:
         for number, line in enumerate(file, start=1):
+            size += len(line)
             text = line.decode("utf-8", NAMES)
             if text.strip():
                 try:
@@ -335,18 +336,23 @@ def _json_lines(path: Path) -> _Previous:
                         break  # the last line, which a crash cut short
                     raise _NotARecord(f"line {number} is not a record ({exc})") from None
             kept, unended = kept + len(line), not line.endswith(b"\n")
-    return _Previous(paths, None, kept_bytes=kept, unended=unended)
+    whole = kept == size and not unended
+    return _Previous(paths, None if whole else partial(_whole_lines, path, kept, unended))
 
 
-def _whole_lines(path: Path, previous: _Previous, out: IO[bytes]) -> None:
-    """A JSON Lines file's whole records, copied in chunks, its last one ended."""
+def _whole_lines(path: Path, kept: int, unended: bool, out: IO[bytes]) -> None:
+    """A JSON Lines file's first `kept` bytes (its whole records), copied in chunks, the last one ended."""
     with path.open("rb") as file:
-        left = previous.kept_bytes
-        while left and (chunk := file.read(min(left, 1 << 20))):
+        while kept and (chunk := file.read(min(kept, 1 << 20))):
             out.write(chunk)
-            left -= len(chunk)
-    if previous.unended:
+            kept -= len(chunk)
+    if unended:
         out.write(b"\n")
+
+
+def _kept_text(text: str, keep: str) -> Repair | None:
+    """The repair that leaves `keep` of a file whose text is `text`; none where they are the same."""
+    return None if keep == text else partial(_write_text, keep)
 
 
 def _write_text(text: str, out: IO[bytes]) -> None:
@@ -358,7 +364,7 @@ def _json_array(text: str) -> _Previous:
     decoder = json.JSONDecoder()
     position = _skip(text, 0)
     if position == len(text):
-        return _Previous([], "[", 0)
+        return _Previous([], _kept_text(text, "["))
     if text[position] != "[":
         raise _NotARecord("it is not a JSON array")
     paths: list[str] = []
@@ -378,7 +384,7 @@ def _json_array(text: str) -> _Previous:
         position, end = _skip(text, after), after
     if position < len(text) and text[position] == "]" and text[_skip(text, position + 1) :]:
         raise _NotARecord("something follows the end of the array")
-    return _Previous(paths, text[:end], len(paths))
+    return _Previous(paths, _kept_text(text, text[:end]), len(paths))
 
 
 def _skip(text: str, position: int) -> int:
@@ -411,7 +417,7 @@ def _path_of(record: Any) -> str:
     return path
 
 
-def _replace_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def _replace_atomically(path: Path, write: Repair) -> None:
     """`path` with what `write` writes as its content, in one rename (its mode kept): a crash leaves one
     or the other."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".repair")
