@@ -115,7 +115,8 @@ class LoadPlan:
     def load(self) -> Classifier | FeatureExtractor:
         """The pipeline: a `Classifier`, or a `FeatureExtractor` for `task="features"`."""
         kind = FeatureExtractor if self.config.task == "features" else Classifier
-        return kind.configured(self.model.spec, self.load_engine(), self.config)
+        data_config = resolve_data_config(self.model, resize=self.config.resize)
+        return kind.configured(self.model.spec, self.load_engine(), self.config, data_config)
 
 
 def check_config(

@@ -15,7 +15,7 @@ import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal, Self, TypedDict
 
@@ -49,6 +49,7 @@ from imagenet_zoo.engines.registry import (
     EngineKeywords,
     EngineOptions,
     engine_registry,
+    engine_summaries,
     per_engine,
 )
 from imagenet_zoo.errors import ExplanationUnsupportedError, ImageError
@@ -64,10 +65,9 @@ ModelRef = str | os.PathLike[str] | RegisteredModel
 
 
 def _engine_help() -> str:
-    engines = "; ".join(spec.summary for spec in engine_registry())
     return (
         f"auto (default): torch on an NVIDIA GPU where there is one (for {GPU_WORTH_PHOTOS} photos or more), "
-        f"else {DEFAULT_ENGINE}; {engines}"
+        f"else {DEFAULT_ENGINE}; {engine_summaries()}"
     )
 
 
@@ -203,11 +203,9 @@ class Pipeline:
         )
 
     @classmethod
-    def configured(cls, spec: ModelSpec, engine: Any, config: LoadConfig) -> Self:
-        """The pipeline a checked load configuration describes, around its loaded engine."""
-        data_config = spec.data_config
-        if config.resize is not None:
-            data_config = replace(data_config, resize_mode=config.resize)
+    def configured(cls, spec: ModelSpec, engine: Any, config: LoadConfig, data_config: DataConfig) -> Self:
+        """The pipeline a checked load configuration describes, around its loaded engine, feeding it as
+        `data_config` says (`api.resolve_data_config`: the model's, with the configuration's resize)."""
         return cls(
             spec,
             engine,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from imagenet_zoo.cli import options
-from imagenet_zoo.engines.registry import engine_registry, get_engine
+from imagenet_zoo.engines.registry import engine_registry, engine_summaries, get_engine
 from imagenet_zoo.errors import UsageError
 from imagenet_zoo.jobs.bench import Row
 
@@ -36,7 +36,7 @@ def register(sub: Any) -> None:
         registry.installed(),
         choices=registry.names(),
         metavar="E",
-        help="engines to measure (default: all installed): " + "; ".join(spec.summary for spec in registry),
+        help="engines to measure (default: all installed): " + engine_summaries(),
     )
     options.add_list_option(
         parser,

@@ -289,6 +289,11 @@ def gpu_present() -> bool:
         return False
 
 
+def engine_summaries() -> str:
+    """Each registered engine's one-line summary, for a help text."""
+    return "; ".join(spec.summary for spec in engine_registry())
+
+
 def per_engine(what: Callable[[EngineSpec], Sequence[str]]) -> str:
     """What each registered engine has of something (its precisions, its devices), for a help text."""
     return "; ".join(f"{spec.name}: {', '.join(what(spec))}" for spec in engine_registry())
