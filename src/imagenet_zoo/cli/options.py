@@ -171,7 +171,7 @@ ENGINE_OPTIONS = ("engine", "precision", "device", "decode")
 def add_load_options(parser: argparse.ArgumentParser, *names: str, **defaults: Any) -> None:
     """Flags for these `LoadConfig` fields, made from the fields' declarations (`pipeline.load_option`):
     `--batch-size` for `batch_size`, its help, choices or bound; `defaults` are this command's own."""
-    declared = {option.name: option for option in dataclasses.fields(LoadConfig) if option.metadata}
+    declared = _load_options()
     for name in names:
         option, meta = declared[name], declared[name].metadata
         default = defaults.get(name, option.default)
@@ -192,6 +192,11 @@ def add_format_option(parser: argparse.ArgumentParser, *formats: str) -> None:
 
 def load_config(args: argparse.Namespace, *, task: Task = "classify", **overrides: Any) -> LoadConfig:
     """The load configuration a command line asks for: its model and whichever load options it has."""
-    names = ["model", *(option.name for option in dataclasses.fields(LoadConfig) if option.metadata)]
+    names = ["model", *_load_options()]
     options = {name: getattr(args, name) for name in names if hasattr(args, name)}
     return LoadConfig(task=task, **(options | overrides))
+
+
+def _load_options() -> dict[str, dataclasses.Field[Any]]:
+    """The `LoadConfig` fields that are flags (made with `specs.load_option`), by name."""
+    return {option.name: option for option in dataclasses.fields(LoadConfig) if option.metadata}
