@@ -116,7 +116,7 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(scope="session")
 def lite0_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A cache holding the converted EfficientNet-Lite0 weights, made once for the whole session."""
+    """A cache for EfficientNet-Lite0, its packaged weights verified once for the whole session."""
     from imagenet_zoo.registry import default_registry
 
     home = tmp_path_factory.mktemp("lite0-home")

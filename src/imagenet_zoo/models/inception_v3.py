@@ -1,9 +1,7 @@
 """Inception V3 (Szegedy et al., 2015): Keras's builder and the official Keras weights."""
 
-from imagenet_zoo.model_types import RegisteredModel
-from imagenet_zoo.models.keras_applications import keras_application, keras_weights_file
+from imagenet_zoo.models.keras_applications import keras_application_model, keras_weights_file
 from imagenet_zoo.specs import DataConfig, ModelSpec, PublishedAccuracy
-from imagenet_zoo.weights.store import DownloadedWeights
 
 INCEPTION_V3 = ModelSpec(
     name="inception_v3",
@@ -24,4 +22,4 @@ INCEPTION_V3 = ModelSpec(
     aliases=("inception", "inceptionv3", "inception-v3"),
 )
 
-MODELS = (RegisteredModel(INCEPTION_V3, keras_application("InceptionV3"), DownloadedWeights()),)
+MODELS = (keras_application_model(INCEPTION_V3, "InceptionV3"),)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from imagenet_zoo.model_types import ModelBuilder, Pooling
+from imagenet_zoo.model_types import ModelBuilder, Pooling, RegisteredModel
 from imagenet_zoo.models._keras import import_keras
-from imagenet_zoo.specs import WeightsFile
+from imagenet_zoo.specs import ModelSpec, WeightsFile
+from imagenet_zoo.weights.keras_h5 import read_legacy_h5
+from imagenet_zoo.weights.store import DownloadedWeights
 
 KERAS_WEIGHTS_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
@@ -39,3 +41,8 @@ def keras_application(constructor: str) -> ModelBuilder:
         )
 
     return build
+
+
+def keras_application_model(spec: ModelSpec, constructor: str) -> RegisteredModel:
+    """A model of `keras.applications.<constructor>` with its official (downloaded, legacy HDF5) weights."""
+    return RegisteredModel(spec, keras_application(constructor), DownloadedWeights(), read_legacy_h5)

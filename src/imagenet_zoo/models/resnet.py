@@ -1,9 +1,7 @@
 """ResNet50 (He et al., 2015): Keras's builder and the official Keras weights (ported from Caffe)."""
 
-from imagenet_zoo.model_types import RegisteredModel
-from imagenet_zoo.models.keras_applications import keras_application, keras_weights_file
+from imagenet_zoo.models.keras_applications import keras_application_model, keras_weights_file
 from imagenet_zoo.specs import DataConfig, ModelSpec, PublishedAccuracy
-from imagenet_zoo.weights.store import DownloadedWeights
 
 RESNET50 = ModelSpec(
     name="resnet50",
@@ -22,4 +20,4 @@ RESNET50 = ModelSpec(
     aliases=("resnet", "resnet-50"),
 )
 
-MODELS = (RegisteredModel(RESNET50, keras_application("ResNet50"), DownloadedWeights()),)
+MODELS = (keras_application_model(RESNET50, "ResNet50"),)

@@ -16,7 +16,7 @@ import numpy as np
 
 from imagenet_zoo.errors import WeightsFormatError
 from imagenet_zoo.model_types import Pooling, RegisteredModel
-from imagenet_zoo.models._keras import import_keras
+from imagenet_zoo.models._keras import assign_layers, import_keras
 from imagenet_zoo.specs import DataConfig, ModelSpec, PublishedAccuracy, WeightsFile
 from imagenet_zoo.weights.store import DownloadedWeights
 from imagenet_zoo.weights.torch_pickle import load_state_dict
@@ -81,7 +81,7 @@ def build_squeezenet1_1(
     logits = L.GlobalAveragePooling2D(name="predictions")(head)
     classifier = keras.Model(inputs, logits, name="squeezenet1_1")
     if weights is not None:
-        assign_torchvision_weights(classifier, load_state_dict(weights))
+        assign_layers(classifier, read_torchvision_layers(weights), str(weights))
     if include_top:
         return classifier
     pooled = {"avg": L.GlobalAveragePooling2D(name="avg_pool"), "max": L.GlobalMaxPooling2D(name="max_pool")}
@@ -101,26 +101,18 @@ def _keras_layer(torch_prefix: str) -> str:
     raise KeyError(torch_prefix)
 
 
-def assign_torchvision_weights(model: Any, state: dict[str, np.ndarray[Any, Any]]) -> None:
-    """Copy a torchvision squeezenet1_1 state dict into the Keras model, checking every layer is covered."""
+def read_torchvision_layers(path: Path) -> dict[str, list[np.ndarray[Any, Any]]]:
+    """A torchvision squeezenet1_1 checkpoint's arrays by Keras layer name, in Keras's layout."""
     grouped: dict[str, dict[str, np.ndarray[Any, Any]]] = {}
-    for key, value in state.items():
+    for key, value in load_state_dict(path).items():
         prefix, _, leaf = key.rpartition(".")
         grouped.setdefault(prefix, {})[leaf] = value
     try:
-        layers = {_keras_layer(p): [t["weight"].transpose(2, 3, 1, 0), t["bias"]] for p, t in grouped.items()}
+        return {_keras_layer(p): [t["weight"].transpose(2, 3, 1, 0), t["bias"]] for p, t in grouped.items()}
     except KeyError as exc:
         raise WeightsFormatError(
             f"not a torchvision squeezenet1_1 state dict: unexpected entry {exc}"
         ) from None
-    expected = {layer.name for layer in model.layers if layer.weights}
-    if set(layers) != expected:
-        raise WeightsFormatError(f"the state dict covers {sorted(set(layers) ^ expected)} differently")
-    for layer in model.layers:
-        if layer.weights:
-            if [a.shape for a in layers[layer.name]] != [tuple(w.shape) for w in layer.weights]:
-                raise WeightsFormatError(f"shape mismatch for {layer.name}")
-            layer.set_weights(layers[layer.name])
 
 
 SQUEEZENET1_1 = ModelSpec(
@@ -141,4 +133,4 @@ SQUEEZENET1_1 = ModelSpec(
     aliases=("squeezenet", "squeezenet-1.1"),
 )
 
-MODELS = (RegisteredModel(SQUEEZENET1_1, build_squeezenet1_1, DownloadedWeights()),)
+MODELS = (RegisteredModel(SQUEEZENET1_1, build_squeezenet1_1, DownloadedWeights(), read_torchvision_layers),)

@@ -1,9 +1,7 @@
 """VGG16 and VGG19 (Simonyan & Zisserman, 2014): Keras's builders and the official Keras weights."""
 
-from imagenet_zoo.model_types import RegisteredModel
-from imagenet_zoo.models.keras_applications import keras_application, keras_weights_file
+from imagenet_zoo.models.keras_applications import keras_application_model, keras_weights_file
 from imagenet_zoo.specs import DataConfig, ModelSpec, PublishedAccuracy
-from imagenet_zoo.weights.store import DownloadedWeights
 
 # Ported from Oxford's Caffe release: BGR input, ImageNet mean subtracted, no scaling.
 _DATA = DataConfig(input_size=224, mode="caffe")
@@ -44,6 +42,6 @@ VGG19 = ModelSpec(
 )
 
 MODELS = (
-    RegisteredModel(VGG16, keras_application("VGG16"), DownloadedWeights()),
-    RegisteredModel(VGG19, keras_application("VGG19"), DownloadedWeights()),
+    keras_application_model(VGG16, "VGG16"),
+    keras_application_model(VGG19, "VGG19"),
 )

@@ -1,9 +1,7 @@
 """Xception (Chollet, 2016): Keras's builder and the official Keras weights."""
 
-from imagenet_zoo.model_types import RegisteredModel
-from imagenet_zoo.models.keras_applications import keras_application, keras_weights_file
+from imagenet_zoo.models.keras_applications import keras_application_model, keras_weights_file
 from imagenet_zoo.specs import DataConfig, ModelSpec, PublishedAccuracy
-from imagenet_zoo.weights.store import DownloadedWeights
 
 XCEPTION = ModelSpec(
     name="xception",
@@ -21,4 +19,4 @@ XCEPTION = ModelSpec(
     source="https://arxiv.org/abs/1610.02357",
 )
 
-MODELS = (RegisteredModel(XCEPTION, keras_application("Xception"), DownloadedWeights()),)
+MODELS = (keras_application_model(XCEPTION, "Xception"),)

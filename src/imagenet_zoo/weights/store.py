@@ -1,4 +1,4 @@
-"""The weights cache and the two kinds of weights providers.
+"""The weights cache and the two kinds of weights providers (downloaded, and shipped in a package).
 
 Cache layout: `$IMAGENET_ZOO_HOME/weights/<filename>` (default `~/.cache/imagenet-zoo`). Beside each
 verified file sits `<filename>.verified`, recording the size, mtime and hash that were checked, so a
@@ -141,56 +141,32 @@ class DownloadedWeights:
         return dest
 
 
-class ConvertedPackageWeights:
-    """Weights shipped inside a Python package in a foreign format, converted into the cache on first use.
+class PackagedWeights:
+    """Weights shipped inside a Python package, read from where it installed them: `locate` finds the
+    file, which is hash-checked at each load (never written: it belongs to that package)."""
 
-    `locate` finds the shipped file; `convert(source, dest)` writes the loadable file. The converted
-    file's name carries the source hash, so a new source release never reuses a stale conversion.
-    """
-
-    def __init__(
-        self, locate: Callable[[], Path], convert: Callable[[Path, Path], None], *, package: str
-    ) -> None:
-        self._locate, self._convert, self._package = locate, convert, package
+    def __init__(self, locate: Callable[[], Path], *, package: str) -> None:
+        self._locate, self._package = locate, package
 
     def path(self, spec: ModelSpec, *, include_top: bool = True) -> Path:
-        stem = spec.weights.filename.rsplit(".", 1)[0]
-        return weights_dir() / f"{stem}-{spec.weights.hash[:12]}.weights.h5"
-
-    def is_present(self, spec: ModelSpec, *, include_top: bool = True) -> bool:
-        return self.path(spec).is_file()
-
-    def fetch(self, spec: ModelSpec, *, include_top: bool = True, progress: bool = True) -> Path:
-        """The converted file, made now if needed; a cached one must still have the SHA-256 recorded when
-        it was made (a file swapped in a shared cache is refused)."""
-        dest = self.path(spec)
-        record = dest.with_name(dest.name + ".sha256")
-        with exclusive_lock(dest):
-            if dest.is_file() and record.is_file():  # a file without its record was not made here
-                if file_digest(dest, "sha256") != record.read_text().strip():
-                    raise WeightsIntegrityError(
-                        f"{dest} is not the file converted from {spec.weights.filename}; delete it to "
-                        "convert again"
-                    )
-                return dest
-            source = self.verify(spec)
-            tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp.weights.h5")
-            try:
-                self._convert(source, tmp)
-                record.write_text(file_digest(tmp, "sha256"))
-                os.replace(tmp, dest)
-            finally:
-                tmp.unlink(missing_ok=True)
-        return dest
-
-    def verify(self, spec: ModelSpec, *, include_top: bool = True) -> Path:
-        """Hash-check the shipped source file (the converted cache file derives from it)."""
         try:
-            source = self._locate()
+            return self._locate()
         except ImportError as exc:
             raise WeightsUnavailableError(
                 f"{spec.name} weights ship in the Python package {self._package}, which is not installed"
             ) from exc
+
+    def is_present(self, spec: ModelSpec, *, include_top: bool = True) -> bool:
+        try:
+            return self.path(spec).is_file()
+        except WeightsUnavailableError:
+            return False
+
+    def fetch(self, spec: ModelSpec, *, include_top: bool = True, progress: bool = True) -> Path:
+        return self.verify(spec)
+
+    def verify(self, spec: ModelSpec, *, include_top: bool = True) -> Path:
+        source = self.path(spec)
         verify_packaged_file(source, spec.weights)
         return source
 
