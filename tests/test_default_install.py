@@ -83,6 +83,22 @@ def test_no_training_framework_is_installed(venv: Path, home: Path) -> None:
         assert code == 1 and "ModuleNotFoundError" in output, module
 
 
+def test_a_first_use_builds_every_variant_without_keras(venv: Path, tmp_path: Path) -> None:
+    """On a fresh home: the zoo's networks are built from their shipped descriptions, so neither Keras
+    nor the SciPy its OpenVINO backend loads is imported."""
+    probe = (
+        "import sys, imagenet_zoo\n"
+        "from imagenet_zoo.pipeline import LoadConfig\n"
+        "for name, task, explain, random in [('lite0', 'classify', True, False), ('lite0', 'features', False,"
+        " False), ('resnet50', 'features', False, True), ('resnet50', 'classify', True, True)]:\n"
+        "    config = LoadConfig(model=name, task=task, explain=explain)\n"
+        "    imagenet_zoo.load_pipeline(config, random_weights=random, progress=False)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'keras', 'scipy', 'ml_dtypes'}))\n"
+    )
+    code, output = _run(venv, "python", "-c", probe, home=tmp_path / "fresh")
+    assert code == 0 and output.splitlines()[0] == "[]", output
+
+
 @pytest.mark.slow
 def test_classify_eval_compare_extract_groups_heatmaps_and_export(
     venv: Path, home: Path, tmp_path: Path

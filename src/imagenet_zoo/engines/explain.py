@@ -1,4 +1,5 @@
-"""What engines explain with: the Keras graphs behind CAM and Grad-CAM, and the class maps of a CAM model.
+"""What engines explain with: the networks behind CAM and Grad-CAM (as a `graph.Graph` for the engines built
+from one, as a Keras model for the reference engine), and the class maps of a CAM model.
 
 Every model here is `body -> pooling -> head`: `body` ends at the last feature map (rows x columns x
 channels), the pooling (global average pooling, or VGG's Flatten) ends space. For CAM the head after the
@@ -16,8 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from imagenet_zoo.engines.graph import Graph, Node
 from imagenet_zoo.errors import ExplanationUnsupportedError
 from imagenet_zoo.explain import ClassChoice, explained_classes
+from imagenet_zoo.specs import ExplainMethod
 
 
 def _keras() -> Any:
@@ -92,6 +95,45 @@ def grad_cam_model(model: Any) -> Any:
     for layer in head:
         logits = layer(logits)
     return keras.Model(inputs, [logits, features], name=f"{model.name}_grad_cam")
+
+
+def explaining_graph(graph: Graph, method: ExplainMethod, name: str) -> tuple[Graph, np.ndarray | None]:
+    """The graph with its last feature map as a second output (`graph` is changed), and for CAM the matrix
+    that turns the feature map into class maps (None: it is the class maps already)."""
+    at = _pooling_at(graph, name)
+    pooling, head = graph.nodes[at], graph.nodes[at + 1 :]
+    chain = [pooling.output] + [node.output for node in head]
+    if (
+        any(node.inputs != [before] for node, before in zip(head, chain, strict=False))
+        or chain[-1] != (graph.outputs[0])
+    ):
+        raise ExplanationUnsupportedError(f"{name}'s head after its pooling is not a chain of layers")
+    matrix = None
+    if method == "cam":
+        if pooling.op != "global_avg_pool" or not all(map(_is_linear_node, head)):
+            raise ExplanationUnsupportedError(
+                f"{name}'s head is not global average pooling + a linear layer, so it has no class "
+                "activation map: it needs Grad-CAM"
+            )
+        for node in head:  # linear layers compose into one matrix
+            if node.op == "dense":
+                kernel = graph.weights[f"{node.name}.weight"].T.astype(np.float64)
+                matrix = kernel if matrix is None else matrix @ kernel
+    graph.outputs = [graph.outputs[0], pooling.inputs[0]]
+    return graph, None if matrix is None else matrix.astype(np.float32)
+
+
+def _pooling_at(graph: Graph, name: str) -> int:
+    """Where space ends: the first operation from an image to a vector."""
+    ranks = {graph.input: graph.input_rank} | {node.output: node.rank for node in graph.nodes}
+    for i, node in enumerate(graph.nodes):
+        if node.rank == 2 and len(node.inputs) == 1 and ranks[node.inputs[0]] == 4:
+            return i
+    raise ExplanationUnsupportedError(f"{name} has no feature map before its classifier to explain")
+
+
+def _is_linear_node(node: Node) -> bool:
+    return node.op == "identity" or (node.op == "dense" and node.attrs["activation"] == "linear")
 
 
 def class_maps(

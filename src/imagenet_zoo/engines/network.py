@@ -1,6 +1,7 @@
-"""The Keras network a request asks for (logits or pooled features, pretrained or random weights) and its
-graph description (`graph.py`): what the OpenVINO and torch engines and every exported format are made
-from. Neither TensorFlow nor a particular Keras backend is needed."""
+"""The network a request asks for (logits or pooled features, pretrained or random weights) as a graph
+(`graph.py`): what the OpenVINO and torch engines and every exported format are made from. The zoo's
+networks come from their shipped descriptions (`models.described`) and their weights files, without
+Keras; a bundle from its Keras model (the Keras engine's network too, `keras_model`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import numpy as np
 
 from imagenet_zoo.engines.graph import Graph, translate
 from imagenet_zoo.engines.registry import EngineRequest
+from imagenet_zoo.errors import ModelTranslationError
 from imagenet_zoo.model_types import Pooling, RegisteredModel
+from imagenet_zoo.models.described import DescribedNetwork, draw_weight, network_description
 
 
 def keras_model(model: RegisteredModel, request: EngineRequest) -> Any:
@@ -24,22 +27,14 @@ def keras_model(model: RegisteredModel, request: EngineRequest) -> Any:
 
 
 def drawn_weights(network: Any, seed: int = 0) -> Any:
-    """The network with every weight drawn again with numpy, as Keras's default initializers draw them:
-    Glorot-uniform kernels, zero biases, shifts and means, unit scales and variances. Keras on OpenVINO's
-    backend computes each of its own initial values as a model of its own, compiled when the weights are
-    first read: seconds for a network, where these take a few milliseconds."""
+    """The network with every weight drawn again with numpy, as Keras's default initializers draw them
+    (`described.draw_weight`). Keras on OpenVINO's backend computes each of its own initial values as a
+    model of its own, compiled when the weights are first read: seconds for a network, where these take a
+    few milliseconds."""
     rng = np.random.default_rng(seed)
     for variable in network.weights:
-        shape = tuple(variable.shape)
-        if variable.path.rsplit("/", 1)[-1] in ("gamma", "moving_variance"):
-            value = np.ones(shape)
-        elif len(shape) < 2:
-            value = np.zeros(shape)
-        else:
-            receptive = int(np.prod(shape[:-2]))
-            limit = np.sqrt(6 / ((shape[-2] + shape[-1]) * receptive))
-            value = rng.uniform(-limit, limit, shape)
-        variable.assign(value.astype(np.float32))
+        name = variable.path.rsplit("/", 1)[-1]
+        variable.assign(draw_weight(rng, name, tuple(variable.shape)))
     return network
 
 
@@ -51,5 +46,16 @@ def weights_for(model: RegisteredModel, request: EngineRequest) -> Path | None:
 
 
 def network_graph(model: RegisteredModel, request: EngineRequest) -> Graph:
-    """The graph description of the network `request` asks for (heatmap variants are the engines' own)."""
-    return translate(keras_model(model, request))
+    """The graph of the network `request` asks for, logits or pooled features (a heatmap's is made from
+    it: `explain.explaining_graph`). The zoo's networks are built from their shipped descriptions, without
+    Keras; a bundle, from its Keras model."""
+    if model.read_layers is None:
+        return translate(keras_model(model, request))
+    description = network_description(model.spec.name, request.task)
+    path = weights_for(model, request)
+    layers = None if path is None else model.read_layers(path)
+    try:
+        return translate(DescribedNetwork(description, layers, str(path)))
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        problem = f"the shipped description of {model.spec.name} is malformed: {exc!r}"
+        raise ModelTranslationError(problem) from None

@@ -1,5 +1,5 @@
-"""The OpenVINO IR cache: a model built once from its Keras graph (Keras -> `graph.Graph` -> OpenVINO's
-own operations, `openvino_graph.py`) into `$IMAGENET_ZOO_HOME/openvino/`, in a folder whose name is a
+"""The OpenVINO IR cache: a model built once from its graph (`network.network_graph` -> OpenVINO's own
+operations, `openvino_graph.py`) into `$IMAGENET_ZOO_HOME/openvino/`, in a folder whose name is a
 digest of everything that determines it (weights hash, input contract, OpenVINO version), kept as
 `engines.cache` keeps every converted model.
 """
@@ -15,8 +15,9 @@ import numpy as np
 
 from imagenet_zoo.data.preprocess import Normalization, normalization
 from imagenet_zoo.engines.cache import check_recorded, folder_name, write_recorded
-from imagenet_zoo.engines.explain import cam_model
-from imagenet_zoo.engines.network import keras_model
+from imagenet_zoo.engines.explain import explaining_graph
+from imagenet_zoo.engines.graph import Graph
+from imagenet_zoo.engines.network import network_graph
 from imagenet_zoo.engines.registry import EngineRequest
 from imagenet_zoo.errors import QuantizedModelMissingError
 from imagenet_zoo.model_types import RegisteredModel
@@ -106,17 +107,16 @@ def convert_to_ir(
     explain: bool = False,
 ) -> Path:
     """The fp32 IR of `model` (or of its pooled feature extractor, or of its CAM model with `explain`),
-    converted from Keras if not cached."""
+    built now if not cached."""
     dest = ir_dir(model, random_weights=random_weights, features=features, explain=explain)
     with exclusive_lock(dest):
         if not (dest / IR_FILE).is_file():
             task: Task = "features" if features else "classify"
             request = EngineRequest(task=task, progress=progress, random_weights=random_weights)
-            network, head = keras_model(model, request), None
+            graph, head = network_graph(model, request), None
             if explain:
-                cam = cam_model(network)
-                network, head = cam.network, cam.head
-            ov_model = keras_to_openvino(network, normalization(model.spec.data_config.mode))
+                graph, head = explaining_graph(graph, "cam", model.spec.name)
+            ov_model = graph_to_openvino(graph, normalization(model.spec.data_config.mode))
             meta = {
                 "model": model.spec.name,
                 "weights_hash": None if random_weights else model.spec.weights.hash,
@@ -125,13 +125,11 @@ def convert_to_ir(
     return dest / IR_FILE
 
 
-def keras_to_openvino(network: Any, scaling: Normalization) -> Any:
-    """The OpenVINO model of a Keras network, built from its graph description with OpenVINO's own
-    operations (no SavedModel, no TensorFlow), taking uint8 pixels that it scales as `scaling` says."""
-    from imagenet_zoo.engines.graph import translate
+def graph_to_openvino(graph: Graph, scaling: Normalization) -> Any:
+    """The OpenVINO model of a graph, built with OpenVINO's own operations (no SavedModel, no
+    TensorFlow), taking uint8 pixels that it scales as `scaling` says."""
     from imagenet_zoo.engines.openvino_graph import build_model
 
-    graph = translate(network)
     return build_model(graph.spec, graph.weights, scaling)
 
 

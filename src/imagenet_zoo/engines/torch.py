@@ -1,7 +1,7 @@
-"""The GPU engine: PyTorch running a graph translated from the Keras model (`graph.py`), on an
-NVIDIA GPU or the CPU.
+"""The GPU engine: PyTorch running the model's graph (`graph.py`, `network.network_graph`), on an NVIDIA
+GPU or the CPU.
 
-The translation reads the Keras model once per model and variant and is cached in
+The graph is made once per model and variant and is cached in
 `$IMAGENET_ZOO_HOME/torch/` as a JSON graph and a safetensors file (no pickle), their SHA-256 recorded,
 published by one rename, written under a lock (`engines.cache`). Later runs load the cached graph with
 torch alone: neither Keras, TensorFlow nor OpenVINO is imported.
@@ -30,8 +30,8 @@ from imagenet_zoo.data.preprocess import BatchPreprocessor, CpuPath, Normalizati
 from imagenet_zoo.engines.base import Engine, pixel_batch
 from imagenet_zoo.engines.cache import check_recorded, folder_name, resolved_file, write_recorded
 from imagenet_zoo.engines.cpu import native_bf16
-from imagenet_zoo.engines.explain import cam_model, class_maps, grad_cam_model
-from imagenet_zoo.engines.network import keras_model
+from imagenet_zoo.engines.explain import class_maps, explaining_graph
+from imagenet_zoo.engines.network import network_graph
 from imagenet_zoo.engines.registry import EngineRequest, EngineSpec
 from imagenet_zoo.explain import ClassChoice, explained_classes
 from imagenet_zoo.model_types import RegisteredModel
@@ -92,7 +92,7 @@ def graph_dir(model: RegisteredModel, request: EngineRequest) -> Path:
 
 
 def translated(model: RegisteredModel, request: EngineRequest) -> Path:
-    """The folder of the model's translated graph, translated from Keras now if not cached."""
+    """The folder of the model's translated graph, made now if not cached."""
     dest = graph_dir(model, request)
     with exclusive_lock(dest):
         if not (dest / GRAPH_FILE).is_file():
@@ -103,16 +103,10 @@ def translated(model: RegisteredModel, request: EngineRequest) -> Path:
 def _translate_into(dest: Path, model: RegisteredModel, request: EngineRequest) -> None:
     from safetensors.numpy import save_file
 
-    from imagenet_zoo.engines.graph import translate
-
-    network = keras_model(model, request)
-    head = None
-    if request.explain and model.spec.explain_method == "cam":
-        cam = cam_model(network)
-        network, head = cam.network, cam.head
-    elif request.explain:
-        network = grad_cam_model(network)
-    graph = translate(network)
+    graph, head = network_graph(model, request), None
+    if request.explain:
+        method = model.spec.explain_method or "grad-cam"
+        graph, head = explaining_graph(graph, method, model.spec.name)
 
     def write(folder: Path) -> None:
         (folder / GRAPH_FILE).write_text(json.dumps(graph.spec))
@@ -393,7 +387,7 @@ def _device_available(device: str) -> bool:
 
 ENGINE = EngineSpec(
     name="torch",
-    summary="torch (NVIDIA GPUs, or the CPU; translated once from Keras and cached): fp32, bf16, fp16",
+    summary="torch (NVIDIA GPUs, or the CPU; its graph made once and cached): fp32, bf16, fp16",
     load=load,
     requires=("torch", "safetensors"),
     extra="cuda",
