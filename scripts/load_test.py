@@ -524,7 +524,10 @@ def tiny_bundle(folder: Path) -> Path:
     model = keras.Model(inputs, head(features), name="bundle")
     head.set_weights([np.eye(3, 2, dtype=np.float32), np.zeros(2, np.float32)])
     base = imagenet_zoo.get_model_spec("efficientnet_lite0")
-    return save_bundle(folder, model, classes=["reddish", "greenish"], base=base, extra={})
+    classes = ["reddish", "greenish"]
+    return save_bundle(
+        folder, model.save, num_params=model.count_params(), classes=classes, base=base, extra={}
+    )
 
 
 async def under_attack(url: str, pid: int, attack: object, seconds: float, bundle: Path) -> dict[str, object]:

@@ -115,7 +115,9 @@ def constant_bundle(folder: Path, answer: str, classes: list[str] | None = None)
     bias[classes.index(answer)] = 4.0
     head.set_weights([np.zeros((3, len(classes)), np.float32), bias])
     base = imagenet_zoo.get_model_spec("efficientnet_lite0")
-    return save_bundle(folder, model, classes=classes, base=base, extra={})
+    return save_bundle(
+        folder, model.save, num_params=model.count_params(), classes=classes, base=base, extra={}
+    )
 
 
 def png_bytes(color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (64, 48)) -> bytes:

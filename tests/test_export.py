@@ -156,7 +156,9 @@ def test_a_neighbour_vote_bundle_exports(tmp_path: Path, capsys: pytest.CaptureF
                          rng.normal(size=3), classes=2, temperature=0.1)  # fmt: skip
     network = keras.Model(inputs, vote(features), name="bundle")
     spec = resolve_model("lite0").spec
-    bundle = save_bundle(tmp_path / "votes", network, classes=["a", "b"], base=spec, extra={})
+    bundle = save_bundle(
+        tmp_path / "votes", network.save, num_params=0, classes=["a", "b"], base=spec, extra={}
+    )
     code, _, err = run_cli(
         ["export", str(bundle), "--format", "onnx", "--output", str(tmp_path / "x")], capsys
     )
@@ -198,7 +200,8 @@ def test_a_bundle_whose_head_cannot_be_exported(tmp_path: Path, capsys: pytest.C
     inputs = keras.Input((224, 224, 3))
     features = keras.layers.Identity(name=FEATURES_LAYER)(keras.layers.GlobalAveragePooling2D()(inputs))
     logits = keras.layers.Dense(2)(keras.layers.LayerNormalization(name="odd_norm")(features))
-    bundle = save_bundle(tmp_path / "odd", keras.Model(inputs, logits, name="bundle"), classes=["a", "b"],
+    odd = keras.Model(inputs, logits, name="bundle")
+    bundle = save_bundle(tmp_path / "odd", odd.save, num_params=odd.count_params(), classes=["a", "b"],
                          base=resolve_model("lite0").spec, extra={})  # fmt: skip
     code, _, err = run_cli(
         ["export", str(bundle), "--format", "onnx", "--output", str(tmp_path / "x")], capsys

@@ -13,7 +13,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from imagenet_zoo.specs import ModelSpec
+from imagenet_zoo.specs import ModelSpec, Task
 from imagenet_zoo.weights.store import WeightsProvider
 
 Pooling = Literal["avg", "max"] | None
@@ -23,6 +23,9 @@ Pooling = Literal["avg", "max"] | None
 NamedLayerWeights = Mapping[str, Sequence[np.ndarray]]
 LayerWeights = NamedLayerWeights | Sequence[tuple[str, Sequence[np.ndarray]]]
 LayerReader = Callable[[Path], LayerWeights]
+# What `engines.graph.translate` reads (a Keras model, or a stand-in offering `get_config()` and
+# `get_layer(name).get_weights()`) for a task, from the model's weights file (None: random weights).
+NetworkSource = Callable[[ModelSpec, Path | None, Task], Any]
 
 
 class ModelBuilder(Protocol):
@@ -42,14 +45,14 @@ class ModelBuilder(Protocol):
 class RegisteredModel:
     """A model ready to be built: what it expects (spec), how to build it, and where its weights are.
 
-    `read_layers`, for the zoo's own networks, reads the weights file by layer name: the engines then
-    build the network from its shipped description (`models.described`) without Keras; without it (a
-    bundle), from the Keras model `build` makes."""
+    `network` gives the engines the network without Keras: the zoo's from their shipped descriptions
+    (`models.described`), a bundle's from its file (`models.keras_archive`); without it, they translate
+    the Keras model `build` makes."""
 
     spec: ModelSpec
     build: ModelBuilder
     weights: WeightsProvider
-    read_layers: LayerReader | None = None
+    network: NetworkSource | None = None
 
     @property
     def weights_available(self) -> bool:

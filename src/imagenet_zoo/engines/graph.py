@@ -362,7 +362,10 @@ def _neighbour_vote(
     t: _Translator, layer: Any, options: dict[str, Any], args: list[Tensor], name: str
 ) -> Tensor:
     prototypes, membership, center = layer.get_weights()
-    attrs = {"temperature": float(options["temperature"])}
+    temperature = float(options["temperature"])
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ModelTranslationError(f"{name}: the neighbour vote's temperature must be positive")
+    attrs = {"temperature": temperature}
     return t.add(
         name, "neighbour_vote", args, 2, attrs, prototypes=prototypes, membership=membership, center=center
     )

@@ -14,7 +14,7 @@ from imagenet_zoo.engines.graph import Graph, translate
 from imagenet_zoo.engines.registry import EngineRequest
 from imagenet_zoo.errors import ModelTranslationError
 from imagenet_zoo.model_types import Pooling, RegisteredModel
-from imagenet_zoo.models.described import DescribedNetwork, draw_weight, network_description
+from imagenet_zoo.models.described import draw_weight
 
 
 def keras_model(model: RegisteredModel, request: EngineRequest) -> Any:
@@ -47,15 +47,12 @@ def weights_for(model: RegisteredModel, request: EngineRequest) -> Path | None:
 
 def network_graph(model: RegisteredModel, request: EngineRequest) -> Graph:
     """The graph of the network `request` asks for, logits or pooled features (a heatmap's is made from
-    it: `explain.explaining_graph`). The zoo's networks are built from their shipped descriptions, without
-    Keras; a bundle, from its Keras model."""
-    if model.read_layers is None:
+    it: `explain.explaining_graph`). The zoo's networks are built from their shipped descriptions, a
+    bundle from its file, without Keras (`RegisteredModel.network`); any other from its Keras model."""
+    if model.network is None:
         return translate(keras_model(model, request))
-    description = network_description(model.spec.name, request.task)
-    path = weights_for(model, request)
-    layers = None if path is None else model.read_layers(path)
+    weights = weights_for(model, request)
     try:
-        return translate(DescribedNetwork(description, layers, str(path)))
+        return translate(model.network(model.spec, weights, request.task))
     except (KeyError, IndexError, TypeError, ValueError) as exc:
-        problem = f"the shipped description of {model.spec.name} is malformed: {exc!r}"
-        raise ModelTranslationError(problem) from None
+        raise ModelTranslationError(f"the network of {model.spec.name} is malformed: {exc!r}") from None

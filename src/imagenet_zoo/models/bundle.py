@@ -3,8 +3,10 @@ families, usable wherever a zoo model is.
 
 A bundle is a folder holding `model.keras` (the whole network: ImageNet base + new head, logits out),
 `bundle.json` (class names, the base's preprocessing, the model file's SHA-256) and a confusion-matrix
-plot. It is loaded with Keras's safe mode: a model with a Lambda layer (arbitrary Python) or a config
-naming arbitrary modules is refused with `BundleError`, never executed. How its heatmap is computed
+plot. The engines that build from a graph read the model file without Keras (`models.keras_archive`:
+JSON and numeric arrays only, so a layer they do not know, a Lambda's Python among them, is refused);
+the Keras engine and `create_model` load it with Keras's safe mode, which refuses a Lambda layer or a
+config naming arbitrary modules with `BundleError`, never executing it. How its heatmap is computed
 follows from its head, read from the model file's configuration.
 """
 
@@ -15,13 +17,26 @@ import json
 import math
 import re
 import zipfile
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from imagenet_zoo.data.labels import ClassLabel
 from imagenet_zoo.errors import UsageError, WeightsFormatError
-from imagenet_zoo.model_types import Pooling, RegisteredModel
+from imagenet_zoo.model_types import NetworkSource, Pooling, RegisteredModel
 from imagenet_zoo.models._keras import import_keras
+from imagenet_zoo.models.described import pretrained_network
+from imagenet_zoo.models.keras_archive import (
+    ArchiveLayer,
+    ArchiveNetwork,
+    chained_model,
+    identity_layer,
+    read_archive,
+    write_archive,
+)
 from imagenet_zoo.specs import (
     MAX_CLASSES,
     PREPROCESS_MODES,
@@ -29,6 +44,7 @@ from imagenet_zoo.specs import (
     ExplainMethod,
     ModelSpec,
     PublishedAccuracy,
+    Task,
     WeightsFile,
 )
 from imagenet_zoo.weights.download import file_digest
@@ -49,18 +65,25 @@ def is_bundle(path: str | Path) -> bool:
 
 
 def save_bundle(
-    folder: Path, model: Any, *, classes: list[str], base: ModelSpec, extra: dict[str, Any]
+    folder: Path,
+    write_model: Callable[[Path], None],
+    *,
+    num_params: int,
+    classes: list[str],
+    base: ModelSpec,
+    extra: dict[str, Any],
 ) -> Path:
+    """The bundle's folder: its model file (written by `write_model`), then the manifest naming its hash."""
     folder.mkdir(parents=True, exist_ok=True)
     model_path = folder / MODEL_FILE
-    model.save(model_path)
+    write_model(model_path)
     manifest = {
         "format": FORMAT,
         "name": folder.resolve().name,
         "base": base.name,
         "classes": classes,
         "data_config": dataclasses.asdict(base.data_config),
-        "num_params": int(sum(int(w.numpy().size) for w in model.trainable_weights)),
+        "num_params": num_params,
         "gflops": base.gflops,
         "model_sha256": file_digest(model_path, "sha256"),
         "model_size": model_path.stat().st_size,
@@ -68,6 +91,23 @@ def save_bundle(
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return folder
+
+
+def bundle_writer(base: RegisteredModel, head: list[ArchiveLayer]) -> tuple[Callable[[Path], None], int]:
+    """How to write, without Keras, the model file of `base`'s pooled features (its shipped description
+    and its weights) followed by `head`; and how many values it learned (what Keras counts as trainable:
+    not the batch norms' statistics, nor a neighbour vote's training photos)."""
+    network = pretrained_network(base, "features")
+    config = network.get_config()
+    weights = {layer: network.get_layer(layer).get_weights() for layer, _ in network.variables}
+    learned = sum(
+        int(np.prod(shape))
+        for _, variables in network.variables
+        for name, shape in variables
+        if name not in ("moving_mean", "moving_variance")
+    ) + sum(int(a.size) for layer in head if layer.class_name == "Dense" for a in layer.weights)
+    model_config, arrays = chained_model("bundle", config, weights, [identity_layer(FEATURES_LAYER), *head])
+    return partial(write_archive, config=model_config, arrays=arrays), learned
 
 
 def load_bundle(folder: Path, *, name: str | None = None) -> RegisteredModel:
@@ -90,7 +130,9 @@ def load_bundle(folder: Path, *, name: str | None = None) -> RegisteredModel:
         labels=classes,
         explain_method=explain_method(folder / MODEL_FILE),
     )
-    return RegisteredModel(spec, _builder(folder, len(classes)), BundleWeights(folder))
+    return RegisteredModel(
+        spec, _builder(folder, len(classes)), BundleWeights(folder), _network_source(len(classes))
+    )
 
 
 _LINEAR_LAYERS = {"Dropout", "Identity"}
@@ -239,6 +281,27 @@ def _builder(folder: Path, classes: int) -> Any:
         return keras.Model(model.inputs, model.get_layer(FEATURES_LAYER).output)
 
     return build
+
+
+def _network_source(classes: int) -> NetworkSource:
+    """The bundle's network read from its file without Keras (`models.keras_archive`), for the engines
+    that build from a graph: the whole network, or up to its pooled features."""
+
+    def network(spec: ModelSpec, weights: Path | None, task: Task) -> ArchiveNetwork:
+        if weights is None:
+            raise UsageError(f"{spec.name} is a bundle: its weights are its own, never random")
+        if _output_count(_layer_configs(weights)) != classes:
+            raise BundleError(f"{weights}: the model's outputs are not its {classes} classes")
+        return read_archive(weights, outputs=FEATURES_LAYER if task == "features" else None)
+
+    return network
+
+
+def _output_count(layers: list[dict[str, Any]]) -> int | None:
+    """How many outputs the last layer makes: a Dense layer's units, the neighbour vote's classes."""
+    config = layers[-1].get("config", {}) if layers else {}
+    count = config.get("units", config.get("classes"))
+    return count if _is_int(count) else None
 
 
 def load_keras_safely(path: Path, *, compile: bool = False) -> Any:

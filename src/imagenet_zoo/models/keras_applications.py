@@ -7,6 +7,7 @@ from typing import Any
 
 from imagenet_zoo.model_types import ModelBuilder, Pooling, RegisteredModel
 from imagenet_zoo.models._keras import import_keras
+from imagenet_zoo.models.described import Described
 from imagenet_zoo.specs import ModelSpec, WeightsFile
 from imagenet_zoo.weights.keras_h5 import read_legacy_h5
 from imagenet_zoo.weights.store import DownloadedWeights
@@ -45,4 +46,6 @@ def keras_application(constructor: str) -> ModelBuilder:
 
 def keras_application_model(spec: ModelSpec, constructor: str) -> RegisteredModel:
     """A model of `keras.applications.<constructor>` with its official (downloaded, legacy HDF5) weights."""
-    return RegisteredModel(spec, keras_application(constructor), DownloadedWeights(), read_legacy_h5)
+    return RegisteredModel(
+        spec, keras_application(constructor), DownloadedWeights(), Described(spec.name, read_legacy_h5)
+    )

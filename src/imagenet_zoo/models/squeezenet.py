@@ -17,6 +17,7 @@ import numpy as np
 from imagenet_zoo.errors import WeightsFormatError
 from imagenet_zoo.model_types import Pooling, RegisteredModel
 from imagenet_zoo.models._keras import assign_layers, import_keras
+from imagenet_zoo.models.described import Described
 from imagenet_zoo.specs import DataConfig, ModelSpec, PublishedAccuracy, WeightsFile
 from imagenet_zoo.weights.store import DownloadedWeights
 from imagenet_zoo.weights.torch_pickle import load_state_dict
@@ -133,4 +134,11 @@ SQUEEZENET1_1 = ModelSpec(
     aliases=("squeezenet", "squeezenet-1.1"),
 )
 
-MODELS = (RegisteredModel(SQUEEZENET1_1, build_squeezenet1_1, DownloadedWeights(), read_torchvision_layers),)
+MODELS = (
+    RegisteredModel(
+        SQUEEZENET1_1,
+        build_squeezenet1_1,
+        DownloadedWeights(),
+        Described(SQUEEZENET1_1.name, read_torchvision_layers),
+    ),
+)

@@ -31,11 +31,20 @@ from imagenet_zoo.data.images import decode_image, find_images
 from imagenet_zoo.data.preprocess import draft_short_side, model_input, normalize
 from imagenet_zoo.errors import ImageError, MissingExtraError, UsageError, install_hint
 from imagenet_zoo.models._keras import import_keras
-from imagenet_zoo.models.bundle import FEATURES_LAYER, load_keras_safely, naming_problem, save_bundle
+from imagenet_zoo.models.bundle import (
+    FEATURES_LAYER,
+    bundle_writer,
+    load_keras_safely,
+    naming_problem,
+    save_bundle,
+)
+from imagenet_zoo.models.described import Described
 from imagenet_zoo.pipeline import LoadConfig
-from imagenet_zoo.transfer.linear_head import class_weights, fit_linear
+from imagenet_zoo.transfer.heads import LinearHead, NeighbourHead, fit_neighbours, neighbour_head
+from imagenet_zoo.transfer.linear_head import DROPOUT, class_weights, fit_linear
 
 Log = Callable[[str], None]
+Head = LinearHead | NeighbourHead
 HEADS = ("auto", "linear", "neighbours")
 MAX_PLOT_SIDE = 2048  # pixels of the confusion plot's matrix: 1,000 classes at 64 each were 11.6 GiB
 TRAIN_EXTRA = "train"  # the extra that brings what trains a network's own layers (TensorFlow)
@@ -118,11 +127,27 @@ Items = list[tuple[str, int]]
 
 @dataclass(frozen=True)
 class _Trained:
-    model: Any  # the bundle's network: photos in, logits out
-    val: Data  # the held-out photos, preprocessed, and their labels
+    write: Callable[[Path], None]  # writes the bundle's model file: photos in, logits out
+    num_params: int  # the values it learned (Keras's trainable weights)
+    val_logits: np.ndarray  # its logits of the held-out photos
+    val_labels: np.ndarray
     skipped: set[str]  # photos that could not be read
     head: str | None = None
     head_scores: dict[str, float] = field(default_factory=dict)
+
+
+def _keras_trained(model: Any, val: Data, skipped: set[str], config: TrainConfig, **head: Any) -> _Trained:
+    """What a Keras network trained: its file, its trainable values, its answers on the held-out photos."""
+    images, labels = val
+    logits = np.asarray(model.predict(images, batch_size=config.batch_size, verbose=0))
+    learned = int(sum(int(w.numpy().size) for w in model.trainable_weights))
+    return _Trained(model.save, learned, logits, labels, skipped, **head)
+
+
+def _seeded_keras(config: TrainConfig) -> Any:
+    keras = import_keras()
+    keras.utils.set_random_seed(config.seed)
+    return keras
 
 
 def train(root: Path, output: Path, config: TrainConfig, log: Log = print) -> TrainReport:
@@ -133,15 +158,14 @@ def train(root: Path, output: Path, config: TrainConfig, log: Log = print) -> Tr
         raise UsageError(f"a bundle {output} of the classes in {root} could not be loaded: {problem}")
     train_items, val_items = stratified_split(items, config.val_split, config.seed)
     base = resolve_model(config.base).spec
-    keras = import_keras()
-    keras.utils.set_random_seed(config.seed)
     log(f"{len(train_items)} training and {len(val_items)} validation photos in {len(classes)} classes")
-    strategy = _from_scratch if config.from_scratch else _transfer
-    trained = strategy(keras, len(classes), train_items, val_items, output, config, log)
-
-    val_images, val_labels = trained.val
-    logits = np.asarray(trained.model.predict(val_images, batch_size=config.batch_size, verbose=0))
-    confusion = confusion_matrix(val_labels, logits.argmax(axis=1), len(classes))
+    if config.from_scratch:
+        trained = _from_scratch(
+            _seeded_keras(config), len(classes), train_items, val_items, output, config, log
+        )
+    else:
+        trained = _transfer(len(classes), train_items, val_items, config, log)
+    confusion = confusion_matrix(trained.val_labels, trained.val_logits.argmax(axis=1), len(classes))
     accuracy = float(np.trace(confusion) / confusion.sum())
     balanced = balanced_accuracy(confusion)
     validation = {"accuracy": accuracy, "balanced_accuracy": balanced, "confusion": confusion.tolist()}
@@ -157,7 +181,7 @@ def train(root: Path, output: Path, config: TrainConfig, log: Log = print) -> Tr
         "val_size": len(val_items),
     }
     extra = {"validation": validation, "training": training}
-    save_bundle(output, trained.model, classes=classes, base=base, extra=extra)
+    save_bundle(output, trained.write, num_params=trained.num_params, classes=classes, base=base, extra=extra)
     confusion_plot(confusion, classes).save(output / "confusion.png")
     return TrainReport(
         output,
@@ -201,38 +225,46 @@ def balanced_accuracy(confusion: np.ndarray) -> float:
     return float(np.mean(recalls))
 
 
-def _transfer(
-    keras: Any,
-    classes: int,
-    train_items: Items,
-    val_items: Items,
-    output: Path,
-    config: TrainConfig,
-    log: Log,
-) -> _Trained:
-    """A new head on the frozen base's features, then optionally fine-tuning the base's last layers."""
+def _transfer(classes: int, train_items: Items, val_items: Items, config: TrainConfig, log: Log) -> _Trained:
+    """A new head on the frozen base's features, then optionally fine-tuning the base's last layers. Without
+    fine-tuning, no training framework: the bundle's model file is written from the base's shipped
+    description (`models.bundle.bundle_writer`)."""
     extractor = load_pipeline(replace(config.load, task="features"), progress=False)
     assert isinstance(extractor, FeatureExtractor)
     x_train, y_train, skipped = _features(extractor, train_items, mirrored=config.augment)
     x_val, y_val, skipped_val = _features(extractor, val_items, mirrored=False)
     heads = _candidate_heads(config)
-    fitted = {
-        name: _fit_head(name, keras, x_train, y_train, x_val, y_val, classes, config, log) for name in heads
-    }
+    fitted = {name: _fit_head(name, x_train, y_train, x_val, y_val, classes, config, log) for name in heads}
     scores = {name: _head_score(head, x_val, y_val, classes) for name, head in fitted.items()}
     # Ties go to the linear head: it is smaller and keeps no training photos.
     chosen = max(heads, key=lambda name: (scores[name], name == "linear"))
     if len(heads) > 1:
         shown = ", ".join(f"{name} {score:.1%}" for name, score in scores.items())
         log(f"head: {chosen} (auto: balanced accuracy on the {len(y_val)} held-out photos: {shown})")
-    model = _compose(
-        keras, create_model(config.base, include_top=False, pooling="avg", progress=False), fitted[chosen]
-    )
+    head, skipped_all = fitted[chosen], skipped | skipped_val
+    shown_scores = scores if len(heads) > 1 else {}
+    base = resolve_model(config.base)
+    if config.fine_tune_layers == 0 and isinstance(base.network, Described):
+        write, learned = bundle_writer(base, head.layers())
+        logits = head.logits(x_val)
+        return _Trained(write, learned, logits, y_val, skipped_all, chosen, shown_scores)
+    keras = _seeded_keras(config)
+    features = create_model(config.base, include_top=False, pooling="avg", progress=False)
+    model = _compose(keras, features, _keras_head(keras, head, x_train.shape[1], classes))
     val, _ = _pixels(config, val_items)
     if config.fine_tune_layers > 0:
         (train_images, train_labels), _ = _pixels(config, train_items)
         _fine_tune(keras, model, train_images, train_labels, val, config, log)
-    return _Trained(model, val, skipped | skipped_val, chosen, scores if len(heads) > 1 else {})
+    return _keras_trained(model, val, skipped_all, config, head=chosen, head_scores=shown_scores)
+
+
+def _keras_head(keras: Any, head: Head, dim: int, classes: int) -> Any:
+    """A fitted head as a Keras model, for a bundle composed by Keras."""
+    if isinstance(head, NeighbourHead):
+        return neighbour_head(head.fit, classes)
+    dense = _dense_head(keras, dim, classes)
+    dense.get_layer("predictions").set_weights([head.fit.kernel, head.fit.bias])
+    return dense
 
 
 def _candidate_heads(config: TrainConfig) -> tuple[str, ...]:
@@ -244,7 +276,6 @@ def _candidate_heads(config: TrainConfig) -> tuple[str, ...]:
 
 def _fit_head(
     name: str,
-    keras: Any,
     x: np.ndarray,
     y: np.ndarray,
     x_val: np.ndarray,
@@ -252,7 +283,7 @@ def _fit_head(
     classes: int,
     config: TrainConfig,
     log: Log,
-) -> Any:
+) -> Head:
     if name == "neighbours":
         return _neighbour_head(x, y, classes, log)
     fit = fit_linear(
@@ -266,13 +297,11 @@ def _fit_head(
         log=lambda epoch, logs: log(_epoch_line("head", epoch, config.epochs, logs)),
     )
     log(f"linear head: the weights of epoch {fit.best_epoch} of {fit.epochs} (lowest validation loss)")
-    head = _dense_head(keras, x.shape[1], classes)
-    head.get_layer("predictions").set_weights([fit.kernel, fit.bias])
-    return head
+    return LinearHead(fit)
 
 
-def _head_score(head: Any, x_val: np.ndarray, y_val: np.ndarray, classes: int) -> float:
-    predicted = np.asarray(head.predict(x_val, verbose=0)).argmax(axis=1)
+def _head_score(head: Head, x_val: np.ndarray, y_val: np.ndarray, classes: int) -> float:
+    predicted = head.logits(x_val).argmax(axis=1)
     return balanced_accuracy(confusion_matrix(y_val, predicted, classes))
 
 
@@ -308,7 +337,7 @@ def _from_scratch(
     )
     fit = partial(_fit, keras, trainer, (x, y), val, config, log)
     fit(phase="scratch", epochs=config.epochs, initial_epoch=done, callbacks=[save])
-    return _Trained(trainer.get_layer("bundle"), val, skipped | skipped_val)
+    return _keras_trained(trainer.get_layer("bundle"), val, skipped | skipped_val, config)
 
 
 def _new_scratch_trainer(keras: Any, classes: int, samples: int, config: TrainConfig) -> Any:
@@ -324,7 +353,7 @@ def _dense_head(keras: Any, dim: int, classes: int) -> Any:
     return keras.Sequential(
         [
             keras.Input((dim,)),
-            keras.layers.Dropout(0.2, name="head_dropout"),
+            keras.layers.Dropout(DROPOUT, name="head_dropout"),
             keras.layers.Dense(classes, name="predictions"),
         ]
     )
@@ -424,15 +453,13 @@ def _epoch_line(phase: str, epoch: int, epochs: int, logs: dict[str, float]) -> 
     return f"{phase} epoch {epoch}/{epochs}  {shown}"
 
 
-def _neighbour_head(x: np.ndarray, y: np.ndarray, classes: int, log: Log) -> Any:
-    from imagenet_zoo.transfer.heads import fit_neighbours, neighbour_head
-
+def _neighbour_head(x: np.ndarray, y: np.ndarray, classes: int, log: Log) -> NeighbourHead:
     fit = fit_neighbours(x, y, classes)
     log(
         f"neighbours head: {len(x)} training photos, temperature {fit.temperature} "
         f"(leave-one-out balanced accuracy {fit.loo_balanced_accuracy:.1%})"
     )
-    return neighbour_head(fit, classes)
+    return NeighbourHead(fit, classes)
 
 
 def _compose(keras: Any, base: Any, head: Any) -> Any:
