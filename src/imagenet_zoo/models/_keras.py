@@ -1,7 +1,7 @@
-"""Importing Keras, only when a model is really built: on the TensorFlow backend where TensorFlow is
-installed (the reference engine and training), else on OpenVINO's (the default install: Keras defines the
-networks and reads their weight files, `engines/graph.py` translates them), else on torch's (a GPU machine
-that runs only the torch engine)."""
+"""Importing Keras, only where a Keras model is asked for (the reference engine, `create_model`, training
+a network's own layers): on the TensorFlow backend where TensorFlow is installed, else on OpenVINO's (the
+`keras` extra), else on torch's. The default install has no Keras: the engines build the networks from
+their shipped descriptions (`models.described`) and bundles from their files (`models.keras_archive`)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,17 @@ from collections.abc import Iterator
 from importlib.util import find_spec
 from typing import Any
 
-from imagenet_zoo.errors import WeightsFormatError
+from imagenet_zoo.errors import MissingExtraError, WeightsFormatError, install_hint
 from imagenet_zoo.model_types import NamedLayerWeights
+
+KERAS_EXTRA = "keras"
 
 
 def import_keras() -> Any:
+    """Keras, or `MissingExtraError` naming the extra that brings it (the default install has none: the
+    engines build the networks from their shipped descriptions)."""
+    if find_spec("keras") is None:
+        raise MissingExtraError(f"this needs Keras: {install_hint(KERAS_EXTRA)}")
     os.environ.setdefault("KERAS_BACKEND", keras_backend())
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with contextlib.nullcontext() if "keras" in sys.modules else _native_stderr_dropped():
