@@ -84,10 +84,6 @@ def description_path(model: str) -> Any:
     return resources.files(__package__) / "networks" / f"{model}.json.gz"
 
 
-def has_description(model: str) -> bool:
-    return bool(description_path(model).is_file())
-
-
 def network_description(model: str, task: Task) -> NetworkDescription:
     """The shipped description of `model`'s network for `task` (logits, or pooled features)."""
     path = description_path(model)
