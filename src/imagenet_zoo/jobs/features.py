@@ -14,8 +14,10 @@ npz's arrays streamed into its zip), and the journal is removed.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -32,6 +34,7 @@ from imagenet_zoo.records import FEATURES, ErrorInfo, arrow_schema, feature_reco
 FORMATS = (".npz", ".parquet")
 JOURNAL_SUFFIX = ".partial.jsonl"
 ROW_GROUP = 1024  # Parquet rows written at once
+_COPY_CHUNK = 2**20
 
 
 def journal_of(output: Path) -> Path:
@@ -113,35 +116,32 @@ _FAILURE_ARRAYS = ("failed_paths", "failed_types", "failed_messages")
 
 
 def _write_npz(journal: Path, target: Path, model: str, shape: JournalShape) -> None:
-    """What `np.savez` writes, each array streamed into the zip from the journal: `features`, `paths`,
-    `model`, and the photos that failed with their errors' types and messages."""
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+    """What `np.savez` writes: `features`, `paths`, `model`, and the photos that failed with their errors'
+    types and messages. The journal is read once more (after `_shape`): the features stream into their
+    member of the zip, and each text array into a temporary file beside it, copied in after (a zip takes
+    one member at a time)."""
+    arrays = ("paths", *_FAILURE_ARRAYS)
+    dtypes = {array: np.dtype(f"<U{shape.longest.get(array, 1)}") for array in arrays}
+    with contextlib.ExitStack() as stack:
+        texts = {array: stack.enter_context(tempfile.TemporaryFile(dir=target.parent)) for array in arrays}
+        archive = stack.enter_context(zipfile.ZipFile(target, "w", zipfile.ZIP_STORED, allowZip64=True))
         with archive.open("features.npy", "w", force_zip64=True) as member:
             _npy_header(member, np.dtype("<f4"), (shape.photos, shape.dimensions))
-            for _, features, _ in _entries(journal):
+            for path, features, error in _entries(journal):
                 if features is not None:
                     member.write(features.tobytes())
-        _write_texts(
-            archive, "paths", shape, (path for path, features, _ in _entries(journal) if features is not None)
-        )
-        for field_index, array in enumerate(_FAILURE_ARRAYS):
-            texts = (
-                (path, error.type, error.message)[field_index]
-                for path, _, error in _entries(journal)
-                if error is not None
-            )
-            _write_texts(archive, array, shape, texts)
+                    texts["paths"].write(np.array(path, dtypes["paths"]).tobytes())
+                elif error is not None:
+                    for array, text in zip(_FAILURE_ARRAYS, (path, error.type, error.message), strict=True):
+                        texts[array].write(np.array(text, dtypes[array]).tobytes())
+        for array, spooled in texts.items():
+            count = shape.photos if array == "paths" else shape.failed
+            with archive.open(f"{array}.npy", "w", force_zip64=True) as member:
+                _npy_header(member, dtypes[array], (count,))
+                spooled.seek(0)
+                shutil.copyfileobj(spooled, member, _COPY_CHUNK)
         with archive.open("model.npy", "w") as member:
             np.lib.format.write_array(member, np.array(model), allow_pickle=False)
-
-
-def _write_texts(archive: zipfile.ZipFile, array: str, shape: JournalShape, texts: Iterator[str]) -> None:
-    dtype = np.dtype(f"<U{shape.longest.get(array, 1)}")
-    count = shape.photos if array == "paths" else shape.failed
-    with archive.open(f"{array}.npy", "w", force_zip64=True) as member:
-        _npy_header(member, dtype, (count,))
-        for text in texts:
-            member.write(np.array(text, dtype=dtype).tobytes())
 
 
 def _npy_header(out: IO[bytes], dtype: np.dtype[Any], shape: tuple[int, ...]) -> None:
