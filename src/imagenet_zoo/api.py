@@ -222,7 +222,7 @@ def load(
     """A ready classifier with pretrained weights: `load("resnet50").classify("cat.jpg", top=5)`.
 
     `engine` is one of the registered engines (`imagenet-zoo models` and `--engine`'s help list them):
-    "openvino" runs a cached OpenVINO model built once from the Keras graph, in `precision` fp32, bf16 or
+    "openvino" runs a cached OpenVINO model built once from the network's graph, in `precision` fp32, bf16 or
     int8 (after `imagenet-zoo quantize`); "torch" runs a translated graph on an NVIDIA GPU ("cuda") or the
     CPU, in fp32, bf16 or fp16; "keras" runs Keras itself (fp32). The default, "auto", is torch on the GPU
     where there is one, else openvino. `device` is one of the engine's devices, or "auto".

@@ -1,7 +1,8 @@
 """The network a request asks for (logits or pooled features, pretrained or random weights) as a graph
 (`graph.py`): what the OpenVINO and torch engines and every exported format are made from. The zoo's
-networks come from their shipped descriptions (`models.described`) and their weights files, without
-Keras; a bundle from its Keras model (the Keras engine's network too, `keras_model`)."""
+networks come from their shipped descriptions (`models.described`) and their weights files, a bundle from
+its file (`models.keras_archive`), without Keras; the Keras engine's network is the Keras model itself
+(`keras_model`)."""
 
 from __future__ import annotations
 

@@ -138,7 +138,7 @@ def _unavailable(precision: str, device: str) -> str | None:
 
 ENGINE = EngineSpec(
     name="openvino",
-    summary="openvino (default, fast; built once from the Keras graph and cached): fp32, bf16, int8",
+    summary="openvino (default, fast; built once from the network's graph and cached): fp32, bf16, int8",
     load=load,
     requires=("openvino",),
     precisions=PRECISIONS,
