@@ -8,10 +8,19 @@ from typing import Any
 
 import numpy as np
 
+from imagenet_zoo.engines.graph import Graph
 from imagenet_zoo.models._keras import import_keras
 
 keras = import_keras()
 layers = keras.layers
+
+
+def same_graph(a: Graph, b: Graph) -> bool:
+    """The same operations, names, input and outputs, and the same weights bit for bit."""
+    same_weights = a.weights.keys() == b.weights.keys() and all(
+        np.array_equal(a.weights[key], b.weights[key]) for key in a.weights
+    )
+    return a.spec == b.spec and same_weights
 
 
 def randomized(model: Any) -> Any:

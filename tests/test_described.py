@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from imagenet_zoo.engines.explain import cam_model, explaining_graph, grad_cam_model
-from imagenet_zoo.engines.graph import Graph, translate
+from imagenet_zoo.engines.graph import translate
 from imagenet_zoo.engines.network import drawn_weights, keras_model, network_graph
 from imagenet_zoo.engines.registry import EngineRequest
 from imagenet_zoo.errors import ExplanationUnsupportedError, ModelTranslationError, WeightsFormatError
@@ -21,17 +21,11 @@ from imagenet_zoo.models.described import describe, fresh_network, network_descr
 from imagenet_zoo.registry import default_registry
 from imagenet_zoo.specs import Task
 from imagenet_zoo.weights.keras_h5 import read_legacy_h5
+from tests.keras_graphs import same_graph
 
 NAMES = [model.spec.name for model in ALL_MODELS]
 TASKS: list[Task] = ["classify", "features"]
 RANDOM = {task: EngineRequest(task=task, random_weights=True, progress=False) for task in TASKS}
-
-
-def _equal(a: Graph, b: Graph) -> bool:
-    same_weights = a.weights.keys() == b.weights.keys() and all(
-        np.array_equal(a.weights[key], b.weights[key]) for key in a.weights
-    )
-    return a.spec == b.spec and same_weights
 
 
 def _shipped(name: str) -> dict:  # type: ignore[type-arg]
@@ -46,13 +40,13 @@ def test_each_shipped_description_is_what_keras_builds(name: str) -> None:
         network = fresh_network(model, task)
         assert shipped[task] == describe(network), f"{name} {task}: run scripts/write_network_descriptions.py"
         # Built without Keras, from the description, with weights drawn alike: the same graph.
-        assert _equal(network_graph(model, RANDOM[task]), translate(drawn_weights(network)))
+        assert same_graph(network_graph(model, RANDOM[task]), translate(drawn_weights(network)))
 
 
 def test_the_real_lite0_weights_give_the_graph_keras_gives(with_lite0: Path) -> None:
     model = default_registry().get("efficientnet_lite0")
     request = EngineRequest(progress=False)
-    assert _equal(network_graph(model, request), translate(keras_model(model, request)))
+    assert same_graph(network_graph(model, request), translate(keras_model(model, request)))
 
 
 def test_the_heatmap_graphs_compute_what_keras_does() -> None:

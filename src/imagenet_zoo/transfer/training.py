@@ -250,7 +250,7 @@ def _transfer(classes: int, train_items: Items, val_items: Items, config: TrainC
         return _Trained(write, learned, logits, y_val, skipped_all, chosen, shown_scores)
     keras = _seeded_keras(config)
     features = create_model(config.base, include_top=False, pooling="avg", progress=False)
-    model = _compose(keras, features, _keras_head(keras, head, x_train.shape[1], classes))
+    model = _compose(keras, features, _keras_head(keras, head))
     val, _ = _pixels(config, val_items)
     if config.fine_tune_layers > 0:
         (train_images, train_labels), _ = _pixels(config, train_items)
@@ -258,11 +258,11 @@ def _transfer(classes: int, train_items: Items, val_items: Items, config: TrainC
     return _keras_trained(model, val, skipped_all, config, head=chosen, head_scores=shown_scores)
 
 
-def _keras_head(keras: Any, head: Head, dim: int, classes: int) -> Any:
+def _keras_head(keras: Any, head: Head) -> Any:
     """A fitted head as a Keras model, for a bundle composed by Keras."""
     if isinstance(head, NeighbourHead):
-        return neighbour_head(head.fit, classes)
-    dense = _dense_head(keras, dim, classes)
+        return neighbour_head(head.fit, head.classes)
+    dense = _dense_head(keras, *head.fit.kernel.shape)
     dense.get_layer("predictions").set_weights([head.fit.kernel, head.fit.bias])
     return dense
 
