@@ -103,10 +103,8 @@ def explaining_graph(graph: Graph, method: ExplainMethod, name: str) -> tuple[Gr
     at = _pooling_at(graph, name)
     pooling, head = graph.nodes[at], graph.nodes[at + 1 :]
     chain = [pooling.output] + [node.output for node in head]
-    if (
-        any(node.inputs != [before] for node, before in zip(head, chain, strict=False))
-        or chain[-1] != (graph.outputs[0])
-    ):
+    each_on_the_last = all(node.inputs == [before] for node, before in zip(head, chain, strict=False))
+    if not each_on_the_last or chain[-1] != graph.outputs[0]:
         raise ExplanationUnsupportedError(f"{name}'s head after its pooling is not a chain of layers")
     matrix = None
     if method == "cam":
